@@ -1,0 +1,25 @@
+# Two commands (see README): `make demo` sets up and runs the main job; `make test` sets up and runs the tests.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint
+
+$(BIN)/lprnet: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(BIN)/lprnet
+
+setup: $(BIN)/lprnet
+
+demo: setup
+	$(BIN)/lprnet recognize src/lprnet/samples --format text
+
+test: setup
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: setup
+	$(BIN)/ruff check src tests scripts

@@ -1,0 +1,155 @@
+"""Build the small font subsets shipped in ``src/lprnet/data/fonts/`` for the plate synthesizer.
+
+Sources (Debian bookworm packages, both SIL Open Font License 1.1, which permits subsetting
+and redistribution of modified versions together with the licence; neither declares a Reserved
+Font Name that our subset names would use):
+
+* ``fonts-noto-cjk`` -- ``/usr/share/fonts/opentype/noto/NotoSansCJK-{Regular,Bold}.ttc``,
+  face index 2 = Noto Sans CJK SC (Simplified Chinese).  Copyright 2014-2021 Adobe.
+  Used for the province characters and the special characters 警学使领港澳挂临.
+  Licence: ``/usr/share/doc/fonts-noto-cjk/copyright`` (``License: SIL-1.1``).
+* ``fonts-opendin`` -- ``/usr/share/fonts/truetype/opendin/OSP-DIN.ttf``, a condensed DIN 1451
+  style face (narrow, tall, like the GA 36 plate alphanumerics).  Copyright 2011 OSP.
+  Licence: ``/usr/share/doc/fonts-opendin/OFL-1.1.txt.gz`` and ``copyright``.
+
+Usage::
+
+    apt-get install -y fonts-noto-cjk fonts-opendin
+    pip install fonttools
+    python scripts/make_fonts.py            # writes src/lprnet/data/fonts/
+
+The outputs are tiny (tens of kB): only the glyphs plates need are kept (31 provinces + the
+special characters, digits 0-9 and A-Z, a few punctuation marks), hinting and layout tables are dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import re
+import sys
+from pathlib import Path
+
+from fontTools import subset
+from fontTools.ttLib import TTFont
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from lprnet.charset import DIGITS, PROVINCES  # noqa: E402
+
+OUT_DIR = ROOT / "src" / "lprnet" / "data" / "fonts"
+SPECIAL_CJK = "警学使领港澳挂临"
+LATIN = DIGITS + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+LABEL_EXTRA = " -_.·"  # the CJK subsets also carry Latin so preview labels render with one font
+
+NOTO_DIR = Path("/usr/share/fonts/opentype/noto")
+NOTO_FACE_SC = 2  # index of Noto Sans CJK SC inside the .ttc collection
+OPENDIN = Path("/usr/share/fonts/truetype/opendin/OSP-DIN.ttf")
+NOTO_COPYRIGHT = Path("/usr/share/doc/fonts-noto-cjk/copyright")
+OPENDIN_OFL = Path("/usr/share/doc/fonts-opendin/OFL-1.1.txt.gz")
+
+README = """\
+# Plate fonts (generated, do not edit)
+
+Subsets used by `lprnet.data.synth` to render synthetic licence plates.  Produced by
+`python scripts/make_fonts.py` (needs the Debian packages `fonts-noto-cjk` and `fonts-opendin`
+and the Python package `fonttools`); rerun it to rebuild these files.
+
+- `NotoSansCJKsc-Regular-plates.otf`, `NotoSansCJKsc-Bold-plates.otf`: Noto Sans CJK SC Regular
+  and Bold (Debian `fonts-noto-cjk`, `NotoSansCJK-{{Regular,Bold}}.ttc` face 2), (c) 2014-2021 Adobe.
+  Glyphs: {cjk}, plus `{latin}` and ` -_.·` (for preview labels).
+  Licence: SIL OFL 1.1, see `OFL-NotoSansCJK.txt`.
+- `OSP-DIN-plates.ttf`: OSP-DIN (Debian `fonts-opendin`), (c) 2011 OSP.  Glyphs: `{latin}`.
+  Licence: SIL OFL 1.1, see `OFL-OSP-DIN.txt`.
+
+These are Modified Versions under the OFL (subsets: unneeded glyphs, hinting and layout tables
+removed).  They are distributed under the SIL Open Font License 1.1 only, together with the
+licence files in this folder.
+"""
+
+
+def _subset(src: Path, dst: Path, text: str, font_number: int = 0) -> None:
+    opts = subset.Options()
+    opts.font_number = font_number
+    opts.layout_features = []
+    opts.hinting = False
+    opts.desubroutinize = True
+    opts.name_IDs = ["*"]
+    opts.name_languages = ["*"]
+    opts.notdef_outline = True
+    opts.glyph_names = False
+    opts.drop_tables += ["FFTM"]
+    font = subset.load_font(str(src), opts)
+    sub = subset.Subsetter(opts)
+    sub.populate(text=text)
+    sub.subset(font)
+    for tag in ("VORG", "vhea", "vmtx", "BASE", "GDEF", "GPOS", "GSUB"):
+        if tag in font:
+            del font[tag]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    subset.save_font(font, str(dst), opts)
+    check = TTFont(str(dst))
+    cmap = check.getBestCmap()
+    missing = [c for c in text if ord(c) not in cmap]
+    if missing:
+        raise SystemExit(f"{dst.name}: glyphs missing after subsetting: {''.join(missing)}")
+
+
+def _noto_licence() -> str:
+    text = NOTO_COPYRIGHT.read_text(encoding="utf-8")
+    m = re.search(r"^License: SIL-1\.1\n((?: .*\n?)+)", text, flags=re.M)
+    if not m:
+        raise SystemExit(f"could not find the SIL-1.1 licence text in {NOTO_COPYRIGHT}")
+    body = "\n".join("" if ln.strip() == "." else ln[1:] for ln in m.group(1).splitlines())
+    header = (
+        "Noto Sans CJK SC (subset), from the Debian package fonts-noto-cjk.\n"
+        "Copyright 2014-2021 Adobe (http://www.adobe.com/).\n"
+        "Copyright 2010-2012 Google Corporation.\n\n"
+        "This Font Software is licensed under the SIL Open Font License, Version 1.1.\n\n"
+    )
+    return header + body.strip() + "\n"
+
+
+def _opendin_licence() -> str:
+    with gzip.open(OPENDIN_OFL, "rt", encoding="utf-8") as fh:
+        body = fh.read()
+    if "Copyright" not in body:
+        body = "Copyright (C) 2011 OSP (http://ospublish.constantvzw.org).\n\n" + body
+    return "OSP-DIN (subset), from the Debian package fonts-opendin.\n\n" + body.strip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT_DIR)
+    args = ap.parse_args(argv)
+    out: Path = args.out
+
+    for p in (NOTO_DIR / "NotoSansCJK-Regular.ttc", OPENDIN, NOTO_COPYRIGHT, OPENDIN_OFL):
+        if not p.exists():
+            raise SystemExit(f"missing {p}: apt-get install -y fonts-noto-cjk fonts-opendin")
+
+    cjk = PROVINCES + SPECIAL_CJK
+    for weight in ("Regular", "Bold"):
+        _subset(
+            NOTO_DIR / f"NotoSansCJK-{weight}.ttc",
+            out / f"NotoSansCJKsc-{weight}-plates.otf",
+            cjk + LATIN + LABEL_EXTRA,
+            font_number=NOTO_FACE_SC,
+        )
+    _subset(OPENDIN, out / "OSP-DIN-plates.ttf", LATIN)
+
+    (out / "OFL-NotoSansCJK.txt").write_text(_noto_licence(), encoding="utf-8")
+    (out / "OFL-OSP-DIN.txt").write_text(_opendin_licence(), encoding="utf-8")
+    (out / "README.md").write_text(README.format(cjk=cjk, latin=LATIN), encoding="utf-8")
+
+    total = 0
+    for p in sorted(out.iterdir()):
+        total += p.stat().st_size
+        print(f"{p.stat().st_size:>9,d}  {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}")
+    print(f"{total:>9,d}  total")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

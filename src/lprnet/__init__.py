@@ -1,0 +1,13 @@
+"""lprnet: license-plate recognition with LPRNet, proved-equivalent rewrites and portable exports.
+
+Layers (dependencies point down): faces (``cli``) -> :mod:`lprnet.recognizer` /
+:mod:`lprnet.evaluate` / training -> :mod:`lprnet.model`, :mod:`lprnet.rewrite`,
+:mod:`lprnet.weights` -> :mod:`lprnet.core`, :mod:`lprnet.config`, :mod:`lprnet.charset`.
+"""
+
+from lprnet.charset import Charset
+from lprnet.config import ModelConfig
+from lprnet.recognizer import Recognizer, Result, load
+
+__version__ = "0.1.0"
+__all__ = ["Charset", "ModelConfig", "Recognizer", "Result", "load", "__version__"]

@@ -1,0 +1,21 @@
+"""Helpers shared by CLI commands: option types, error exit, thread pinning."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--weights", "-w", help="Weights (.safetensors of ours or reference .pth); default: bundled."),
+]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Intra-op threads for PyTorch.")]
+
+
+def fail(msg: str, code: int = 2) -> NoReturn:
+    """Print an error to stderr and exit non-zero."""
+    print(f"error: {msg}", file=sys.stderr)
+    raise typer.Exit(code)

@@ -1,0 +1,49 @@
+"""``lprnet check-data``: report every problem of labelled real datasets, by file name."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+
+def check_data_command(
+    paths: Annotated[list[str], typer.Argument(help="Folders of labelled crops, CSV/TSV manifests, "
+                                               "CCPD folders")],
+    kind: Annotated[Optional[str], typer.Option(help="folder, manifest or ccpd (default: detected "  # noqa: UP045
+                                                "per path)")] = None,
+    charset: Annotated[Optional[str], typer.Option(help="Characters of the charset in class order "  # noqa: UP045
+                                                   "(default: the 68-class Chinese set)")] = None,
+    lengths: Annotated[str, typer.Option(help="Allowed plate lengths, comma-separated ('' = any)")] = "7,8",
+    images: Annotated[bool, typer.Option("--images/--no-images", help="Decode every image")] = True,
+    workers: Annotated[int, typer.Option(help="Decoding threads")] = 4,
+    max_problems: Annotated[int, typer.Option(help="Print at most this many problems (0 = all)")] = 0,
+) -> None:
+    """Check labels (charset, length), files (missing, unreadable, corrupt) and CCPD names.
+
+    Prints one line per problem and a summary; exits 1 when anything is wrong.
+    """
+    from lprnet.charset import Charset
+    from lprnet.data.real import SOURCE_KINDS, check_dataset
+
+    if kind is not None and kind not in SOURCE_KINDS:
+        raise typer.BadParameter(f"--kind must be one of {', '.join(SOURCE_KINDS)}")
+    try:
+        lens = tuple(int(v) for v in lengths.split(",") if v.strip()) or None
+    except ValueError:
+        raise typer.BadParameter(f"--lengths must be integers separated by commas, got {lengths!r}") from None
+    cs = Charset.from_string(charset) if charset else Charset.chinese()
+    report = check_dataset(paths, kind=kind, charset=cs, lengths=lens, check_images=images, workers=workers)
+    shown = report.problems if max_problems <= 0 else report.problems[:max_problems]
+    for p in shown:
+        typer.echo(str(p))
+    if len(shown) < len(report.problems):
+        typer.echo(f"... {len(report.problems) - len(shown)} more problems not shown")
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``check-data`` to the main app."""
+    app.command("check-data")(check_data_command)

@@ -1,0 +1,59 @@
+"""``lprnet eval``: accuracy on folders labelled by file name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lprnet.cli._common import ThreadsOpt, WeightsOpt, fail
+
+
+def evaluate_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Folders/files labelled by file name.")],
+    weights: WeightsOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    top: Annotated[int, typer.Option(help="Confusions to list.")] = 10,
+    threads: ThreadsOpt = None,
+    device: str = "cpu",
+) -> None:
+    """Whole-plate accuracy, per-character accuracy and a confusion summary."""
+    import lprnet
+    from lprnet.evaluate import evaluate
+    from lprnet.weights import WeightsError
+
+    try:
+        rec = lprnet.load(weights, device=device, threads=threads)
+    except (WeightsError, ValueError) as e:
+        fail(str(e))
+    rep = evaluate(rec, paths, batch_size=batch_size)
+    if rep.n == 0 and not rep.unreadable:
+        fail(f"no images found under {', '.join(map(str, paths))}")
+    if as_json:
+        print(json.dumps(rep.to_json(top), ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    con.print(f"plates: {rep.n}   whole-plate accuracy: [bold]{rep.accuracy:.4f}[/] "
+              f"({rep.correct}/{rep.n})   per-character accuracy: {rep.char_accuracy:.4f}")
+    con.print(f"dropped characters: {rep.deletions}   inserted characters: {rep.insertions}   "
+              f"unreadable files: {len(rep.unreadable)}")
+    if rep.substitutions:
+        t = Table(title="most frequent confusions")
+        t.add_column("true")
+        t.add_column("read")
+        t.add_column("count", justify="right")
+        for (a, b), c in rep.substitutions.most_common(top):
+            t.add_row(a, b, str(c))
+        con.print(t)
+    for u in rep.unreadable:
+        con.print(f"[red]unreadable[/] {u['path']}: {u['error']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(evaluate_cmd)

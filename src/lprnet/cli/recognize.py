@@ -1,0 +1,67 @@
+"""``lprnet recognize``: plate crops in, text + confidences out (text, JSON lines or CSV)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lprnet.cli._common import ThreadsOpt, WeightsOpt, fail
+
+
+class Fmt(str, Enum):
+    text = "text"
+    json = "json"
+    csv = "csv"
+
+
+def recognize(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (recursed).")],
+    weights: WeightsOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 32,
+    fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text, json (lines) or csv")] = Fmt.text,
+    threads: ThreadsOpt = None,
+    device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
+) -> None:
+    """Recognize plates; unreadable files get an error line and the rest complete."""
+    import lprnet
+    from lprnet.core.process import list_images
+    from lprnet.weights import WeightsError
+
+    try:
+        rec = lprnet.load(weights, device=device, threads=threads)
+    except (WeightsError, ValueError) as e:
+        fail(str(e))
+    files = list_images(paths)
+    if not files:
+        fail(f"no images found under {', '.join(map(str, paths))}")
+    n_err = 0
+    writer = csv.writer(sys.stdout) if fmt is Fmt.csv else None
+    if writer:
+        writer.writerow(["path", "plate", "confidence", "error"])
+    for res in rec.iter_recognize(files, batch_size=batch_size):
+        n_err += not res.ok
+        if fmt is Fmt.json:
+            d = res.to_json()
+            if res.ok:
+                d["confidence"] = round(res.confidence, 6)
+                d["chars"] = [{"char": c["char"], "confidence": round(c["confidence"], 6)} for c in res.chars]
+            print(json.dumps(d, ensure_ascii=False), flush=True)
+        elif writer:
+            writer.writerow([res.path, res.plate, f"{res.confidence:.6f}" if res.ok else "", res.error or ""])
+        elif res.ok:
+            print(f"{res.path}\t{res.plate}\t{res.confidence:.4f}")
+        else:
+            print(f"{res.path}\tERROR\t{res.error}")
+    if n_err:
+        print(f"{n_err} of {len(files)} file(s) could not be read", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("recognize")(recognize)

@@ -1,0 +1,140 @@
+"""``lprnet rewrite``: apply verified rewrite rules and write the deploy model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lprnet.cli._common import ThreadsOpt, fail
+
+
+def _load_dir(d: Path | None, input_size: tuple[int, int], limit: int):  # -> (tensor|None, labels|None)
+    import torch
+
+    from lprnet.core.process import ImageError, label_from_filename, list_images, preprocess, read_image
+
+    if d is None:
+        return None, None
+    files = list_images([d])[:limit]
+    imgs, labels = [], []
+    for f in files:
+        try:
+            imgs.append(read_image(f))
+            labels.append(label_from_filename(f))
+        except ImageError as e:
+            print(f"warning: skipping {e}", file=sys.stderr)
+    if not imgs:
+        fail(f"no readable images under {d}")
+    return torch.from_numpy(preprocess(imgs, input_size)), labels
+
+
+def rewrite(
+    weights: Annotated[Path, typer.Option("--weights", "-w", help="Weights to rewrite (.pth or .safetensors).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors (the deploy model).")],
+    rules: Annotated[str, typer.Option(help="Comma-separated rule and preset names "
+                                       "(presets: safe, deploy, calibrated).")] = "deploy",
+    verify_dir: Annotated[Path | None, typer.Option(help="Labelled real crops to verify on "
+                                                    "(default: the bundled samples).")] = None,
+    calibration_dir: Annotated[Path | None, typer.Option(help="Crops for calibrated-context "
+                                                         "(default: the verify images).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many images from each folder.")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Rewrite a model rule by rule, verify each rule's tier, write and reload-check the result.
+
+    Exits 1 (writing nothing) when any rule fails its tier or the saved model does not
+    reproduce the rewritten graph bit for bit.
+    """
+    import torch
+
+    from lprnet import rewrite as rw
+    from lprnet.core.process import greedy_strings
+    from lprnet.model import LPRNet
+    from lprnet.weights import WeightsError, WeightsMeta, build_model, load_state, read_weights, save_weights
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        _, meta = read_weights(weights)
+        form = "reference" if meta.form == "reference" else "deploy"
+        model, meta = build_model(weights, form=form)
+        rule_list = [r.strip() for r in rules.split(",") if r.strip()]
+        rw.resolve_rules(rule_list)
+    except (WeightsError, ValueError, KeyError) as e:
+        fail(str(e))
+    cfg = meta.config
+    if verify_dir is None:
+        samples = Path(__file__).resolve().parents[1] / "samples"
+        verify_dir = samples if samples.is_dir() else None
+    vx, vlabels = _load_dir(verify_dir, cfg.input_size, limit)
+    cx, _ = _load_dir(calibration_dir, cfg.input_size, limit)
+    if cx is None:
+        cx = vx
+    w, h = cfg.input_size
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(4, 3, h, w, generator=gen)
+
+    def decode(y: torch.Tensor) -> list[str]:
+        return greedy_strings(y.detach().numpy(), cfg.charset)
+
+    gm, report = rw.apply(model, example, rule_list, verify_inputs=vx, decode=decode,
+                          calibration_inputs=cx, verify_labels=vlabels)
+    applied = set(report.applied)
+    result: dict = {"report": report.to_json(), "out": None, "reload_check": None}
+
+    def finish(code: int) -> None:
+        if as_json:
+            print(json.dumps(result, ensure_ascii=False, default=str))
+        else:
+            from rich.console import Console
+
+            con = Console(width=None if sys.stdout.isatty() else 160)
+            con.print(report.to_table())
+            if result["reload_check"] is not None:
+                con.print(f"reload check (saved model vs rewritten graph, bitwise): {result['reload_check']}")
+            if result["out"]:
+                con.print(f"wrote [bold]{result['out']}[/]")
+        if code:
+            raise typer.Exit(code)
+
+    if not report.ok:
+        print("error: a rule failed its tier; nothing written", file=sys.stderr)
+        finish(1)
+    if "calibrated-context" in applied:
+        ctx = "calibrated"
+    elif "per-sample-context" in applied or form == "deploy":
+        ctx = meta.context_norm if form == "deploy" else "sample"
+    else:
+        print("error: the result still normalises over the whole batch (a reference-form model); "
+              "add per-sample-context or calibrated-context to --rules to write a deploy model", file=sys.stderr)
+        finish(2)
+    batchnorm = cfg.batchnorm and "fold-batchnorm" not in applied
+    deploy = LPRNet(cfg.num_classes, cfg.input_size, cfg.dropout, batchnorm, ctx)  # type: ignore[arg-type]
+    try:
+        load_state(deploy, gm.state_dict(), "rewritten graph")
+    except WeightsError as e:
+        fail(str(e), 1)
+    deploy.eval()
+    check = vx if vx is not None else example
+    with torch.inference_mode():
+        same = rw.bitwise_equal(gm(check), deploy(check))
+    result["reload_check"] = "bitwise equal" if same else "MISMATCH"
+    if not same:
+        print("error: the deploy model does not reproduce the rewritten graph; nothing written", file=sys.stderr)
+        finish(1)
+    new_cfg = type(cfg)(charset=cfg.charset, input_size=cfg.input_size, dropout=cfg.dropout, batchnorm=batchnorm)
+    prov = dict(meta.provenance)
+    prov.update(rewritten_from=weights.name, source_form=form)
+    save_weights(out, deploy.state_dict(), WeightsMeta(config=new_cfg, form="deploy", context_norm=ctx,
+                                                       provenance=prov, rules=list(report.applied)))
+    result["out"] = str(out)
+    finish(0)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rewrite")(rewrite)

@@ -1,0 +1,114 @@
+"""``lprnet train`` and ``lprnet train-bench``: the command line of :mod:`lprnet.train`.
+
+Flags override a ``--config`` file (YAML or JSON with the :class:`~lprnet.train.TrainConfig`
+field names); ``--set key=value`` reaches any other field.  Under ``torchrun`` the same
+command runs DDP::
+
+    torchrun --nproc_per_node 2 -m lprnet.cli.train train --data synth:/data/shards ...
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+# typer needs Optional[...] / List[...] spelled out for its option parsing on older Pythons
+OptStr = Optional[str]  # noqa: UP045
+OptInt = Optional[int]  # noqa: UP045
+OptFloat = Optional[float]  # noqa: UP045
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(val)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = val
+    return out
+
+
+def train_command(
+    data: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+        "--data", help="Training source KIND:PATH[:RATIO], repeatable; KIND is synth (shard folder), "
+        "real (folder/manifest/CCPD, detected), ccpd, folder or manifest. E.g. --data synth:/d/shards:0.8 "
+        "--data real:/d/crops:0.2")] = None,
+    val_synth: Annotated[OptStr, typer.Option(help="Folder of synthetic validation shards (default: "
+                                              "generate --val-synth-n plates)")] = None,
+    val_dir: Annotated[OptStr, typer.Option(help="Labelled real validation data (folder, manifest, "
+                                            "ccpd:DIR); reported, used for selection only with "
+                                            "--select-on val-dir")] = None,
+    steps: Annotated[OptInt, typer.Option(help="Optimizer steps")] = None,
+    batch_size: Annotated[OptInt, typer.Option(help="Batch size per process")] = None,
+    lr: Annotated[OptFloat, typer.Option(help="Peak learning rate (AdamW)")] = None,
+    out: Annotated[OptStr, typer.Option(help="Run folder (default ~/.cache/lprnet/runs/<time>, "
+                                        "or $LPRNET_RUNS/<time>)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last "
+                                         "checkpoint")] = False,
+    device: Annotated[OptStr, typer.Option(help="cpu, cuda or auto")] = None,
+    workers: Annotated[OptInt, typer.Option(help="DataLoader worker processes")] = None,
+    threads: Annotated[OptInt, typer.Option(help="torch intra-op threads")] = None,
+    seed: Annotated[OptInt, typer.Option(help="Seed of init, data order, augmentation")] = None,
+    select_on: Annotated[OptStr, typer.Option(help="synth or val-dir: which set picks best.safetensors")] = None,
+    eval_every: Annotated[OptInt, typer.Option(help="Evaluate every N steps")] = None,
+    ckpt_every: Annotated[OptInt, typer.Option(help="Checkpoint every N steps")] = None,
+    log_every: Annotated[OptInt, typer.Option(help="Log a metrics row every N steps")] = None,
+    warmup_steps: Annotated[OptInt, typer.Option(help="Linear warm-up steps")] = None,
+    amp: Annotated[OptStr, typer.Option(help="CUDA mixed precision: auto, bf16, fp16, off")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON config file; flags "  # noqa: UP045
+                                                   "override it")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any other config field, "  # noqa: UP045
+                                                      "KEY=VALUE (JSON values), repeatable")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar")] = False,
+) -> None:
+    """Train LPRNet with CTC on synthetic shards and/or real data."""
+    from lprnet.train import ConfigError, TrainError, make_config, train
+
+    overrides: dict[str, Any] = _parse_sets(set_ or [])
+    overrides.update(
+        data=data or None, val_synth=val_synth, val_dir=val_dir, steps=steps, batch_size=batch_size,
+        lr=lr, out=out, resume=True if resume else None, device=device, workers=workers,
+        threads=threads, seed=seed, select_on=select_on, eval_every=eval_every, ckpt_every=ckpt_every,
+        log_every=log_every, warmup_steps=warmup_steps, amp=amp, progress=False if no_progress else None)
+    try:
+        cfg = make_config(config, **overrides)
+        if not cfg.data:
+            raise ConfigError("no training data: pass --data synth:DIR (repeatable) or set 'data' in --config")
+        train(cfg, command=shlex.join(sys.argv))
+    except (ConfigError, TrainError, FileNotFoundError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+def train_bench_command(
+    batch_size: Annotated[int, typer.Option(help="Batch size")] = 64,
+    steps: Annotated[int, typer.Option(help="Timed steps")] = 20,
+    threads: Annotated[OptInt, typer.Option(help="torch intra-op threads")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+) -> None:
+    """Measure training throughput (forward + CTC + backward + AdamW step) on random plates."""
+    from lprnet.train import benchmark
+
+    r = benchmark(batch_size=batch_size, steps=steps, threads=threads, device=device)
+    typer.echo(f"{r['plates_per_s']:.1f} plates/s ({r['ms_per_step']:.1f} ms/step, batch {batch_size}, "
+               f"{r['threads']} threads, {device})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` and ``train-bench`` to the main app."""
+    app.command("train")(train_command)
+    app.command("train-bench")(train_bench_command)
+
+
+if __name__ == "__main__":  # torchrun -m lprnet.cli.train train ...
+    _app = typer.Typer(add_completion=False)
+    register(_app)
+    _app()

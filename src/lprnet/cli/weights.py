@@ -1,0 +1,57 @@
+"""``lprnet import-weights`` and ``lprnet info``: convert reference ``.pth`` files, inspect weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lprnet.cli._common import fail
+
+
+def import_weights(
+    src: Annotated[Path, typer.Argument(help="Reference-style .pth state dict.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors")],
+    charset: Annotated[str | None, typer.Option(help="Charset string in class order (blank '-' last); default: the 68-class Chinese set.")] = None,
+) -> None:
+    """Import a reference ``.pth`` (read with weights_only=True) into our safetensors format."""
+    from lprnet.charset import Charset
+    from lprnet.weights import WeightsError, WeightsMeta, build_model, save_weights
+
+    cs = Charset.from_string(charset) if charset else None
+    try:
+        model, meta = build_model(src, form="deploy", charset=cs)
+    except WeightsError as e:
+        fail(str(e))
+    new = WeightsMeta(config=meta.config, form="deploy", context_norm="sample",
+                      provenance={"imported_from": src.name, "note": "per-sample context normalisation"})
+    save_weights(out, model.state_dict(), new)
+    print(f"wrote {out} ({meta.config.num_classes} classes, input {meta.config.input_size[0]}x{meta.config.input_size[1]})")
+
+
+def info(weights: Annotated[Path, typer.Argument(help="Weights file.")]) -> None:
+    """Print a weights file's metadata and parameter statistics as JSON."""
+    import torch
+
+    from lprnet.weights import WeightsError, read_weights
+
+    try:
+        sd, meta = read_weights(weights)
+    except WeightsError as e:
+        fail(str(e))
+    floats = [v for v in sd.values() if v.is_floating_point()]
+    n = sum(v.numel() for v in floats)
+    tiny = torch.finfo(torch.float32).tiny
+    sub = sum(int(((v != 0) & (v.abs() < tiny)).sum()) for v in floats)
+    d = meta.to_json()
+    d["config"]["charset"] = d["config"]["charset"]["chars"]
+    d.update(source_format=meta.source_format, parameters=n, subnormal_parameters=sub,
+             output_length=meta.config.output_length)
+    print(json.dumps(d, ensure_ascii=False, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import-weights")(import_weights)
+    app.command("info")(info)

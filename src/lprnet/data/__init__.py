@@ -1,0 +1,1 @@
+"""Data: synthetic plates, real-data loaders."""

@@ -1,0 +1,416 @@
+"""Torch datasets for training: synthetic shards, real crops, a resumable mixing sampler, collate.
+
+* :class:`ShardDataset` -- pre-rendered synthetic shards (``.npz`` with ``images`` N x H x W x 3
+  uint8 BGR and ``labels``), held in memory or, for large sets, memory-mapped from an
+  uncompressed ``.npy`` cache written once beside the shards;
+* :class:`RealDataset` -- real samples (:mod:`lprnet.data.real`), cropped/rectified to the input
+  size on first use and cached;
+* :class:`ArrayDataset` -- images and labels already in memory (e.g. a generated validation set);
+* :class:`MixSampler` + :class:`MixedDataset` -- an endless stream mixing sources with fixed
+  ratios (``synth:0.8,real:0.2``).  Item ``k`` of the stream is a pure function of
+  ``(seed, k)``: the source by an exact deterministic interleave, the index by a per-source,
+  per-epoch permutation, the augmentation by ``rng(seed, k)``.  Resuming from a position is
+  therefore exact whatever the number of DataLoader workers, and ranks of a DDP job take
+  interleaved items of the same stream;
+* :class:`Collate` -- ``(images float32 N x 3 x H x W via preprocess, targets concatenated,
+  target_lengths, texts)`` for ``nn.CTCLoss``.
+
+Every item is ``(bgr_uint8_image, text)``; the one preprocessing path is
+:func:`lprnet.core.process.preprocess`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import warnings
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from lprnet.charset import Charset
+from lprnet.core.process import preprocess
+from lprnet.data import real
+
+Item = tuple[np.ndarray, str]
+ShardMode = Literal["auto", "memory", "mmap"]
+MEMORY_LIMIT_BYTES = 2 << 30  # "auto" keeps shards in memory below this many image bytes
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def find_shards(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """``.npz`` shard files of a folder (sorted), or the given files."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.glob("*.npz") if not q.name.startswith(".")))
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such shard file or directory")
+    if not out:
+        raise FileNotFoundError(f"no .npz shards in {', '.join(map(str, paths))}")
+    return out
+
+
+def _npz_member_bytes(path: Path, name: str) -> int:
+    with zipfile.ZipFile(path) as z:
+        return z.getinfo(f"{name}.npy").file_size
+
+
+def _mmap_images(shard: Path, cache_dir: Path) -> np.ndarray:
+    """The shard's images memory-mapped from ``cache_dir/<stem>.images.npy`` (written once)."""
+    cache = cache_dir / f"{shard.stem}.images.npy"
+    st = shard.stat()
+    stamp = cache_dir / f"{shard.stem}.images.src"
+    want = f"{st.st_size} {st.st_mtime_ns}"
+    if not (cache.exists() and stamp.exists() and stamp.read_text() == want):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with np.load(shard, allow_pickle=False) as z:
+            images = z["images"]
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, images)
+        os.replace(tmp, cache)
+        tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
+        tmp.write_text(want)
+        os.replace(tmp, stamp)
+    return np.load(cache, mmap_mode="r")
+
+
+class ShardDataset(Dataset[Item]):
+    """Pre-rendered synthetic shards as one dataset of ``(image, text)``.
+
+    ``mode="memory"`` decompresses everything into RAM; ``"mmap"`` writes each shard's images
+    once to an uncompressed ``.npy`` in ``cache_dir`` (default ``<shard dir>/.mmap``) and
+    memory-maps it, so DataLoader workers share pages; ``"auto"`` picks memory below 2 GiB.
+    With ``charset``, samples whose labels it cannot encode are dropped (with a warning).
+    """
+
+    def __init__(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                 charset: Charset | None = None, mode: ShardMode = "auto",
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self.paths = find_shards(paths)
+        if mode == "auto":
+            total = sum(_npz_member_bytes(p, "images") for p in self.paths)
+            mode = "memory" if total <= MEMORY_LIMIT_BYTES else "mmap"
+        if mode not in ("memory", "mmap"):
+            raise ValueError(f"mode must be 'auto', 'memory' or 'mmap', got {mode!r}")
+        self.mode = mode
+        self.images: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        for p in self.paths:
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    lab = z["labels"]
+                    imgs = z["images"] if mode == "memory" else None
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+                raise ValueError(f"{p}: not a readable shard ({type(e).__name__}: {e})") from None
+            if imgs is None:
+                imgs = _mmap_images(p, Path(cache_dir) if cache_dir else p.parent / ".mmap")
+            if imgs.ndim != 4 or imgs.shape[3] != 3 or imgs.dtype != np.uint8 or len(imgs) != len(lab):
+                raise ValueError(f"{p}: images must be N x H x W x 3 uint8 matching {len(lab)} labels, "
+                                 f"got {imgs.shape} {imgs.dtype}")
+            self.images.append(imgs)
+            labels.append(lab.astype(str))
+        self.offsets = np.cumsum([0] + [len(x) for x in labels]).tolist()
+        all_labels = np.concatenate(labels) if labels else np.array([], str)
+        keep = np.ones(len(all_labels), bool)
+        if charset is not None:
+            chars = set("".join(all_labels.tolist()))
+            bad = {c for c in chars if c not in charset or c == charset.blank}
+            if bad:
+                keep = np.array([not (set(s) & bad) for s in all_labels.tolist()])
+            keep &= np.char.str_len(all_labels) > 0
+            if not keep.all():
+                warnings.warn(f"{self.paths[0].parent}: dropped {int((~keep).sum())} of {len(keep)} "
+                              f"synthetic samples whose labels the charset cannot encode "
+                              f"({''.join(sorted(bad))!r})", stacklevel=2)
+        self.index = np.flatnonzero(keep)
+        self.labels = all_labels[self.index]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> Item:
+        g = int(self.index[i])
+        s = bisect.bisect_right(self.offsets, g) - 1
+        return np.asarray(self.images[s][g - self.offsets[s]]), str(self.labels[i])
+
+
+class RealDataset(Dataset[Item]):
+    """Real samples cropped (CCPD: rectified) to ``input_size``, cached after the first read.
+
+    With ``charset``, samples with labels it cannot encode are dropped with a warning;
+    an unreadable image raises :class:`~lprnet.core.process.ImageError` naming the file
+    (run ``lprnet check-data`` first). Call :meth:`preload` before forking DataLoader
+    workers to fill the cache once and share it.
+    """
+
+    def __init__(self, samples: Sequence[real.Sample], input_size: tuple[int, int] = (94, 24),
+                 charset: Charset | None = None, margin: float = 0.0, cache: bool = True) -> None:
+        samples = list(samples)
+        if charset is not None:
+            ok = [s for s in samples if s.plate and not charset.invalid_chars(s.plate)]
+            if len(ok) != len(samples):
+                bad = [s for s in samples if not s.plate or charset.invalid_chars(s.plate)]
+                warnings.warn(f"dropped {len(bad)} real samples whose labels the charset cannot encode, "
+                              f"e.g. {bad[0].path.name!r} ({bad[0].plate!r})", stacklevel=2)
+            samples = ok
+        self.samples = samples
+        self.labels = [s.plate for s in samples]
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.margin = float(margin)
+        self.cache: dict[int, np.ndarray] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, i: int) -> np.ndarray:
+        return real.load_crop(self.samples[i], self.input_size, self.margin)
+
+    def __getitem__(self, i: int) -> Item:
+        if self.cache is None:
+            return self._load(i), self.labels[i]
+        img = self.cache.get(i)
+        if img is None:
+            img = self.cache[i] = self._load(i)
+        return img, self.labels[i]
+
+    def preload(self, workers: int = 4) -> None:
+        """Read every crop now (threads), so forked workers share one cache."""
+        if self.cache is None:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = [i for i in range(len(self)) if i not in self.cache]
+        with ThreadPoolExecutor(max(1, workers)) as ex:
+            for i, img in zip(todo, ex.map(self._load, todo), strict=True):
+                self.cache[i] = img
+
+
+class ArrayDataset(Dataset[Item]):
+    """Images and labels already in memory."""
+
+    def __init__(self, images: Sequence[np.ndarray] | np.ndarray, labels: Sequence[str]) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = [str(s) for s in labels]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> Item:
+        return np.asarray(self.images[i]), self.labels[i]
+
+
+# --------------------------------------------------------------------------- source specs
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """``kind:PATH[:ratio]`` as given on the command line (``synth``, ``real``, ``ccpd``...)."""
+
+    kind: str
+    path: str
+    ratio: float = 1.0
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.path}:{self.ratio:g}"
+
+
+SPEC_KINDS = ("synth", "real", "folder", "manifest", "ccpd")
+
+
+def parse_source(spec: str) -> SourceSpec:
+    """Parse ``synth:DIR[:ratio]``, ``real:DIR_or_manifest[:ratio]``, ``ccpd:DIR[:ratio]``.
+
+    ``real`` detects folder/manifest/CCPD layouts; ``folder`` and ``manifest`` force one.
+    """
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in SPEC_KINDS or not rest:
+        raise ValueError(f"data source {spec!r} must look like KIND:PATH[:RATIO] with KIND one of "
+                         f"{', '.join(SPEC_KINDS)}")
+    path, ratio = rest, 1.0
+    head, sep, tail = rest.rpartition(":")
+    if sep and head:
+        try:
+            ratio = float(tail)
+            path = head
+        except ValueError:
+            pass
+    if not ratio > 0 or not np.isfinite(ratio):
+        raise ValueError(f"data source {spec!r}: the ratio must be a positive number")
+    return SourceSpec(kind, path, ratio)
+
+
+def build_source(spec: SourceSpec, charset: Charset, input_size: tuple[int, int],
+                 margin: float = 0.0, shard_mode: ShardMode = "auto") -> Dataset[Item]:
+    """The dataset for one source spec."""
+    if spec.kind == "synth":
+        return ShardDataset(spec.path, charset=charset, mode=shard_mode)
+    kind = {"real": None, "folder": "folder", "manifest": "manifest", "ccpd": "ccpd"}[spec.kind]
+    samples = real.load_source(spec.path, kind, strict=False)
+    if not samples:
+        raise real.DataError(f"{spec.path}: no usable samples (see `lprnet check-data {spec.path}`)")
+    return RealDataset(samples, input_size, charset, margin)
+
+
+# --------------------------------------------------------------------------- mixing
+
+
+def _permutation(seed: int, source: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, 0x5EED, source, epoch]).permutation(n)
+
+
+class MixSampler(Sampler[tuple[int, int, int]]):
+    """Endless, resumable stream of ``(k, source, index)`` mixing sources by ``ratios``.
+
+    Position ``k`` counts items of the global stream (all ranks).  Source choice is an exact
+    interleave (of every ``1/ratio`` items one goes to that source, nested for more than two
+    sources), so every batch has the requested mix; the ``j``-th draw of source ``s`` is
+    ``perm(seed, s, j // n_s)[j % n_s]``: each epoch of a source is a fresh shuffle.  Rank
+    ``r`` of ``world_size`` takes items ``k = start + r, start + r + world_size, ...``.
+    """
+
+    def __init__(self, sizes: Sequence[int], ratios: Sequence[float], seed: int = 0,
+                 rank: int = 0, world_size: int = 1, start: int = 0) -> None:
+        if len(sizes) != len(ratios) or not sizes:
+            raise ValueError("need one ratio per source and at least one source")
+        if any(n <= 0 for n in sizes):
+            raise ValueError(f"every source needs samples, sizes are {list(sizes)}")
+        if any(not r > 0 for r in ratios):
+            raise ValueError(f"ratios must be positive, got {list(ratios)}")
+        self.sizes = [int(n) for n in sizes]
+        fr = [Fraction(r).limit_denominator(10_000) for r in ratios]
+        total = sum(fr)
+        # share of source i among sources i.. (the nested interleave)
+        self._shares = [fr[i] / sum(fr[i:]) for i in range(len(fr))]
+        self.ratios = [float(f / total) for f in fr]
+        self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
+        self.start = int(start)
+        self._perm_cache: dict[int, tuple[int, np.ndarray]] = {}
+
+    def locate(self, k: int) -> tuple[int, int]:
+        """(source, draw number within that source) of stream item ``k``."""
+        for s, share in enumerate(self._shares[:-1]):
+            a, b = share.numerator, share.denominator
+            before = (k * a) // b  # items of source s among the first k of this level
+            if ((k + 1) * a) // b > before:
+                return s, before
+            k -= before
+        return len(self._shares) - 1, k
+
+    def item(self, k: int) -> tuple[int, int, int]:
+        s, j = self.locate(k)
+        n = self.sizes[s]
+        epoch, r = divmod(j, n)
+        cached = self._perm_cache.get(s)
+        if cached is None or cached[0] != epoch:
+            cached = self._perm_cache[s] = (epoch, _permutation(self.seed, s, epoch, n))
+        return k, s, int(cached[1][r])
+
+    def set_position(self, start: int) -> None:
+        """Start the next iteration at global stream position ``start``."""
+        self.start = int(start)
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        k = self.start + self.rank
+        while True:
+            yield self.item(k)
+            k += self.world_size
+
+
+class MixedDataset(Dataset[Item]):
+    """Indexed by :class:`MixSampler` items; applies :func:`augment` to sources flagged for it,
+    seeded by the stream position so results do not depend on worker scheduling."""
+
+    def __init__(self, sources: Sequence[Dataset[Item]], augment: Sequence[bool] | None = None,
+                 seed: int = 0) -> None:
+        self.sources = list(sources)
+        self.augment = list(augment) if augment is not None else [False] * len(self.sources)
+        if len(self.augment) != len(self.sources):
+            raise ValueError("need one augment flag per source")
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sources)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int, int]) -> Item:
+        k, s, i = key
+        img, text = self.sources[s][i]
+        if self.augment[s]:
+            img = augment(img, np.random.default_rng([self.seed, 0xA06, k]))
+        return img, text
+
+
+def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Light, label-preserving jitter: small affine (shift/scale/rotation/shear), brightness/
+    contrast, occasional blur and noise. Deterministic given ``rng``."""
+    h, w = img.shape[:2]
+    ang = rng.uniform(-3.0, 3.0)
+    scale = rng.uniform(0.93, 1.07)
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), ang, scale)
+    m[0, 1] += rng.uniform(-0.1, 0.1)  # horizontal shear
+    m[0, 2] += rng.uniform(-0.04, 0.04) * w
+    m[1, 2] += rng.uniform(-0.08, 0.08) * h
+    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    f = out.astype(np.float32)
+    f = (f - 127.5) * rng.uniform(0.75, 1.25) + 127.5 + rng.uniform(-30, 30)
+    if rng.random() < 0.3:
+        f = cv2.GaussianBlur(f, (3, 3), rng.uniform(0.3, 1.0))
+    if rng.random() < 0.3:
+        f += rng.normal(0.0, rng.uniform(2, 8), f.shape).astype(np.float32)
+    return np.clip(f + 0.5, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- collate
+
+
+def encode_targets(texts: Sequence[str], charset: Charset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenated class indices and per-plate lengths (int64) for ``nn.CTCLoss``."""
+    codes = [charset.encode(t) for t in texts]
+    targets = torch.tensor([c for cs in codes for c in cs], dtype=torch.long)
+    lengths = torch.tensor([len(cs) for cs in codes], dtype=torch.long)
+    return targets, lengths
+
+
+class Collate:
+    """``[(image, text)] -> (images N x 3 x H x W float32, targets, target_lengths, texts)``."""
+
+    def __init__(self, charset: Charset, input_size: tuple[int, int] = (94, 24)) -> None:
+        self.charset = charset
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+
+    def __call__(self, batch: Sequence[Item]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        imgs = [b[0] for b in batch]
+        texts = [b[1] for b in batch]
+        x = torch.from_numpy(preprocess(imgs, self.input_size))
+        targets, lengths = encode_targets(texts, self.charset)
+        return x, targets, lengths, texts
+
+
+def worker_init(_: int) -> None:
+    """DataLoader worker init: keep OpenCV single-threaded (workers are the parallelism)."""
+    cv2.setNumThreads(1)
+
+
+def describe(ds: Any) -> str:
+    """A short description of a dataset for logs and provenance."""
+    if isinstance(ds, ShardDataset):
+        return f"{len(ds)} synthetic samples in {len(ds.paths)} shard(s) ({ds.mode})"
+    if isinstance(ds, RealDataset):
+        return f"{len(ds)} real samples"
+    return f"{len(ds)} samples"

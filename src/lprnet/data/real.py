@@ -1,0 +1,434 @@
+"""Real labelled plate data: folder, manifest and CCPD loaders, plate rectification, checks.
+
+Three on-disk layouts are understood, each turned into a list of :class:`Sample`:
+
+* ``folder`` -- crops labelled by file name, ``皖A12345.jpg`` or ``皖A12345_3.jpg``
+  (:func:`lprnet.core.process.label_from_filename`), searched recursively;
+* ``manifest`` -- a CSV or TSV file with a ``path,plate`` header (an optional ``kind``
+  column), paths relative to the manifest's folder;
+* ``ccpd`` -- full CCPD images whose names carry the bbox, the four plate vertices
+  (BR, BL, TL, TR) and the plate as indices into :data:`PROVINCES` / :data:`ALPHABETS` /
+  :data:`ADS`; :func:`load_crop` rectifies the plate with a perspective warp.
+
+Loaders raise :class:`DataError` (listing problems) when ``strict`` and otherwise skip what
+cannot become a sample.  :func:`check_dataset` goes through everything without stopping and
+reports each bad label, unreadable file or malformed entry by name.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from lprnet.charset import DEFAULT_CHARSET, Charset
+from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, label_from_filename, list_images, read_image
+
+SourceKind = Literal["folder", "manifest", "ccpd"]
+SOURCE_KINDS: tuple[str, ...] = ("folder", "manifest", "ccpd")
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".txt")
+
+# CCPD tables (CCPD2019/2020 README); the last entry "O" of each means "no character".
+PROVINCES = "皖沪津渝冀晋蒙辽吉黑苏浙京闽赣鲁豫鄂湘粤桂琼川贵云藏陕甘青宁新警学O"
+ALPHABETS = "ABCDEFGHJKLMNPQRSTUVWXYZO"
+ADS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789O"
+CCPD_PLACEHOLDER = "O"
+
+Point = tuple[float, float]
+
+
+class DataError(ValueError):
+    """A dataset that cannot be loaded; the message names the files and problems."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled real plate.
+
+    ``kind`` is the plate kind when known (``"blue"``, ``"green"``, ...), ``source`` the
+    layout it came from, and ``quad`` the plate corners TL, TR, BR, BL in image pixels when
+    the file is a full scene (CCPD) rather than a crop.
+    """
+
+    path: Path
+    plate: str
+    kind: str | None = None
+    source: str = "folder"
+    quad: tuple[Point, Point, Point, Point] | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a dataset: the file (or ``manifest:line``) and what is wrong."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class CheckReport:
+    """Result of :func:`check_dataset`."""
+
+    checked: int = 0
+    samples: list[Sample] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def bad_files(self) -> list[str]:
+        return sorted({p.where for p in self.problems})
+
+    def summary(self) -> str:
+        good = self.checked - len(self.bad_files)
+        return (f"{self.checked} entries checked, {good} good, {len(self.bad_files)} with problems "
+                f"({len(self.problems)} problems)")
+
+
+# --------------------------------------------------------------------------- CCPD names
+
+
+@dataclass(frozen=True)
+class CcpdName:
+    """The fields of a CCPD file name (see ``shared/notes/plates-and-data.md``)."""
+
+    area: str
+    tilt: tuple[int, int]
+    bbox: tuple[int, int, int, int]  # x1, y1, x2, y2
+    vertices: tuple[Point, Point, Point, Point]  # as in the name: BR, BL, TL, TR
+    indices: tuple[int, ...]
+    brightness: int
+    blur: int
+    plate: str
+
+    @property
+    def quad(self) -> tuple[Point, Point, Point, Point]:
+        """The corners in TL, TR, BR, BL order (what :func:`rectify` takes)."""
+        br, bl, tl, tr = self.vertices
+        return (tl, tr, br, bl)
+
+
+def _ints(s: str, sep: str, n: int | None, what: str) -> tuple[int, ...]:
+    parts = s.split(sep)
+    if n is not None and len(parts) != n:
+        raise ValueError(f"{what} {s!r} needs {n} numbers separated by {sep!r}")
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{what} {s!r} is not made of integers") from None
+
+
+def decode_ccpd_plate(indices: Sequence[int]) -> str:
+    """CCPD plate indices -> plate string (province, letter, then 5 or 6 from ADS).
+
+    Raises ``ValueError`` for a wrong count, an index out of range or the ``O``
+    "no character" placeholder.
+    """
+    if len(indices) not in (7, 8):
+        raise ValueError(f"plate has {len(indices)} indices, expected 7 (blue) or 8 (green)")
+    tables = [PROVINCES, ALPHABETS] + [ADS] * (len(indices) - 2)
+    out = []
+    for pos, (i, table) in enumerate(zip(indices, tables, strict=True)):
+        if not 0 <= i < len(table):
+            raise ValueError(f"plate index {i} at position {pos + 1} is out of range 0..{len(table) - 1}")
+        ch = table[i]
+        if ch == CCPD_PLACEHOLDER and i == len(table) - 1:
+            raise ValueError(f"position {pos + 1} is the 'O' (no character) placeholder")
+        out.append(ch)
+    return "".join(out)
+
+
+def parse_ccpd_name(name: str | os.PathLike[str]) -> CcpdName:
+    """Parse a CCPD file name (path or bare name); ``ValueError`` says which field is bad.
+
+    >>> parse_ccpd_name("025-95_113-154&383_386&473-386&473_177&454_154&383_363&402-"
+    ...                 "0_0_22_27_27_33_16-37-15.jpg").plate
+    '皖AY339S'
+    """
+    stem = Path(name).stem
+    fields = stem.split("-")
+    if len(fields) != 7:
+        raise ValueError(f"CCPD names have 7 '-'-separated fields, this one has {len(fields)}")
+    area, tilt, bbox, verts, plate, bright, blur = fields
+    if not area.isdigit():
+        raise ValueError(f"area field {area!r} is not digits")
+    t = _ints(tilt, "_", 2, "tilt")
+    corners = bbox.split("_")
+    if len(corners) != 2:
+        raise ValueError(f"bbox {bbox!r} needs two corners x&y_x&y")
+    b = _ints(corners[0], "&", 2, "bbox corner") + _ints(corners[1], "&", 2, "bbox corner")
+    vs = verts.split("_")
+    if len(vs) != 4:
+        raise ValueError(f"vertices {verts!r} need four points x&y separated by '_'")
+    pts = tuple(tuple(float(v) for v in _ints(p, "&", 2, "vertex")) for p in vs)
+    idx = _ints(plate, "_", None, "plate")
+    text = decode_ccpd_plate(idx)
+    (br,) = _ints(bright, "_", 1, "brightness")
+    (bl,) = _ints(blur, "_", 1, "blurriness")
+    return CcpdName(area, (t[0], t[1]), (b[0], b[1], b[2], b[3]), pts, idx, br, bl, text)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- rectification
+
+
+def rectify(image: np.ndarray, quad: Sequence[Point], out_size: tuple[int, int] = (94, 24),
+            margin: float = 0.0) -> np.ndarray:
+    """Warp the plate with corners ``quad`` (TL, TR, BR, BL) to an ``out_size`` (w, h) crop.
+
+    ``margin`` keeps that fraction of the plate's width (left/right) and height (top/bottom)
+    of surroundings around it, e.g. ``0.05``; pixels beyond the image edge replicate it.
+    """
+    w, h = (int(v) for v in out_size)
+    if w < 1 or h < 1:
+        raise ValueError(f"out_size must be positive, got {out_size}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    src = np.asarray(quad, dtype=np.float32).reshape(4, 2)
+    # the plate occupies the inner (1 / (1 + 2m)) of the output in each direction
+    mx = w * margin / (1 + 2 * margin)
+    my = h * margin / (1 + 2 * margin)
+    dst = np.array([[mx, my], [w - mx, my], [w - mx, h - my], [mx, h - my]], dtype=np.float32)
+    m = cv2.getPerspectiveTransform(src, dst)
+    return cv2.warpPerspective(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _quad_problem(quad: Sequence[Point], shape: tuple[int, ...]) -> str | None:
+    """Why a quad cannot be rectified (degenerate, not convex, outside the image), or None."""
+    q = np.asarray(quad, dtype=np.float64).reshape(4, 2)
+    h, w = shape[:2]
+    if (q[:, 0] < -1).any() or (q[:, 1] < -1).any() or (q[:, 0] > w + 1).any() or (q[:, 1] > h + 1).any():
+        return f"plate vertices {q.astype(int).tolist()} lie outside the {w}x{h} image"
+    cross = []
+    for i in range(4):
+        a, b, c = q[i], q[(i + 1) % 4], q[(i + 2) % 4]
+        cross.append((b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0]))
+    if not (all(c > 0 for c in cross) or all(c < 0 for c in cross)):
+        return f"plate vertices {q.astype(int).tolist()} are not a convex quadrilateral (TL, TR, BR, BL)"
+    return None
+
+
+def load_crop(sample: Sample, out_size: tuple[int, int] | None = None, margin: float = 0.0) -> np.ndarray:
+    """The plate crop of ``sample`` as BGR uint8.
+
+    Crops (folder/manifest samples without ``quad``) are returned as stored, or resized to
+    ``out_size`` when given; scenes with a ``quad`` are rectified to ``out_size``
+    (default 94x24). Raises :class:`~lprnet.core.process.ImageError` naming the file.
+    """
+    img = read_image(sample.path)
+    if sample.quad is not None:
+        why = _quad_problem(sample.quad, img.shape)
+        if why:
+            raise ImageError(f"{sample.path}: {why}")
+        return rectify(img, sample.quad, out_size or (94, 24), margin)
+    if out_size is not None and img.shape[:2] != (out_size[1], out_size[0]):
+        img = cv2.resize(img, tuple(out_size))
+    return img
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def _finish(samples: list[Sample], problems: list[Problem], strict: bool, what: str) -> list[Sample]:
+    if problems and strict:
+        shown = "\n  ".join(map(str, problems[:10]))
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise DataError(f"{what}: {len(problems)} problem(s):\n  {shown}{more}\n"
+                        "(run `lprnet check-data` for the full list, or load with strict=False to skip them)")
+    return samples
+
+
+def _scan_folder(root: Path) -> tuple[list[Sample], list[Problem]]:
+    if not root.is_dir():
+        return [], [Problem(str(root), "not a directory")]
+    samples = [Sample(p, label_from_filename(p), source="folder") for p in list_images([root])]
+    return samples, []
+
+
+def _scan_manifest(path: Path) -> tuple[list[Sample], list[Problem]]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return [], [Problem(str(path), "no such manifest")]
+    except (OSError, UnicodeDecodeError) as e:
+        return [], [Problem(str(path), f"cannot read manifest ({e})")]
+    lines = text.splitlines()
+    if not lines:
+        return [], [Problem(str(path), "empty manifest (expected a 'path,plate' header)")]
+    delim = "\t" if (path.suffix.lower() == ".tsv" or "\t" in lines[0]) else ","
+    rows = list(csv.reader(lines, delimiter=delim))
+    header = [h.strip().lower() for h in rows[0]]
+    if "path" not in header or "plate" not in header:
+        return [], [Problem(f"{path}:1", f"header {rows[0]!r} must name the columns 'path' and 'plate'")]
+    ip, il = header.index("path"), header.index("plate")
+    ik = header.index("kind") if "kind" in header else None
+    base = path.parent
+    samples, problems = [], []
+    for n, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            problems.append(Problem(f"{path}:{n}", f"{len(row)} fields, the header has {len(header)}"))
+            continue
+        rel, plate = row[ip].strip(), row[il].strip()
+        if not rel or not plate:
+            problems.append(Problem(f"{path}:{n}", "empty path or plate"))
+            continue
+        kind = (row[ik].strip() or None) if ik is not None else None
+        p = Path(rel)
+        samples.append(Sample(p if p.is_absolute() else base / p, plate, kind, "manifest"))
+    return samples, problems
+
+
+def _scan_ccpd(root: Path) -> tuple[list[Sample], list[Problem]]:
+    if not root.is_dir():
+        return [], [Problem(str(root), "not a directory")]
+    samples, problems = [], []
+    for p in list_images([root]):
+        try:
+            c = parse_ccpd_name(p.name)
+        except ValueError as e:
+            problems.append(Problem(str(p), f"bad CCPD name: {e}"))
+            continue
+        kind = "green" if len(c.plate) == 8 else "blue"
+        samples.append(Sample(p, c.plate, kind, "ccpd", c.quad))
+    return samples, problems
+
+
+def load_folder(root: str | os.PathLike[str], strict: bool = True) -> list[Sample]:
+    """Crops named by their plate (``皖A12345.jpg``, ``皖A12345_3.jpg``), recursively."""
+    return _finish(*_scan_folder(Path(root)), strict, str(root))
+
+
+def load_manifest(path: str | os.PathLike[str], strict: bool = True) -> list[Sample]:
+    """A CSV/TSV manifest with a ``path,plate[,kind]`` header; paths relative to its folder."""
+    return _finish(*_scan_manifest(Path(path)), strict, str(path))
+
+
+def load_ccpd(root: str | os.PathLike[str], strict: bool = True) -> list[Sample]:
+    """Full CCPD images under ``root``; each sample carries the plate ``quad`` to rectify."""
+    return _finish(*_scan_ccpd(Path(root)), strict, str(root))
+
+
+def detect_kind(path: str | os.PathLike[str]) -> SourceKind:
+    """``manifest`` for a CSV/TSV file, ``ccpd`` for a folder of CCPD-named images, else ``folder``."""
+    p = Path(path)
+    if p.is_file():
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            raise DataError(f"{p}: is an image, not a dataset (give its folder or a manifest)")
+        return "manifest"
+    if not p.is_dir():
+        raise DataError(f"{p}: no such file or directory")
+    names = []
+    for q in p.rglob("*"):
+        if q.suffix.lower() in IMAGE_EXTENSIONS:
+            names.append(q.name)
+            if len(names) >= 20:
+                break
+    parsed = 0
+    for n in names:
+        try:
+            parse_ccpd_name(n)
+            parsed += 1
+        except ValueError:
+            pass
+    return "ccpd" if names and parsed * 2 >= len(names) else "folder"
+
+
+_SCANNERS = {"folder": _scan_folder, "manifest": _scan_manifest, "ccpd": _scan_ccpd}
+
+
+def scan_source(path: str | os.PathLike[str], kind: str | None = None) -> tuple[list[Sample], list[Problem]]:
+    """Samples and structural problems of one dataset (``kind`` detected when None)."""
+    k = kind or detect_kind(path)
+    if k not in _SCANNERS:
+        raise DataError(f"unknown dataset kind {k!r}; expected one of {SOURCE_KINDS}")
+    return _SCANNERS[k](Path(path))
+
+
+def load_source(path: str | os.PathLike[str], kind: str | None = None, strict: bool = True) -> list[Sample]:
+    """Load one dataset of any layout (``kind`` detected when None)."""
+    return _finish(*scan_source(path, kind), strict, str(path))
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def label_problems(plate: str, charset: Charset = DEFAULT_CHARSET,
+                   lengths: Iterable[int] | None = (7, 8)) -> list[str]:
+    """Reasons ``plate`` cannot be a training label (empty list when it is fine)."""
+    out = []
+    bad = charset.invalid_chars(plate)
+    if bad:
+        out.append(f"label {plate!r} has characters outside the charset: {''.join(bad)!r}")
+    lengths = tuple(lengths) if lengths is not None else ()
+    if lengths and len(plate) not in lengths:
+        out.append(f"label {plate!r} has {len(plate)} characters, expected "
+                   f"{' or '.join(map(str, lengths))}")
+    return out
+
+
+def _image_problem(s: Sample) -> str | None:
+    try:
+        img = read_image(s.path)
+    except ImageError as e:
+        msg = str(e)
+        prefix = f"{s.path}: "
+        return msg[len(prefix):] if msg.startswith(prefix) else msg
+    if s.quad is not None:
+        return _quad_problem(s.quad, img.shape)
+    return None
+
+
+def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], kind: str | None = None,
+                  charset: Charset = DEFAULT_CHARSET, lengths: Iterable[int] | None = (7, 8),
+                  check_images: bool = True, workers: int = 4) -> CheckReport:
+    """Check one or more datasets without stopping at the first problem.
+
+    Reports, by file name: malformed manifest rows or CCPD names, labels with characters
+    outside ``charset`` or of a length not in ``lengths``, missing/unreadable/corrupt images
+    (decoded in ``workers`` threads when ``check_images``) and CCPD vertices that cannot be
+    rectified. ``report.samples`` holds the samples without problems.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    lengths = tuple(lengths) if lengths is not None else None
+    report = CheckReport()
+    candidates: list[Sample] = []
+    for path in paths:
+        try:
+            samples, problems = scan_source(path, kind)
+        except DataError as e:
+            report.problems.append(Problem(str(path), str(e).removeprefix(f"{path}: ")))
+            report.checked += 1
+            continue
+        report.problems.extend(problems)
+        report.checked += len(samples) + len(problems)
+        candidates.extend(samples)
+    bad: dict[int, list[str]] = {}
+    for i, s in enumerate(candidates):
+        msgs = label_problems(s.plate, charset, lengths)
+        if msgs:
+            bad[i] = msgs
+    if check_images and candidates:
+        with ThreadPoolExecutor(max(1, workers)) as ex:
+            for i, why in enumerate(ex.map(_image_problem, candidates)):
+                if why:
+                    bad.setdefault(i, []).append(why)
+    for i, s in enumerate(candidates):
+        if i in bad:
+            report.problems.extend(Problem(str(s.path), m) for m in bad[i])
+        else:
+            report.samples.append(s)
+    return report

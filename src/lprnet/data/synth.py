@@ -1,0 +1,766 @@
+"""Synthetic Chinese licence plates: plate texts, rendering, degradation, and dataset writers.
+
+This module owns everything needed to produce labelled training crops without real data:
+
+* :func:`random_plate_text` -- plate strings that follow GA 36 (blue / yellow 7 characters,
+  green new-energy 8 characters with D/F in the right place), always encodable with
+  :meth:`lprnet.charset.Charset.chinese`;
+* :func:`render_plate` -- draws a plate to GA 36 proportions (440 x 140 mm, 45 x 90 mm cells,
+  12 mm gaps, a separator dot; green plates 480 mm with 8 cells and a gradient), with border line,
+  rivets and a holder frame, and then degrades it the way a camera and a plate detector do
+  (3-D tilt, shear, a tight bbox crop with some background, blur, low light, glare, shadows,
+  dirt, colour casts, noise, JPEG) before resizing to the model's 94 x 24 BGR input;
+* :func:`generate`, :func:`write_shards` / :func:`load_shard`, :func:`write_folder` and
+  :func:`preview_grid` -- deterministic streams and on-disk datasets.
+
+Everything is deterministic given the ``numpy.random.Generator`` state; streams derive one
+generator per sample from ``(seed, index)`` so results do not depend on how work is split
+across processes.  Runtime dependencies: numpy, OpenCV and Pillow; the fonts are the OFL subsets
+in ``lprnet/data/fonts`` (built by ``scripts/make_fonts.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import multiprocessing as mp
+import os
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from lprnet.charset import DIGITS, LETTERS, PROVINCES, Charset
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "PLATE_KINDS",
+    "generate",
+    "load_shard",
+    "preview_grid",
+    "random_plate_text",
+    "render_plate",
+    "write_folder",
+    "write_shards",
+]
+
+PLATE_KINDS: tuple[str, ...] = ("blue", "green", "yellow")
+#: Mix used when ``weights`` is None (renormalised over the requested kinds).  Blue dominates
+#: real traffic; green and yellow are kept frequent enough to be learned.
+DEFAULT_WEIGHTS: dict[str, float] = {"blue": 0.7, "green": 0.15, "yellow": 0.15}
+
+FONT_DIR = Path(__file__).resolve().parent / "fonts"
+_CJK_FONTS = {
+    "cjk-regular": FONT_DIR / "NotoSansCJKsc-Regular-plates.otf",
+    "cjk-bold": FONT_DIR / "NotoSansCJKsc-Bold-plates.otf",
+}
+_LATIN_FONT = FONT_DIR / "OSP-DIN-plates.ttf"
+
+_CHARSET = Charset.chinese()
+_SERIAL = DIGITS + LETTERS  # GA 36 serials: digits and letters without I and O
+
+# ----------------------------------------------------------------------------- plate texts
+
+
+def random_plate_text(kind: str, rng: np.random.Generator) -> str:
+    """A random plate string for ``kind`` following GA 36.
+
+    * ``blue`` / ``yellow``: province, letter, then 5 serial characters (digits and letters
+      without I/O; 0-3 of them letters, digits being the common case on real plates).
+    * ``green`` (new energy, 8 characters): province, letter, then 6 characters.  Small cars
+      (80 %) have ``D`` or ``F`` third, a letter or digit fourth and four digits; large
+      vehicles have five digits and ``D``/``F`` last.
+    """
+    prov = PROVINCES[int(rng.integers(len(PROVINCES)))]
+    letter = LETTERS[int(rng.integers(len(LETTERS)))]
+    if kind in ("blue", "yellow"):
+        n_letters = int(rng.choice(4, p=(0.4, 0.3, 0.2, 0.1)))
+        serial = [DIGITS[int(d)] for d in rng.integers(10, size=5)]
+        for pos in rng.choice(5, size=n_letters, replace=False):
+            serial[int(pos)] = LETTERS[int(rng.integers(len(LETTERS)))]
+        return prov + letter + "".join(serial)
+    if kind == "green":
+        df = "DF"[int(rng.integers(2))]
+        digits = "".join(DIGITS[int(d)] for d in rng.integers(10, size=5))
+        if rng.random() < 0.8:  # small car: D/F third, then letter-or-digit, then 4 digits
+            fourth = _SERIAL[int(rng.integers(len(_SERIAL)))] if rng.random() < 0.5 else digits[0]
+            return prov + letter + df + fourth + digits[1:]
+        return prov + letter + digits + df  # large vehicle: D/F last
+    raise ValueError(f"unknown plate kind {kind!r}; expected one of {PLATE_KINDS}")
+
+
+# ----------------------------------------------------------------------------- glyphs
+
+_PX_PER_MM = 0.6  # working resolution of the flat plate (about 1.4x the 94 px output)
+_GLYPH_PX_PER_MM = 4.0  # glyphs are drawn at this resolution, then area-downsampled
+_CHAR_H_MM = 90.0
+
+
+def _mm(v: float) -> int:
+    return round(v * _PX_PER_MM)
+
+
+@lru_cache(maxsize=8)
+def _pil_font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size)
+
+
+@lru_cache(maxsize=512)
+def _ink(ch: str, path: Path, height: int) -> np.ndarray:
+    """High-resolution uint8 mask of ``ch`` cropped to its ink box."""
+    font = _pil_font(str(path), int(height * 1.25))
+    l_, t_, r_, b_ = font.getbbox(ch)
+    img = Image.new("L", (r_ - l_ + 8, b_ - t_ + 8), 0)
+    ImageDraw.Draw(img).text((4 - l_, 4 - t_), ch, font=font, fill=255)
+    a = np.asarray(img)
+    ys, xs = np.nonzero(a > 0)
+    a = a[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].copy()
+    a.setflags(write=False)
+    return a
+
+
+@lru_cache(maxsize=1)
+def _latin_stroke_mm() -> float:
+    """Stem width (mm) of the Latin face once stretched to a 45 x 90 mm cell (measured on H)."""
+    hi_h, hi_w = int(_CHAR_H_MM * _GLYPH_PX_PER_MM), int(45.0 * _GLYPH_PX_PER_MM)
+    a = cv2.resize(_ink("H", _LATIN_FONT, hi_h), (hi_w, hi_h), interpolation=cv2.INTER_AREA)
+    return float((a[hi_h // 4] > 127).sum()) / 2.0 / _GLYPH_PX_PER_MM
+
+
+@lru_cache(maxsize=4096)
+def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float) -> np.ndarray:
+    """Alpha mask (float32, 0..1) of ``ch`` filling a ``cell_w_mm`` x 90 mm cell at work scale.
+
+    Latin letters and digits come from the DIN-like face stretched to the cell and thinned or
+    thickened (morphology at high resolution) to a stem width of ``stroke_mm``; the plate "1" is
+    a plain bar as on GA 36 plates.  CJK characters use ``style`` (regular / bold Noto Sans CJK)
+    and ignore ``stroke_mm``.  Cached: each process renders a glyph variant once.
+    """
+    hi_h = round(_CHAR_H_MM * _GLYPH_PX_PER_MM)
+    hi_w = round(cell_w_mm * _GLYPH_PX_PER_MM)
+    hi = np.zeros((hi_h, hi_w), np.uint8)
+    if ch == "1":
+        bar_w = round(stroke_mm * _GLYPH_PX_PER_MM)
+        x0 = (hi_w - bar_w) // 2
+        hi[:, x0 : x0 + bar_w] = 255
+    elif ch == "e":  # new-energy emblem in the separator gap of green plates (ring + plug stem)
+        r = round(min(hi_w, hi_h) * 0.42)
+        c = (hi_w // 2, hi_h // 2)
+        th = max(1, round(stroke_mm * 0.35 * _GLYPH_PX_PER_MM))
+        cv2.circle(hi, c, r - th // 2, 255, th, cv2.LINE_AA)
+        cv2.rectangle(hi, (c[0] - th // 2, c[1] - r // 2), (c[0] + th // 2, c[1] + r // 2), 255, -1)
+    elif ch == "·":
+        r = round(stroke_mm / 2.0 * _GLYPH_PX_PER_MM)
+        cv2.circle(hi, (hi_w // 2, hi_h // 2), r, 255, -1, cv2.LINE_AA)
+    elif ch not in _SERIAL and ch not in "IO":  # CJK: stretched to the tall cell, a little air
+        a = _ink(ch, _CJK_FONTS[style], hi_h)
+        inner_w, inner_h = int(hi_w * 0.96), int(hi_h * 0.97)
+        y0, x0 = (hi_h - inner_h) // 2, (hi_w - inner_w) // 2
+        hi[y0 : y0 + inner_h, x0 : x0 + inner_w] = cv2.resize(a, (inner_w, inner_h), interpolation=cv2.INTER_AREA)
+    else:
+        a = _ink(ch, _LATIN_FONT, hi_h)
+        inner_w = hi_w
+        if a.shape[1] < 0.3 * a.shape[0]:  # naturally narrow glyphs (I) keep their width
+            inner_w = max(1, round(a.shape[1] * hi_h / a.shape[0]))
+        x0 = (hi_w - inner_w) // 2
+        hi[:, x0 : x0 + inner_w] = cv2.resize(a, (inner_w, hi_h), interpolation=cv2.INTER_AREA)
+        delta = round((stroke_mm - _latin_stroke_mm()) / 2.0 * _GLYPH_PX_PER_MM)
+        if delta:
+            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(delta) + 1, 2 * abs(delta) + 1))
+            hi = (cv2.erode if delta < 0 else cv2.dilate)(hi, k, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    out = cv2.resize(hi, (_mm(cell_w_mm), _mm(_CHAR_H_MM)), interpolation=cv2.INTER_AREA)
+    out = out.astype(np.float32) / 255.0
+    out.setflags(write=False)
+    return out
+
+
+# ----------------------------------------------------------------------------- plate layout
+
+
+def _layout(kind: str, n: int) -> tuple[float, list[tuple[float, float]], float]:
+    """Plate width (mm), (x, width) of each character cell (mm), and the separator dot x."""
+    if n == 8:  # new-energy plate, 480 x 140
+        widths = [45.0, 45.0] + [43.0] * 6
+        gap, sep = 9.0, 49.0
+        plate_w = 480.0
+    else:
+        widths = [45.0] * n
+        gap, sep = 12.0, 34.0
+        plate_w = 440.0
+    total = sum(widths) + gap * (n - 2) + sep
+    x = (plate_w - total) / 2.0
+    cells = []
+    dot_x = 0.0
+    for i, w in enumerate(widths):
+        cells.append((x, w))
+        x += w
+        if i == 1:
+            dot_x = x + sep / 2.0
+            x += sep
+        elif i < n - 1:
+            x += gap
+    return plate_w, cells, dot_x
+
+
+def _hsv_to_bgr(h: float, s: float, v: float) -> np.ndarray:
+    px = np.array([[[h, s, v]]], dtype=np.float32)
+    px[..., 0] = px[..., 0] * 2.0  # OpenCV 8-bit hue (0..180) -> degrees for float images
+    px[..., 1:] /= 255.0
+    return cv2.cvtColor(px, cv2.COLOR_HSV2BGR)[0, 0] * 255.0
+
+
+def _colours(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(background top, background bottom, text) BGR float colours for a fresh plate."""
+    if kind == "blue":
+        bg = _hsv_to_bgr(rng.uniform(101, 116), rng.uniform(195, 255), rng.uniform(150, 245))
+        fg = np.full(3, rng.uniform(215, 255), np.float32) - rng.uniform(0, 18, 3)
+        bottom = bg * rng.uniform(0.85, 1.05)
+    elif kind == "yellow":
+        bg = _hsv_to_bgr(rng.uniform(17, 28), rng.uniform(170, 255), rng.uniform(170, 245))
+        fg = np.full(3, rng.uniform(10, 45), np.float32) + rng.uniform(0, 10, 3)
+        bottom = bg * rng.uniform(0.85, 1.05)
+    elif kind == "green":
+        bottom = _hsv_to_bgr(rng.uniform(55, 72), rng.uniform(140, 230), rng.uniform(150, 225))
+        bg = _hsv_to_bgr(rng.uniform(50, 70), rng.uniform(5, 50), rng.uniform(215, 250))
+        fg = np.full(3, rng.uniform(10, 45), np.float32) + rng.uniform(0, 10, 3)
+    else:
+        raise ValueError(f"unknown plate kind {kind!r}; expected one of {PLATE_KINDS}")
+    return bg.astype(np.float32), bottom.astype(np.float32), fg.astype(np.float32)
+
+
+def _blend(canvas: np.ndarray, alpha: np.ndarray, x: int, y: int, colour: np.ndarray) -> None:
+    """In place: canvas[y:, x:] = mix(canvas, colour, alpha), clipped to the canvas."""
+    h, w = alpha.shape
+    H, W = canvas.shape[:2]
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+    if x1 <= x0 or y1 <= y0:
+        return
+    a = alpha[y0 - y : y1 - y, x0 - x : x1 - x, None]
+    region = canvas[y0:y1, x0:x1]
+    region += a * (colour - region)
+
+
+def _low_freq(rng: np.random.Generator, h: int, w: int, amp: float, cells: int = 4) -> np.ndarray:
+    """Smooth random field (h x w x 1), values around 0 with std ~ amp."""
+    small = rng.normal(0.0, amp, size=(cells, cells * 3)).astype(np.float32)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)[..., None]
+
+
+def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
+    """Flat plate (float32 BGR) at work scale with holder frame; returns (image, pad_x, pad_y).
+
+    The plate itself spans ``[pad_x, pad_x + plate_w] x [pad_y, pad_y + plate_h]`` pixels.
+    """
+    n = len(text)
+    plate_w_mm, cells, dot_x = _layout(kind, n)
+    W, H = _mm(plate_w_mm), _mm(140.0)
+    top, bottom, fg = _colours(kind, rng)
+    t = np.linspace(0.0, 1.0, H, dtype=np.float32)[:, None, None]
+    if kind == "green":
+        t = t ** rng.uniform(0.6, 1.6)
+        if rng.random() < 0.2:  # gradient running the other way
+            t = t[::-1]
+    img = np.empty((H, W, 3), np.float32)
+    img[:] = top + t * (bottom - top)
+    if kind == "green" and text[-1] in "DF" and text[2] not in "DF":
+        # large new-energy vehicles: yellow-green two-tone plate, yellow behind province+letter
+        split = _mm(cells[1][0] + cells[1][1] + 8.0)
+        img[:, :split] = _hsv_to_bgr(rng.uniform(20, 30), rng.uniform(150, 230), rng.uniform(180, 240))
+    if rng.random() < 0.6:  # uneven paint / reflection
+        img *= 1.0 + _low_freq(rng, H, W, 0.05)
+
+    # border line, a few mm inside the plate edge
+    if rng.random() < 0.9:
+        inset = _mm(rng.uniform(1.5, 4.5))
+        thick = max(1, _mm(rng.uniform(2.0, 5.0)))
+        line = fg if kind == "blue" else fg * 0.9
+        cv2.rectangle(img, (inset, inset), (W - 1 - inset, H - 1 - inset), line.tolist(), thick)
+
+    # characters; one stroke weight per plate (real plates are uniform), tiny placement jitter
+    style = "cjk-bold" if rng.random() < 0.7 else "cjk-regular"
+    stroke = float(rng.integers(9, 15))  # mm; GA 36 alphanumerics have ~10 mm stems
+    y_char = _mm(25.0 + rng.uniform(-2.0, 2.0))
+    shadow = rng.random() < 0.35
+    shade = img[H // 2, W // 2] * 0.55
+    for i, ch in enumerate(text):
+        x_mm, w_mm = cells[i]
+        a = _glyph(ch, style, stroke, w_mm)
+        x = _mm(x_mm + rng.uniform(-0.8, 0.8))
+        y = y_char + int(rng.integers(-1, 2)) * (rng.random() < 0.2)
+        if shadow:  # embossed characters cast a faint edge
+            _blend(img, a * 0.5, x + 1, y + 1, shade)
+        _blend(img, a, x, y, fg)
+    if kind != "green":  # separator dot; new-energy plates have a small emblem instead
+        dot = _glyph("·", style, float(rng.integers(8, 12)), 12.0)
+        _blend(img, dot, _mm(dot_x - 6.0), y_char, fg)
+    elif rng.random() < 0.8:
+        emblem = _glyph("e", style, 10.0, 16.0)[_mm(37.0) : _mm(53.0)]
+        _blend(img, emblem * np.float32(rng.uniform(0.4, 0.9)), _mm(dot_x - 8.0), y_char + _mm(37.0), fg)
+
+    # rivets above the 2nd and the 6th/7th characters (sometimes also below)
+    if rng.random() < 0.8:
+        r = max(1, _mm(rng.uniform(3.5, 5.5)))
+        metal = np.float32(rng.uniform(120, 235)) * rng.uniform(0.92, 1.0, 3).astype(np.float32)
+        xs = [cells[1][0] + cells[1][1] / 2.0, cells[n - 2][0] + cells[n - 2][1] / 2.0]
+        ys = [rng.uniform(11.0, 15.0)] + ([140.0 - rng.uniform(11.0, 15.0)] if rng.random() < 0.25 else [])
+        for yy in ys:
+            for xx in xs:
+                c = (_mm(xx + rng.uniform(-4, 4)), _mm(yy))
+                cv2.circle(img, c, r, metal.tolist(), -1, cv2.LINE_AA)
+                cv2.circle(img, c, max(1, r // 2), (metal * 0.7).tolist(), -1, cv2.LINE_AA)
+
+    # dirt: darker, brownish blotches
+    if rng.random() < 0.25:
+        for _ in range(int(rng.integers(1, 6))):
+            c = (int(rng.integers(0, W)), int(rng.integers(0, H)))
+            axes = (int(rng.integers(2, max(3, W // 6))), int(rng.integers(2, max(3, H // 3))))
+            mask = np.zeros((H, W), np.float32)
+            cv2.ellipse(mask, c, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+            mask = cv2.GaussianBlur(mask, (0, 0), 2.0) * rng.uniform(0.1, 0.35)
+            dirt = np.array([40, 60, 80], np.float32) * rng.uniform(0.5, 1.5)
+            img += mask[..., None] * (dirt - img)
+
+    # holder frame / surrounding car body around the plate (becomes the margin of the crop)
+    pad_x = _mm(rng.uniform(0.0, 12.0)) if rng.random() < 0.7 else 0
+    pad_y = pad_x + (_mm(rng.uniform(0.0, 25.0)) if rng.random() < 0.4 else 0)
+    if pad_x or pad_y:
+        frame_v = rng.uniform(10, 70) if rng.random() < 0.7 else rng.uniform(120, 230)
+        frame = np.float32(frame_v) * rng.uniform(0.85, 1.15, 3).astype(np.float32)
+        img = cv2.copyMakeBorder(img, pad_y, pad_y, pad_x, pad_x, cv2.BORDER_CONSTANT, value=frame.tolist())
+        if rng.random() < 0.5:  # lettered/chrome holder: a highlight or screw heads
+            img *= 1.0 + _low_freq(rng, img.shape[0], img.shape[1], 0.08)
+    return img, float(pad_x), float(pad_y)
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def _rot(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    cy, sy, cp, sp, cr, sr = (
+        math.cos(yaw),
+        math.sin(yaw),
+        math.cos(pitch),
+        math.sin(pitch),
+        math.cos(roll),
+        math.sin(roll),
+    )
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+    return rz @ rx @ ry
+
+
+def _geometry(
+    rng: np.random.Generator, plate_w: float, plate_h: float, out_w: int, out_h: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Project the plate rectangle like a camera would and crop its bounding box.
+
+    Returns the 4 destination points (in the out_w x out_h canvas) of the plate corners
+    TL, TR, BR, BL, and the crop rectangle's size in plate pixels (for blur scaling).
+    """
+    corners = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], np.float64)
+    corners[:, 0] *= plate_w / 2.0
+    corners[:, 1] *= plate_h / 2.0
+    wild = rng.random() < 0.2  # a tail of strongly tilted / rotated views (CCPD tilt, rotate)
+    k = 2.0 if wild else 1.0
+    yaw = math.radians(float(np.clip(rng.normal(0.0, 10.0 * k), -60, 60)))
+    pitch = math.radians(float(np.clip(rng.normal(0.0, 7.0 * k), -40, 40)))
+    roll = math.radians(float(np.clip(rng.normal(0.0, 2.0 * k), -20, 20)))
+    f = plate_w * rng.uniform(1.5, 5.0)
+    p = corners @ _rot(yaw, pitch, roll).T
+    p[:, 2] += f
+    uv = f * p[:, :2] / p[:, 2:3]
+    # shear: plates seen from the side and from above look like parallelograms in CCPD crops
+    kv = float(np.clip(rng.normal(0.0, 0.03 * k), -0.2, 0.2))  # slope of the top/bottom edges
+    kh = float(np.clip(rng.normal(0.0, 0.1 * k), -0.4, 0.4))  # slant of the character verticals
+    uv = uv + np.stack([kh * uv[:, 1], kv * uv[:, 0]], axis=1)
+    x0, y0 = uv.min(axis=0)
+    x1, y1 = uv.max(axis=0)
+    bw, bh = x1 - x0, y1 - y0
+    if rng.random() < 0.92:  # detector-tight: around the plate corners, sometimes inside
+        ml, mr = rng.uniform(-0.025, 0.025, 2) * bw
+        mt, mb = rng.uniform(-0.1, 0.05, 2) * bh
+    else:  # loose crops
+        ml, mr = rng.uniform(-0.01, 0.08, 2) * bw
+        mt, mb = rng.uniform(0.0, 0.3, 2) * bh
+    cx0, cx1, cy0, cy1 = x0 - ml, x1 + mr, y0 - mt, y1 + mb
+    dst = np.empty((4, 2), np.float32)
+    dst[:, 0] = (uv[:, 0] - cx0) * out_w / (cx1 - cx0)
+    dst[:, 1] = (uv[:, 1] - cy0) * out_h / (cy1 - cy0)
+    return dst, np.array([cx1 - cx0, cy1 - cy0])
+
+
+# ----------------------------------------------------------------------------- degradations
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Car body / bumper / road behind and around the plate."""
+    r = rng.random()
+    if r < 0.45:  # dark bumper / shadow / black car
+        base = np.float32(rng.uniform(5, 70)) * rng.uniform(0.8, 1.2, 3).astype(np.float32)
+    elif r < 0.75:  # light car body (white, silver)
+        base = np.float32(rng.uniform(120, 240)) * rng.uniform(0.85, 1.1, 3).astype(np.float32)
+    else:  # coloured car body
+        base = rng.uniform(20, 230, 3).astype(np.float32)
+    bg = np.empty((h, w, 3), np.float32)
+    bg[:] = base
+    bg *= 1.0 + _low_freq(rng, h, w, 0.25)
+    if rng.random() < 0.3:  # grille slats / body lines
+        for _ in range(int(rng.integers(1, 4))):
+            y = int(rng.integers(0, h))
+            cv2.line(bg, (0, y), (w, y + int(rng.integers(-4, 5))), float(rng.uniform(0, 255)), int(rng.integers(1, 3)))
+    return bg
+
+
+def _motion_kernel(rng: np.random.Generator, length: int) -> np.ndarray:
+    k = np.zeros((length, length), np.float32)
+    c = (length - 1) / 2.0
+    ang = rng.uniform(0, math.pi)
+    dx, dy = math.cos(ang) * c, math.sin(ang) * c
+    cv2.line(k, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1.0, 1)
+    return k / k.sum()
+
+
+def _photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Lighting, colour cast, glare, shadows and contrast, on a float32 BGR canvas."""
+    h, w = img.shape[:2]
+    if rng.random() < 0.25:  # cast shadow with a soft edge
+        x = np.linspace(-1.0, 1.0, w, dtype=np.float32)[None, :]
+        y = np.linspace(-1.0, 1.0, h, dtype=np.float32)[:, None]
+        a = rng.uniform(0, 2 * math.pi)
+        d = math.cos(a) * x + math.sin(a) * y * (h / w) - rng.uniform(-0.6, 0.6)
+        m = 1.0 / (1.0 + np.exp(-d * rng.uniform(5, 40)))
+        img *= (1.0 - rng.uniform(0.3, 0.7) * m)[..., None]
+    if rng.random() < 0.12:  # glare / specular spot
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        s = rng.uniform(0.1, 0.5) * w
+        yy, xx = np.ogrid[:h, :w]
+        g = np.exp(-(((xx - cx) ** 2) / (2 * s * s) + ((yy - cy) ** 2) / (2 * (s * 0.4) ** 2)))
+        img += (rng.uniform(30, 110) * g).astype(np.float32)[..., None]
+    # exposure and white balance (colour cast)
+    gain = rng.lognormal(0.0, 0.3)
+    cast = rng.normal(1.0, 0.08, 3).clip(0.75, 1.25)
+    img *= (gain * cast).astype(np.float32)
+    if rng.random() < 0.15:  # haze / low contrast
+        k = rng.uniform(0.1, 0.45)
+        img[:] = img * (1 - k) + k * img.mean(axis=(0, 1))
+    if rng.random() < 0.3:  # saturation change
+        k = rng.uniform(0.6, 1.3)
+        grey = img.mean(axis=2, keepdims=True)
+        img[:] = grey + k * (img - grey)
+    np.clip(img, 0, 255, out=img)
+    if rng.random() < 0.5:  # gamma (camera tone curve / night)
+        img[:] = 255.0 * (img / 255.0) ** rng.uniform(0.6, 1.6)
+    return img
+
+
+def render_plate(
+    text: str,
+    kind: str,
+    rng: np.random.Generator,
+    out_size: tuple[int, int] = (94, 24),
+) -> np.ndarray:
+    """Render ``text`` as a ``kind`` plate and degrade it into a detector-style crop.
+
+    Returns a BGR uint8 array of shape ``(out_size[1], out_size[0], 3)``.
+    """
+    if kind not in PLATE_KINDS:
+        raise ValueError(f"unknown plate kind {kind!r}; expected one of {PLATE_KINDS}")
+    bad = _CHARSET.invalid_chars(text)
+    if bad:
+        raise ValueError(f"plate text {text!r} has characters outside the charset: {''.join(bad)!r}")
+    if len(text) not in (7, 8):
+        raise ValueError(f"plate text must have 7 or 8 characters, got {text!r}")
+    out_w, out_h = out_size
+    plate, pad_x, pad_y = _draw_plate(text, kind, rng)
+    ph, pw = plate.shape[:2]
+    plate_w, plate_h = pw - 2 * pad_x, ph - 2 * pad_y
+
+    # the camera: warp onto a canvas twice the output size, over car body background
+    cw, ch = 2 * out_w, 2 * out_h
+    dst, crop_wh = _geometry(rng, plate_w, plate_h, cw, ch)
+    src = np.array(
+        [[pad_x, pad_y], [pad_x + plate_w, pad_y], [pad_x + plate_w, pad_y + plate_h], [pad_x, pad_y + plate_h]],
+        np.float32,
+    )
+    m = cv2.getPerspectiveTransform(src, dst)
+    canvas = _background(rng, ch, cw)
+    cv2.warpPerspective(
+        plate,
+        m,
+        (cw, ch),
+        dst=canvas,
+        flags=cv2.INTER_AREA if crop_wh[0] > 2 * cw else cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_TRANSPARENT,
+    )
+    canvas = _photometric(canvas, rng)
+
+    # optics: defocus or motion blur (sigma in canvas pixels)
+    r = rng.random()
+    if r < 0.22:
+        canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.3, 1.2))
+    elif r < 0.3:
+        canvas = cv2.filter2D(canvas, -1, _motion_kernel(rng, int(rng.integers(3, 6))))
+    elif r < 0.35:
+        sx, sy = rng.uniform(0.3, 1.6), rng.uniform(0.3, 0.8)
+        canvas = cv2.GaussianBlur(canvas, (0, 0), sigmaX=sx, sigmaY=sy)
+
+    # resolution: small plates are upsampled from fewer pixels than the output has
+    if rng.random() < 0.15:
+        f = rng.uniform(0.5, 0.9)
+        small = cv2.resize(canvas, (max(8, int(out_w * f)), max(4, int(out_h * f))), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(small, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+    else:
+        out = cv2.resize(canvas, (out_w, out_h), interpolation=cv2.INTER_AREA)
+
+    if rng.random() < 0.25:  # in-camera sharpening (unsharp mask)
+        soft = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.6, 1.2))
+        out = cv2.addWeighted(out, 1.0 + (k := rng.uniform(0.3, 1.0)), soft, -k, 0.0)
+
+    # sensor noise (luma + chroma)
+    if rng.random() < 0.7:
+        sigma = rng.uniform(1.0, 6.0)
+        noise = rng.normal(0.0, sigma, (out_h, out_w, 1)).astype(np.float32)
+        if rng.random() < 0.5:
+            noise = noise + rng.normal(0.0, sigma * 0.5, (out_h, out_w, 3)).astype(np.float32)
+        out = out + noise
+    out_u8 = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    # compression
+    if rng.random() < 0.8:
+        q = int(rng.integers(25, 96))
+        ok, buf = cv2.imencode(".jpg", out_u8, [cv2.IMWRITE_JPEG_QUALITY, q])
+        if ok:
+            out_u8 = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(out_u8)
+
+
+# ----------------------------------------------------------------------------- streams
+
+
+def _kind_probs(kinds: Sequence[str], weights: Sequence[float] | None) -> np.ndarray:
+    kinds = tuple(kinds)
+    if not kinds:
+        raise ValueError("kinds must not be empty")
+    unknown = [k for k in kinds if k not in PLATE_KINDS]
+    if unknown:
+        raise ValueError(f"unknown plate kinds {unknown}; expected a subset of {PLATE_KINDS}")
+    w = np.array([DEFAULT_WEIGHTS[k] for k in kinds] if weights is None else list(weights), np.float64)
+    if w.shape != (len(kinds),) or (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be {len(kinds)} non-negative numbers with a positive sum")
+    return w / w.sum()
+
+
+def _sample(
+    seed: int, i: int, kinds: tuple[str, ...], probs: np.ndarray, out_size: tuple[int, int]
+) -> tuple[np.ndarray, str, str]:
+    rng = np.random.default_rng([seed, i])
+    kind = kinds[int(rng.choice(len(kinds), p=probs))] if len(kinds) > 1 else kinds[0]
+    text = random_plate_text(kind, rng)
+    return render_plate(text, kind, rng, out_size), text, kind
+
+
+def generate(
+    n: int,
+    seed: int,
+    kinds: Sequence[str] = PLATE_KINDS,
+    weights: Sequence[float] | None = None,
+    out_size: tuple[int, int] = (94, 24),
+    start: int = 0,
+) -> Iterator[tuple[np.ndarray, str, str]]:
+    """Yield ``n`` samples ``(image, text, kind)`` with indices ``start .. start + n - 1``.
+
+    Sample ``i`` depends only on ``(seed, i)`` (and the other arguments), so a stream can be
+    split across processes.  ``weights`` default to :data:`DEFAULT_WEIGHTS`.
+    """
+    kinds = tuple(kinds)
+    probs = _kind_probs(kinds, weights)
+    for i in range(start, start + n):
+        yield _sample(seed, i, kinds, probs, tuple(out_size))  # type: ignore[arg-type]
+
+
+def _render_chunk(
+    args: tuple[int, int, int, tuple[str, ...], np.ndarray, tuple[int, int]],
+) -> tuple[np.ndarray, list[str], list[str]]:
+    seed, start, n, kinds, probs, out_size = args
+    imgs, texts, ks = [], [], []
+    for i in range(start, start + n):
+        img, text, kind = _sample(seed, i, kinds, probs, out_size)
+        imgs.append(img)
+        texts.append(text)
+        ks.append(kind)
+    return np.stack(imgs), texts, ks
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)
+
+
+def _chunks(
+    seed: int,
+    ranges: list[tuple[int, int]],
+    kinds: tuple[str, ...],
+    probs: np.ndarray,
+    out_size: tuple[int, int],
+    workers: int,
+    chunk: int = 200,
+) -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
+    """Render index ranges in order, in ``workers`` processes; yields one result per chunk."""
+    jobs = [(seed, s, min(chunk, e - s), kinds, probs, out_size) for a, e in ranges for s in range(a, e, chunk)]
+    if workers <= 1:
+        yield from map(_render_chunk, jobs)
+        return
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_worker_init) as pool:
+        yield from pool.imap(_render_chunk, jobs)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="plate", disable=not enabled, dynamic_ncols=True)
+
+
+def write_shards(
+    out_dir: str | os.PathLike[str],
+    n: int,
+    seed: int,
+    shard_size: int = 10000,
+    workers: int = 1,
+    kinds: Sequence[str] = PLATE_KINDS,
+    weights: Sequence[float] | None = None,
+    out_size: tuple[int, int] = (94, 24),
+    progress: bool = True,
+) -> list[Path]:
+    """Pre-render ``n`` samples into ``shard-XXXXX.npz`` files of ``shard_size`` samples.
+
+    Each shard holds ``images`` (N x H x W x 3 uint8 BGR), ``labels`` and ``kinds`` (unicode
+    arrays) and ``indices`` (the sample indices, for traceability).  Shards are written
+    atomically and existing ones are skipped, so an interrupted run can simply be restarted
+    with the same arguments.  Returns all shard paths in order.
+    """
+    if n < 0 or shard_size <= 0:
+        raise ValueError("n must be >= 0 and shard_size > 0")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = tuple(kinds)
+    probs = _kind_probs(kinds, weights)
+    n_shards = (n + shard_size - 1) // shard_size
+    paths = [out / f"shard-{k:05d}.npz" for k in range(n_shards)]
+    todo = [k for k, p in enumerate(paths) if not p.exists()]
+    ranges = [(k * shard_size, min(n, (k + 1) * shard_size)) for k in todo]
+    bar = _progress(sum(e - s for s, e in ranges), f"shards -> {out}", progress)
+    results = _chunks(seed, ranges, kinds, probs, tuple(out_size), workers)  # type: ignore[arg-type]
+    try:
+        for k, (s, e) in zip(todo, ranges, strict=True):
+            imgs, texts, ks, got = [], [], [], 0
+            while got < e - s:
+                im, tx, kd = next(results)
+                imgs.append(im)
+                texts += tx
+                ks += kd
+                got += len(tx)
+                bar.update(len(tx))
+            tmp = paths[k].with_name(f".{paths[k].name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(
+                    fh,
+                    images=np.concatenate(imgs),
+                    labels=np.array(texts, dtype=str),
+                    kinds=np.array(ks, dtype=str),
+                    indices=np.arange(s, e, dtype=np.int64),
+                )
+            os.replace(tmp, paths[k])
+    finally:
+        bar.close()
+        if hasattr(results, "close"):
+            results.close()  # type: ignore[union-attr]
+    return paths
+
+
+def load_shard(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a shard written by :func:`write_shards`: ``(images, labels, kinds)``."""
+    with np.load(path, allow_pickle=False) as z:
+        return z["images"], z["labels"], z["kinds"]
+
+
+def write_folder(
+    out_dir: str | os.PathLike[str],
+    n: int,
+    seed: int,
+    workers: int = 1,
+    kinds: Sequence[str] = PLATE_KINDS,
+    weights: Sequence[float] | None = None,
+    out_size: tuple[int, int] = (94, 24),
+    quality: int = 95,
+    progress: bool = True,
+) -> Path:
+    """Write ``n`` labelled JPEG crops ``{plate}_{i}.jpg`` and ``labels.csv`` (path,plate,kind).
+
+    The label is the file-name stem up to the last ``_``.  Returns the CSV path.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = tuple(kinds)
+    probs = _kind_probs(kinds, weights)
+    bar = _progress(n, f"jpg -> {out}", progress)
+    rows: list[tuple[str, str, str]] = []
+    i = 0
+    try:
+        for imgs, texts, ks in _chunks(seed, [(0, n)], kinds, probs, tuple(out_size), workers):  # type: ignore[arg-type]
+            for img, text, kind in zip(imgs, texts, ks, strict=True):
+                name = f"{text}_{i}.jpg"
+                ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+                if not ok:
+                    raise RuntimeError(f"JPEG encoding failed for sample {i}")
+                (out / name).write_bytes(buf.tobytes())
+                rows.append((name, text, kind))
+                i += 1
+            bar.update(len(texts))
+    finally:
+        bar.close()
+    csv_path = out / "labels.csv"
+    tmp = csv_path.with_name(f".labels.csv.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(("path", "plate", "kind"))
+        w.writerows(rows)
+    os.replace(tmp, csv_path)
+    return csv_path
+
+
+def preview_grid(
+    images: Sequence[np.ndarray],
+    labels: Sequence[str],
+    path: str | os.PathLike[str],
+    cols: int = 8,
+    scale: int = 3,
+) -> Path:
+    """Save a PNG grid: each crop upscaled ``scale`` x (nearest) with its label below it.
+
+    Every tile is ``(W*scale) x (H*scale + label_h)`` with ``label_h = 10 * scale``; tiles are
+    laid out ``cols`` per row with no gaps.
+    """
+    if len(images) != len(labels):
+        raise ValueError("images and labels must have the same length")
+    if not len(images):
+        raise ValueError("nothing to preview")
+    h, w = images[0].shape[:2]
+    tw, th, lh = w * scale, h * scale, 10 * scale
+    rows = (len(images) + cols - 1) // cols
+    ncols = min(cols, len(images))
+    grid = Image.new("RGB", (ncols * tw, rows * (th + lh)), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    font = _pil_font(str(_CJK_FONTS["cjk-regular"]), int(lh * 0.8))
+    for j, (img, label) in enumerate(zip(images, labels, strict=True)):
+        r, c = divmod(j, cols)
+        tile = cv2.resize(np.asarray(img), (tw, th), interpolation=cv2.INTER_NEAREST)
+        grid.paste(Image.fromarray(cv2.cvtColor(tile, cv2.COLOR_BGR2RGB)), (c * tw, r * (th + lh)))
+        draw.text((c * tw + 4, r * (th + lh) + th), str(label), font=font, fill=(0, 0, 0))
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(p, format="PNG")
+    return p

@@ -1,0 +1,160 @@
+"""The recognizer: images in, plates out — preprocessing, a backend, and CTC decoding.
+
+Every face (CLI, HTTP service, batch jobs) goes through :class:`Recognizer`; all
+backends share :mod:`lprnet.core.process` for pre- and post-processing.  A bad input
+becomes a result with ``error`` set (naming the input); the rest of the batch completes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from lprnet.config import ModelConfig
+from lprnet.core.process import (
+    ChannelOrder,
+    ImageError,
+    ctc_greedy_decode,
+    decode_image_bytes,
+    preprocess,
+    read_image,
+    to_bgr,
+)
+from lprnet.weights import WeightsMeta, build_model
+
+ImageInput = Any  # str | os.PathLike | bytes | np.ndarray | PIL.Image.Image
+
+
+class Backend(Protocol):
+    """Runs the network: float32 ``N x 3 x H x W`` -> logits ``N x C x T`` (numpy)."""
+
+    name: str
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class TorchBackend:
+    """Eager PyTorch on the deploy-form model."""
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        return self.model(x).float().cpu().numpy()
+
+
+@dataclass
+class Result:
+    """One recognized image (``error`` set and ``plate`` empty when the input was bad)."""
+
+    path: str | None
+    plate: str = ""
+    confidence: float = 0.0
+    chars: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {"path": self.path, "plate": self.plate, "confidence": self.confidence,
+                "chars": self.chars}
+
+
+class Recognizer:
+    """Plate recognizer over a backend.
+
+    >>> rec = lprnet.load("weights.safetensors")          # doctest: +SKIP
+    >>> rec.recognize(["a.jpg", bgr_array], channel_order="bgr")[0].plate  # doctest: +SKIP
+    """
+
+    def __init__(self, backend: Backend, config: ModelConfig, meta: WeightsMeta | None = None) -> None:
+        self.backend = backend
+        self.config = config
+        self.charset = config.charset
+        self.meta = meta
+
+    def _to_bgr(self, item: ImageInput, channel_order: ChannelOrder | None, index: int) -> np.ndarray:
+        if isinstance(item, (str, os.PathLike)):
+            return read_image(item)
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            return decode_image_bytes(bytes(item), name=f"<bytes #{index}>")
+        return to_bgr(item, channel_order, name=f"<image #{index}>")
+
+    @staticmethod
+    def _name(item: ImageInput) -> str | None:
+        return str(item) if isinstance(item, (str, os.PathLike)) else None
+
+    def predict_logits(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """BGR uint8 images -> logits ``N x C x T`` (no decoding)."""
+        return self.backend(preprocess(images, self.config.input_size))
+
+    def recognize(self, images: ImageInput | Iterable[ImageInput], *,
+                  channel_order: ChannelOrder | None = None, batch_size: int = 32) -> list[Result]:
+        """Recognize one image or many; always returns a list of :class:`Result`.
+
+        Items may be paths, encoded bytes, numpy arrays (colour arrays need
+        ``channel_order="bgr"`` or ``"rgb"``) or PIL images, of any size.
+        """
+        if isinstance(images, (str, os.PathLike, bytes, bytearray, np.ndarray)) or not isinstance(images, Iterable):
+            images = [images]
+        return list(self.iter_recognize(images, channel_order=channel_order, batch_size=batch_size))
+
+    def iter_recognize(self, images: Iterable[ImageInput], *, channel_order: ChannelOrder | None = None,
+                       batch_size: int = 32) -> Iterator[Result]:
+        """Streaming form of :meth:`recognize`: results in input order, ``batch_size`` at a time."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        pending: list[tuple[int, ImageInput, np.ndarray | None, str | None]] = []
+        for i, item in enumerate(images):
+            try:
+                img, err = self._to_bgr(item, channel_order, i), None
+            except ImageError as e:
+                img, err = None, str(e)
+            pending.append((i, item, img, err))
+            if sum(p[2] is not None for p in pending) >= batch_size:
+                yield from self._flush(pending)
+                pending = []
+        if pending:
+            yield from self._flush(pending)
+
+    def _flush(self, pending: list[tuple[int, ImageInput, np.ndarray | None, str | None]]) -> Iterator[Result]:
+        good = [p[2] for p in pending if p[2] is not None]
+        preds = ctc_greedy_decode(self.predict_logits(good), self.charset) if good else []
+        it = iter(preds)
+        for _, item, img, err in pending:
+            if img is None:
+                yield Result(self._name(item), error=err)
+            else:
+                p = next(it)
+                yield Result(self._name(item), p.plate, p.confidence, p.chars)
+
+
+def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch",
+         device: str = "cpu", threads: int | None = None) -> Recognizer:
+    """Load a recognizer; ``weights=None`` uses the bundled default weights.
+
+    ``weights`` may be one of our ``.safetensors`` files or a reference-style ``.pth``
+    state dict (imported into the deploy form).
+    """
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    if backend != "torch":
+        raise ValueError(f"unknown backend {backend!r}; available: torch")
+    model, meta = build_model(Path(weights) if weights is not None else None, form="deploy")
+    return Recognizer(TorchBackend(model, device), meta.config, meta)

@@ -1,0 +1,147 @@
+"""Training configuration: one validated schema, loadable from YAML/JSON, overridable by flags.
+
+:func:`make_config` merges, in increasing priority, the defaults, a config file and explicit
+overrides (CLI flags that were given), then validates everything with pydantic, so a typo or
+an impossible value fails before any data is read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lprnet.charset import Charset
+from lprnet.config import ModelConfig
+from lprnet.data.dataset import SourceSpec, parse_source
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot be used; the message says which field and why."""
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs; see the field descriptions."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # data
+    data: list[str] = Field(default_factory=list, description="KIND:PATH[:RATIO] sources (synth, real, ccpd, folder, manifest)")
+    val_synth: str | None = Field(None, description="folder of synthetic validation shards")
+    val_synth_n: int = Field(2000, ge=0, description="plates generated for validation when val_synth is not given (0: none)")
+    val_dir: str | None = Field(None, description="labelled real validation data (folder, manifest or ccpd:DIR)")
+    select_on: Literal["synth", "val-dir"] = Field("synth", description="which validation set picks best.safetensors")
+    augment_real: bool = True
+    augment_synth: bool = False
+    ccpd_margin: float = Field(0.0, ge=0.0, le=0.5)
+    shard_mode: Literal["auto", "memory", "mmap"] = "auto"
+    # model
+    charset: str | None = Field(None, description="characters in class order (blank '-' appended); default: the 68-class Chinese set")
+    input_size: tuple[int, int] = (94, 24)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    # optimisation
+    steps: int = Field(20000, gt=0)
+    batch_size: int = Field(64, gt=0, description="per process")
+    lr: float = Field(1e-3, gt=0.0)
+    min_lr_ratio: float = Field(0.05, ge=0.0, le=1.0)
+    warmup_steps: int = Field(500, ge=0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = Field(5.0, ge=0.0, description="max gradient norm (0: off)")
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="CUDA only; auto = bf16 when supported")
+    # runtime
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int = Field(2, ge=0)
+    threads: int | None = Field(None, gt=0, description="torch intra-op threads")
+    seed: int = 0
+    out: str | None = Field(None, description="run folder (default: outside the repo, ~/.cache/lprnet/runs/<time>)")
+    resume: bool = False
+    log_every: int = Field(50, gt=0)
+    eval_every: int = Field(1000, gt=0)
+    ckpt_every: int = Field(1000, gt=0)
+    eval_batch_size: int = Field(256, gt=0)
+    progress: bool = True
+
+    @field_validator("data")
+    @classmethod
+    def _check_data(cls, v: list[str]) -> list[str]:
+        for s in v:
+            parse_source(s)
+        return v
+
+    @field_validator("charset")
+    @classmethod
+    def _check_charset(cls, v: str | None) -> str | None:
+        if v is not None:
+            Charset.from_string(v)
+        return v
+
+    @model_validator(mode="after")
+    def _check_all(self) -> TrainConfig:
+        if self.warmup_steps >= self.steps and self.steps > 1:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
+        if self.select_on == "val-dir" and not self.val_dir:
+            raise ValueError("select_on 'val-dir' needs val_dir")
+        if not 0 < self.betas[0] < 1 or not 0 < self.betas[1] < 1:
+            raise ValueError(f"betas must be in (0, 1), got {self.betas}")
+        self.model_cfg()  # validates input_size and dropout together
+        return self
+
+    # ------------------------------------------------------------------ derived
+    def sources(self) -> list[SourceSpec]:
+        return [parse_source(s) for s in self.data]
+
+    def get_charset(self) -> Charset:
+        return Charset.from_string(self.charset) if self.charset else Charset.chinese()
+
+    def model_cfg(self) -> ModelConfig:
+        return ModelConfig(charset=self.get_charset(), input_size=self.input_size, dropout=self.dropout)
+
+    def out_dir(self) -> Path:
+        return Path(self.out).expanduser() if self.out else default_out_dir()
+
+
+def default_out_dir() -> Path:
+    """``$LPRNET_RUNS/<time>``, else ``~/.cache/lprnet/runs/<time>`` (never inside the repo)."""
+    root = os.environ.get("LPRNET_RUNS") or str(Path("~/.cache/lprnet/runs").expanduser())
+    return Path(root) / time.strftime("%Y%m%d-%H%M%S")
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML (``.yaml``/``.yml``) or JSON config file into a dict."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config ({e.strerror or e})") from None
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            d = yaml.safe_load(text)
+        else:
+            d = json.loads(text)
+    except ImportError:
+        raise ConfigError(f"{p}: YAML configs need PyYAML (pip install pyyaml), or use JSON") from None
+    except Exception as e:  # yaml.YAMLError, json.JSONDecodeError
+        raise ConfigError(f"{p}: not valid {'YAML' if p.suffix.lower() in ('.yaml', '.yml') else 'JSON'} ({e})") from None
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: the config must be a mapping of field: value")
+    return {str(k).replace("-", "_"): v for k, v in d.items()}
+
+
+def make_config(file: str | os.PathLike[str] | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults <- ``file`` <- ``overrides`` (``None`` values are ignored), validated."""
+    d: dict[str, Any] = load_config_file(file) if file else {}
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig.model_validate(d)
+    except ValidationError as e:
+        lines = [f"  {'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("invalid training config:\n" + "\n".join(lines)) from None

@@ -1,0 +1,635 @@
+"""The training loop: CTC on LPRNet (deploy form), AdamW + warm-up/cosine, exact resume, DDP.
+
+One function, :func:`train`, in the spirit of nanoGPT: build data, model, optimiser; loop;
+evaluate; checkpoint; export.  Facts worth knowing:
+
+* loss: ``log_softmax`` over classes of the ``N x C x T`` logits laid out ``T x N x C``,
+  ``nn.CTCLoss(blank=charset.blank_index, zero_infinity=True)``, every input length ``T``;
+* the model is put in ``train()`` for steps and ``eval()`` for evaluation explicitly (the
+  reference trained in eval mode by mistake);
+* AdamW (decay on conv weights only), linear warm-up then cosine decay to
+  ``lr * min_lr_ratio``, gradient-norm clipping; autocast (bf16, or fp16 with a GradScaler)
+  on CUDA only;
+* the data stream is :class:`~lprnet.data.dataset.MixSampler`, whose position is
+  ``step * batch_size * world_size``: with the checkpointed model, optimiser, scheduler,
+  scaler and RNG states a resumed run continues exactly as if never stopped;
+* checkpoints (``<out>/checkpoints/last.pt``) are written atomically, so a crash mid-write
+  leaves the previous one; ``best.safetensors`` is chosen on the synthetic validation set (or
+  the user's ``--val-dir`` with ``select_on: val-dir``) and never on anything else;
+* under ``torchrun`` (``WORLD_SIZE > 1``) it runs DDP (gloo on CPU, nccl on CUDA), each rank
+  taking interleaved items of the stream; only rank 0 evaluates and writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from lprnet.charset import Charset
+from lprnet.core.process import greedy_strings
+from lprnet.data import dataset as D
+from lprnet.data import real
+from lprnet.model import LPRNet
+from lprnet.train.config import TrainConfig
+from lprnet.weights import WeightsMeta, atomic_write_bytes, save_weights
+
+VAL_SEED = 0x7A11D  # generated validation plates; keep training shards on other seeds
+CKPT_VERSION = 1
+METRIC_FIELDS = ["step", "samples", "time_s", "lr", "train_loss", "plates_per_s",
+                 "val_synth_loss", "val_synth_acc", "val_dir_loss", "val_dir_acc"]
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or continue; the message says why."""
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ddp(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: str = "auto") -> Dist:
+    """Pick the device; when ``WORLD_SIZE > 1`` join the process group from torchrun's env."""
+    want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TrainError("--device cuda was asked for but CUDA is not available")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(device=torch.device("cuda" if want_cuda else "cpu"))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if want_cuda:
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if want_cuda else "gloo", init_method="env://",
+                                **({"device_id": dev} if want_cuda else {}))
+    return Dist(rank, local, world, dev)
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Multiplier of the base lr at ``step`` (0-based): linear warm-up, then cosine decay."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_ctc(charset: Charset) -> nn.CTCLoss:
+    return nn.CTCLoss(blank=charset.blank_index, reduction="mean", zero_infinity=True)
+
+
+def ctc_loss(logits: Tensor, targets: Tensor, target_lengths: Tensor, ctc: nn.CTCLoss) -> Tensor:
+    """CTC loss of ``N x C x T`` logits (float32 log-softmax, ``T x N x C`` layout)."""
+    n, _, t = logits.shape
+    log_probs = logits.float().permute(2, 0, 1).log_softmax(2)
+    input_lengths = torch.full((n,), t, dtype=torch.long, device=logits.device)
+    return ctc(log_probs, targets.to(logits.device), input_lengths, target_lengths.to(logits.device))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **({"fused": True} if fused else {}))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, charset: Charset, device: torch.device,
+             ctc: nn.CTCLoss) -> dict[str, float]:
+    """Whole-plate accuracy (greedy CTC) and mean CTC loss; leaves the model in eval mode."""
+    model.eval()
+    correct = total = 0
+    loss_sum = 0.0
+    for x, targets, lengths, texts in loader:
+        logits = model(x.to(device, non_blocking=True))
+        loss_sum += float(ctc_loss(logits, targets, lengths, ctc)) * len(texts)
+        preds = greedy_strings(logits.float().cpu().numpy(), charset)
+        correct += sum(p == t for p, t in zip(preds, texts, strict=True))
+        total += len(texts)
+    return {"acc": correct / max(1, total), "loss": loss_sum / max(1, total), "n": total}
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU, CUDA) RNG states, in types ``torch.load(weights_only=True)`` accepts."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    st: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in st["python"]))
+    name, keys, pos, has_gauss, gauss = st["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """``torch.save`` to memory, then an atomic replace: never a half-written checkpoint."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TrainError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {e})") from None
+
+
+def git_commit() -> str | None:
+    """``HEAD`` of the repository holding this package (``+dirty`` if modified), if any."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class MetricsLog:
+    """``metrics.csv`` (one row per log/eval step) and ``curves.png`` in the run folder."""
+
+    def __init__(self, out: Path, resume_step: int | None) -> None:
+        self.csv = out / "metrics.csv"
+        self.png = out / "curves.png"
+        rows = self.read()
+        if resume_step is not None:
+            rows = [r for r in rows if int(r["step"]) <= resume_step]
+        else:
+            rows = []
+        self._rewrite(rows)
+
+    def read(self) -> list[dict[str, str]]:
+        if not self.csv.exists():
+            return []
+        with open(self.csv, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, METRIC_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_bytes(self.csv, buf.getvalue().encode())
+
+    def append(self, row: dict[str, Any]) -> None:
+        with open(self.csv, "a", newline="", encoding="utf-8") as f:
+            csv.DictWriter(f, METRIC_FIELDS, extrasaction="ignore").writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+    def plot(self) -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return
+        rows = self.read()
+
+        def series(key: str) -> tuple[list[int], list[float]]:
+            pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+            return [p[0] for p in pts], [p[1] for p in pts]
+
+        fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+        for key, label in (("train_loss", "train"), ("val_synth_loss", "val synth"), ("val_dir_loss", "val dir")):
+            xs, ys = series(key)
+            if xs:
+                ax[0].plot(xs, ys, label=label)
+        ax[0].set_yscale("log")
+        ax[0].set_title("CTC loss")
+        for key, label in (("val_synth_acc", "val synth"), ("val_dir_acc", "val dir")):
+            xs, ys = series(key)
+            if xs:
+                ax[1].plot(xs, ys, marker=".", label=label)
+        ax[1].set_ylim(0, 1)
+        ax[1].set_title("whole-plate accuracy")
+        xs, ys = series("lr")
+        ax[2].plot(xs, ys)
+        ax[2].set_title("learning rate")
+        for a in ax:
+            a.set_xlabel("step")
+            a.grid(alpha=0.3)
+            if a.get_legend_handles_labels()[0]:
+                a.legend()
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+        plt.close(fig)
+        atomic_write_bytes(self.png, buf.getvalue())
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    step: int
+    final_weights: Path | None
+    best_weights: Path | None
+    best_metric: float | None
+    metrics: dict[str, float]
+    state_dict: dict[str, Tensor]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def build_train_data(cfg: TrainConfig, charset: Charset) -> tuple[D.MixedDataset, list[int], list[float], list[str]]:
+    specs = cfg.sources()
+    if not specs:
+        raise TrainError("no training data: pass --data synth:DIR (and/or real:DIR, ccpd:DIR)")
+    sources: list[Dataset[D.Item]] = []
+    descs = []
+    for spec in specs:
+        ds = D.build_source(spec, charset, cfg.input_size, cfg.ccpd_margin, cfg.shard_mode)
+        if isinstance(ds, D.RealDataset):
+            ds.preload(max(1, cfg.workers))
+        if len(ds) == 0:  # type: ignore[arg-type]
+            raise TrainError(f"{spec}: no usable samples")
+        sources.append(ds)
+        descs.append(f"{spec} -> {D.describe(ds)}")
+    augment = [cfg.augment_synth if s.kind == "synth" else cfg.augment_real for s in specs]
+    mixed = D.MixedDataset(sources, augment, seed=cfg.seed)
+    return mixed, [len(s) for s in sources], [s.ratio for s in specs], descs  # type: ignore[arg-type]
+
+
+def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) -> dict[str, Dataset[D.Item]]:
+    """``{"synth": ..., "dir": ...}`` validation sets that exist for this run."""
+    vals: dict[str, Dataset[D.Item]] = {}
+    if cfg.val_synth:
+        vals["synth"] = D.ShardDataset(cfg.val_synth, charset=charset)
+    elif cfg.val_synth_n > 0 and main:
+        cache = out / "val_synth.npz"
+        if cache.exists():
+            with np.load(cache, allow_pickle=False) as z:
+                vals["synth"] = D.ArrayDataset(z["images"], z["labels"].tolist())
+        else:
+            try:
+                from lprnet.data import synth
+            except ImportError:
+                synth = None  # type: ignore[assignment]
+            if synth is not None:
+                items = list(synth.generate(cfg.val_synth_n, VAL_SEED, out_size=cfg.input_size))
+                imgs = np.stack([it[0] for it in items])
+                labels = [it[1] for it in items]
+                keep = [i for i, s in enumerate(labels) if not charset.invalid_chars(s)]
+                buf = io.BytesIO()
+                np.savez(buf, images=imgs[keep], labels=np.array([labels[i] for i in keep], dtype=str))
+                atomic_write_bytes(cache, buf.getvalue())
+                vals["synth"] = D.ArrayDataset(imgs[keep], [labels[i] for i in keep])
+    if cfg.val_dir and main:
+        spec = cfg.val_dir
+        kind = None
+        if spec.startswith(("ccpd:", "folder:", "manifest:")):
+            kind, _, spec = spec.partition(":")
+        samples = real.load_source(spec, kind, strict=False)
+        ds = D.RealDataset(samples, cfg.input_size, charset, cfg.ccpd_margin)
+        ds.preload(max(1, cfg.workers))
+        vals["dir"] = ds
+    if cfg.select_on == "val-dir" and cfg.val_dir and "plates-cn-1k" in str(cfg.val_dir):
+        print("warning: selecting checkpoints on plates-cn-1k makes it a tuning set; it is meant "
+              "for evaluation only", file=sys.stderr)
+    return vals
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _resolve_out(cfg: TrainConfig, env: Dist) -> Path:
+    if cfg.resume and not cfg.out:
+        raise TrainError("--resume needs --out DIR (the run folder to continue)")
+    out = cfg.out_dir()
+    if env.ddp and not cfg.out:
+        # every rank must agree on the folder: take rank 0's
+        obj = [str(out)]
+        dist.broadcast_object_list(obj, src=0)
+        out = Path(obj[0])
+    return out
+
+
+def train(cfg: TrainConfig, command: str | None = None,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Run (or resume) a training run described by ``cfg``; returns where things were written.
+
+    ``on_step(step)`` is called after each completed step (tests use it to simulate a kill).
+    """
+    env = setup_distributed(cfg.device)
+    try:
+        return _train(cfg, env, command, on_step)
+    finally:
+        if env.ddp and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, env: Dist, command: str | None,
+           on_step: Callable[[int], None] | None) -> TrainResult:
+    t_start = time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = env.device
+    out = _resolve_out(cfg, env)
+    ckpt_path = out / "checkpoints" / "last.pt"
+
+    def log(msg: str) -> None:
+        if env.main:
+            from tqdm import tqdm
+
+            tqdm.write(msg, file=sys.stderr)
+            with open(out / "train.log", "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
+
+    ckpt: dict[str, Any] | None = None
+    if ckpt_path.exists():
+        if not cfg.resume:
+            raise TrainError(f"{out} already holds a run (checkpoints/last.pt); pass --resume to continue "
+                             "it or choose another --out")
+        ckpt = load_checkpoint(ckpt_path)
+    if env.main:
+        out.mkdir(parents=True, exist_ok=True)
+    if env.ddp:
+        dist.barrier()
+    log(f"run folder {out}" + (f", resuming at step {ckpt['step']}" if ckpt else
+                                (" (--resume: no checkpoint yet, starting fresh)" if cfg.resume else "")))
+    if ckpt is not None:
+        _warn_config_changes(ckpt.get("config", {}), cfg, log)
+
+    # ---- seeds, model, optimiser
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    charset = cfg.get_charset()
+    mcfg = cfg.model_cfg()
+    raw_model = LPRNet.from_config(mcfg).to(device)
+    use_amp = device.type == "cuda" and cfg.amp != "off"
+    amp_dtype = None
+    if use_amp:
+        bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and torch.cuda.is_bf16_supported())
+        amp_dtype = torch.bfloat16 if bf16 else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    optimizer = make_optimizer(raw_model, cfg, fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
+    ctc = make_ctc(charset)
+
+    step, best, train_time = 0, None, 0.0
+    if ckpt is not None:
+        raw_model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        step, best, train_time = int(ckpt["step"]), ckpt.get("best_metric"), float(ckpt.get("train_time_s", 0.0))
+    model: nn.Module = raw_model
+    if env.ddp:
+        model = nn.parallel.DistributedDataParallel(
+            raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # ---- data
+    mixed, sizes, ratios, descs = build_train_data(cfg, charset)
+    for d in descs:
+        log(f"data: {d}")
+    per_step = cfg.batch_size * env.world_size
+    sampler = D.MixSampler(sizes, ratios, cfg.seed, env.rank, env.world_size, start=step * per_step)
+    if ckpt is not None and ckpt.get("sampler", {}).get("sizes") not in (None, sizes):
+        log(f"warning: source sizes changed since the checkpoint ({ckpt['sampler']['sizes']} -> {sizes}); "
+            "the data stream will differ from an uninterrupted run")
+    loader = DataLoader(mixed, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                        collate_fn=D.Collate(charset, cfg.input_size), pin_memory=device.type == "cuda",
+                        drop_last=True, persistent_workers=cfg.workers > 0, worker_init_fn=D.worker_init,
+                        prefetch_factor=4 if cfg.workers > 0 else None,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    vals = build_val_data(cfg, charset, out, env.main)
+    val_loaders = {k: DataLoader(v, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=0,
+                                 collate_fn=D.Collate(charset, cfg.input_size),
+                                 generator=torch.Generator().manual_seed(0))
+                   for k, v in vals.items()}
+    for k, v in vals.items():
+        log(f"validation {k}: {len(v)} plates")  # type: ignore[arg-type]
+    select_key = "synth" if cfg.select_on == "synth" else "dir"
+    if env.main and select_key not in vals:
+        log(f"note: no {'synthetic validation set' if select_key == 'synth' else '--val-dir'}; "
+            "best.safetensors will not be written, only final.safetensors")
+
+    metrics = MetricsLog(out, step if ckpt is not None else None) if env.main else None
+    if env.main:
+        atomic_write_bytes(out / "config.json", json.dumps(cfg.model_dump(), indent=2, ensure_ascii=False).encode())
+    if ckpt is not None:  # RNG last: everything above may have drawn numbers
+        states = ckpt["rng"]
+        if len(states) != env.world_size:
+            log(f"warning: checkpoint has RNG states of {len(states)} rank(s), this run has "
+                f"{env.world_size}; reseeding")
+            torch.manual_seed(cfg.seed + env.rank + step)
+        else:
+            set_rng_state(states[env.rank])
+    elif env.rank:
+        torch.manual_seed(cfg.seed + env.rank)  # different dropout masks per rank
+
+    provenance_base = {
+        "trainer": "lprnet.train", "command": command or " ".join(sys.argv),
+        "git_commit": git_commit(), "data": descs, "world_size": env.world_size,
+        "device": str(device), "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off",
+        "seed": cfg.seed, "batch_size": cfg.batch_size, "torch": torch.__version__,
+        "config": cfg.model_dump(mode="json"),
+    }
+
+    def export(name: str, extra: dict[str, Any]) -> Path:
+        prov = dict(provenance_base, steps=step, samples=step * per_step,
+                    train_time_s=round(train_time, 1), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra)
+        return save_weights(out / name, raw_model.state_dict(), WeightsMeta(config=mcfg, provenance=prov))
+
+    def run_eval() -> dict[str, float]:
+        res: dict[str, float] = {}
+        for k, ld in val_loaders.items():
+            r = evaluate(raw_model, ld, charset, device, ctc)
+            res[f"val_{k}_acc"], res[f"val_{k}_loss"] = r["acc"], r["loss"]
+        raw_model.train()
+        return res
+
+    # ---- loop
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (env.main and cfg.progress), dynamic_ncols=True,
+               unit="step", file=sys.stderr)
+    it = iter(loader)
+    last: dict[str, float] = {}
+    best_path = out / "best.safetensors" if (out / "best.safetensors").exists() and best is not None else None
+    win_loss, win_n, win_t = 0.0, 0, 0.0
+    model.train()
+    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else nullcontext
+    try:
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            x, targets, lengths, _ = next(it)
+            x = x.to(device, non_blocking=True)
+            model.train()
+            with autocast():
+                logits = model(x)
+            loss = ctc_loss(logits, targets, lengths, ctc)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            step += 1
+            win_loss += float(loss.detach())
+            win_n += 1
+            dt = time.perf_counter() - t0
+            train_time += dt
+            win_t += dt
+            bar.update(1)
+
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {"step": step, "samples": step * per_step, "time_s": round(train_time, 2), "lr": lr,
+                       "train_loss": win_loss / win_n, "plates_per_s": win_n * per_step / max(win_t, 1e-9)}
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", lr=f"{lr:.2e}",
+                                plates_s=f"{row['plates_per_s']:.0f}")
+                if metrics:
+                    metrics.append(row)
+                win_loss, win_n, win_t = 0.0, 0, 0.0
+
+            if env.main and val_loaders and (step % cfg.eval_every == 0 or step == cfg.steps):
+                last = run_eval()
+                if metrics:
+                    metrics.append({"step": step, "samples": step * per_step, "time_s": round(train_time, 2),
+                                    **last})
+                    metrics.plot()
+                msg = ", ".join(f"{k} {v:.4f}" for k, v in last.items())
+                score = last.get(f"val_{select_key}_acc")
+                if score is not None and (best is None or score > best):
+                    best = score
+                    best_path = export("best.safetensors", {"selected_on": f"val_{select_key}_acc", **last})
+                    msg += " (best)"
+                log(f"step {step}: {msg}")
+
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                states = [rng_state()]
+                if env.ddp:
+                    gathered: list[Any] = [None] * env.world_size
+                    dist.all_gather_object(gathered, states[0])
+                    states = gathered
+                if env.main:
+                    save_checkpoint(ckpt_path, {
+                        "version": CKPT_VERSION, "step": step, "model": raw_model.state_dict(),
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(), "rng": states,
+                        "sampler": {"position": step * per_step, "sizes": sizes, "ratios": ratios,
+                                    "seed": cfg.seed},
+                        "best_metric": best, "train_time_s": train_time,
+                        "config": cfg.model_dump(mode="json")})
+            if on_step is not None:
+                on_step(step)
+    finally:
+        bar.close()
+        del it  # stop workers
+
+    final = None
+    if env.main:
+        if metrics:
+            metrics.plot()
+        final = export("final.safetensors", last)
+        log(f"done: {step} steps, {step * per_step} samples in {train_time:.0f}s of training "
+            f"({time.time() - t_start:.0f}s wall); weights {final}"
+            + (f", best {best_path} ({best:.4f})" if best_path and best is not None else ""))
+    if env.ddp:
+        dist.barrier()
+    sd = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
+    return TrainResult(out, step, final, best_path, best, last, sd)
+
+
+_RESUME_NEUTRAL = {"resume", "progress", "workers", "threads", "out", "eval_every", "log_every",
+                   "ckpt_every", "eval_batch_size", "val_dir", "val_synth", "val_synth_n"}
+
+
+def _warn_config_changes(old: dict[str, Any], cfg: TrainConfig, log: Callable[[str], None]) -> None:
+    new = cfg.model_dump(mode="json")
+    changed = sorted(k for k in new if k not in _RESUME_NEUTRAL and k in old and old[k] != new[k])
+    if changed:
+        log("warning: resuming with changed settings " + ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed)
+            + "; the run will not match an uninterrupted one")
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def benchmark(batch_size: int = 64, steps: int = 20, warmup: int = 3, threads: int | None = None,
+              device: str = "cpu") -> dict[str, float]:
+    """Training-step throughput (forward + CTC + backward + AdamW) on random plates."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    charset = Charset.chinese()
+    torch.manual_seed(0)
+    model = LPRNet(charset.num_classes).to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ctc = make_ctc(charset)
+    x = torch.randn(batch_size, 3, 24, 94, device=dev)
+    targets = torch.randint(0, charset.blank_index, (batch_size * 7,))
+    lengths = torch.full((batch_size,), 7, dtype=torch.long)
+    for i in range(warmup + steps):
+        if i == warmup:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        loss = ctc_loss(model(x), targets, lengths, ctc)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    return {"plates_per_s": batch_size * steps / dt, "ms_per_step": 1000 * dt / steps,
+            "threads": torch.get_num_threads(), "batch_size": batch_size}
+

@@ -1,0 +1,221 @@
+"""Weights I/O: our safetensors format with metadata, and import of reference ``.pth`` files.
+
+Our file is a safetensors state dict whose metadata key ``lprnet`` holds JSON: the model
+config (charset, input size, dropout, batchnorm), the form and context normalisation,
+provenance, and the rewrite rules applied.  Reference-style ``.pth`` state dicts are read
+with ``torch.load(weights_only=True, map_location="cpu")`` — nothing is unpickled beyond
+tensors, and no CUDA is needed.  The bundled default weights live beside this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lprnet.charset import DEFAULT_CHARSET, Charset
+from lprnet.config import ModelConfig
+from lprnet.model import LPRNet, ReferenceLPRNet
+
+FORMAT = "lprnet-weights"
+FORMAT_VERSION = 1
+DEFAULT_WEIGHTS = Path(__file__).with_name("default.safetensors")
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class WeightsMeta:
+    config: ModelConfig = field(default_factory=ModelConfig)
+    form: str = "deploy"
+    context_norm: str = "sample"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    rules: list[str] = field(default_factory=list)
+    source_format: str = "safetensors"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "config": self.config.to_json(),
+            "form": self.form,
+            "context_norm": self.context_norm,
+            "provenance": self.provenance,
+            "rules": self.rules,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> WeightsMeta:
+        return cls(
+            config=ModelConfig.from_json(d.get("config", {})),
+            form=d.get("form", "deploy"),
+            context_norm=d.get("context_norm", "sample"),
+            provenance=dict(d.get("provenance", {})),
+            rules=list(d.get("rules", [])),
+        )
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_weights(path: str | os.PathLike[str], state_dict: dict[str, Tensor], meta: WeightsMeta) -> Path:
+    """Write a state dict + metadata as safetensors, atomically."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()
+               if not k.endswith("num_batches_tracked")}
+    data = save(tensors, metadata={"lprnet": json.dumps(meta.to_json(), ensure_ascii=False)})
+    atomic_write_bytes(path, data)
+    return Path(path)
+
+
+def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    for prefix in ("module.", "_orig_mod."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def _read_pth(path: Path) -> dict[str, Tensor]:
+    try:
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # pickle errors, zip errors, refused globals
+        raise WeightsError(f"{path}: not a readable PyTorch state dict ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+    return _strip_prefix(dict(obj))
+
+
+def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
+                 ) -> tuple[dict[str, Tensor], WeightsMeta]:
+    """Read our safetensors file or a reference ``.pth`` state dict.
+
+    For ``.pth`` files the config is inferred: the class count comes from the tensors,
+    the charset is ``charset`` (default: the reference Chinese set) and must match it.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise WeightsError(f"{p}: no such weights file")
+    if p.is_dir():
+        raise WeightsError(f"{p}: is a directory, not a weights file")
+    head = p.read_bytes()[:8] if p.stat().st_size >= 8 else b""
+    if p.suffix in (".pth", ".pt") or head[:2] == b"PK":
+        sd = _read_pth(p)
+        meta = WeightsMeta(config=ModelConfig(charset=charset or DEFAULT_CHARSET), form="reference",
+                           context_norm="batch", source_format="pth",
+                           provenance={"imported_from": p.name})
+    else:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                raw = (f.metadata() or {}).get("lprnet")
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WeightsError(f"{p}: not a safetensors weights file ({e})") from None
+        if raw is None:
+            if charset is None:
+                raise WeightsError(f"{p}: safetensors file without lprnet metadata; pass the charset")
+            meta = WeightsMeta(config=ModelConfig(charset=charset))
+        else:
+            try:
+                d = json.loads(raw)
+                if d.get("format") != FORMAT:
+                    raise ValueError(f"format is {d.get('format')!r}")
+                meta = WeightsMeta.from_json(d)
+            except (ValueError, KeyError, TypeError) as e:
+                raise WeightsError(f"{p}: bad lprnet metadata ({e})") from None
+            if charset is not None and str(charset) != str(meta.config.charset):
+                raise WeightsError(f"{p}: weights were trained for charset {str(meta.config.charset)!r}, "
+                                   f"not {str(charset)!r}")
+    _check_classes(p, sd, meta.config)
+    return sd, meta
+
+
+def _check_classes(p: Path, sd: dict[str, Tensor], cfg: ModelConfig) -> None:
+    w = sd.get("container.0.weight")
+    if w is None:
+        raise WeightsError(f"{p}: not LPRNet weights (no 'container.0.weight'; "
+                           f"keys start {sorted(sd)[:3]})")
+    if w.shape[0] != cfg.num_classes:
+        raise WeightsError(f"{p}: weights have {w.shape[0]} classes but the charset has "
+                           f"{cfg.num_classes} ({str(cfg.charset)[:20]}...)")
+
+
+def load_state(model: nn.Module, sd: dict[str, Tensor], name: str = "<weights>") -> None:
+    """``load_state_dict`` with an error that lists missing/unexpected keys by name."""
+    sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    own = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
+    missing = sorted(own - set(sd))
+    unexpected = sorted(set(sd) - own)
+    if missing or unexpected:
+        raise WeightsError(f"{name}: weights do not fit the model: missing {missing[:6]}"
+                           f"{'...' if len(missing) > 6 else ''}, unexpected {unexpected[:6]}"
+                           f"{'...' if len(unexpected) > 6 else ''}")
+    bad = [k for k, v in model.state_dict().items() if k in sd and v.shape != sd[k].shape]
+    if bad:
+        k = bad[0]
+        raise WeightsError(f"{name}: shape mismatch for {k}: file {tuple(sd[k].shape)}, "
+                           f"model {tuple(model.state_dict()[k].shape)}")
+    model.load_state_dict(sd, strict=False)
+
+
+def build_model(path: str | os.PathLike[str] | None = None, form: str = "deploy",
+                charset: Charset | None = None) -> tuple[nn.Module, WeightsMeta]:
+    """Load weights into a model in eval mode.
+
+    ``form="deploy"`` builds :class:`LPRNet` (reference ``.pth`` files become the deploy
+    form with per-sample normalisation); ``form="reference"`` builds
+    :class:`ReferenceLPRNet` (only for files with BatchNorm and the 94x24 layout).
+    """
+    p = Path(path) if path is not None else default_weights_path()
+    sd, meta = read_weights(p, charset)
+    cfg = meta.config
+    if form == "deploy":
+        ctx = meta.context_norm if meta.context_norm in ("sample", "calibrated", "none") else "sample"
+        model: nn.Module = LPRNet.from_config(cfg, context_norm=ctx)  # type: ignore[arg-type]
+    elif form == "reference":
+        if not cfg.batchnorm or cfg.input_size != (94, 24):
+            raise WeightsError(f"{p}: the reference form needs unfolded BatchNorm and 94x24 input")
+        model = ReferenceLPRNet(cfg.num_classes, cfg.dropout)
+    else:
+        raise ValueError(f"form must be 'deploy' or 'reference', got {form!r}")
+    load_state(model, sd, str(p))
+    model.eval()
+    return model, meta
+
+
+def default_weights_path() -> Path:
+    """The bundled default weights; a clear error when the package ships none."""
+    if not DEFAULT_WEIGHTS.exists():
+        raise WeightsError(f"no bundled default weights at {DEFAULT_WEIGHTS}; pass --weights PATH "
+                           "(a .safetensors file of ours or a reference-style .pth state dict)")
+    return DEFAULT_WEIGHTS

@@ -1,0 +1,137 @@
+"""The CLI faces, driven through Typer's runner: output formats, errors, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import lprnet
+from lprnet.cli import app
+from lprnet.model import LPRNet
+from lprnet.weights import WeightsMeta, save_weights
+from shared_paths import PLATES, REF_PTH, need_shared
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(2)
+    w = save_weights(d / "w.safetensors", LPRNet().eval().state_dict(), WeightsMeta())
+    imgs = d / "imgs"
+    (imgs / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(["皖A12345.jpg", "sub/苏E7R5Y0_2.png", "京PL3N67.jpg"]):
+        cv2.imencode(name[-4:], rng.integers(0, 256, (24 + i, 94, 3), dtype=np.uint8))[1].tofile(str(imgs / name))
+    (imgs / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    return w, imgs
+
+
+def test_recognize_json_lines_with_error_line(setup):
+    w, imgs = setup
+    r = runner.invoke(app, ["recognize", str(imgs), "--weights", str(w), "--format", "json", "-b", "2"])
+    assert r.exit_code == 1, r.output  # one unreadable file -> non-zero, but all lines printed
+    lines = [json.loads(s) for s in r.stdout.strip().splitlines()]
+    assert len(lines) == 4
+    errs = [d for d in lines if "error" in d]
+    assert len(errs) == 1 and errs[0]["path"].endswith("broken.jpg") and "broken.jpg" in errs[0]["error"]
+    rec = lprnet.load(w)
+    for d in lines:
+        if "error" in d:
+            continue
+        assert set(d) == {"path", "plate", "confidence", "chars"}
+        assert d["plate"] == rec.recognize([d["path"]])[0].plate
+        assert "".join(c["char"] for c in d["chars"]) == d["plate"]
+
+
+def test_recognize_csv_and_text(setup):
+    w, imgs = setup
+    r = runner.invoke(app, ["recognize", str(imgs / "皖A12345.jpg"), "-w", str(w), "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(rows) == 1 and rows[0]["error"] == "" and float(rows[0]["confidence"]) >= 0
+    r = runner.invoke(app, ["recognize", str(imgs / "皖A12345.jpg"), "-w", str(w)])
+    assert r.exit_code == 0 and r.stdout.count("\t") == 2
+
+
+def test_recognize_bad_weights_and_empty_dir(setup, tmp_path):
+    w, imgs = setup
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("nope")
+    r = runner.invoke(app, ["recognize", str(imgs), "-w", str(bad)])
+    assert r.exit_code == 2 and "bad.safetensors" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(app, ["recognize", str(tmp_path / "empty"), "-w", str(w)])
+    assert r.exit_code == 2 and "no images" in r.stderr
+    r = runner.invoke(app, ["recognize", str(tmp_path / "nothing.jpg"), str(imgs / "皖A12345.jpg"), "-w", str(w)])
+    assert r.exit_code == 1 and "nothing.jpg\tERROR" in r.stdout and "皖A12345.jpg\t" in r.stdout
+
+
+def test_eval_json(setup):
+    w, imgs = setup
+    r = runner.invoke(app, ["eval", str(imgs), "-w", str(w), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["n"] == 3 and len(d["unreadable"]) == 1
+    assert 0.0 <= d["accuracy"] <= 1.0 and {"confusions", "char_accuracy", "deletions"} <= set(d)
+
+
+def test_import_weights_and_info(tmp_path):
+    need_shared(REF_PTH)
+    out = tmp_path / "imported.safetensors"
+    r = runner.invoke(app, ["import-weights", str(REF_PTH), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["info", str(out)])
+    d = json.loads(r.stdout)
+    assert d["form"] == "deploy" and d["context_norm"] == "sample" and d["output_length"] == 18
+    assert d["subnormal_parameters"] > 0.3 * d["parameters"]
+
+
+def test_eval_on_real_plates_with_reference_weights():
+    need_shared(REF_PTH, PLATES)
+    r = runner.invoke(app, ["eval", str(PLATES), "-w", str(REF_PTH), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["n"] == 1000 and abs(d["correct"] - 894) <= 1
+
+
+def test_rewrite_reference_checkpoint_writes_a_loadable_deploy_model(tmp_path):
+    need_shared(REF_PTH, PLATES)
+    vd = tmp_path / "verify"
+    vd.mkdir()
+    for f in sorted(PLATES.glob("*.jpg"))[:24]:
+        (vd / f.name).write_bytes(f.read_bytes())
+    out = tmp_path / "deploy.safetensors"
+    r = runner.invoke(app, ["rewrite", "-w", str(REF_PTH), "--out", str(out), "--verify-dir", str(vd), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    rules = {x["name"]: x for x in d["report"]["rules"]}
+    assert d["report"]["ok"] and d["reload_check"] == "bitwise equal"
+    assert len(rules["maxpool3d-to-2d"]["sites"]) == 3 and rules["maxpool3d-to-2d"]["tier"] == "bitwise"
+    assert rules["maxpool3d-to-2d"]["verification"]["bitwise"] is True
+    assert len(rules["fold-batchnorm"]["sites"]) == 6 and rules["fold-batchnorm"]["tier"] == "tolerance"
+    assert rules["per-sample-context"]["tier"] == "semantic"
+    rec = lprnet.load(out)
+    assert rec.meta.rules and not rec.meta.config.batchnorm and rec.meta.context_norm == "sample"
+    ref = lprnet.load(REF_PTH)
+    files = sorted(vd.glob("*.jpg"))
+    assert [x.plate for x in rec.recognize(files)] == [x.plate for x in ref.recognize(files)]
+    r = runner.invoke(app, ["info", str(out)])
+    assert json.loads(r.stdout)["subnormal_parameters"] == 0
+
+
+def test_rewrite_refuses_reference_form_without_context_rule(tmp_path):
+    need_shared(REF_PTH)
+    out = tmp_path / "x.safetensors"
+    r = runner.invoke(app, ["rewrite", "-w", str(REF_PTH), "--out", str(out), "--rules", "safe", "--json"])
+    assert r.exit_code == 2 and "whole batch" in r.stderr and not out.exists()
+    r = runner.invoke(app, ["rewrite", "-w", str(REF_PTH), "--out", str(out), "--rules", "no-such-rule"])
+    assert r.exit_code == 2 and "no-such-rule" in r.stderr

@@ -1,0 +1,217 @@
+"""Real-data loaders: CCPD names and rectification, folders, manifests, check_dataset, check-data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from lprnet.charset import Charset
+from lprnet.data import real
+from shared_paths import CCPD, PLATES, need_shared
+
+EXAMPLE = "025-95_113-154&383_386&473-386&473_177&454_154&383_363&402-0_0_22_27_27_33_16-37-15.jpg"
+
+
+def _write(path: Path, img: np.ndarray | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if img is None:
+        img = np.full((24, 94, 3), 120, np.uint8)
+    ok, buf = cv2.imencode(path.suffix, img)
+    assert ok
+    path.write_bytes(buf.tobytes())
+    return path
+
+
+# --------------------------------------------------------------------------- CCPD
+
+
+def test_ccpd_example_name_decodes() -> None:
+    c = real.parse_ccpd_name(EXAMPLE)
+    assert c.plate == "皖AY339S"
+    assert c.area == "025" and c.tilt == (95, 113)
+    assert c.bbox == (154, 383, 386, 473)
+    assert c.vertices[0] == (386.0, 473.0)  # bottom-right first
+    assert c.quad == ((154.0, 383.0), (363.0, 402.0), (386.0, 473.0), (177.0, 454.0))  # TL, TR, BR, BL
+    assert (c.brightness, c.blur) == (37, 15)
+    assert c.indices == (0, 0, 22, 27, 27, 33, 16)
+
+
+def test_ccpd_green_and_tables() -> None:
+    assert real.decode_ccpd_plate([12, 3, 3, 24, 25, 26, 27, 28]) == "京DD01234"  # 8 chars: green
+    assert len(real.PROVINCES) == 34 and len(real.ALPHABETS) == 25 and len(real.ADS) == 35
+    cs = Charset.chinese()
+    # every province of the CCPD table but 警 and 学 is in our charset (O is the placeholder)
+    assert [p for p in real.PROVINCES if p not in cs] == ["警", "学"]
+
+
+@pytest.mark.parametrize("name, why", [
+    ("025-95_113-154&383_386&473-386&473_177&454_154&383_363&402-0_0_22_27_27_33-37-15.jpg", "6 indices"),
+    ("025-95_113-154&383_386&473-386&473_177&454_154&383_363&402-0_0_22_27_27_33_34-37-15.jpg", "placeholder"),
+    ("025-95_113-154&383_386&473-386&473_177&454_154&383_363&402-0_0_22_27_27_33_35-37-15.jpg", "out of range"),
+    ("025-95_113-154&383_386&473-386&473_177&454_154&383-0_0_22_27_27_33_16-37-15.jpg", "four points"),
+    ("025-95_113-154&383-386&473_177&454_154&383_363&402-0_0_22_27_27_33_16-37-15.jpg", "two corners"),
+    ("皖A12345.jpg", "7 '-'-separated fields"),
+])
+def test_ccpd_bad_names(name: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        real.parse_ccpd_name(name)
+
+
+def test_rectify_recovers_a_warped_plate() -> None:
+    rng = np.random.default_rng(0)
+    plate = cv2.resize(rng.integers(0, 255, (6, 22, 3), dtype=np.uint8), (220, 60), interpolation=cv2.INTER_NEAREST)
+    quad = np.float32([[40, 30], [250, 45], [245, 110], [35, 95]])  # TL, TR, BR, BL
+    m = cv2.getPerspectiveTransform(np.float32([[0, 0], [220, 0], [220, 60], [0, 60]]), quad)
+    scene = cv2.warpPerspective(plate, m, (300, 150))
+    back = real.rectify(scene, quad.tolist(), (220, 60))
+    inner = (slice(4, -4), slice(4, -4))
+    assert np.abs(back[inner].astype(int) - plate[inner].astype(int)).mean() < 12
+    wide = real.rectify(scene, quad.tolist(), (220, 60), margin=0.1)
+    assert wide.shape == (60, 220, 3)
+    # with a margin the plate shrinks into the middle: the left band shows the dark background
+    assert wide[:, :10].mean() < back[:, :10].mean()
+
+
+def test_all_ccpd_samples_decode_and_rectify() -> None:
+    need_shared(CCPD)
+    samples = real.load_ccpd(CCPD)
+    assert len(samples) == 16
+    cs = Charset.chinese()
+    blue = 0
+    for s in samples:
+        assert s.source == "ccpd" and s.kind == "blue" and s.quad is not None
+        assert len(s.plate) == 7 and not cs.invalid_chars(s.plate)
+        crop = real.load_crop(s)
+        assert crop.shape == (24, 94, 3) and crop.dtype == np.uint8
+        b, g, r = crop.reshape(-1, 3).mean(0)
+        blue += b > r + 20  # CCPD2019 plates are blue
+        assert real.load_crop(s, (188, 48), margin=0.05).shape == (48, 188, 3)
+    assert blue >= 14
+    assert "皖AY521H" in {s.plate for s in samples}
+    assert real.detect_kind(CCPD) == "ccpd"
+
+
+# --------------------------------------------------------------------------- folders and manifests
+
+
+def test_folder_loader(tmp_path: Path) -> None:
+    _write(tmp_path / "皖A12345.jpg")
+    _write(tmp_path / "皖A12345_3.jpg")
+    _write(tmp_path / "sub" / "沪B0000D_12.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    samples = real.load_folder(tmp_path)
+    assert sorted(s.plate for s in samples) == ["沪B0000D", "皖A12345", "皖A12345"]
+    assert all(s.source == "folder" and s.quad is None for s in samples)
+    assert real.detect_kind(tmp_path) == "folder"
+    assert real.load_crop(samples[0], (47, 12)).shape == (12, 47, 3)
+
+
+@pytest.mark.parametrize("delim, suffix", [(",", ".csv"), ("\t", ".tsv")])
+def test_manifest_loader(tmp_path: Path, delim: str, suffix: str) -> None:
+    _write(tmp_path / "imgs" / "a.jpg")
+    _write(tmp_path / "imgs" / "b.png")
+    absolute = _write(tmp_path / "elsewhere" / "c.jpg")
+    rows = ["path,plate,kind", "imgs/a.jpg,皖A12345,blue", "imgs/b.png,京AD12345,green", f"{absolute},沪C21F13,"]
+    man = tmp_path / f"labels{suffix}"
+    man.write_text("\ufeff" + "\n".join(r.replace(",", delim) for r in rows) + "\n", encoding="utf-8")
+    samples = real.load_manifest(man)
+    assert [(s.path, s.plate, s.kind) for s in samples] == [
+        (tmp_path / "imgs" / "a.jpg", "皖A12345", "blue"),
+        (tmp_path / "imgs" / "b.png", "京AD12345", "green"),
+        (absolute, "沪C21F13", None),
+    ]
+    assert real.detect_kind(man) == "manifest"
+
+
+def test_manifest_errors(tmp_path: Path) -> None:
+    man = tmp_path / "m.csv"
+    man.write_text("file,label\nx.jpg,皖A12345\n", encoding="utf-8")
+    with pytest.raises(real.DataError, match="'path' and 'plate'"):
+        real.load_manifest(man)
+    man.write_text("path,plate\nx.jpg\n,皖A12345\ny.jpg,皖A12345\n", encoding="utf-8")
+    with pytest.raises(real.DataError, match="2 problem"):
+        real.load_manifest(man)
+    assert [s.path.name for s in real.load_manifest(man, strict=False)] == ["y.jpg"]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _bad_dataset(root: Path) -> Path:
+    _write(root / "皖A12345.jpg")
+    _write(root / "京AD12345.png")  # 8 characters: fine
+    _write(root / "警A1234X.jpg")  # 警 is not in the charset
+    _write(root / "皖A123.jpg")  # too short
+    (root / "皖B77777.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated garbage")  # corrupt
+    (root / "皖C88888.jpg").write_bytes(b"")  # empty
+    return root
+
+
+def test_check_dataset_reports_every_problem_by_name(tmp_path: Path) -> None:
+    root = _bad_dataset(tmp_path / "crops")
+    man = tmp_path / "m.csv"
+    man.write_text("path,plate\ncrops/皖A12345.jpg,皖A12345\ncrops/missing.jpg,皖A54321\n"
+                   "crops/皖A12345.jpg,皖a12345\n", encoding="utf-8")
+    r = real.check_dataset([root, man])
+    assert not r.ok
+    bad = {Path(w).name for w in r.bad_files}
+    assert bad == {"警A1234X.jpg", "皖A123.jpg", "皖B77777.jpg", "皖C88888.jpg", "missing.jpg", "皖A12345.jpg"}
+    text = "\n".join(map(str, r.problems))
+    assert "outside the charset: '警'" in text
+    assert "has 5 characters" in text
+    assert "皖B77777.jpg: not a readable image" in text
+    assert "皖C88888.jpg: empty file" in text
+    assert "missing.jpg: no such file" in text
+    assert "'a'" in text  # lower-case letter in the manifest label
+    assert sorted(s.plate for s in r.samples) == ["京AD12345", "皖A12345", "皖A12345"]
+    assert r.checked == 9
+    # labels only
+    r2 = real.check_dataset(root, check_images=False)
+    assert {Path(w).name for w in r2.bad_files} == {"警A1234X.jpg", "皖A123.jpg"}
+    # lengths off, custom charset
+    r3 = real.check_dataset(root, check_images=False, lengths=None, charset=Charset.from_string("皖A12345BC78"))
+    assert {Path(w).name for w in r3.bad_files} == {"警A1234X.jpg", "京AD12345.png"}
+
+
+def test_check_dataset_ccpd_names(tmp_path: Path) -> None:
+    img = np.full((500, 600, 3), 90, np.uint8)
+    _write(tmp_path / EXAMPLE, img)
+    _write(tmp_path / EXAMPLE.replace("_16-37", "_34-37"), img)  # placeholder
+    _write(tmp_path / EXAMPLE.replace("154&383_363&402", "154&383_963&402"), img)  # vertex outside
+    r = real.check_dataset(tmp_path, kind="ccpd")
+    assert len(r.samples) == 1 and r.samples[0].plate == "皖AY339S"
+    text = "\n".join(map(str, r.problems))
+    assert "placeholder" in text and "outside the 600x500 image" in text
+
+
+def test_plates_cn_1k_folder_mechanics() -> None:
+    need_shared(PLATES)
+    r = real.check_dataset(PLATES, check_images=False)
+    assert r.ok and len(r.samples) == 1000 and real.detect_kind(PLATES) == "folder"
+
+
+def test_check_data_cli(tmp_path: Path) -> None:
+    from lprnet.cli import data as cli_data
+
+    app = typer.Typer()
+    cli_data.register(app)
+    app.command("noop")(lambda: None)  # keep check-data a sub-command
+    root = _bad_dataset(tmp_path / "crops")
+    runner = CliRunner()
+    res = runner.invoke(app, ["check-data", str(root)])
+    assert res.exit_code == 1, res.output
+    for name in ("警A1234X.jpg", "皖A123.jpg", "皖B77777.jpg", "皖C88888.jpg"):
+        assert name in res.output
+    assert "4 with problems" in res.output
+    good = tmp_path / "good"
+    _write(good / "皖A12345.jpg")
+    res = runner.invoke(app, ["check-data", str(good), "--kind", "folder"])
+    assert res.exit_code == 0, res.output
+    assert "1 good, 0 with problems" in res.output
+    res = runner.invoke(app, ["check-data", str(good), "--kind", "nope"])
+    assert res.exit_code == 2

@@ -1,0 +1,280 @@
+"""The synthetic plate generator: GA 36 texts, rendering, determinism, writers and the CLI."""
+
+from __future__ import annotations
+
+import collections
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from lprnet.charset import DIGITS, LETTERS, PROVINCES, Charset
+from lprnet.data import synth
+
+CS = Charset.chinese()
+SERIAL = set(DIGITS + LETTERS)
+
+
+def _texts(kind: str, n: int, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [synth.random_plate_text(kind, rng) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------- texts
+
+
+@pytest.mark.parametrize("kind", ["blue", "yellow"])
+def test_single_row_texts_follow_ga36(kind: str) -> None:
+    texts = _texts(kind, 3000)
+    for t in texts:
+        assert len(t) == 7, t
+        assert t[0] in PROVINCES and t[1] in LETTERS, t
+        assert set(t[2:]) <= SERIAL, t  # no I / O, no provinces in the serial
+        CS.encode(t)
+    # serials mix digits and letters, digits dominate as on real plates
+    serial_chars = "".join(t[2:] for t in texts)
+    frac_letters = sum(c in LETTERS for c in serial_chars) / len(serial_chars)
+    assert 0.1 < frac_letters < 0.4
+    assert any(all(c in DIGITS for c in t[2:]) for t in texts)
+    assert len(set(texts)) > 2990
+
+
+def test_green_texts_have_df_in_the_right_place() -> None:
+    texts = _texts("green", 3000, seed=1)
+    small = large = 0
+    for t in texts:
+        assert len(t) == 8, t
+        assert t[0] in PROVINCES and t[1] in LETTERS, t
+        assert "I" not in t and "O" not in t
+        CS.encode(t)
+        if t[2] in "DF":  # small car: D/F, letter-or-digit, 4 digits
+            small += 1
+            assert t[3] in SERIAL and all(c in DIGITS for c in t[4:]), t
+        else:  # large vehicle: 5 digits then D/F
+            large += 1
+            assert all(c in DIGITS for c in t[2:7]) and t[7] in "DF", t
+    assert small > 2000 and large > 300
+    assert {t[2] for t in texts if t[2] in "DF"} == {"D", "F"}
+    assert any(t[3] in LETTERS for t in texts if t[2] in "DF")
+
+
+def test_provinces_roughly_uniform() -> None:
+    rng = np.random.default_rng(123)
+    n = 31 * 200
+    counts = collections.Counter(synth.random_plate_text("blue", rng)[0] for _ in range(n))
+    assert set(counts) == set(PROVINCES)
+    expected = n / len(PROVINCES)
+    chi2 = sum((counts[p] - expected) ** 2 / expected for p in PROVINCES)
+    assert chi2 < 70  # df = 30; p ~ 5e-5
+    assert min(counts.values()) > 0.6 * expected and max(counts.values()) < 1.4 * expected
+
+
+def test_unknown_kind_rejected() -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="kind"):
+        synth.random_plate_text("red", rng)
+    with pytest.raises(ValueError, match="kind"):
+        synth.render_plate("皖A12345", "red", rng)
+    with pytest.raises(ValueError, match="charset"):
+        synth.render_plate("皖A1234学", "blue", rng)
+    with pytest.raises(ValueError):
+        list(synth.generate(1, 0, kinds=["blue", "green"], weights=[1.0]))
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def test_every_charset_character_has_a_glyph() -> None:
+    for ch in PROVINCES + DIGITS + LETTERS + "IO":
+        for style in ("cjk-regular", "cjk-bold"):
+            a = synth._glyph(ch, style, 10.0, 45.0)
+            assert a.dtype == np.float32 and a.shape == (54, 27)
+            assert 0.05 < a.mean() < 0.8, (ch, style)  # some ink, not a filled box
+
+
+def test_font_subsets_are_small_and_licensed() -> None:
+    files = list(synth.FONT_DIR.iterdir())
+    names = {p.name for p in files}
+    assert {"OFL-NotoSansCJK.txt", "OFL-OSP-DIN.txt", "README.md"} <= names
+    assert sum(p.stat().st_size for p in files) < 1_000_000
+
+
+@pytest.mark.parametrize("kind", synth.PLATE_KINDS)
+@pytest.mark.parametrize("size", [(94, 24), (128, 32)])
+def test_render_shape_dtype(kind: str, size: tuple[int, int]) -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        text = synth.random_plate_text(kind, rng)
+        img = synth.render_plate(text, kind, rng, out_size=size)
+        assert img.shape == (size[1], size[0], 3) and img.dtype == np.uint8
+        assert img.flags["C_CONTIGUOUS"]
+        assert img.std() > 3  # not a blank image
+
+
+def test_blue_plates_are_blue_with_light_text_and_yellow_dark() -> None:
+    """Colour sanity on the average of many crops (degradations vary a lot per crop)."""
+    blue = np.mean([im.reshape(-1, 3).mean(0) for im, _, _ in synth.generate(60, 3, kinds=["blue"])], axis=0)
+    yellow = np.mean([im.reshape(-1, 3).mean(0) for im, _, _ in synth.generate(60, 3, kinds=["yellow"])], axis=0)
+    assert blue[0] > blue[1] + 30 and blue[0] > blue[2] + 50  # B dominates
+    assert yellow[2] > yellow[0] + 40 and yellow[1] > yellow[0] + 20  # R, G over B
+
+
+def test_render_is_deterministic_given_rng_state() -> None:
+    a = synth.render_plate("皖A12345", "blue", np.random.default_rng(5))
+    b = synth.render_plate("皖A12345", "blue", np.random.default_rng(5))
+    c = synth.render_plate("皖A12345", "blue", np.random.default_rng(6))
+    assert a.tobytes() == b.tobytes()
+    assert a.tobytes() != c.tobytes()
+
+
+def test_generate_deterministic_and_index_addressed() -> None:
+    run1 = list(synth.generate(6, seed=3))
+    run2 = list(synth.generate(6, seed=3))
+    other = list(synth.generate(6, seed=4))
+    assert [(im.tobytes(), t, k) for im, t, k in run1] == [(im.tobytes(), t, k) for im, t, k in run2]
+    assert [t for _, t, _ in run1] != [t for _, t, _ in other]
+    assert all(a[0].tobytes() != b[0].tobytes() for a, b in zip(run1, other, strict=True))
+    tail = list(synth.generate(2, seed=3, start=4))  # sample i depends on (seed, i) only
+    assert [im.tobytes() for im, _, _ in tail] == [im.tobytes() for im, _, _ in run1[4:]]
+    for _im, text, kind in run1:
+        assert kind in synth.PLATE_KINDS and len(text) == (8 if kind == "green" else 7)
+
+
+def test_kind_weights_respected() -> None:
+    kinds = [k for _, _, k in synth.generate(40, seed=0, kinds=["blue", "yellow"], weights=[0.0, 1.0])]
+    assert set(kinds) == {"yellow"}
+    kinds = [k for _, _, k in synth.generate(200, seed=0)]
+    c = collections.Counter(kinds)
+    assert c["blue"] > 100 and c["green"] > 10 and c["yellow"] > 10
+
+
+# ----------------------------------------------------------------------------- writers
+
+
+def test_shards_round_trip_and_resume(tmp_path: Path) -> None:
+    out = tmp_path / "shards"
+    paths = synth.write_shards(out, 25, seed=9, shard_size=10, progress=False)
+    assert [p.name for p in paths] == ["shard-00000.npz", "shard-00001.npz", "shard-00002.npz"]
+    expected = list(synth.generate(25, seed=9))
+    got_imgs, got_labels, got_kinds = [], [], []
+    for p, n in zip(paths, (10, 10, 5), strict=True):
+        images, labels, kinds = synth.load_shard(p)
+        assert images.shape == (n, 24, 94, 3) and images.dtype == np.uint8
+        assert labels.dtype.kind == "U" and kinds.dtype.kind == "U"
+        got_imgs += list(images)
+        got_labels += labels.tolist()
+        got_kinds += kinds.tolist()
+    assert got_labels == [t for _, t, _ in expected]
+    assert got_kinds == [k for _, _, k in expected]
+    assert all(a.tobytes() == b.tobytes() for a, (b, _, _) in zip(got_imgs, expected, strict=True))
+    assert not list(out.glob(".*tmp"))
+
+    # resume: existing shards are skipped (untouched), a missing one is re-rendered identically
+    before = paths[1].read_bytes()
+    stamp = paths[0].stat().st_mtime_ns
+    paths[0].write_bytes(b"sentinel")  # would be overwritten if it were not skipped
+    paths[1].unlink()
+    again = synth.write_shards(out, 25, seed=9, shard_size=10, progress=False)
+    assert again == paths
+    assert paths[0].read_bytes() == b"sentinel" and paths[0].stat().st_mtime_ns >= stamp
+    assert np.array_equal(synth.load_shard(paths[1])[0], np.load(_bytes_file(tmp_path, before))["images"])
+
+
+def _bytes_file(tmp: Path, data: bytes) -> Path:
+    p = tmp / "copy.npz"
+    p.write_bytes(data)
+    return p
+
+
+def test_shards_with_workers_match_serial(tmp_path: Path) -> None:
+    serial = synth.write_shards(tmp_path / "a", 12, seed=2, shard_size=5, progress=False)
+    parallel = synth.write_shards(tmp_path / "b", 12, seed=2, shard_size=5, workers=2, progress=False)
+    for p, q in zip(serial, parallel, strict=True):
+        a, b = synth.load_shard(p), synth.load_shard(q)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_write_folder_names_parse_back(tmp_path: Path) -> None:
+    csv_path = synth.write_folder(tmp_path / "jpg", 8, seed=4, progress=False)
+    rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
+    assert len(rows) == 8 and set(rows[0]) == {"path", "plate", "kind"}
+    expected = [t for _, t, _ in synth.generate(8, seed=4)]
+    assert [r["plate"] for r in rows] == expected
+    for i, r in enumerate(rows):
+        p = csv_path.parent / r["path"]
+        stem_label, idx = p.stem.rsplit("_", 1)
+        assert stem_label == r["plate"] and int(idx) == i
+        CS.encode(stem_label)
+        img = cv2.imdecode(np.fromfile(p, np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == (24, 94, 3)
+    assert len(list((tmp_path / "jpg").glob("*.jpg"))) == 8
+
+
+def test_preview_grid_size(tmp_path: Path) -> None:
+    samples = list(synth.generate(10, seed=1))
+    p = synth.preview_grid([s[0] for s in samples], [s[1] for s in samples], tmp_path / "g.png", cols=4)
+    with Image.open(p) as im:
+        assert im.format == "PNG"
+        assert im.size == (4 * 94 * 3, 3 * (24 * 3 + 30))
+    with pytest.raises(ValueError):
+        synth.preview_grid([samples[0][0]], [], tmp_path / "bad.png")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _app() -> typer.Typer:
+    from lprnet.cli.synth import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _main() -> None:  # a group, so the command is addressed by name as in `lprnet synth`
+        pass
+
+    register(app)
+    return app
+
+
+def test_cli_synth_jpg_and_preview(tmp_path: Path) -> None:
+    out, prev = tmp_path / "out", tmp_path / "prev.png"
+    res = CliRunner().invoke(
+        _app(),
+        [
+            "synth",
+            "--n",
+            "5",
+            "--out",
+            str(out),
+            "--format",
+            "jpg",
+            "--kinds",
+            "green",
+            "--seed",
+            "3",
+            "--preview",
+            str(prev),
+            "--no-progress",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    jpgs = sorted(out.glob("*.jpg"))
+    assert len(jpgs) == 5 and (out / "labels.csv").exists()
+    assert all(len(p.stem.rsplit("_", 1)[0]) == 8 for p in jpgs)  # green plates only
+    assert prev.exists()
+
+
+def test_cli_synth_shards_and_errors(tmp_path: Path) -> None:
+    app, runner = _app(), CliRunner()
+    res = runner.invoke(app, ["synth", "--n", "7", "--out", str(tmp_path / "s"), "--shard-size", "4", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert [p.name for p in sorted((tmp_path / "s").glob("*.npz"))] == ["shard-00000.npz", "shard-00001.npz"]
+    bad = runner.invoke(app, ["synth", "--n", "2", "--out", str(tmp_path / "x"), "--kinds", "purple"])
+    assert bad.exit_code != 0
+    bad = runner.invoke(app, ["synth", "--n", "2", "--out", str(tmp_path / "x"), "--kinds", "blue", "--weights", "1,2"])
+    assert bad.exit_code != 0

@@ -1,0 +1,98 @@
+"""The recognizer and the evaluator, end to end on images written by the test."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import lprnet
+from lprnet.core.process import ctc_greedy_decode, preprocess
+from lprnet.evaluate import edit_ops, evaluate
+from lprnet.model import LPRNet
+from lprnet.weights import WeightsMeta, save_weights
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    torch.manual_seed(1)
+    m = LPRNet().eval()
+    p = tmp_path_factory.mktemp("w") / "random.safetensors"
+    save_weights(p, m.state_dict(), WeightsMeta())
+    return p
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(3)
+    return [rng.integers(0, 256, (24 + i, 94 + 3 * i, 3), dtype=np.uint8) for i in range(10)]
+
+
+def test_matches_direct_model_and_is_batch_independent(weights_file, images):
+    rec = lprnet.load(weights_file)
+    model, _ = lprnet.weights.build_model(weights_file)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(preprocess(images))).numpy()
+    expect = ctc_greedy_decode(logits, rec.charset)
+    for bs in (1, 3, 10):
+        got = rec.recognize(images, channel_order="bgr", batch_size=bs)
+        assert [r.plate for r in got] == [p.plate for p in expect]
+        assert [r.confidence for r in got] == pytest.approx([p.confidence for p in expect], rel=1e-5)
+
+
+def test_mixed_inputs_and_errors_keep_order(weights_file, images, tmp_path):
+    rec = lprnet.load(weights_file)
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), images[0])
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    pil = Image.fromarray(images[1][:, :, ::-1].copy())
+    res = rec.recognize([good, corrupt, pil, images[2], tmp_path / "missing.jpg", good.read_bytes()],
+                        channel_order="bgr", batch_size=2)
+    assert [r.ok for r in res] == [True, False, True, True, False, True]
+    assert "corrupt.jpg" in res[1].error and "missing.jpg" in res[4].error
+    ref = rec.recognize(images[:3], channel_order="bgr")
+    assert res[0].plate == ref[0].plate and res[2].plate == ref[1].plate and res[3].plate == ref[2].plate
+    assert res[5].plate == res[0].plate
+    assert res[1].to_json() == {"path": str(corrupt), "error": res[1].error}
+
+
+def test_colour_array_needs_channel_order(weights_file, images):
+    rec = lprnet.load(weights_file)
+    (r,) = rec.recognize(images[0])
+    assert not r.ok and "channel_order" in r.error
+    rgb = rec.recognize(images[0][:, :, ::-1].copy(), channel_order="rgb")[0]
+    bgr = rec.recognize(images[0], channel_order="bgr")[0]
+    assert rgb.plate == bgr.plate and rgb.confidence == pytest.approx(bgr.confidence)
+
+
+def test_no_default_weights_is_clear(monkeypatch, tmp_path):
+    import lprnet.weights as w
+
+    monkeypatch.setattr(w, "DEFAULT_WEIGHTS", tmp_path / "none.safetensors")
+    with pytest.raises(w.WeightsError, match="--weights"):
+        lprnet.load()
+
+
+def test_edit_ops():
+    assert edit_ops("皖A12345", "皖A12345") == (0, [], 0, 0)
+    assert edit_ops("皖A12345", "皖A1245") == (1, [], 1, 0)
+    d, subs, dels, ins = edit_ops("皖A12345", "皖A17345")
+    assert (d, subs, dels, ins) == (1, [("2", "7")], 0, 0)
+
+
+def test_evaluate_counts(weights_file, images, tmp_path, monkeypatch):
+    rec = lprnet.load(weights_file)
+    preds = [r.plate for r in rec.recognize(images[:3], channel_order="bgr")]
+    # label two files with what the model reads (correct) and one with something else
+    names = [f"{preds[0] or 'X'}.png", f"{preds[1] or 'Y'}_2.png", "皖A00000.png"]
+    for img, n in zip(images[:3], names):
+        cv2.imencode(".png", img)[1].tofile(str(tmp_path / n))
+    (tmp_path / "junk.jpg").write_bytes(b"junk")
+    rep = evaluate(rec, [tmp_path])
+    expect_correct = sum(bool(p) and p != "皖A00000" for p in preds[:2])
+    assert rep.n == 3 and rep.correct == expect_correct
+    assert len(rep.unreadable) == 1 and "junk.jpg" in rep.unreadable[0]["path"]
+    assert rep.to_json()["accuracy"] == pytest.approx(expect_correct / 3)

@@ -1,0 +1,148 @@
+"""Training data: shard dataset (memory/mmap), real dataset, mixing sampler, collate, source specs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lprnet.charset import Charset
+from lprnet.core.process import preprocess
+from lprnet.data import dataset as D
+from lprnet.data import real
+
+PLATES = ["皖A12345", "京AD12345", "沪C21F13", "粤B8888Z", "川JK0707", "苏E00001", "浙F9A9A9", "鲁Q12345"]
+
+
+def make_shard(path: Path, labels: list[str], seed: int = 0, size: tuple[int, int] = (94, 24)) -> Path:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (len(labels), size[1], size[0], 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, images=images, labels=np.array(labels, dtype=str),
+                        kinds=np.array(["blue"] * len(labels), dtype=str))
+    return path
+
+
+def test_shard_dataset_memory_and_mmap(tmp_path: Path) -> None:
+    make_shard(tmp_path / "s" / "shard-00000.npz", PLATES[:5], seed=1)
+    make_shard(tmp_path / "s" / "shard-00001.npz", PLATES[5:], seed=2)
+    mem = D.ShardDataset(tmp_path / "s", mode="memory")
+    mm = D.ShardDataset(tmp_path / "s", mode="mmap", cache_dir=tmp_path / "cache")
+    assert len(mem) == len(mm) == 8 and mem.mode == "memory" and mm.mode == "mmap"
+    for i in range(8):
+        a, b = mem[i], mm[i]
+        assert a[1] == b[1] == PLATES[i]
+        assert np.array_equal(a[0], b[0]) and a[0].shape == (24, 94, 3)
+    assert isinstance(mm.images[0], np.memmap)
+    # the cache is reused, and rebuilt when the shard changes
+    again = D.ShardDataset(tmp_path / "s", mode="mmap", cache_dir=tmp_path / "cache")
+    assert np.array_equal(again[7][0], mem[7][0])
+    assert D.ShardDataset(tmp_path / "s").mode == "memory"  # auto: small
+
+
+def test_shard_dataset_drops_unencodable_labels(tmp_path: Path) -> None:
+    make_shard(tmp_path / "shard.npz", ["皖A12345", "警A1234X", "京AD12345", ""])
+    with pytest.warns(UserWarning, match="dropped 2 of 4"):
+        ds = D.ShardDataset(tmp_path / "shard.npz", charset=Charset.chinese())
+    assert [ds[i][1] for i in range(len(ds))] == ["皖A12345", "京AD12345"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no .npz shards"):
+        D.ShardDataset(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no such shard"):
+        D.ShardDataset(tmp_path / "missing")
+
+
+def test_real_dataset_caches_and_filters(tmp_path: Path) -> None:
+    for p in ("皖A12345", "警A00000"):
+        cv2.imwrite(str(tmp_path / f"x_{p}.png"), np.full((30, 120, 3), 77, np.uint8))
+    samples = [real.Sample(tmp_path / "x_皖A12345.png", "皖A12345"), real.Sample(tmp_path / "x_警A00000.png", "警A00000")]
+    with pytest.warns(UserWarning, match="dropped 1 real"):
+        ds = D.RealDataset(samples, (94, 24), Charset.chinese())
+    assert len(ds) == 1
+    ds.preload(1)
+    img, text = ds[0]
+    assert img.shape == (24, 94, 3) and text == "皖A12345" and 0 in ds.cache
+
+
+def test_mix_sampler_ratios_epochs_and_positions() -> None:
+    s = D.MixSampler([10, 3], [0.8, 0.2], seed=5)
+    items = [s.item(k) for k in range(1000)]
+    counts = Counter(src for _, src, _ in items)
+    assert counts == {0: 800, 1: 200}
+    for k in range(0, 1000 - 64, 64):  # every batch of 64 has the mix to within one item
+        c = Counter(src for _, src, _ in items[k:k + 64])
+        assert abs(c[1] - 64 * 0.2) <= 1
+    # each epoch of a source is a permutation of it
+    draws0 = [i for _, src, i in items if src == 0]
+    for e in range(5):
+        assert sorted(draws0[10 * e:10 * e + 10]) == list(range(10))
+    assert draws0[:10] != draws0[10:20]  # reshuffled per epoch
+    # three sources, awkward ratios
+    s3 = D.MixSampler([5, 7, 11], [1, 1, 2], seed=0)
+    c3 = Counter(s3.locate(k)[0] for k in range(4000))
+    assert c3 == {0: 1000, 1: 1000, 2: 2000}
+    # resuming at a position continues the same stream; ranks interleave it
+    it = iter(D.MixSampler([10, 3], [0.8, 0.2], seed=5, start=123))
+    assert [next(it) for _ in range(50)] == items[123:173]
+    r0 = iter(D.MixSampler([10, 3], [0.8, 0.2], seed=5, rank=0, world_size=2))
+    r1 = iter(D.MixSampler([10, 3], [0.8, 0.2], seed=5, rank=1, world_size=2))
+    assert [next(r0) for _ in range(20)] == items[0:40:2]
+    assert [next(r1) for _ in range(20)] == items[1:40:2]
+    with pytest.raises(ValueError):
+        D.MixSampler([10, 0], [1, 1])
+
+
+def test_mixed_dataset_augmentation_is_deterministic(tmp_path: Path) -> None:
+    make_shard(tmp_path / "a.npz", PLATES)
+    ds = D.MixedDataset([D.ShardDataset(tmp_path / "a.npz")], augment=[True], seed=3)
+    a, b, c = ds[(7, 0, 2)], ds[(7, 0, 2)], ds[(8, 0, 2)]
+    assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], c[0])
+    assert a[1] == PLATES[2] and a[0].shape == (24, 94, 3) and a[0].dtype == np.uint8
+    plain = D.MixedDataset([D.ShardDataset(tmp_path / "a.npz")])
+    assert np.array_equal(plain[(7, 0, 2)][0], D.ShardDataset(tmp_path / "a.npz")[2][0])
+
+
+def test_collate_uses_preprocess_and_builds_ctc_targets() -> None:
+    cs = Charset.chinese()
+    rng = np.random.default_rng(0)
+    batch = [(rng.integers(0, 256, (30, 100, 3), dtype=np.uint8), t) for t in ("皖A12345", "京AD12345")]
+    x, targets, lengths, texts = D.Collate(cs, (94, 24))(batch)
+    assert x.dtype == torch.float32 and x.shape == (2, 3, 24, 94)
+    assert np.array_equal(x.numpy(), preprocess([b[0] for b in batch], (94, 24)))
+    assert lengths.tolist() == [7, 8] and texts == ["皖A12345", "京AD12345"]
+    assert targets.tolist() == cs.encode("皖A12345") + cs.encode("京AD12345")
+    assert cs.blank_index not in targets.tolist()
+
+
+@pytest.mark.parametrize("spec, want", [
+    ("synth:/d/shards", ("synth", "/d/shards", 1.0)),
+    ("synth:/d/shards:0.8", ("synth", "/d/shards", 0.8)),
+    ("real:/d/labels.csv:0.2", ("real", "/d/labels.csv", 0.2)),
+    ("ccpd:/d/ccpd:3", ("ccpd", "/d/ccpd", 3.0)),
+    ("real:C:/data/x", ("real", "C:/data/x", 1.0)),
+])
+def test_parse_source(spec: str, want: tuple[str, str, float]) -> None:
+    s = D.parse_source(spec)
+    assert (s.kind, s.path, s.ratio) == want
+
+
+@pytest.mark.parametrize("spec", ["/d/shards", "nope:/d", "synth:", "synth:/d:-1", "synth:/d:0"])
+def test_parse_source_errors(spec: str) -> None:
+    with pytest.raises(ValueError):
+        D.parse_source(spec)
+
+
+def test_synth_integration(tmp_path: Path) -> None:
+    synth = pytest.importorskip("lprnet.data.synth")
+    paths = synth.write_shards(tmp_path / "shards", 6, seed=11, shard_size=4, progress=False)
+    assert len(paths) == 2
+    ds = D.ShardDataset(tmp_path / "shards", charset=Charset.chinese())
+    assert len(ds) == 6
+    imgs, labels, _ = synth.load_shard(paths[0])
+    assert np.array_equal(ds[1][0], imgs[1]) and ds[1][1] == labels[1]
+    x, targets, lengths, _ = D.Collate(Charset.chinese())([ds[i] for i in range(6)])
+    assert x.shape == (6, 3, 24, 94) and int(lengths.sum()) == len(targets)

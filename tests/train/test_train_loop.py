@@ -1,0 +1,148 @@
+"""The training loop: overfitting a tiny batch, exact resume after a kill, atomic checkpoints, exports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lprnet.train import TrainConfig, TrainError, make_config, train
+from lprnet.train.trainer import load_checkpoint, save_checkpoint
+from lprnet.weights import build_model, read_weights
+
+PLATES = ["皖A12345", "京AD12345", "沪C21F13", "粤B8888Z", "川JK0707", "苏E00001", "浙F9A9A9", "鲁Q12345"]
+
+
+def make_shard(path: Path, labels: list[str], seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (len(labels), 24, 94, 3), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, images=images, labels=np.array(labels, dtype=str),
+                        kinds=np.array(["blue"] * len(labels), dtype=str))
+    return path
+
+
+def make_folder(root: Path, labels: list[str], seed: int = 1) -> Path:
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for t in labels:
+        cv2.imwrite(str(root / f"{t}.png"), rng.integers(0, 256, (30, 110, 3), dtype=np.uint8))
+    return root
+
+
+def cfg_for(tmp: Path, **kw: Any) -> TrainConfig:
+    base: dict[str, Any] = dict(
+        data=[f"synth:{tmp / 'synth'}"], val_synth=str(tmp / "val"), val_synth_n=0, steps=6, batch_size=4,
+        lr=3e-3, warmup_steps=1, workers=0, threads=1, seed=7, log_every=1, eval_every=3, ckpt_every=3,
+        eval_batch_size=8, progress=False, out=str(tmp / "run"))
+    base.update(kw)
+    return make_config(**base)
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    make_shard(tmp_path / "synth" / "shard-00000.npz", PLATES, seed=0)
+    make_shard(tmp_path / "val" / "shard-00000.npz", PLATES[:4], seed=9)
+    make_folder(tmp_path / "real", PLATES[:3])
+    return tmp_path
+
+
+def read_metrics(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_loss_decreases_on_a_tiny_fixed_batch(data: Path) -> None:
+    cfg = cfg_for(data, steps=14, batch_size=8, dropout=0.0, lr=5e-3, warmup_steps=1, eval_every=14,
+                  ckpt_every=100, val_synth=str(data / "synth"))
+    res = train(cfg)
+    losses = [float(r["train_loss"]) for r in read_metrics(res.out) if r["train_loss"]]
+    assert len(losses) == 14
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2]), losses
+    # outputs: final + best weights (with provenance), curves, config, checkpoint
+    for name in ("final.safetensors", "best.safetensors", "curves.png", "config.json", "checkpoints/last.pt"):
+        assert (res.out / name).exists(), name
+    _, meta = read_weights(res.out / "final.safetensors")
+    prov = meta.provenance
+    assert prov["steps"] == 14 and prov["samples"] == 14 * 8 and prov["trainer"] == "lprnet.train"
+    assert "synth:" in prov["data"][0] and "command" in prov and "train_time_s" in prov
+    model, _ = build_model(res.out / "best.safetensors")
+    assert not model.training
+
+
+def test_resume_after_kill_equals_straight_run(data: Path) -> None:
+    common = dict(data=[f"synth:{data / 'synth'}:0.75", f"real:{data / 'real'}:0.25"], augment_real=True,
+                  augment_synth=True, steps=6, ckpt_every=2, eval_every=3)
+    straight = train(cfg_for(data, out=str(data / "straight"), **common))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at(step: int) -> None:
+        if step == 5:  # after the checkpoint at step 4: step 5 is lost, as in a real kill
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cfg_for(data, out=str(data / "resumed"), **common), on_step=kill_at)
+    assert load_checkpoint(data / "resumed" / "checkpoints" / "last.pt")["step"] == 4
+    with pytest.raises(TrainError, match="--resume"):
+        train(cfg_for(data, out=str(data / "resumed"), **common))
+    resumed = train(cfg_for(data, out=str(data / "resumed"), resume=True, **common))
+    assert resumed.step == straight.step == 6
+    for k, v in straight.state_dict.items():
+        assert torch.equal(v, resumed.state_dict[k]), k
+    a, _ = read_weights(straight.out / "final.safetensors")
+    b, _ = read_weights(resumed.out / "final.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the log of the resumed run has each step once, with the straight run's losses
+    ls = [(r["step"], r["train_loss"]) for r in read_metrics(straight.out) if r["train_loss"]]
+    lr_ = [(r["step"], r["train_loss"]) for r in read_metrics(resumed.out) if r["train_loss"]]
+    assert ls == lr_
+    assert straight.best_metric == resumed.best_metric
+
+
+def test_worker_processes_do_not_change_the_stream(data: Path) -> None:
+    common = dict(data=[f"synth:{data / 'synth'}:0.5", f"real:{data / 'real'}:0.5"], augment_real=True,
+                  steps=2, val_synth=None, ckpt_every=10)
+    a = train(cfg_for(data, out=str(data / "w0"), workers=0, **common))
+    b = train(cfg_for(data, out=str(data / "w2"), workers=2, **common))
+    for k, v in a.state_dict.items():
+        assert torch.equal(v, b.state_dict[k]), k
+
+
+def test_crash_mid_checkpoint_write_keeps_the_previous_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(path, {"step": 1, "w": torch.arange(4.0)})
+
+    def crash(fd: int) -> None:
+        raise OSError("disk full / killed mid-write")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="mid-write"):
+        save_checkpoint(path, {"step": 2, "w": torch.zeros(10_000)})
+    monkeypatch.undo()
+    ck = load_checkpoint(path)
+    assert ck["step"] == 1 and torch.equal(ck["w"], torch.arange(4.0))
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp left behind
+    # a temp file left by a hard kill (no cleanup) does not disturb loading either
+    (path.parent / ".last.pt.abc.tmp").write_bytes(b"PK\x03\x04 half a zip")
+    assert load_checkpoint(path)["step"] == 1
+    path.write_bytes(b"garbage")
+    with pytest.raises(TrainError, match="not a loadable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_run_folder_rules(data: Path) -> None:
+    with pytest.raises(TrainError, match="needs --out"):
+        train(cfg_for(data, out=None, resume=True))
+    # --resume on an empty folder starts fresh; config.json records the settings
+    res = train(cfg_for(data, steps=1, resume=True, val_synth=None, out=str(data / "fresh")))
+    assert res.step == 1 and json.loads((res.out / "config.json").read_text())["steps"] == 1
+    assert res.best_weights is None and res.final_weights is not None
