@@ -11,7 +11,6 @@ from lprnet.charset import Charset
 from lprnet.config import ModelConfig
 from lprnet.model import LPRNet
 from lprnet.weights import WeightsError, WeightsMeta, build_model, read_weights, save_weights
-
 from shared_paths import REF_PTH, need_shared
 
 
@@ -81,7 +80,7 @@ def test_module_prefix_stripped(tmp_path):
     sd = {f"module.{k}": v for k, v in _random_model().state_dict().items()}
     p = tmp_path / "ddp.pth"
     torch.save(sd, p)
-    m, meta = build_model(p)
+    _, meta = build_model(p)
     assert meta.source_format == "pth"
 
 

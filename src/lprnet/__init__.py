@@ -10,4 +10,4 @@ from lprnet.config import ModelConfig
 from lprnet.recognizer import Recognizer, Result, load
 
 __version__ = "0.1.0"
-__all__ = ["Charset", "ModelConfig", "Recognizer", "Result", "load", "__version__"]
+__all__ = ["Charset", "ModelConfig", "Recognizer", "Result", "__version__", "load"]

@@ -150,11 +150,19 @@ def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch
     """Load a recognizer; ``weights=None`` uses the bundled default weights.
 
     ``weights`` may be one of our ``.safetensors`` files or a reference-style ``.pth``
-    state dict (imported into the deploy form).
+    state dict (imported into the deploy form).  ``backend`` is ``"torch"``,
+    ``"onnxruntime"`` or ``"openvino"``; the latter two also take an exported ``.onnx`` /
+    ``.xml`` file and otherwise export the weights once to a checked cache file
+    (:func:`lprnet.export.runtimes.load_backend`).
     """
     if threads is not None:
         torch.set_num_threads(int(threads))
+    if backend not in ("torch", "onnxruntime", "openvino"):
+        raise ValueError(f"unknown backend {backend!r}; available: torch, onnxruntime, openvino")
     if backend != "torch":
-        raise ValueError(f"unknown backend {backend!r}; available: torch")
+        from lprnet.export.runtimes import load_backend
+
+        runtime, meta = load_backend(weights, backend, threads)
+        return Recognizer(runtime, meta.config, meta)
     model, meta = build_model(Path(weights) if weights is not None else None, form="deploy")
     return Recognizer(TorchBackend(model, device), meta.config, meta)

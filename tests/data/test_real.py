@@ -88,7 +88,7 @@ def test_all_ccpd_samples_decode_and_rectify() -> None:
         assert len(s.plate) == 7 and not cs.invalid_chars(s.plate)
         crop = real.load_crop(s)
         assert crop.shape == (24, 94, 3) and crop.dtype == np.uint8
-        b, g, r = crop.reshape(-1, 3).mean(0)
+        b, _, r = crop.reshape(-1, 3).mean(0)
         blue += b > r + 20  # CCPD2019 plates are blue
         assert real.load_crop(s, (188, 48), margin=0.05).shape == (48, 188, 3)
     assert blue >= 14

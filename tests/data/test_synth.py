@@ -183,6 +183,9 @@ def test_shards_round_trip_and_resume(tmp_path: Path) -> None:
     assert again == paths
     assert paths[0].read_bytes() == b"sentinel" and paths[0].stat().st_mtime_ns >= stamp
     assert np.array_equal(synth.load_shard(paths[1])[0], np.load(_bytes_file(tmp_path, before))["images"])
+    # a restart with other settings must not mix datasets
+    with pytest.raises(ValueError, match="other settings"):
+        synth.write_shards(out, 25, seed=10, shard_size=10, progress=False)
 
 
 def _bytes_file(tmp: Path, data: bytes) -> Path:

@@ -59,7 +59,7 @@ def test_shard_dataset_drops_unencodable_labels(tmp_path: Path) -> None:
 def test_real_dataset_caches_and_filters(tmp_path: Path) -> None:
     for p in ("皖A12345", "警A00000"):
         cv2.imwrite(str(tmp_path / f"x_{p}.png"), np.full((30, 120, 3), 77, np.uint8))
-    samples = [real.Sample(tmp_path / "x_皖A12345.png", "皖A12345"), real.Sample(tmp_path / "x_警A00000.png", "警A00000")]
+    samples = [real.Sample(tmp_path / f"x_{p}.png", p) for p in ("皖A12345", "警A00000")]
     with pytest.warns(UserWarning, match="dropped 1 real"):
         ds = D.RealDataset(samples, (94, 24), Charset.chinese())
     assert len(ds) == 1

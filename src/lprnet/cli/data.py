@@ -10,9 +10,9 @@ import typer
 def check_data_command(
     paths: Annotated[list[str], typer.Argument(help="Folders of labelled crops, CSV/TSV manifests, "
                                                "CCPD folders")],
-    kind: Annotated[Optional[str], typer.Option(help="folder, manifest or ccpd (default: detected "  # noqa: UP045
+    kind: Annotated[Optional[str], typer.Option(help="folder, manifest or ccpd (default: detected "
                                                 "per path)")] = None,
-    charset: Annotated[Optional[str], typer.Option(help="Characters of the charset in class order "  # noqa: UP045
+    charset: Annotated[Optional[str], typer.Option(help="Characters of the charset in class order "
                                                    "(default: the 68-class Chinese set)")] = None,
     lengths: Annotated[str, typer.Option(help="Allowed plate lengths, comma-separated ('' = any)")] = "7,8",
     images: Annotated[bool, typer.Option("--images/--no-images", help="Decode every image")] = True,

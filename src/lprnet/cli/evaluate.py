@@ -10,6 +10,10 @@ import typer
 
 from lprnet.cli._common import ThreadsOpt, WeightsOpt, fail
 
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", help="torch, onnxruntime or openvino (weights exported once to a checked cache; "
+    ".onnx/.xml files used as is)")]
+
 
 def evaluate_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Folders/files labelled by file name.")],
@@ -19,6 +23,7 @@ def evaluate_cmd(
     top: Annotated[int, typer.Option(help="Confusions to list.")] = 10,
     threads: ThreadsOpt = None,
     device: str = "cpu",
+    backend: BackendOpt = "torch",
 ) -> None:
     """Whole-plate accuracy, per-character accuracy and a confusion summary."""
     import lprnet
@@ -26,8 +31,8 @@ def evaluate_cmd(
     from lprnet.weights import WeightsError
 
     try:
-        rec = lprnet.load(weights, device=device, threads=threads)
-    except (WeightsError, ValueError) as e:
+        rec = lprnet.load(weights, backend=backend, device=device, threads=threads)
+    except (WeightsError, ValueError, RuntimeError, ImportError) as e:
         fail(str(e))
     rep = evaluate(rec, paths, batch_size=batch_size)
     if rep.n == 0 and not rep.unreadable:

@@ -13,6 +13,10 @@ import typer
 
 from lprnet.cli._common import ThreadsOpt, WeightsOpt, fail
 
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", help="torch, onnxruntime or openvino (weights exported once to a checked cache; "
+    ".onnx/.xml files used as is)")]
+
 
 class Fmt(str, Enum):
     text = "text"
@@ -27,6 +31,7 @@ def recognize(
     fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text, json (lines) or csv")] = Fmt.text,
     threads: ThreadsOpt = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
+    backend: BackendOpt = "torch",
 ) -> None:
     """Recognize plates; unreadable files get an error line and the rest complete."""
     import lprnet
@@ -34,8 +39,8 @@ def recognize(
     from lprnet.weights import WeightsError
 
     try:
-        rec = lprnet.load(weights, device=device, threads=threads)
-    except (WeightsError, ValueError) as e:
+        rec = lprnet.load(weights, backend=backend, device=device, threads=threads)
+    except (WeightsError, ValueError, RuntimeError, ImportError) as e:
         fail(str(e))
     files = list_images(paths)
     if not files:

@@ -17,10 +17,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-# typer needs Optional[...] / List[...] spelled out for its option parsing on older Pythons
-OptStr = Optional[str]  # noqa: UP045
-OptInt = Optional[int]  # noqa: UP045
-OptFloat = Optional[float]  # noqa: UP045
+OptStr = Optional[str]
+OptInt = Optional[int]
+OptFloat = Optional[float]
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -37,7 +36,7 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 def train_command(
-    data: Annotated[Optional[list[str]], typer.Option(  # noqa: UP045
+    data: Annotated[Optional[list[str]], typer.Option(
         "--data", help="Training source KIND:PATH[:RATIO], repeatable; KIND is synth (shard folder), "
         "real (folder/manifest/CCPD, detected), ccpd, folder or manifest. E.g. --data synth:/d/shards:0.8 "
         "--data real:/d/crops:0.2")] = None,
@@ -63,9 +62,9 @@ def train_command(
     log_every: Annotated[OptInt, typer.Option(help="Log a metrics row every N steps")] = None,
     warmup_steps: Annotated[OptInt, typer.Option(help="Linear warm-up steps")] = None,
     amp: Annotated[OptStr, typer.Option(help="CUDA mixed precision: auto, bf16, fp16, off")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON config file; flags "  # noqa: UP045
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON config file; flags "
                                                    "override it")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any other config field, "  # noqa: UP045
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any other config field, "
                                                       "KEY=VALUE (JSON values), repeatable")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar")] = False,
 ) -> None:

@@ -14,7 +14,8 @@ from lprnet.cli._common import fail
 def import_weights(
     src: Annotated[Path, typer.Argument(help="Reference-style .pth state dict.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors")],
-    charset: Annotated[str | None, typer.Option(help="Charset string in class order (blank '-' last); default: the 68-class Chinese set.")] = None,
+    charset: Annotated[str | None, typer.Option(
+        help="Charset string in class order (blank '-' last); default: the 68-class Chinese set.")] = None,
 ) -> None:
     """Import a reference ``.pth`` (read with weights_only=True) into our safetensors format."""
     from lprnet.charset import Charset
@@ -28,7 +29,8 @@ def import_weights(
     new = WeightsMeta(config=meta.config, form="deploy", context_norm="sample",
                       provenance={"imported_from": src.name, "note": "per-sample context normalisation"})
     save_weights(out, model.state_dict(), new)
-    print(f"wrote {out} ({meta.config.num_classes} classes, input {meta.config.input_size[0]}x{meta.config.input_size[1]})")
+    w, h = meta.config.input_size
+    print(f"wrote {out} ({meta.config.num_classes} classes, input {w}x{h})")
 
 
 def info(weights: Annotated[Path, typer.Argument(help="Weights file.")]) -> None:

@@ -22,6 +22,7 @@ Every item is ``(bgr_uint8_image, text)``; the one preprocessing path is
 from __future__ import annotations
 
 import bisect
+import hashlib
 import os
 import warnings
 import zipfile
@@ -69,6 +70,14 @@ def _npz_member_bytes(path: Path, name: str) -> int:
         return z.getinfo(f"{name}.npy").file_size
 
 
+def _default_cache_dir(shard_dir: Path) -> Path:
+    """``<shard dir>/.mmap`` when writable, else a per-folder cache under ``~/.cache/lprnet/mmap``."""
+    if os.access(shard_dir, os.W_OK):
+        return shard_dir / ".mmap"
+    key = hashlib.sha1(str(shard_dir.resolve()).encode()).hexdigest()[:16]
+    return Path("~/.cache/lprnet/mmap").expanduser() / key
+
+
 def _mmap_images(shard: Path, cache_dir: Path) -> np.ndarray:
     """The shard's images memory-mapped from ``cache_dir/<stem>.images.npy`` (written once)."""
     cache = cache_dir / f"{shard.stem}.images.npy"
@@ -93,7 +102,8 @@ class ShardDataset(Dataset[Item]):
     """Pre-rendered synthetic shards as one dataset of ``(image, text)``.
 
     ``mode="memory"`` decompresses everything into RAM; ``"mmap"`` writes each shard's images
-    once to an uncompressed ``.npy`` in ``cache_dir`` (default ``<shard dir>/.mmap``) and
+    once to an uncompressed ``.npy`` in ``cache_dir`` (default ``<shard dir>/.mmap``, or
+    ``~/.cache/lprnet/mmap/<hash>`` when the shard folder is read-only) and
     memory-maps it, so DataLoader workers share pages; ``"auto"`` picks memory below 2 GiB.
     With ``charset``, samples whose labels it cannot encode are dropped (with a warning).
     """
@@ -118,7 +128,7 @@ class ShardDataset(Dataset[Item]):
             except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
                 raise ValueError(f"{p}: not a readable shard ({type(e).__name__}: {e})") from None
             if imgs is None:
-                imgs = _mmap_images(p, Path(cache_dir) if cache_dir else p.parent / ".mmap")
+                imgs = _mmap_images(p, Path(cache_dir) if cache_dir else _default_cache_dir(p.parent))
             if imgs.ndim != 4 or imgs.shape[3] != 3 or imgs.dtype != np.uint8 or len(imgs) != len(lab):
                 raise ValueError(f"{p}: images must be N x H x W x 3 uint8 matching {len(lab)} labels, "
                                  f"got {imgs.shape} {imgs.dtype}")

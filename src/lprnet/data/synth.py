@@ -22,6 +22,7 @@ in ``lprnet/data/fonts`` (built by ``scripts/make_fonts.py``).
 from __future__ import annotations
 
 import csv
+import json
 import math
 import multiprocessing as mp
 import os
@@ -94,7 +95,9 @@ def random_plate_text(kind: str, rng: np.random.Generator) -> str:
 
 # ----------------------------------------------------------------------------- glyphs
 
-_PX_PER_MM = 0.6  # working resolution of the flat plate (about 1.4x the 94 px output)
+# working resolution of the flat plate: 440 mm -> 264 px, i.e. about 2.8x the 94 px output width
+# (the plate is warped onto a 2x canvas, then area-downsampled); enough for outputs up to ~130 px.
+_PX_PER_MM = 0.6
 _GLYPH_PX_PER_MM = 4.0  # glyphs are drawn at this resolution, then area-downsampled
 _CHAR_H_MM = 90.0
 
@@ -136,8 +139,9 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float) -> np.ndarra
 
     Latin letters and digits come from the DIN-like face stretched to the cell and thinned or
     thickened (morphology at high resolution) to a stem width of ``stroke_mm``; the plate "1" is
-    a plain bar as on GA 36 plates.  CJK characters use ``style`` (regular / bold Noto Sans CJK)
-    and ignore ``stroke_mm``.  Cached: each process renders a glyph variant once.
+    a plain bar as on GA 36 plates.  Two pseudo-characters: ``"·"`` (separator dot of diameter
+    ``stroke_mm``) and ``"e"`` (the small new-energy emblem).  CJK characters use ``style``
+    (regular / bold Noto Sans CJK) and ignore ``stroke_mm``.  Cached: each process renders a glyph variant once.
     """
     hi_h = round(_CHAR_H_MM * _GLYPH_PX_PER_MM)
     hi_w = round(cell_w_mm * _GLYPH_PX_PER_MM)
@@ -231,16 +235,14 @@ def _colours(kind: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
     return bg.astype(np.float32), bottom.astype(np.float32), fg.astype(np.float32)
 
 
-def _blend(canvas: np.ndarray, alpha: np.ndarray, x: int, y: int, colour: np.ndarray) -> None:
-    """In place: canvas[y:, x:] = mix(canvas, colour, alpha), clipped to the canvas."""
+def _stamp(layer: np.ndarray, alpha: np.ndarray, x: int, y: int) -> None:
+    """In place: layer[y:, x:] = max(layer, alpha), clipped to the layer."""
     h, w = alpha.shape
-    H, W = canvas.shape[:2]
+    H, W = layer.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
-    if x1 <= x0 or y1 <= y0:
-        return
-    a = alpha[y0 - y : y1 - y, x0 - x : x1 - x, None]
-    region = canvas[y0:y1, x0:x1]
-    region += a * (colour - region)
+    if x1 > x0 and y1 > y0:
+        region = layer[y0:y1, x0:x1]
+        np.maximum(region, alpha[y0 - y : y1 - y, x0 - x : x1 - x], out=region)
 
 
 def _low_freq(rng: np.random.Generator, h: int, w: int, amp: float, cells: int = 4) -> np.ndarray:
@@ -284,21 +286,20 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
     stroke = float(rng.integers(9, 15))  # mm; GA 36 alphanumerics have ~10 mm stems
     y_char = _mm(25.0 + rng.uniform(-2.0, 2.0))
     shadow = rng.random() < 0.35
-    shade = img[H // 2, W // 2] * 0.55
+    ink = np.zeros((H, W), np.float32)  # all text on one alpha layer, blended once
     for i, ch in enumerate(text):
         x_mm, w_mm = cells[i]
-        a = _glyph(ch, style, stroke, w_mm)
         x = _mm(x_mm + rng.uniform(-0.8, 0.8))
         y = y_char + int(rng.integers(-1, 2)) * (rng.random() < 0.2)
-        if shadow:  # embossed characters cast a faint edge
-            _blend(img, a * 0.5, x + 1, y + 1, shade)
-        _blend(img, a, x, y, fg)
+        _stamp(ink, _glyph(ch, style, stroke if ch in _SERIAL else 0.0, w_mm), x, y)
     if kind != "green":  # separator dot; new-energy plates have a small emblem instead
-        dot = _glyph("·", style, float(rng.integers(8, 12)), 12.0)
-        _blend(img, dot, _mm(dot_x - 6.0), y_char, fg)
+        _stamp(ink, _glyph("·", style, float(rng.integers(8, 12)), 12.0), _mm(dot_x - 6.0), y_char)
     elif rng.random() < 0.8:
         emblem = _glyph("e", style, 10.0, 16.0)[_mm(37.0) : _mm(53.0)]
-        _blend(img, emblem * np.float32(rng.uniform(0.4, 0.9)), _mm(dot_x - 8.0), y_char + _mm(37.0), fg)
+        _stamp(ink, emblem * np.float32(rng.uniform(0.4, 0.9)), _mm(dot_x - 8.0), y_char + _mm(37.0))
+    if shadow:  # embossed characters cast a faint dark edge
+        img[1:, 1:] *= (1.0 - 0.25 * ink[:-1, :-1])[..., None]
+    img += ink[..., None] * (fg - img)
 
     # rivets above the 2nd and the 6th/7th characters (sometimes also below)
     if rng.random() < 0.8:
@@ -353,13 +354,12 @@ def _rot(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rz @ rx @ ry
 
 
-def _geometry(
-    rng: np.random.Generator, plate_w: float, plate_h: float, out_w: int, out_h: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _geometry(rng: np.random.Generator, plate_w: float, plate_h: float, out_w: int, out_h: int) -> np.ndarray:
     """Project the plate rectangle like a camera would and crop its bounding box.
 
-    Returns the 4 destination points (in the out_w x out_h canvas) of the plate corners
-    TL, TR, BR, BL, and the crop rectangle's size in plate pixels (for blur scaling).
+    Returns the 4 destination points (float32, in the out_w x out_h canvas) of the plate
+    corners TL, TR, BR, BL.  The crop is the quad's bounding box with small random margins
+    (mostly tight, sometimes cutting into the plate border, as detector / CCPD crops are).
     """
     corners = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], np.float64)
     corners[:, 0] *= plate_w / 2.0
@@ -390,7 +390,7 @@ def _geometry(
     dst = np.empty((4, 2), np.float32)
     dst[:, 0] = (uv[:, 0] - cx0) * out_w / (cx1 - cx0)
     dst[:, 1] = (uv[:, 1] - cy0) * out_h / (cy1 - cy0)
-    return dst, np.array([cx1 - cx0, cy1 - cy0])
+    return dst
 
 
 # ----------------------------------------------------------------------------- degradations
@@ -481,7 +481,7 @@ def render_plate(
 
     # the camera: warp onto a canvas twice the output size, over car body background
     cw, ch = 2 * out_w, 2 * out_h
-    dst, crop_wh = _geometry(rng, plate_w, plate_h, cw, ch)
+    dst = _geometry(rng, plate_w, plate_h, cw, ch)
     src = np.array(
         [[pad_x, pad_y], [pad_x + plate_w, pad_y], [pad_x + plate_w, pad_y + plate_h], [pad_x, pad_y + plate_h]],
         np.float32,
@@ -493,7 +493,7 @@ def render_plate(
         m,
         (cw, ch),
         dst=canvas,
-        flags=cv2.INTER_AREA if crop_wh[0] > 2 * cw else cv2.INTER_LINEAR,
+        flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_TRANSPARENT,
     )
     canvas = _photometric(canvas, rng)
@@ -640,7 +640,10 @@ def write_shards(
     Each shard holds ``images`` (N x H x W x 3 uint8 BGR), ``labels`` and ``kinds`` (unicode
     arrays) and ``indices`` (the sample indices, for traceability).  Shards are written
     atomically and existing ones are skipped, so an interrupted run can simply be restarted
-    with the same arguments.  Returns all shard paths in order.
+    with the same arguments; ``meta.json`` records the arguments and a restart with different
+    ones raises ``ValueError`` instead of mixing datasets.  ``workers > 1`` renders in spawned
+    processes (in scripts, call it under ``if __name__ == "__main__":``).  Returns all shard
+    paths in order.
     """
     if n < 0 or shard_size <= 0:
         raise ValueError("n must be >= 0 and shard_size > 0")
@@ -648,6 +651,24 @@ def write_shards(
     out.mkdir(parents=True, exist_ok=True)
     kinds = tuple(kinds)
     probs = _kind_probs(kinds, weights)
+    meta = {
+        "format": "lprnet-synth-shards/1",
+        "n": n,
+        "seed": seed,
+        "shard_size": shard_size,
+        "kinds": list(kinds),
+        "weights": [round(float(p), 12) for p in probs],
+        "out_size": [int(v) for v in out_size],
+    }
+    meta_path = out / "meta.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text(encoding="utf-8"))
+        if old != meta:
+            raise ValueError(f"{out} holds shards made with other settings ({old}); use another directory")
+    else:
+        tmp_meta = meta_path.with_name(f".meta.json.{os.getpid()}.tmp")
+        tmp_meta.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp_meta, meta_path)
     n_shards = (n + shard_size - 1) // shard_size
     paths = [out / f"shard-{k:05d}.npz" for k in range(n_shards)]
     todo = [k for k, p in enumerate(paths) if not p.exists()]

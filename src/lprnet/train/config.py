@@ -30,9 +30,11 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # data
-    data: list[str] = Field(default_factory=list, description="KIND:PATH[:RATIO] sources (synth, real, ccpd, folder, manifest)")
+    data: list[str] = Field(default_factory=list,
+                            description="KIND:PATH[:RATIO] sources (synth, real, ccpd, folder, manifest)")
     val_synth: str | None = Field(None, description="folder of synthetic validation shards")
-    val_synth_n: int = Field(2000, ge=0, description="plates generated for validation when val_synth is not given (0: none)")
+    val_synth_n: int = Field(2000, ge=0,
+                             description="plates generated for validation when val_synth is not given (0: none)")
     val_dir: str | None = Field(None, description="labelled real validation data (folder, manifest or ccpd:DIR)")
     select_on: Literal["synth", "val-dir"] = Field("synth", description="which validation set picks best.safetensors")
     augment_real: bool = True
@@ -40,7 +42,8 @@ class TrainConfig(BaseModel):
     ccpd_margin: float = Field(0.0, ge=0.0, le=0.5)
     shard_mode: Literal["auto", "memory", "mmap"] = "auto"
     # model
-    charset: str | None = Field(None, description="characters in class order (blank '-' appended); default: the 68-class Chinese set")
+    charset: str | None = Field(None, description="characters in class order (blank '-' appended); "
+                                "default: the 68-class Chinese set")
     input_size: tuple[int, int] = (94, 24)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     # optimisation
@@ -128,7 +131,8 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except ImportError:
         raise ConfigError(f"{p}: YAML configs need PyYAML (pip install pyyaml), or use JSON") from None
     except Exception as e:  # yaml.YAMLError, json.JSONDecodeError
-        raise ConfigError(f"{p}: not valid {'YAML' if p.suffix.lower() in ('.yaml', '.yml') else 'JSON'} ({e})") from None
+        fmt = "YAML" if p.suffix.lower() in (".yaml", ".yml") else "JSON"
+        raise ConfigError(f"{p}: not valid {fmt} ({e})") from None
     if d is None:
         return {}
     if not isinstance(d, dict):

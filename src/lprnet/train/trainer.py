@@ -306,7 +306,7 @@ def build_train_data(cfg: TrainConfig, charset: Charset) -> tuple[D.MixedDataset
 def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) -> dict[str, Dataset[D.Item]]:
     """``{"synth": ..., "dir": ...}`` validation sets that exist for this run."""
     vals: dict[str, Dataset[D.Item]] = {}
-    if cfg.val_synth:
+    if cfg.val_synth and main:
         vals["synth"] = D.ShardDataset(cfg.val_synth, charset=charset)
     elif cfg.val_synth_n > 0 and main:
         cache = out / "val_synth.npz"
@@ -438,6 +438,12 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     for d in descs:
         log(f"data: {d}")
     per_step = cfg.batch_size * env.world_size
+    if cfg.workers > 0:
+        # OpenCV's thread pool does not survive fork(): once it has run in this process, forked
+        # DataLoader workers calling cv2 deadlock. One thread here keeps the workers safe.
+        import cv2
+
+        cv2.setNumThreads(1)
     sampler = D.MixSampler(sizes, ratios, cfg.seed, env.rank, env.world_size, start=step * per_step)
     if ckpt is not None and ckpt.get("sampler", {}).get("sizes") not in (None, sizes):
         log(f"warning: source sizes changed since the checkpoint ({ckpt['sampler']['sizes']} -> {sizes}); "
@@ -575,6 +581,9 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
         bar.close()
         del it  # stop workers
 
+    if env.ddp:  # parameters agree already; BatchNorm statistics follow rank 0 (what it exports)
+        for b in raw_model.buffers():
+            dist.broadcast(b, src=0)
     final = None
     if env.main:
         if metrics:

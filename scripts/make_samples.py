@@ -1,0 +1,35 @@
+"""Render the sample crops shipped in ``src/lprnet/samples`` (used by ``make demo``).
+
+They are made by our own generator (never copied from real data): three plates of each
+kind, labelled by file name, at twice the model's input size to show that any size works.
+
+    python scripts/make_samples.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lprnet.data.synth import random_plate_text, render_plate
+
+OUT = Path(__file__).resolve().parents[1] / "src" / "lprnet" / "samples"
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for old in OUT.glob("*.jpg"):
+        old.unlink()
+    for k, kind in enumerate(("blue", "green", "yellow")):
+        for j in range(3):
+            rng = np.random.default_rng([20261127, k, j])
+            text = random_plate_text(kind, rng)
+            img = render_plate(text, kind, rng, out_size=(188, 48))
+            cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tofile(str(OUT / f"{text}.jpg"))
+            print(OUT / f"{text}.jpg")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""``lprnet export``: weights -> ONNX or OpenVINO IR (optionally INT8), allowlist- and parity-checked."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lprnet.cli._common import ThreadsOpt, WeightsOpt, fail
+
+
+class Format(str, Enum):
+    onnx = "onnx"
+    openvino = "openvino"
+
+
+def export_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .onnx (onnx) or .xml (openvino; .bin beside it).")],
+    weights: WeightsOpt = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="onnx or openvino")] = Format.onnx,
+    int8: Annotated[bool, typer.Option("--int8", help="Static INT8 (QDQ, per-channel), calibrated on synthetic crops.")]
+    = False,
+    batch: Annotated[str, typer.Option("--batch", help="'dynamic' or a fixed batch size N.")] = "dynamic",
+    parity_data: Annotated[Path | None, typer.Option(
+        "--parity-data", help="Labelled crops for the parity check (default: ../shared/data/plates-cn-1k if "
+        "present, else synthetic; 'synthetic' forces synthetic crops).")] = None,
+    parity_n: Annotated[int, typer.Option("--parity-n", min=1, help="Crops in the parity check.")] = 256,
+    keep_failed: Annotated[bool, typer.Option("--keep-failed", help="Keep the files when parity fails.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Export the deploy form; every export is checked (op allowlist, parity vs PyTorch) and
+    the command exits 1 when parity fails."""
+    import torch
+
+    from lprnet.export.onnx import ExportError
+    from lprnet.export.pipeline import export_weights
+    from lprnet.weights import WeightsError
+
+    if batch != "dynamic" and not (batch.isdigit() and int(batch) >= 1):
+        fail(f"--batch must be 'dynamic' or a positive integer, got {batch!r}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        res = export_weights(weights, fmt.value, out, int8=int8, batch=None if batch == "dynamic" else int(batch),
+                             parity_data=parity_data, parity_n=parity_n, threads=threads, keep_failed=keep_failed)
+    except (WeightsError, ExportError, ValueError, ImportError) as e:
+        fail(str(e))
+    if as_json:
+        print(json.dumps(res.to_json(), ensure_ascii=False))
+    else:
+        onnx_step = res.steps[0]
+        print(f"exported {fmt.value} ({res.precision}, batch {onnx_step['batch']}, opset {onnx_step['opset']}, "
+              f"{onnx_step['exporter']} exporter): {', '.join(str(f) for f in res.files)}")
+        ops = res.steps[-1].get("ops") or onnx_step["ops"]
+        print("ops: " + ", ".join(f"{k} x{v}" for k, v in ops.items()) + " (all in the portable allowlist)")
+        if onnx_step["flushed_subnormals"]:
+            print(f"flushed {onnx_step['flushed_subnormals']} subnormal weight entries to zero")
+        for p in res.parity:
+            print(p.to_text())
+    if not res.ok:
+        typer.echo("error: parity check failed" + ("" if keep_failed else "; output removed"), err=True)
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_cmd)

@@ -1,0 +1,95 @@
+"""Weights -> checked export -> parity, in one call (the ``lprnet export`` command and the
+cache of :func:`lprnet.export.runtimes.load_backend` both use :func:`export_weights`).
+
+Steps: build the deploy form from the weights, export ONNX (allowlist enforced), optionally
+quantise to INT8 (synthetic calibration) and/or convert to OpenVINO IR, load the result in
+its runtime and check parity against PyTorch on real crops when available (else
+synthetic): fp32 needs ``|logit diff| <= atol + rtol * |logit|`` (1e-4, 1e-5) and identical decoded strings;
+INT8 needs decoded agreement >= ``int8_min_agreement`` (0.95).  A failed export's files are
+removed unless ``keep_failed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lprnet.export.onnx import ExportError, ParityReport, check_parity, export_onnx, parity_images
+
+FORMATS = ("onnx", "openvino")
+
+
+@dataclass
+class ExportResult:
+    fmt: str
+    path: Path
+    precision: str
+    files: list[Path]
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    parity: list[ParityReport] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(p.passed for p in self.parity)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": self.fmt, "path": str(self.path), "precision": self.precision,
+                "files": [str(f) for f in self.files], "ok": self.ok, "steps": self.steps,
+                "parity": [p.to_json() for p in self.parity]}
+
+
+def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | os.PathLike[str], *,
+                   int8: bool = False, batch: int | None = None, parity_data: str | os.PathLike[str] | None = None,
+                   parity_n: int = 256, threads: int | None = None, atol: float = 1e-4, rtol: float = 1e-5,
+                   int8_min_agreement: float = 0.95, keep_failed: bool = False,
+                   exporter: str = "torchscript") -> ExportResult:
+    """Export ``weights`` (``None``: bundled) to ``out`` and check parity (see module doc)."""
+    from lprnet.recognizer import TorchBackend
+    from lprnet.weights import build_model
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = Path(out)
+    if fmt == "openvino" and out.suffix != ".xml":
+        out = out.with_suffix(".xml")
+    if fmt == "onnx" and out.suffix != ".onnx":
+        raise ExportError(f"{out}: an ONNX output path must end in .onnx")
+    model, meta = build_model(Path(weights) if weights is not None else None, form="deploy")
+    cfg = meta.config
+    dmeta = dataclasses.replace(
+        meta, form="deploy", context_norm=getattr(model, "context_norm", "sample"),
+        provenance={**meta.provenance,
+                    "exported_from": Path(weights).name if weights is not None else "bundled"})
+    res = ExportResult(fmt, out, "int8" if int8 else "fp32", [])
+    with tempfile.TemporaryDirectory(prefix="lprnet-export-") as td:
+        fp32 = out if (fmt == "onnx" and not int8) else Path(td) / "model.onnx"
+        res.steps.append({"step": "onnx", **export_onnx(model, fp32, input_size=cfg.input_size, batch=batch,
+                                                        meta=dmeta, exporter=exporter)})
+        final_onnx = fp32
+        if int8:
+            from lprnet.export.int8 import quantize_int8
+
+            final_onnx = out if fmt == "onnx" else Path(td) / "model.int8.onnx"
+            res.steps.append({"step": "int8", **quantize_int8(fp32, final_onnx, fixed_batch=batch)})
+        if fmt == "openvino":
+            from lprnet.export.openvino import ir_files, onnx_to_openvino
+
+            res.steps.append({"step": "openvino", **onnx_to_openvino(final_onnx, out)})
+            res.files = ir_files(out)
+        else:
+            res.files = [out]
+    from lprnet.export.runtimes import OnnxRuntimeBackend, OpenVinoBackend
+
+    backend = OpenVinoBackend(out, threads) if fmt == "openvino" else OnnxRuntimeBackend(out, threads)
+    images, labels, source = parity_images(parity_n, parity_data, input_size=cfg.input_size)
+    res.parity.append(check_parity(
+        backend, TorchBackend(model), cfg, images, labels, source=source,
+        atol=float("inf") if int8 else atol, rtol=rtol, min_agreement=int8_min_agreement if int8 else 1.0))
+    if not res.ok and not keep_failed:
+        for f in res.files:
+            f.unlink(missing_ok=True)
+    return res

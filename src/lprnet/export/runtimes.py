@@ -1,0 +1,210 @@
+"""Non-PyTorch backends (ONNX Runtime, OpenVINO) and the export cache behind ``lprnet.load``.
+
+* :class:`OnnxRuntimeBackend` — an ``onnxruntime.InferenceSession`` on the CPU execution
+  provider with ``intra_op_num_threads``, sequential execution and graph optimisation
+  ``ORT_ENABLE_ALL`` (not ORT's denormals-as-zero option: it sets the calling thread's
+  FTZ/DAZ flags and would silently change PyTorch results in the same process; exported
+  files have their subnormals flushed instead);
+* :class:`OpenVinoBackend` — an OpenVINO compiled model on ``CPU`` with
+  ``INFERENCE_NUM_THREADS``, fp32 inference precision (no silent bf16 on AMX/AVX512-BF16
+  CPUs) and the latency hint;
+* :func:`load_backend` — what :func:`lprnet.load` calls for ``backend="onnxruntime"`` or
+  ``"openvino"``: an ``.onnx``/``.xml`` file is used as is (its embedded metadata gives the
+  charset and input size); weights (``.safetensors``/``.pth``/``None`` = bundled) are
+  exported once to a cache (``$LPRNET_CACHE`` or ``~/.cache/lprnet``, keyed by the weights
+  file's hash, the format and the exporter versions), each export passing the allowlist and
+  the parity check before it is cached.
+
+Both backends implement :class:`lprnet.recognizer.Backend` (float32 ``N x 3 x H x W`` ->
+logits ``N x C x T``); a model exported with a fixed batch is fed in chunks of that size
+(the last one zero-padded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lprnet.export.onnx import ExportError, read_onnx_meta
+from lprnet.weights import WeightsMeta
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+CACHE_ENV = "LPRNET_CACHE"
+OV_META_PATH = ["lprnet", "meta"]
+OV_INFO_PATH = ["lprnet", "export"]
+
+
+def _fixed_batch(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, fixed: int | None
+                 ) -> np.ndarray:
+    """Run ``batch`` through ``run``; a fixed-batch model gets chunks of ``fixed`` rows."""
+    x = np.ascontiguousarray(batch, dtype=np.float32)
+    if fixed is None or x.shape[0] == fixed:
+        return run(x)
+    outs = []
+    for i in range(0, x.shape[0], fixed):
+        chunk = x[i:i + fixed]
+        n = chunk.shape[0]
+        if n < fixed:
+            chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), np.float32)])
+        outs.append(run(chunk)[:n])
+    return np.concatenate(outs) if outs else run(x)
+
+
+def _static_batch(dim: Any) -> int | None:
+    return int(dim) if isinstance(dim, int) and dim > 0 else None
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime (CPU) on an exported ``.onnx`` file."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None,
+                 providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads) if threads else 0  # 0: ORT's default
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        self.path = Path(path)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=so,
+                                                providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:
+            raise ExportError(f"{path}: ONNX Runtime cannot load the model: {str(e).splitlines()[0]}") from None
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.output_name = self.session.get_outputs()[0].name
+        self.batch = _static_batch(inp.shape[0])
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return _fixed_batch(self._run, batch, self.batch)
+
+
+class OpenVinoBackend:
+    """OpenVINO (CPU) on an IR ``.xml`` (or an ``.onnx`` file, converted in memory)."""
+
+    name = "openvino"
+
+    def __init__(self, path: str | os.PathLike[str], threads: int | None = None, device: str = "CPU") -> None:
+        import openvino as ov
+
+        self.path = Path(path)
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as e:
+            raise ExportError(f"{path}: OpenVINO cannot read the model: {str(e).splitlines()[0]}") from None
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(model, device, config)
+        self.request = self.compiled.create_infer_request()
+        shape = model.inputs[0].get_partial_shape()
+        self.batch = shape[0].get_length() if shape[0].is_static else None
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        out = self.request.infer({0: x})
+        return np.array(out[self.compiled.outputs[0]], copy=True)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return _fixed_batch(self._run, batch, self.batch)
+
+
+def read_ir_meta(path: str | os.PathLike[str]) -> tuple[WeightsMeta | None, dict[str, Any]]:
+    """(weights metadata, export info) stored in an OpenVINO IR's ``rt_info``."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(path))
+
+    def get(key: list[str]) -> dict[str, Any] | None:
+        if not model.has_rt_info(key):
+            return None
+        return json.loads(model.get_rt_info(key).astype(str))
+
+    meta = get(OV_META_PATH)
+    return (WeightsMeta.from_json(meta) if meta else None), (get(OV_INFO_PATH) or {})
+
+
+# ---------------------------------------------------------------------------- cache
+def cache_dir() -> Path:
+    """``$LPRNET_CACHE`` or ``$XDG_CACHE_HOME/lprnet`` or ``~/.cache/lprnet``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "lprnet"
+
+
+def _versions() -> str:
+    import onnx
+    import torch
+
+    v = f"torch={torch.__version__};onnx={onnx.__version__}"
+    try:
+        import openvino
+
+        v += f";openvino={openvino.__version__}"
+    except ImportError:  # pragma: no cover - openvino is optional for ORT
+        pass
+    return v
+
+
+def cache_path(weights: Path, fmt: str) -> Path:
+    """Cache file for ``weights`` exported to ``fmt`` (``onnx`` or ``openvino``)."""
+    h = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    h.update(f"|{fmt}|{_versions()}".encode())
+    return cache_dir() / f"{weights.stem}-{h.hexdigest()[:16]}.{'xml' if fmt == 'openvino' else 'onnx'}"
+
+
+def _meta_for(path: Path) -> WeightsMeta:
+    meta, _ = read_ir_meta(path) if path.suffix == ".xml" else read_onnx_meta(path)
+    if meta is None:
+        raise ExportError(f"{path}: no lprnet metadata in the model file (export it with `lprnet export`)")
+    return meta
+
+
+def load_backend(weights: str | os.PathLike[str] | None, backend: str, threads: int | None = None
+                 ) -> tuple[OnnxRuntimeBackend | OpenVinoBackend, WeightsMeta]:
+    """The runtime and metadata for ``weights`` (see the module docstring)."""
+    if backend not in ("onnxruntime", "openvino"):
+        raise ValueError(f"unknown export backend {backend!r}; available: onnxruntime, openvino")
+    from lprnet.weights import WeightsError, default_weights_path
+
+    p = Path(weights) if weights is not None else default_weights_path()
+    if not p.exists():
+        raise WeightsError(f"{p}: no such weights file")
+    if p.suffix == ".onnx":
+        model_path = p
+    elif p.suffix == ".xml":
+        if backend != "openvino":
+            raise ValueError(f"{p}: an OpenVINO IR needs backend='openvino'")
+        model_path = p
+    else:
+        fmt = "openvino" if backend == "openvino" else "onnx"
+        model_path = cache_path(p, fmt)
+        if not model_path.exists():
+            from lprnet.export.pipeline import export_weights
+
+            res = export_weights(p, fmt, model_path, parity_n=32)
+            if not res.ok:
+                raise ExportError(f"export of {p} for {backend} failed its parity check: "
+                                  + "; ".join(r.to_text() for r in res.parity))
+    meta = _meta_for(model_path)
+    be = OpenVinoBackend(model_path, threads) if backend == "openvino" else OnnxRuntimeBackend(model_path, threads)
+    return be, meta

@@ -1,0 +1,191 @@
+"""ONNX export: the allowlist (and that it rejects 3-D pooling), ONNX Runtime parity with
+PyTorch, ``lprnet.load(backend="onnxruntime")`` and ``lprnet recognize --backend onnxruntime``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+import onnx  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
+
+import lprnet  # noqa: E402
+from lprnet.cli import app  # noqa: E402
+from lprnet.export.onnx import (  # noqa: E402
+    ALLOWED_OPS,
+    ExportError,
+    check_ops,
+    check_parity,
+    export_onnx,
+    parity_images,
+    read_onnx_meta,
+)
+from lprnet.export.pipeline import export_weights  # noqa: E402
+from lprnet.export.runtimes import OnnxRuntimeBackend  # noqa: E402
+from lprnet.model import LPRNet, ReferenceLPRNet  # noqa: E402
+from lprnet.recognizer import TorchBackend  # noqa: E402
+from lprnet.weights import WeightsMeta, save_weights  # noqa: E402
+from shared_paths import PLATES, REF_PTH, need_shared  # noqa: E402
+
+SAMPLES = Path(lprnet.__file__).with_name("samples")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(7)
+    m = LPRNet().eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics so folding is exercised
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.uniform_(-0.1, 0.1)
+    return save_weights(tmp_path_factory.mktemp("w") / "rand.safetensors", m.state_dict(), WeightsMeta())
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LPRNET_CACHE", str(tmp_path / "cache"))
+
+
+def _graph(op: str, kernel: list[int], in_shape: list[int], out_shape: list[int]) -> onnx.ModelProto:
+    node = helper.make_node(op, ["x"], ["y"], name="pool0", kernel_shape=kernel, strides=[1] * len(kernel))
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_allowlist_rejects_3d_maxpool() -> None:
+    ok = _graph("MaxPool", [3, 3], [1, 64, 22, 92], [1, 64, 20, 90])
+    assert check_ops(ok) == {"MaxPool": 1}
+    bad = _graph("MaxPool", [1, 3, 3], [1, 1, 64, 22, 92], [1, 1, 64, 20, 90])
+    with pytest.raises(ExportError, match=r"MaxPool3d.*pool0"):
+        check_ops(bad)
+
+
+def test_allowlist_rejects_unlisted_op() -> None:
+    node = helper.make_node("Gather", ["x", "i"], ["y"], name="gather0", axis=0)
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3]),
+                                        helper.make_tensor_value_info("i", TensorProto.INT64, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    with pytest.raises(ExportError, match="Gather"):
+        check_ops(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_reference_form_export_is_refused(tmp_path: Path) -> None:
+    # the reference form's MaxPool3d-on-4-D must never reach a file
+    with pytest.raises(ExportError, match=r"MaxPool3d \(x3"):
+        export_onnx(ReferenceLPRNet().eval(), tmp_path / "ref.onnx")
+    assert not (tmp_path / "ref.onnx").exists()
+
+
+def test_deploy_export_only_allowlisted_2d_ops(random_weights: Path, tmp_path: Path) -> None:
+    model, meta = lprnet.weights.build_model(random_weights)
+    info = export_onnx(model, tmp_path / "m.onnx", meta=meta)
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert proto.opset_import[0].version >= 17
+    ops = {n.op_type for n in proto.graph.node}
+    assert ops <= ALLOWED_OPS, ops - ALLOWED_OPS
+    assert "BatchNormalization" not in ops  # folded by the exporter
+    for n in proto.graph.node:
+        if n.op_type in ("MaxPool", "AveragePool"):
+            k = next(a.ints for a in n.attribute if a.name == "kernel_shape")
+            assert len(k) == 2, f"{n.name}: {n.op_type} with kernel {list(k)}"
+    assert info["ops"]["MaxPool"] == 3
+    meta2, info2 = read_onnx_meta(tmp_path / "m.onnx")
+    assert meta2 is not None and str(meta2.config.charset) == str(meta.config.charset)
+    assert info2["batch"] == "dynamic"
+
+
+def test_ort_parity_random_weights_synthetic(random_weights: Path, tmp_path: Path) -> None:
+    res = export_weights(random_weights, "onnx", tmp_path / "m.onnx", parity_data="synthetic", parity_n=48,
+                         threads=1)
+    p = res.parity[0]
+    assert p.source.startswith("synthetic") and p.n == 48
+    assert p.passed, p.to_text()
+    assert p.max_abs_diff <= 1e-4 and p.agreement == 1.0
+
+
+def test_fixed_batch_export_chunks_and_pads(random_weights: Path, tmp_path: Path) -> None:
+    model, meta = lprnet.weights.build_model(random_weights)
+    export_onnx(model, tmp_path / "b4.onnx", batch=4, meta=meta)
+    be = OnnxRuntimeBackend(tmp_path / "b4.onnx", threads=1)
+    assert be.batch == 4
+    x = np.random.default_rng(0).standard_normal((6, 3, 24, 94)).astype(np.float32)
+    got = be(x)
+    want = TorchBackend(model)(x)
+    assert got.shape == (6, 68, 18)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
+
+
+def test_parity_failure_is_reported(random_weights: Path, tmp_path: Path) -> None:
+    model, meta = lprnet.weights.build_model(random_weights)
+    export_onnx(model, tmp_path / "m.onnx", meta=meta)
+    torch.manual_seed(99)
+    other = LPRNet().eval()  # different weights: parity must fail
+    imgs, labels, src = parity_images(8, "synthetic")
+    rep = check_parity(OnnxRuntimeBackend(tmp_path / "m.onnx", 1), TorchBackend(other), meta.config, imgs,
+                       labels, source=src)
+    assert not rep.passed and rep.max_abs_diff > 1e-3
+
+
+def test_ort_parity_reference_real_crops(tmp_path: Path) -> None:
+    need_shared(REF_PTH, PLATES)
+    res = export_weights(REF_PTH, "onnx", tmp_path / "ref.onnx", parity_data=PLATES, parity_n=100, threads=1)
+    p = res.parity[0]
+    assert p.source.startswith("real") and p.n == 100
+    assert p.max_abs_diff <= 1e-4, p.to_text()
+    assert p.agreement == 1.0 and p.passed
+    assert res.steps[0]["flushed_subnormals"] > 0  # the reference checkpoint ships subnormals
+
+
+def test_load_backend_onnxruntime(random_weights: Path, tmp_path: Path) -> None:
+    rec_t = lprnet.load(random_weights, threads=1)
+    rec_o = lprnet.load(random_weights, backend="onnxruntime", threads=1)  # exported to the cache
+    assert rec_o.backend.name == "onnxruntime"
+    cached = list((tmp_path / "cache").glob("*.onnx"))
+    assert len(cached) == 1
+    rec_f = lprnet.load(cached[0], backend="onnxruntime", threads=1)  # an .onnx file directly
+    files = sorted(SAMPLES.glob("*.jpg"))
+    a, b, c = (r.recognize(files) for r in (rec_t, rec_o, rec_f))
+    assert [x.plate for x in a] == [x.plate for x in b] == [x.plate for x in c]
+    with pytest.raises(ValueError, match="unknown backend"):
+        lprnet.load(random_weights, backend="tensorrt")
+
+
+def _json_plates(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_recognize_cli_backend_onnxruntime_matches_torch(random_weights: Path) -> None:
+    weights = REF_PTH if REF_PTH.exists() else random_weights
+    base = ["recognize", str(SAMPLES), "--weights", str(weights), "--format", "json", "--threads", "1"]
+    rt = runner.invoke(app, base)
+    ro = runner.invoke(app, [*base, "--backend", "onnxruntime"])
+    assert rt.exit_code == 0 and ro.exit_code == 0, (rt.output, ro.output)
+    jt, jo = _json_plates(rt.stdout), _json_plates(ro.stdout)
+    assert len(jt) == len(list(SAMPLES.glob("*.jpg"))) > 0
+    assert [(d["path"], d["plate"]) for d in jt] == [(d["path"], d["plate"]) for d in jo]
+    for d1, d2 in zip(jt, jo):
+        assert abs(d1["confidence"] - d2["confidence"]) < 1e-4
+
+
+def test_export_cli_onnx(random_weights: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli.onnx"
+    r = runner.invoke(app, ["export", "--weights", str(random_weights), "--format", "onnx", "--out", str(out),
+                            "--parity-data", "synthetic", "--parity-n", "16", "--json", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["ok"] and d["parity"][0]["passed"] and out.exists()
+    r = runner.invoke(app, ["export", "--weights", str(random_weights), "--out", str(out), "--batch", "zero"])
+    assert r.exit_code != 0

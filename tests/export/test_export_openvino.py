@@ -1,0 +1,78 @@
+"""OpenVINO IR export: fp32 weights kept, metadata in rt_info, parity with PyTorch,
+``lprnet.load(backend="openvino")`` from weights (cached) and from an ``.xml``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("openvino")
+
+import lprnet  # noqa: E402
+from lprnet.export.pipeline import export_weights  # noqa: E402
+from lprnet.export.runtimes import OpenVinoBackend, read_ir_meta  # noqa: E402
+from lprnet.model import LPRNet  # noqa: E402
+from lprnet.weights import WeightsMeta, save_weights  # noqa: E402
+from shared_paths import PLATES, REF_PTH, need_shared  # noqa: E402
+
+SAMPLES = Path(lprnet.__file__).with_name("samples")
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(11)
+    return save_weights(tmp_path_factory.mktemp("w") / "rand.safetensors", LPRNet().eval().state_dict(),
+                        WeightsMeta())
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LPRNET_CACHE", str(tmp_path / "cache"))
+
+
+def test_openvino_export_parity_random_weights(random_weights: Path, tmp_path: Path) -> None:
+    res = export_weights(random_weights, "openvino", tmp_path / "m.xml", parity_data="synthetic", parity_n=48,
+                         threads=1)
+    assert [f.name for f in res.files] == ["m.xml", "m.bin"] and all(f.exists() for f in res.files)
+    p = res.parity[0]
+    assert p.backend == "openvino" and p.passed, p.to_text()
+    assert p.max_abs_diff <= 1e-4 and p.agreement == 1.0
+    meta, info = read_ir_meta(tmp_path / "m.xml")
+    assert meta is not None and meta.form == "deploy" and info["opset"] >= 17
+    # fp32 weights (ov.save_model would compress to fp16 by default): the .bin holds 4-byte floats
+    n_params = sum(t.numel() for t in LPRNet().state_dict().values() if t.dtype.is_floating_point)
+    assert (tmp_path / "m.bin").stat().st_size > 3 * n_params
+
+
+def test_openvino_fixed_batch(random_weights: Path, tmp_path: Path) -> None:
+    res = export_weights(random_weights, "openvino", tmp_path / "b2.xml", batch=2, parity_data="synthetic",
+                         parity_n=5, threads=1)
+    assert res.ok, res.parity[0].to_text()
+    be = OpenVinoBackend(tmp_path / "b2.xml", threads=1)
+    assert be.batch == 2
+    assert be(np.zeros((3, 3, 24, 94), np.float32)).shape == (3, 68, 18)
+
+
+def test_load_backend_openvino(random_weights: Path, tmp_path: Path) -> None:
+    files = sorted(SAMPLES.glob("*.jpg"))
+    want = [r.plate for r in lprnet.load(random_weights, threads=1).recognize(files)]
+    rec = lprnet.load(random_weights, backend="openvino", threads=1)
+    assert rec.backend.name == "openvino"
+    assert [r.plate for r in rec.recognize(files)] == want
+    xml = next((tmp_path / "cache").glob("*.xml"))
+    assert [r.plate for r in lprnet.load(xml, backend="openvino", threads=1).recognize(files)] == want
+    with pytest.raises(ValueError, match="openvino"):
+        lprnet.load(xml, backend="onnxruntime")
+
+
+def test_openvino_parity_reference_real_crops(tmp_path: Path) -> None:
+    need_shared(REF_PTH, PLATES)
+    res = export_weights(REF_PTH, "openvino", tmp_path / "ref.xml", parity_data=PLATES, parity_n=100, threads=1)
+    p = res.parity[0]
+    assert p.source.startswith("real") and p.n == 100
+    assert p.max_abs_diff <= 1e-4, p.to_text()
+    assert p.agreement == 1.0 and p.passed

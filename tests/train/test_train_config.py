@@ -1,0 +1,89 @@
+"""Training config: schema validation, YAML/JSON files, CLI overrides; the train command end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from lprnet.train import ConfigError, TrainConfig, make_config
+
+
+def test_defaults_and_derived() -> None:
+    cfg = TrainConfig(data=["synth:/x"])
+    assert cfg.batch_size == 64 and cfg.get_charset().num_classes == 68 and cfg.model_cfg().output_length == 18
+    assert ".cache/lprnet/runs" in str(cfg.out_dir()) or cfg.out_dir().is_absolute()
+    custom = TrainConfig(data=["synth:/x"], charset="AB12")
+    assert custom.get_charset().num_classes == 5 and custom.get_charset().blank_index == 4
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_file_then_overrides(tmp_path: Path, fmt: str) -> None:
+    d = {"data": ["synth:/a:0.8", "real:/b:0.2"], "steps": 500, "lr": 0.002, "batch-size": 32}
+    p = tmp_path / f"c.{fmt}"
+    if fmt == "yaml":
+        import yaml
+
+        p.write_text(yaml.safe_dump(d, allow_unicode=True))
+    else:
+        p.write_text(json.dumps(d))
+    cfg = make_config(p, steps=1000, lr=None, workers=0)
+    assert cfg.steps == 1000 and cfg.lr == 0.002 and cfg.batch_size == 32 and cfg.workers == 0
+    assert [s.ratio for s in cfg.sources()] == [0.8, 0.2]
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"steps": 0}, "steps"),
+    ({"batch_size": -1}, "batch_size"),
+    ({"bogus": 1}, "bogus"),
+    ({"data": ["shards/"]}, "KIND:PATH"),
+    ({"warmup_steps": 50, "steps": 10}, "warmup_steps"),
+    ({"select_on": "val-dir"}, "needs val_dir"),
+    ({"input_size": (90, 20)}, "not supported"),
+    ({"amp": "fp8"}, "amp"),
+])
+def test_invalid_configs_name_the_field(kw: dict, msg: str) -> None:
+    with pytest.raises(ConfigError, match=msg):
+        make_config(**{"data": ["synth:/x"], **kw})
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("steps: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        make_config(tmp_path / "c.yaml")
+    (tmp_path / "c.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="mapping"):
+        make_config(tmp_path / "c.json")
+    with pytest.raises(ConfigError, match="cannot read"):
+        make_config(tmp_path / "missing.yaml")
+
+
+def test_train_cli_end_to_end(tmp_path: Path) -> None:
+    from lprnet.cli import train as cli_train
+
+    app = typer.Typer()
+    cli_train.register(app)
+    rng = np.random.default_rng(0)
+    (tmp_path / "s").mkdir()
+    np.savez_compressed(tmp_path / "s" / "shard-00000.npz", images=rng.integers(0, 256, (4, 24, 94, 3), dtype=np.uint8),
+                        labels=np.array(["皖A12345", "京AD12345", "沪C21F13", "粤B8888Z"]))
+    (tmp_path / "c.yaml").write_text("steps: 50\nwarmup_steps: 0\nthreads: 1\nval_synth_n: 0\n")
+    runner = CliRunner()
+    args = ["train", "--data", f"synth:{tmp_path / 's'}", "--steps", "2", "--batch-size", "2", "--workers", "0",
+            "--out", str(tmp_path / "run"), "--config", str(tmp_path / "c.yaml"), "--set", "dropout=0.1",
+            "--no-progress"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["steps"] == 2 and cfg["dropout"] == 0.1 and cfg["warmup_steps"] == 0 and cfg["threads"] == 1
+    assert (tmp_path / "run" / "final.safetensors").exists()
+    res = runner.invoke(app, args)  # same folder without --resume: refused
+    assert res.exit_code == 2 and "--resume" in res.output
+    res = runner.invoke(app, [*args, "--resume"])  # already finished: nothing to do, exports again
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", "--steps", "0", "--data", "synth:/x"])
+    assert res.exit_code == 2 and "steps" in res.output

@@ -1,0 +1,53 @@
+"""DDP: two CPU processes on gloo under torchrun end with identical weights; only rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+PLATES = ["皖A12345", "京AD12345", "沪C21F13", "粤B8888Z", "川JK0707", "苏E00001", "浙F9A9A9", "鲁Q12345"]
+
+WORKER = """
+import json, os, sys
+import torch
+from lprnet.train import make_config, train
+
+res = train(make_config(**json.loads(sys.argv[1])))
+torch.save(res.state_dict, os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))
+"""
+
+
+def test_two_process_gloo_run_keeps_ranks_identical(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    (tmp_path / "synth").mkdir()
+    np.savez_compressed(tmp_path / "synth" / "shard-00000.npz",
+                        images=rng.integers(0, 256, (8, 24, 94, 3), dtype=np.uint8), labels=np.array(PLATES))
+    (tmp_path / "worker.py").write_text(WORKER)
+    cfg = dict(data=[f"synth:{tmp_path / 'synth'}"], val_synth=str(tmp_path / "synth"), val_synth_n=0,
+               steps=3, batch_size=2, lr=3e-3, warmup_steps=1, workers=0, threads=1, seed=3, log_every=1,
+               eval_every=3, ckpt_every=2, eval_batch_size=8, progress=False, out=str(tmp_path / "run"),
+               device="cpu")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(tmp_path / "worker.py"), json.dumps(cfg), str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    run = tmp_path / "run"
+    assert (run / "final.safetensors").exists() and (run / "checkpoints" / "last.pt").exists()
+    ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ck["step"] == 3 and len(ck["rng"]) == 2 and ck["sampler"]["position"] == 3 * 2 * 2
+    assert not any(p.name.startswith(".") for p in run.rglob("*"))  # no stray temp files
