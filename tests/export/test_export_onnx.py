@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-import onnx  # noqa: E402
-from onnx import TensorProto, helper  # noqa: E402
+import onnx
+from onnx import TensorProto, helper
 
-import lprnet  # noqa: E402
-from lprnet.cli import app  # noqa: E402
-from lprnet.export.onnx import (  # noqa: E402
+import lprnet
+from lprnet.cli import app
+from lprnet.export.onnx import (
     ALLOWED_OPS,
     ExportError,
     check_ops,
@@ -28,12 +28,12 @@ from lprnet.export.onnx import (  # noqa: E402
     parity_images,
     read_onnx_meta,
 )
-from lprnet.export.pipeline import export_weights  # noqa: E402
-from lprnet.export.runtimes import OnnxRuntimeBackend  # noqa: E402
-from lprnet.model import LPRNet, ReferenceLPRNet  # noqa: E402
-from lprnet.recognizer import TorchBackend  # noqa: E402
-from lprnet.weights import WeightsMeta, save_weights  # noqa: E402
-from shared_paths import PLATES, REF_PTH, need_shared  # noqa: E402
+from lprnet.export.pipeline import export_weights
+from lprnet.export.runtimes import OnnxRuntimeBackend
+from lprnet.model import LPRNet, ReferenceLPRNet
+from lprnet.recognizer import TorchBackend
+from lprnet.weights import WeightsMeta, save_weights
+from shared_paths import PLATES, REF_PTH, need_shared
 
 SAMPLES = Path(lprnet.__file__).with_name("samples")
 runner = CliRunner()

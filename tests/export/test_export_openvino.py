@@ -12,12 +12,12 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("openvino")
 
-import lprnet  # noqa: E402
-from lprnet.export.pipeline import export_weights  # noqa: E402
-from lprnet.export.runtimes import OpenVinoBackend, read_ir_meta  # noqa: E402
-from lprnet.model import LPRNet  # noqa: E402
-from lprnet.weights import WeightsMeta, save_weights  # noqa: E402
-from shared_paths import PLATES, REF_PTH, need_shared  # noqa: E402
+import lprnet
+from lprnet.export.pipeline import export_weights
+from lprnet.export.runtimes import OpenVinoBackend, read_ir_meta
+from lprnet.model import LPRNet
+from lprnet.weights import WeightsMeta, save_weights
+from shared_paths import PLATES, REF_PTH, need_shared
 
 SAMPLES = Path(lprnet.__file__).with_name("samples")
 

@@ -14,7 +14,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("recognize", "evaluate", "weights", "rewrite", "synth", "data", "train", "export", "bench", "profile")
+COMMAND_MODULES = ("recognize", "evaluate", "weights", "rewrite", "synth", "data", "train", "export", "bench",
+                   "profile")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"lprnet.cli.{_name}").register(app)

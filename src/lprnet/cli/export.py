@@ -29,6 +29,8 @@ def export_cmd(
         "present, else synthetic; 'synthetic' forces synthetic crops).")] = None,
     parity_n: Annotated[int, typer.Option("--parity-n", min=1, help="Crops in the parity check.")] = 256,
     keep_failed: Annotated[bool, typer.Option("--keep-failed", help="Keep the files when parity fails.")] = False,
+    dead_channels: Annotated[bool, typer.Option("--dead-channels", help="Apply the verified dead-channels rewrite "
+                                                "first (constant channels removed, fewer FLOPs).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -46,17 +48,22 @@ def export_cmd(
         torch.set_num_threads(threads)
     try:
         res = export_weights(weights, fmt.value, out, int8=int8, batch=None if batch == "dynamic" else int(batch),
-                             parity_data=parity_data, parity_n=parity_n, threads=threads, keep_failed=keep_failed)
+                             parity_data=parity_data, parity_n=parity_n, threads=threads, keep_failed=keep_failed,
+                             dead_channels=dead_channels)
     except (WeightsError, ExportError, ValueError, ImportError) as e:
         fail(str(e))
     if as_json:
         print(json.dumps(res.to_json(), ensure_ascii=False))
     else:
-        onnx_step = res.steps[0]
+        onnx_step = next(st for st in res.steps if st["step"] == "onnx")
         print(f"exported {fmt.value} ({res.precision}, batch {onnx_step['batch']}, opset {onnx_step['opset']}, "
               f"{onnx_step['exporter']} exporter): {', '.join(str(f) for f in res.files)}")
         ops = res.steps[-1].get("ops") or onnx_step["ops"]
         print("ops: " + ", ".join(f"{k} x{v}" for k, v in ops.items()) + " (all in the portable allowlist)")
+        for st in res.steps:
+            if st["step"] == "dead-channels":
+                print(f"dead-channels: {st['removed']} constant channels removed at {st['sites']} sites; "
+                      f"{st['flops_before'] / 1e6:.1f} -> {st['flops_after'] / 1e6:.1f} MFLOP/plate")
         if onnx_step["flushed_subnormals"]:
             print(f"flushed {onnx_step['flushed_subnormals']} subnormal weight entries to zero")
         for p in res.parity:

@@ -46,8 +46,13 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
                    int8: bool = False, batch: int | None = None, parity_data: str | os.PathLike[str] | None = None,
                    parity_n: int = 256, threads: int | None = None, atol: float = 1e-4, rtol: float = 1e-5,
                    int8_min_agreement: float = 0.95, keep_failed: bool = False,
-                   exporter: str = "torchscript") -> ExportResult:
-    """Export ``weights`` (``None``: bundled) to ``out`` and check parity (see module doc)."""
+                   exporter: str = "torchscript", dead_channels: bool = False) -> ExportResult:
+    """Export ``weights`` (``None``: bundled) to ``out`` and check parity (see module doc).
+
+    ``dead_channels`` first applies the ``dead-channels`` rewrite rule (verified by the
+    rewrite verifier; constant channels removed, fewer FLOPs); parity is then held to the
+    rule's bound (``atol=rtol=1e-4``) and identical strings.
+    """
     from lprnet.recognizer import TorchBackend
     from lprnet.weights import build_model
 
@@ -65,10 +70,15 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
         provenance={**meta.provenance,
                     "exported_from": Path(weights).name if weights is not None else "bundled"})
     res = ExportResult(fmt, out, "int8" if int8 else "fp32", [])
+    images, labels, source = parity_images(parity_n, parity_data, input_size=cfg.input_size)
+    export_model: Any = model
+    if dead_channels:
+        export_model = _slim(model, images, res)
+        rtol = max(rtol, 1e-4)
     with tempfile.TemporaryDirectory(prefix="lprnet-export-") as td:
         fp32 = out if (fmt == "onnx" and not int8) else Path(td) / "model.onnx"
-        res.steps.append({"step": "onnx", **export_onnx(model, fp32, input_size=cfg.input_size, batch=batch,
-                                                        meta=dmeta, exporter=exporter)})
+        res.steps.append({"step": "onnx", **export_onnx(export_model, fp32, input_size=cfg.input_size,
+                                                        batch=batch, meta=dmeta, exporter=exporter)})
         final_onnx = fp32
         if int8:
             from lprnet.export.int8 import quantize_int8
@@ -85,7 +95,6 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
     from lprnet.export.runtimes import OnnxRuntimeBackend, OpenVinoBackend
 
     backend = OpenVinoBackend(out, threads) if fmt == "openvino" else OnnxRuntimeBackend(out, threads)
-    images, labels, source = parity_images(parity_n, parity_data, input_size=cfg.input_size)
     res.parity.append(check_parity(
         backend, TorchBackend(model), cfg, images, labels, source=source,
         atol=float("inf") if int8 else atol, rtol=rtol, min_agreement=int8_min_agreement if int8 else 1.0))
@@ -93,3 +102,22 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
         for f in res.files:
             f.unlink(missing_ok=True)
     return res
+
+
+def _slim(model: Any, images: list[Any], res: ExportResult) -> Any:
+    """The deploy model with the ``dead-channels`` rule applied and verified."""
+    import torch
+
+    from lprnet import rewrite
+    from lprnet.bench import count_flops
+    from lprnet.core.process import preprocess
+
+    x = torch.from_numpy(preprocess(images[:64], model.input_size))
+    gm, rep = rewrite.apply(model, (x[:2],), ["drop-eval-dropout", "dead-channels"], verify_inputs=x)
+    if not rep.ok:
+        raise ExportError("the dead-channels rewrite failed its verification:\n" + rep.to_text())
+    rr = next(r for r in rep.rules if r.name == "dead-channels")
+    res.steps.append({"step": "dead-channels", "removed": sum(s.detail["dead"] for s in rr.sites),
+                      "sites": len(rr.sites), "flops_before": count_flops(model, model.input_size)["total"],
+                      "flops_after": count_flops(gm, model.input_size)["total"]})
+    return gm

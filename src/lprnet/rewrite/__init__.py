@@ -19,6 +19,7 @@ Typical use::
 
 from __future__ import annotations
 
+from lprnet.rewrite import dead_channels as _dead_channels  # noqa: F401  (registers dead-channels)
 from lprnet.rewrite import rules as _rules  # noqa: F401  (registers the built-in rules)
 from lprnet.rewrite.engine import (
     INLINE_RULE,
