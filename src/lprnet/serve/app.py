@@ -1,0 +1,432 @@
+"""The FastAPI application behind ``lprnet serve``.
+
+``POST /v1/recognize`` takes one or many images, as multipart files (field ``files``, repeatable)
+or as JSON ``{"images": [{"name": "...", "data": "<base64>"}]}``, and answers
+``{"results": [...]}`` with one entry per image in request order, each with the fields of
+``lprnet recognize --format json`` (``path`` is the uploaded file name): ``{"path", "plate",
+"confidence", "chars"}``, or ``{"path", "error"}`` for an image that cannot be read (not an image,
+truncated, too many pixels claimed by its header).  Problems with the request itself get a 4xx
+answer with ``{"detail": "..."}`` naming the field or item: 415 wrong content type, 413 body too
+large (enforced while reading, chunked bodies included) or too many images, 422 no images, bad
+JSON or bad base64.  ``GET /healthz`` reports the model and backend; ``GET /metrics`` is in the
+Prometheus text format.
+
+Decoded images go through :class:`~lprnet.serve.batcher.Batcher`; shutdown (the lifespan's exit,
+after uvicorn has stopped accepting and finished in-flight requests) drains the batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lprnet.core.process import MAX_IMAGE_PIXELS, ImageError, Prediction, decode_image_bytes
+from lprnet.recognizer import Recognizer
+from lprnet.serve.batcher import Batcher, BatcherClosed
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+RECOGNIZE_PATH = "/v1/recognize"
+_KNOWN_PATHS = (RECOGNIZE_PATH, "/healthz", "/metrics", "/openapi.json", "/docs", "/redoc")
+
+
+@dataclass
+class ServeSettings:
+    """Service configuration (the ``lprnet serve`` options)."""
+
+    weights: str | Path | None = None
+    backend: str = "torch"
+    device: str = "cpu"
+    threads: int | None = None
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = MAX_IMAGE_PIXELS
+    max_images: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_body_bytes", "max_pixels", "max_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of their own (one per app)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("lprnet_requests", "HTTP requests by path and status code.",
+                                ["path", "status"], registry=r)
+        self.errors = Counter("lprnet_errors", "Errors: unreadable images (image), 4xx (client), 5xx (server).",
+                              ["kind"], registry=r)
+        self.images = Counter("lprnet_images", "Images received by /v1/recognize, by outcome.",
+                              ["outcome"], registry=r)
+        self.batch_size = Histogram("lprnet_batch_size", "Images per network call (dynamic batching).",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.inference = Histogram("lprnet_inference_seconds", "Time of one batched network call + decoding.",
+                                   registry=r)
+        self.latency = Histogram("lprnet_request_duration_seconds", "HTTP request latency by path.",
+                                 ["path"], registry=r)
+        for kind in ("image", "client", "server"):
+            self.errors.labels(kind)
+        for outcome in ("ok", "error"):
+            self.images.labels(outcome)
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.inference.observe(seconds)
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over ``max_bytes`` with 413, counting bytes as they arrive.
+
+    A declared ``Content-Length`` over the limit is refused before the app runs; a body without one
+    (chunked) is cut off as soon as the count passes the limit.  Up to another ``max_bytes`` of the
+    refused body are read and discarded first, so that the client is not reset while still sending
+    and gets to read the 413.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _detail(self, size: str) -> str:
+        return f"request body too large: {size} (limit {self.max_bytes} bytes)"
+
+    async def _drain(self, receive: Receive, budget: int) -> None:
+        while budget > 0:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return
+            budget -= len(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                return
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                n = int(declared)
+            except ValueError:
+                await _send_json(send, 400, {"detail": "invalid Content-Length header"})
+                return
+            if n > self.max_bytes:
+                if n <= 2 * self.max_bytes:
+                    await self._drain(receive, n)
+                await _send_json(send, 413, {"detail": self._detail(f"Content-Length {n}")})
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    if msg.get("more_body", False):
+                        await self._drain(receive, self.max_bytes)
+                    raise HTTPException(413, self._detail("over the limit while reading"),
+                                        headers={"connection": "close"})
+            return msg
+
+        await self.app(scope, limited, send)
+
+
+class MetricsMiddleware:
+    """Counts requests by path and status and times them (unknown paths are labelled ``other``)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        label = path if path in _KNOWN_PATHS else "other"
+        status = 500
+        t0 = time.perf_counter()
+
+        async def tracking(msg: Message) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = int(msg["status"])
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, tracking)
+        finally:
+            m = self.metrics
+            m.latency.labels(label).observe(time.perf_counter() - t0)
+            m.requests.labels(label, str(status)).inc()
+            if status >= 500:
+                m.errors.labels("server").inc()
+            elif status >= 400:
+                m.errors.labels("client").inc()
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """A JPEG has an end-of-image marker after its last start-of-scan (0xFF is byte-stuffed in scans)."""
+    sos = data.rfind(b"\xff\xda")
+    return sos >= 0 and data.find(b"\xff\xd9", sos + 2) >= 0
+
+
+def decode_upload(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Encoded image -> 8-bit BGR, reading the pixel count from the header before decoding.
+
+    Raises :class:`ImageError` naming ``name`` for empty, non-image and truncated data and for
+    headers that claim more than ``max_pixels`` pixels (decompression bombs).
+    """
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            (w, h), fmt = im.size, im.format
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: image header claims more than {max_pixels} pixels "
+                         "(refused as a possible decompression bomb)") from None
+    except Exception:
+        raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format)") from None
+    if w * h > max_pixels:
+        raise ImageError(f"{name}: {w}x{h} pixels exceeds the limit of {max_pixels} "
+                         "(refused as a possible decompression bomb)")
+    if fmt == "JPEG" and not _jpeg_complete(data):
+        raise ImageError(f"{name}: truncated JPEG (no end-of-image marker after the last scan)")
+    return decode_image_bytes(data, name)
+
+
+def _decode_all(items: list[tuple[str, bytes]], max_pixels: int) -> list[np.ndarray | str]:
+    out: list[np.ndarray | str] = []
+    for name, data in items:
+        try:
+            out.append(decode_upload(data, name, max_pixels))
+        except ImageError as e:
+            out.append(str(e))
+        except Exception as e:  # a decoder bug must not take the request down
+            log.exception("decoding %s failed", name)
+            out.append(f"{name}: could not decode ({type(e).__name__})")
+    return out
+
+
+def result_json(path: str, pred: Prediction) -> dict[str, Any]:
+    """One result in the ``lprnet recognize --format json`` form (confidences rounded to 6 places)."""
+    return {"path": path, "plate": pred.plate, "confidence": round(pred.confidence, 6),
+            "chars": [{"char": c["char"], "confidence": round(c["confidence"], 6)} for c in pred.chars]}
+
+
+async def _read_multipart(request: Request, max_images: int) -> list[tuple[str, bytes]]:
+    try:
+        form = await request.form(max_files=max_images, max_fields=max_images + 100)
+    except StarletteHTTPException as e:  # Starlette reports multipart limits as 400
+        if e.status_code == 400 and "too many files" in str(e.detail).lower():
+            raise HTTPException(413, f"too many images: at most {max_images} files per request") from None
+        raise
+    try:
+        if "files" not in form:
+            got = ", ".join(sorted({repr(k) for k in form})) or "none"
+            raise HTTPException(422, f"no images: send them as multipart files in the 'files' field (fields: {got})")
+        out: list[tuple[str, bytes]] = []
+        for i, up in enumerate(form.getlist("files")):
+            if not isinstance(up, UploadFile):
+                raise HTTPException(422, f"field 'files' item {i} is not a file upload")
+            out.append((up.filename or f"files[{i}]", await up.read()))
+        return out
+    finally:
+        await form.close()
+
+
+def _b64(text: str) -> bytes:
+    if text.startswith("data:") and "," in text:  # data URL: data:image/jpeg;base64,....
+        text = text.split(",", 1)[1]
+    return base64.b64decode("".join(text.split()), validate=True)
+
+
+async def _read_json(request: Request, max_images: int) -> list[tuple[str, bytes]]:
+    raw = await request.body()
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HTTPException(422, f"body is not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or "images" not in doc:
+        raise HTTPException(422, "JSON body must be an object with an 'images' list")
+    images = doc["images"]
+    if not isinstance(images, list):
+        raise HTTPException(422, "'images' must be a list of {\"name\", \"data\"} objects")
+    if not images:
+        raise HTTPException(422, "no images: 'images' is empty")
+    if len(images) > max_images:
+        raise HTTPException(413, f"too many images: {len(images)} in 'images', at most {max_images} per request")
+    out: list[tuple[str, bytes]] = []
+    for i, item in enumerate(images):
+        if not isinstance(item, dict) or not isinstance(item.get("data"), str):
+            raise HTTPException(422, f"images[{i}]: each item needs a 'data' string (base64 of the image file)")
+        name = item.get("name")
+        name = name if isinstance(name, str) and name else f"images[{i}]"
+        try:
+            out.append((name, _b64(item["data"])))
+        except (binascii.Error, ValueError) as e:
+            raise HTTPException(422, f"images[{i}] ({name!r}): 'data' is not valid base64 ({e})") from None
+    return out
+
+
+@dataclass
+class _State:
+    recognizer: Recognizer
+    batcher: Batcher
+
+
+_OPENAPI_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["files"],
+        "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+    "application/json": {"schema": {
+        "type": "object", "required": ["images"],
+        "properties": {"images": {"type": "array", "items": {
+            "type": "object", "required": ["data"],
+            "properties": {"name": {"type": "string"}, "data": {"type": "string", "format": "byte"}}}}}}},
+}}}
+
+_RESULTS_EXAMPLE = {"results": [
+    {"path": "a.jpg", "plate": "皖A12345", "confidence": 0.97,
+     "chars": [{"char": "皖", "confidence": 0.99}, {"char": "A", "confidence": 0.99}]},
+    {"path": "b.jpg", "error": "b.jpg: not a readable image (corrupt, truncated or unsupported format)"},
+]}
+
+
+def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | None = None) -> FastAPI:
+    """Build the service; ``recognizer=None`` loads ``settings.weights`` at startup."""
+    settings = settings or ServeSettings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rec = recognizer
+        if rec is None:
+            import lprnet
+
+            rec = await asyncio.to_thread(lprnet.load, settings.weights, backend=settings.backend,
+                                          device=settings.device, threads=settings.threads)
+        batcher = Batcher(rec, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+                          on_batch=metrics.observe_batch)
+        batcher.start()
+        app.state.lprnet = _State(rec, batcher)
+        try:
+            yield
+        finally:
+            log.info("shutting down: draining %d queued image(s)", batcher.queued)
+            await batcher.close()
+
+    app = FastAPI(title="lprnet", version=_version(), lifespan=lifespan,
+                  summary="License-plate recognition with LPRNet over HTTP.")
+    app.state.lprnet = None
+    app.state.settings = settings
+    app.state.metrics = metrics
+
+    def state(request: Request) -> _State:
+        st: _State | None = request.app.state.lprnet
+        if st is None or not st.batcher.running:
+            raise HTTPException(503, "the recognizer is not available (starting up or shutting down)")
+        return st
+
+    @app.post(RECOGNIZE_PATH, response_model=None, openapi_extra=_OPENAPI_BODY,
+              responses={200: {"description": "One result per image, in request order.",
+                               "content": {"application/json": {"example": _RESULTS_EXAMPLE}}}})
+    async def recognize(request: Request) -> JSONResponse:
+        """Recognize plates in one or many images (multipart ``files`` or JSON base64)."""
+        st = state(request)
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media == "multipart/form-data":
+            items = await _read_multipart(request, settings.max_images)
+        elif media == "application/json" or media.endswith("+json"):
+            items = await _read_json(request, settings.max_images)
+        else:
+            raise HTTPException(415, f"unsupported content type {media or '(none)'!r}: send multipart/form-data "
+                                     "(files in the 'files' field) or application/json ({\"images\": [...]})")
+        if not items:
+            raise HTTPException(422, "no images: the 'files' field is empty")
+        if len(items) > settings.max_images:
+            raise HTTPException(413, f"too many images: {len(items)}, at most {settings.max_images} per request")
+        decoded = await asyncio.to_thread(_decode_all, items, settings.max_pixels)
+        good = [d for d in decoded if not isinstance(d, str)]
+        try:
+            preds = iter(await st.batcher.submit(good))
+        except BatcherClosed as e:
+            raise HTTPException(503, str(e)) from None
+        except Exception as e:
+            log.exception("inference failed")
+            raise HTTPException(500, f"inference failed: {type(e).__name__}: {e}") from None
+        results: list[dict[str, Any]] = []
+        for (name, _), d in zip(items, decoded, strict=True):
+            results.append({"path": name, "error": d} if isinstance(d, str) else result_json(name, next(preds)))
+        n_bad = len(decoded) - len(good)
+        metrics.images.labels("ok").inc(len(good))
+        metrics.images.labels("error").inc(n_bad)
+        metrics.errors.labels("image").inc(n_bad)
+        return JSONResponse({"results": results})
+
+    @app.get("/healthz", response_model=None)
+    async def healthz(request: Request) -> JSONResponse:
+        """Liveness/readiness: 200 with the backend once the model is loaded, 503 otherwise."""
+        st: _State | None = request.app.state.lprnet
+        if st is None or not st.batcher.running:
+            return JSONResponse({"status": "unavailable", "model_loaded": st is not None}, status_code=503)
+        rec = st.recognizer
+        return JSONResponse({"status": "ok", "model_loaded": True, "backend": getattr(rec.backend, "name", "?"),
+                             "input_size": list(rec.config.input_size), "max_batch": settings.max_batch,
+                             "max_wait_ms": settings.max_wait_ms, "queued": st.batcher.queued})
+
+    @app.get("/metrics", response_model=None)
+    async def prometheus() -> Response:
+        """Prometheus metrics (text exposition format)."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("lprnet")
+    except Exception:
+        return "0"

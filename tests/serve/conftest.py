@@ -1,0 +1,96 @@
+"""Fixtures for the HTTP service tests: weights, encoded images, and a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import httpx
+import pytest
+import torch
+import uvicorn
+
+import lprnet
+from lprnet.data.synth import generate
+from lprnet.model import LPRNet
+from lprnet.recognizer import Recognizer
+from lprnet.serve.app import ServeSettings, create_app
+from lprnet.weights import WeightsMeta, save_weights
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random-init weights with a sharpened classifier, so that plates differ from image to image."""
+    torch.manual_seed(0)
+    m = LPRNet().eval()
+    with torch.no_grad():
+        m.container[0].weight.mul_(30)
+    return save_weights(tmp_path_factory.mktemp("serve") / "w.safetensors", m.state_dict(), WeightsMeta())
+
+
+@pytest.fixture(scope="session")
+def recognizer(weights: Path) -> Recognizer:
+    return lprnet.load(weights)
+
+
+@pytest.fixture(scope="session")
+def images() -> list[tuple[str, bytes]]:
+    """Synthetic plates as encoded files of several sizes and formats: (file name, bytes)."""
+    out = []
+    for i, (bgr, text, _) in enumerate(generate(8, seed=5)):
+        ext = ".png" if i % 3 == 2 else ".jpg"
+        if i % 2:
+            bgr = cv2.resize(bgr, (94 * 2 + i, 24 * 2 + i))
+        out.append((f"{text}_{i}{ext}", cv2.imencode(ext, bgr)[1].tobytes()))
+    return out
+
+
+@contextmanager
+def running_server(settings: ServeSettings, recognizer: Recognizer | None = None) -> Iterator[str]:
+    """Run the app under uvicorn in a thread on a free loopback port; yields the base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, recognizer), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the server did not come up")
+            time.sleep(0.05)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def settings(weights: Path) -> ServeSettings:
+    """Small limits, and a batching window wide enough for concurrent test requests to meet."""
+    return ServeSettings(weights=weights, max_wait_ms=50.0, max_body_bytes=1 << 20, max_images=16, max_batch=32)
+
+
+@pytest.fixture(scope="module")
+def server(settings: ServeSettings) -> Iterator[str]:
+    with running_server(settings) as base:
+        yield base
+
+
+@pytest.fixture()
+def client(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, timeout=30) as c:
+        yield c

@@ -1,0 +1,118 @@
+"""The HTTP service over a real uvicorn server: results equal ``Recognizer.recognize``, batching, metrics."""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from lprnet.recognizer import Recognizer
+
+
+def expected(recognizer: Recognizer, images: list[tuple[str, bytes]]) -> list[dict[str, Any]]:
+    """What the service must answer: single-image ``recognize`` of each file, as CLI JSON fields."""
+    out = []
+    for name, data in images:
+        r = recognizer.recognize([data], batch_size=1)[0]
+        assert r.ok, r.error
+        out.append({"path": name, "plate": r.plate, "confidence": r.confidence,
+                    "chars": [(c["char"], c["confidence"]) for c in r.chars]})
+    return out
+
+
+def assert_same(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    """Same plates, same characters, same confidences up to float noise.
+
+    The deploy model is batch-independent in exact arithmetic; on CPU, oneDNN picks other kernels
+    for a batch of one than for larger batches, so logits differ in the last bits (confidences are
+    also served rounded to 6 places).
+    """
+    assert [g["path"] for g in got] == [w["path"] for w in want]
+    for g, w in zip(got, want):
+        assert set(g) == {"path", "plate", "confidence", "chars"}, g
+        assert g["plate"] == w["plate"]
+        assert g["confidence"] == pytest.approx(w["confidence"], rel=1e-3, abs=2e-6)
+        assert [c["char"] for c in g["chars"]] == [c for c, _ in w["chars"]]
+        for gc, (_, wc) in zip(g["chars"], w["chars"]):
+            assert gc["confidence"] == pytest.approx(wc, rel=1e-3, abs=2e-6)
+
+
+def metric(text: str, name: str) -> float:
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    assert m, f"{name} not in /metrics"
+    return float(m.group(1))
+
+
+def test_multipart_equals_recognize(client: httpx.Client, recognizer: Recognizer, images) -> None:
+    want = expected(recognizer, images)
+    assert len({w["plate"] for w in want}) > 1  # the test model does not answer one constant plate
+    r = client.post("/v1/recognize", files=[("files", (n, d, "application/octet-stream")) for n, d in images])
+    assert r.status_code == 200, r.text
+    assert_same(r.json()["results"], want)
+
+
+def test_json_base64_equals_recognize(client: httpx.Client, recognizer: Recognizer, images) -> None:
+    items = [{"name": n, "data": base64.b64encode(d).decode()} for n, d in images[:3]]
+    items[1]["data"] = "data:image/png;base64," + items[1]["data"]  # data URLs are accepted too
+    r = client.post("/v1/recognize", json={"images": items})
+    assert r.status_code == 200, r.text
+    assert_same(r.json()["results"], expected(recognizer, images[:3]))
+    # unnamed items are named by position
+    r = client.post("/v1/recognize", json={"images": [{"data": items[0]["data"]}]})
+    assert r.status_code == 200 and r.json()["results"][0]["path"] == "images[0]"
+
+
+def test_concurrent_requests_are_batched(server: str, recognizer: Recognizer, images) -> None:
+    want = {w["path"]: w for w in expected(recognizer, images)}
+    before = httpx.get(f"{server}/metrics").text
+    n = len(images)
+    barrier = threading.Barrier(n)
+    got: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def one(name: str, data: bytes) -> None:
+        try:
+            with httpx.Client(base_url=server, timeout=30) as c:
+                c.get("/healthz")  # connect first, so that the posts start together
+                barrier.wait(timeout=20)
+                r = c.post("/v1/recognize", files={"files": (name, data)})
+                assert r.status_code == 200, r.text
+                got[name] = r.json()["results"]
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=item) for item in images]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    for name, res in got.items():
+        assert_same(res, [want[name]])
+    after = httpx.get(f"{server}/metrics").text
+    batches = metric(after, "lprnet_batch_size_count") - metric(before, "lprnet_batch_size_count")
+    singles = (metric(after, 'lprnet_batch_size_bucket{le="1.0"}')
+               - metric(before, 'lprnet_batch_size_bucket{le="1.0"}'))
+    imgs = metric(after, "lprnet_batch_size_sum") - metric(before, "lprnet_batch_size_sum")
+    assert imgs == n
+    assert batches < n and singles < batches, (batches, singles)  # at least one batch held > 1 image
+    assert metric(after, 'lprnet_requests_total{path="/v1/recognize",status="200"}') >= n
+
+
+def test_healthz_metrics_openapi(client: httpx.Client) -> None:
+    h = client.get("/healthz")
+    assert h.status_code == 200
+    assert h.json()["status"] == "ok" and h.json()["model_loaded"] is True and h.json()["backend"] == "torch"
+    m = client.get("/metrics")
+    assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
+    for name in ("lprnet_requests_total", "lprnet_errors_total", "lprnet_images_total", "lprnet_batch_size_bucket",
+                 "lprnet_request_duration_seconds_bucket"):
+        assert name in m.text
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/recognize"]["post"]["requestBody"]["content"]
+    assert set(body) == {"multipart/form-data", "application/json"}
+    assert {"/healthz", "/metrics"} <= set(spec["paths"])
