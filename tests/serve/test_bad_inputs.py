@@ -61,13 +61,19 @@ def test_only_bad_images_still_200(client: httpx.Client) -> None:
                                                                "or unsupported format)"}]}
 
 
-def _chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
+def _chunks(total: int, size: int = 64 * 1024, head: bytes = b"") -> Iterator[bytes]:
+    yield head
     while total > 0:
         yield b"x" * min(size, total)
         total -= size
 
 
+MULTIPART_HEAD = (b'--BOUNDARY\r\ncontent-disposition: form-data; name="files"; filename="big.jpg"\r\n'
+                  b"content-type: image/jpeg\r\n\r\n")
+
+
 @pytest.mark.parametrize("case", ["wrong-type", "no-type", "too-large", "too-large-chunked", "too-large-file",
+                                  "too-large-chunked-multipart",
                                   "too-many-files", "too-many-json", "bad-base64", "no-files-field",
                                   "empty-images", "no-images-key", "bad-json", "item-without-data"])
 def test_request_errors(client: httpx.Client, settings: ServeSettings, images, case: str) -> None:
@@ -83,6 +89,9 @@ def test_request_errors(client: httpx.Client, settings: ServeSettings, images, c
                                                       "headers": {"content-type": "application/json"}}),
         "too-large-chunked": (413, "request body too large", {"content": _chunks(big),
                                                               "headers": {"content-type": "application/json"}}),
+        "too-large-chunked-multipart": (413, "request body too large", {
+            "content": _chunks(big, head=MULTIPART_HEAD),
+            "headers": {"content-type": "multipart/form-data; boundary=BOUNDARY"}}),
         "too-large-file": (413, "request body too large", {"files": {"files": ("huge.jpg", b"\xff" * big)}}),
         "too-many-files": (413, f"too many images: at most {max_images}",
                            {"files": [("files", (f"{i}.jpg", data)) for i in range(max_images + 1)]}),

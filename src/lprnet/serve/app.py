@@ -11,8 +11,10 @@ large (enforced while reading, chunked bodies included) or too many images, 422 
 JSON or bad base64.  ``GET /healthz`` reports the model and backend; ``GET /metrics`` is in the
 Prometheus text format.
 
-Decoded images go through :class:`~lprnet.serve.batcher.Batcher`; shutdown (the lifespan's exit,
-after uvicorn has stopped accepting and finished in-flight requests) drains the batcher.
+Uploads are decoded in a small thread pool (so only a few full-size images are in memory at once)
+and resized to the model input straight away, exactly as ``preprocess`` would; they then go through
+:class:`~lprnet.serve.batcher.Batcher`.  Shutdown (the lifespan's exit, after uvicorn has stopped
+accepting and finished in-flight requests) drains the batcher.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ import binascii
 import io
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -51,6 +56,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 RECOGNIZE_PATH = "/v1/recognize"
+DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
 _KNOWN_PATHS = (RECOGNIZE_PATH, "/healthz", "/metrics", "/openapi.json", "/docs", "/redoc")
 
 
@@ -233,11 +239,19 @@ def decode_upload(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) ->
     return decode_image_bytes(data, name)
 
 
-def _decode_all(items: list[tuple[str, bytes]], max_pixels: int) -> list[np.ndarray | str]:
+def _decode_all(items: list[tuple[str, bytes]], max_pixels: int,
+                input_size: tuple[int, int]) -> list[np.ndarray | str]:
+    """Decode each upload and resize it to the model input at once, exactly as ``preprocess`` would.
+
+    ``preprocess`` skips the resize for an image already at the input size, so results are unchanged,
+    while a queued image holds 94x24 pixels rather than up to ``max_pixels``.  Errors become strings.
+    """
+    w, h = input_size
     out: list[np.ndarray | str] = []
     for name, data in items:
         try:
-            out.append(decode_upload(data, name, max_pixels))
+            img = decode_upload(data, name, max_pixels)
+            out.append(img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h)))
         except ImageError as e:
             out.append(str(e))
         except Exception as e:  # a decoder bug must not take the request down
@@ -311,6 +325,7 @@ async def _read_json(request: Request, max_images: int) -> list[tuple[str, bytes
 class _State:
     recognizer: Recognizer
     batcher: Batcher
+    decoders: ThreadPoolExecutor  # bounds how many full-size images are decoded (held in memory) at once
 
 
 _OPENAPI_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
@@ -347,12 +362,14 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
         batcher = Batcher(rec, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
                           on_batch=metrics.observe_batch)
         batcher.start()
-        app.state.lprnet = _State(rec, batcher)
+        decoders = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="lprnet-decode")
+        app.state.lprnet = _State(rec, batcher, decoders)
         try:
             yield
         finally:
             log.info("shutting down: draining %d queued image(s)", batcher.queued)
             await batcher.close()
+            decoders.shutdown(wait=True)
 
     app = FastAPI(title="lprnet", version=_version(), lifespan=lifespan,
                   summary="License-plate recognition with LPRNet over HTTP.")
@@ -384,7 +401,8 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
             raise HTTPException(422, "no images: the 'files' field is empty")
         if len(items) > settings.max_images:
             raise HTTPException(413, f"too many images: {len(items)}, at most {settings.max_images} per request")
-        decoded = await asyncio.to_thread(_decode_all, items, settings.max_pixels)
+        decoded = await asyncio.get_running_loop().run_in_executor(
+            st.decoders, _decode_all, items, settings.max_pixels, st.recognizer.config.input_size)
         good = [d for d in decoded if not isinstance(d, str)]
         try:
             preds = iter(await st.batcher.submit(good))

@@ -1,0 +1,112 @@
+"""The batcher on its own, and ``lprnet serve`` as a process: startup, graceful shutdown of an in-flight request."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from lprnet.core.process import decode_image_bytes
+from lprnet.recognizer import Recognizer
+from lprnet.serve.batcher import Batcher, BatcherClosed
+
+
+def test_batcher_batches_and_close_drains(recognizer: Recognizer, images) -> None:
+    bgr = [decode_image_bytes(d, n) for n, d in images]
+    sizes: list[int] = []
+
+    async def main() -> tuple[list[Any], float]:
+        b = Batcher(recognizer, max_batch=3, max_wait_ms=10_000, on_batch=lambda n, _: sizes.append(n))
+        b.start()
+        tasks = [asyncio.ensure_future(b.submit([img])) for img in bgr]
+        await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        await b.close()  # flushes what is queued at once instead of waiting out max_wait_ms
+        waited = time.monotonic() - t0
+        with pytest.raises(BatcherClosed):
+            await b.submit(bgr[:1])
+        return [await t for t in tasks], waited
+
+    preds, waited = asyncio.run(main())
+    assert waited < 5
+    assert sorted(sizes, reverse=True)[:2] == [3, 3] and sum(sizes) == len(bgr)  # full batches of max_batch
+    want = recognizer.recognize([d for _, d in images], batch_size=1)
+    assert [p[0].plate for p in preds] == [w.plate for w in want]
+    np.testing.assert_allclose([p[0].confidence for p in preds], [w.confidence for w in want], rtol=1e-3)
+
+
+def test_batcher_reports_model_failure(recognizer: Recognizer, images) -> None:
+    class Broken(Recognizer):
+        def predict_logits(self, images: Any) -> np.ndarray:
+            raise RuntimeError("backend exploded")
+
+    broken = Broken(recognizer.backend, recognizer.config)
+
+    async def main() -> None:
+        b = Batcher(broken, max_batch=4, max_wait_ms=1)
+        b.start()
+        with pytest.raises(RuntimeError, match="backend exploded"):
+            await b.submit([decode_image_bytes(images[0][1])])
+        await b.close()
+
+    asyncio.run(main())
+
+
+def test_cli_serve_graceful_shutdown(weights: Path, recognizer: Recognizer, images) -> None:
+    cmd = [sys.executable, "-c", "from lprnet.cli import main; main()", "serve", "--port", "0",
+           "--weights", str(weights), "--threads", "1", "--max-wait-ms", "2500"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    try:
+        base = None
+        deadline = time.monotonic() + 30
+        assert proc.stdout is not None
+        while base is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+            base = m.group(1) if m else None
+        assert base, "".join(lines)
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # keep the pipe drained
+        reader.start()
+        assert httpx.get(f"{base}/healthz").json()["model_loaded"] is True
+
+        name, data = images[0]
+        got: dict[str, Any] = {}
+        t = threading.Thread(target=lambda: got.update(
+            r=httpx.post(f"{base}/v1/recognize", files={"files": (name, data)}, timeout=30)))
+        t.start()
+        time.sleep(0.5)  # the request now waits in the batcher (max_wait_ms=2500)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(httpx.TransportError):  # no longer accepting connections ...
+            httpx.get(f"{base}/healthz", timeout=2)
+        t.join(30)
+        r = got["r"]  # ... but the in-flight request completes
+        assert r.status_code == 200, r.text
+        res = r.json()["results"][0]
+        want = recognizer.recognize([data], batch_size=1)[0]
+        assert res["path"] == name and res["plate"] == want.plate
+        assert res["confidence"] == pytest.approx(want.confidence, rel=1e-3, abs=2e-6)
+        # uvicorn re-raises the signal once shut down, so the exit is "killed by SIGTERM" after a clean shutdown
+        assert proc.wait(20) in (0, -signal.SIGTERM), "".join(lines)
+        reader.join(10)
+        assert "Application shutdown complete" in "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
