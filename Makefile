@@ -19,6 +19,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check src tests scripts
+	sh scripts/ci_system_deps.sh
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: setup

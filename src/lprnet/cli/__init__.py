@@ -15,7 +15,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES = ("recognize", "evaluate", "weights", "rewrite", "synth", "data", "train", "export", "bench",
-                   "profile", "serve")
+                   "profile", "serve", "batch")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"lprnet.cli.{_name}").register(app)

@@ -9,7 +9,7 @@ truncated, too many pixels claimed by its header).  Problems with the request it
 answer with ``{"detail": "..."}`` naming the field or item: 415 wrong content type, 413 body too
 large (enforced while reading, chunked bodies included) or too many images, 422 no images, bad
 JSON or bad base64.  ``GET /healthz`` reports the model and backend; ``GET /metrics`` is in the
-Prometheus text format.
+Prometheus text format; ``GET /`` is a demo page (``static/index.html``) that uploads one image.
 
 Uploads are decoded in a small thread pool (so only a few full-size images are in memory at once)
 and resized to the model input straight away, exactly as ``preprocess`` would; they then go through
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import io
 import json
 import logging
@@ -31,13 +32,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.datastructures import UploadFile
@@ -57,7 +59,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 RECOGNIZE_PATH = "/v1/recognize"
 DECODE_THREADS = max(1, min(4, os.cpu_count() or 1))
-_KNOWN_PATHS = (RECOGNIZE_PATH, "/healthz", "/metrics", "/openapi.json", "/docs", "/redoc")
+_KNOWN_PATHS = ("/", RECOGNIZE_PATH, "/healthz", "/metrics", "/openapi.json", "/docs", "/redoc")
 
 
 @dataclass
@@ -431,6 +433,11 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
                              "input_size": list(rec.config.input_size), "max_batch": settings.max_batch,
                              "max_wait_ms": settings.max_wait_ms, "queued": st.batcher.queued})
 
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def demo_page() -> HTMLResponse:
+        """The demo page (``serve/static/index.html``): upload an image, see the plate and per-character confidences."""
+        return HTMLResponse(_demo_html())
+
     @app.get("/metrics", response_model=None)
     async def prometheus() -> Response:
         """Prometheus metrics (text exposition format)."""
@@ -439,6 +446,11 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+@functools.cache
+def _demo_html() -> str:
+    return (resources.files("lprnet.serve") / "static" / "index.html").read_text(encoding="utf-8")
 
 
 def _version() -> str:

@@ -1,0 +1,328 @@
+"""Offline batch recognition with Ray Data: many files in, one results table out.
+
+The pipeline (:func:`run_batch`)::
+
+    paths --from_items--> read tasks (bytes, or a read error) --map_batches--> actor pool
+          (one Recognizer per actor: decode, recognize a batch) --> driver writes Parquet/CSV
+
+* Inputs come from :func:`collect_inputs`: a folder (recursed, as ``lprnet recognize`` does) or
+  a CSV/TSV manifest read by :mod:`lprnet.data.real` (a ``path`` column; paths relative to the
+  manifest's folder).
+* Every input path gives exactly one output row ``path, plate, confidence, error``
+  (:data:`SCHEMA`). A file that is missing, empty, corrupt or not an image -- or a batch whose
+  inference raises -- gets ``error`` set, ``plate`` empty and ``confidence`` null; the job
+  goes on.
+* The weights file is read on the driver and its bytes travel to the actors through Ray's
+  object store (as constructor arguments), so workers on other nodes need ``lprnet``
+  installed but not the weights file (the bundled default weights travel the same way).
+* Results are streamed to one file on the driver in input order (``preserve_order``), so
+  memory stays bounded; an output path ending in ``/`` (or an existing folder) instead
+  makes each worker write Parquet part files there (``Dataset.write_parquet``), for jobs
+  too large to funnel through the driver.
+
+Ray is imported inside the functions, so importing this module does not need it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, decode_image_bytes, list_images
+
+SCHEMA = pa.schema([
+    pa.field("path", pa.string(), nullable=False),
+    pa.field("plate", pa.string(), nullable=False),
+    pa.field("confidence", pa.float64()),
+    pa.field("error", pa.string()),
+])
+OUT_SUFFIXES = (".parquet", ".csv")
+BACKENDS = ("torch", "onnxruntime", "openvino")
+
+
+class BatchJobError(ValueError):
+    """A job that cannot start (bad input, output or weights); the message says why."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _path_column(manifest: Path) -> list[str] | None:
+    """The ``path`` column of a manifest without a ``plate`` column (None when it has none)."""
+    lines = manifest.read_text(encoding="utf-8-sig").splitlines()
+    delim = "\t" if (manifest.suffix.lower() == ".tsv" or (lines and "\t" in lines[0])) else ","
+    rows = list(csv.reader(lines, delimiter=delim))
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if "path" not in header:
+        return None
+    ip = header.index("path")
+    out = []
+    for row in rows[1:]:
+        rel = row[ip].strip() if len(row) > ip else ""
+        if rel:
+            p = Path(rel)
+            out.append(str(p if p.is_absolute() else manifest.parent / p))
+    return out
+
+
+def collect_inputs(source: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+    """Image paths of a folder (recursive) or a CSV/TSV manifest, and warnings about skipped rows.
+
+    Manifests are read by :func:`lprnet.data.real.scan_source` (``path,plate[,kind]``); a
+    manifest with a ``path`` column but no ``plate`` column is accepted too, since
+    recognition needs no labels. Raises :class:`BatchJobError` when nothing can be listed.
+    """
+    from lprnet.data.real import scan_source
+
+    p = Path(source)
+    if p.is_dir():
+        return [str(q) for q in list_images([p])], []
+    if not p.is_file():
+        raise BatchJobError(f"{p}: no such file or directory")
+    if p.suffix.lower() in IMAGE_EXTENSIONS:
+        raise BatchJobError(f"{p}: is an image; give its folder or a manifest (CSV/TSV with a 'path' column)")
+    samples, problems = scan_source(p, "manifest")
+    if not samples and len(problems) == 1 and problems[0].where == f"{p}:1":
+        paths = _path_column(p)  # header problem: fine as long as there is a 'path' column
+        if paths is None:
+            raise BatchJobError(f"{p}: the manifest header must name a 'path' column")
+        return paths, []
+    if not samples and problems:
+        raise BatchJobError(str(problems[0]))
+    return [str(s.path) for s in samples], [str(q) for q in problems]
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def read_files(batch: pa.Table) -> pa.Table:
+    """Read stage: ``path`` -> ``path, data, error``; a file that cannot be read gets ``error``."""
+    paths = batch.column("path").to_pylist()
+    data: list[bytes] = []
+    errors: list[str | None] = []
+    for p in paths:
+        try:
+            data.append(Path(p).read_bytes())
+            errors.append(None)
+        except FileNotFoundError:
+            data.append(b"")
+            errors.append(f"{p}: no such file")
+        except IsADirectoryError:
+            data.append(b"")
+            errors.append(f"{p}: is a directory")
+        except OSError as e:
+            data.append(b"")
+            errors.append(f"{p}: cannot read ({e.strerror or e})")
+    return pa.table({"path": pa.array(paths, pa.string()), "data": pa.array(data, pa.binary()),
+                     "error": pa.array(errors, pa.string())})
+
+
+class RecognizerActor:
+    """Actor-pool stage: holds one :class:`~lprnet.recognizer.Recognizer` and recognizes batches.
+
+    ``files`` maps file names to bytes (the weights, plus an OpenVINO ``.bin`` beside an
+    ``.xml``); they are written to a private temporary folder and the first entry is loaded.
+    ``None`` loads the bundled default weights of the worker's installation.
+    """
+
+    def __init__(self, files: dict[str, bytes] | None, backend: str = "torch", threads: int | None = 1) -> None:
+        from lprnet.recognizer import load
+
+        weights: Path | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if files:
+            self._tmp = tempfile.TemporaryDirectory(prefix="lprnet-weights-")
+            for name, blob in files.items():
+                (Path(self._tmp.name) / name).write_bytes(blob)
+            weights = Path(self._tmp.name) / next(iter(files))
+        self.recognizer = load(weights, backend=backend, threads=threads)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        paths = batch.column("path").to_pylist()
+        errors: list[str | None] = batch.column("error").to_pylist()
+        plates = [""] * len(paths)
+        confidences: list[float | None] = [None] * len(paths)
+        images, where = [], []
+        for i, (p, blob) in enumerate(zip(paths, batch.column("data").to_pylist())):
+            if errors[i] is not None:
+                continue
+            try:
+                images.append(decode_image_bytes(blob, name=p))
+                where.append(i)
+            except ImageError as e:
+                errors[i] = str(e)
+        if images:
+            try:
+                results = self.recognizer.recognize(images, channel_order="bgr", batch_size=len(images))
+            except Exception as e:  # a failing batch is recorded per image, never fatal
+                for i in where:
+                    errors[i] = f"{paths[i]}: recognition failed ({type(e).__name__}: {e})"
+            else:
+                for i, r in zip(where, results):
+                    if r.ok:
+                        plates[i], confidences[i] = r.plate, float(r.confidence)
+                    else:
+                        errors[i] = f"{paths[i]}: {r.error}"
+        return pa.table([paths, plates, confidences, errors], schema=SCHEMA)
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a job did: images, failures, wall time of the pipeline and where results went."""
+
+    n: int
+    failures: int
+    seconds: float
+    out: Path
+
+    @property
+    def images_per_s(self) -> float:
+        return self.n / self.seconds if self.seconds > 0 else float("nan")
+
+    def to_text(self) -> str:
+        return (f"{self.n} images, {self.failures} failed, {self.seconds:.1f} s, "
+                f"{self.images_per_s:.1f} images/s -> {self.out}")
+
+
+def output_kind(out: str | os.PathLike[str]) -> str:
+    """``"parquet"``, ``"csv"`` or ``"parquet-dir"`` (a path ending in ``/`` or an existing folder)."""
+    s = str(out)
+    p = Path(s)
+    if s.endswith(("/", os.sep)) or p.is_dir():
+        return "parquet-dir"
+    suffix = p.suffix.lower()
+    if suffix not in OUT_SUFFIXES:
+        raise BatchJobError(f"{p}: the output must end in .parquet or .csv, or be a folder (DIR/)")
+    return suffix[1:]
+
+
+def _weights_files(weights: str | os.PathLike[str] | None, backend: str) -> dict[str, bytes]:
+    """The weights file (the bundled default when None) and its companions, as bytes.
+
+    For the torch backend the file is also loaded once here, so that a bad file stops the
+    job with a clear message before any actor starts.
+    """
+    from lprnet.weights import WeightsError, build_model, default_weights_path
+
+    try:
+        p = Path(weights) if weights is not None else default_weights_path()
+        if backend == "torch":
+            build_model(p, form="deploy")
+    except (WeightsError, ValueError, RuntimeError) as e:
+        raise BatchJobError(str(e)) from None
+    try:
+        files = {p.name: p.read_bytes()}
+        if p.suffix.lower() == ".xml":  # OpenVINO IR: the weights live in the .bin beside it
+            files[p.with_suffix(".bin").name] = p.with_suffix(".bin").read_bytes()
+    except OSError as e:
+        raise BatchJobError(f"cannot read weights: {e.filename or p}: {e.strerror or e}") from None
+    return files
+
+
+def _write_stream(ds: Any, out: Path, kind: str) -> tuple[int, int]:
+    """Stream the dataset to one file (atomically, via ``out.tmp``); returns (rows, failures)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    n = failures = 0
+    writer: Any = pq.ParquetWriter(tmp, SCHEMA) if kind == "parquet" else pacsv.CSVWriter(tmp, SCHEMA)
+    try:
+        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            table = table.select(SCHEMA.names).cast(SCHEMA)
+            writer.write_table(table)
+            n += table.num_rows
+            failures += table.num_rows - table.column("error").null_count
+    finally:
+        writer.close()
+    os.replace(tmp, out)
+    return n, failures
+
+
+def run_batch(
+    inputs: list[str],
+    out: str | os.PathLike[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    backend: str = "torch",
+    batch_size: int = 64,
+    actors: int = 2,
+    cpus_per_actor: float = 1.0,
+    threads_per_actor: int = 1,
+    ray_address: str | None = None,
+    object_store_memory: int | None = None,
+    progress: bool = True,
+) -> BatchSummary:
+    """Recognize ``inputs`` (file paths) on Ray and write one row per path to ``out``.
+
+    Joins the cluster at ``ray_address`` (``"auto"``, ``"ray://host:10001"``, ...) or, when
+    None and Ray is not already initialised in this process, starts a local Ray sized for
+    the actor pool plus one CPU for reading, and shuts it down at the end.
+    """
+    if backend not in BACKENDS:
+        raise BatchJobError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    if batch_size < 1 or actors < 1 or cpus_per_actor <= 0 or threads_per_actor < 1:
+        raise BatchJobError("batch size, actors, CPUs and threads per actor must be positive")
+    if not inputs:
+        raise BatchJobError("no input images")
+    kind = output_kind(out)
+    out = Path(out)
+    if kind == "parquet-dir" and out.is_dir() and any(out.iterdir()):
+        raise BatchJobError(f"{out}: the output folder is not empty")
+    files = _weights_files(weights, backend)
+
+    import ray
+    import ray.data
+
+    started = False
+    if not ray.is_initialized():
+        if ray_address:
+            ray.init(address=ray_address, ignore_reinit_error=True)
+        else:
+            need = math.ceil(actors * cpus_per_actor) + 1
+            ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, log_to_driver=False,
+                     ignore_reinit_error=True, object_store_memory=object_store_memory)
+        started = True
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = progress
+    try:
+        t0 = time.perf_counter()
+        rows_per_block = max(batch_size, math.ceil(len(inputs) / 2000))
+        ds = ray.data.from_items([{"path": p} for p in inputs],
+                                 override_num_blocks=max(1, math.ceil(len(inputs) / rows_per_block)))
+        ds = ds.map_batches(read_files, batch_format="pyarrow", batch_size=batch_size)
+        ds = ds.map_batches(RecognizerActor, batch_format="pyarrow", batch_size=batch_size,
+                            fn_constructor_kwargs={"files": files, "backend": backend,
+                                                   "threads": threads_per_actor},
+                            concurrency=actors, num_cpus=cpus_per_actor)
+        if kind == "parquet-dir":
+            import pyarrow.parquet as pq
+
+            ds.write_parquet(str(out))
+            errors = pq.read_table(str(out), columns=["error"]).column("error")
+            n, failures = len(errors), len(errors) - errors.null_count
+        else:
+            n, failures = _write_stream(ds, out, kind)
+        seconds = time.perf_counter() - t0
+    finally:
+        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+        if started:
+            ray.shutdown()
+    if n != len(inputs):  # one row per input is the contract; say so loudly if broken
+        print(f"warning: {len(inputs)} inputs but {n} result rows", file=sys.stderr)
+    return BatchSummary(n, failures, seconds, out)

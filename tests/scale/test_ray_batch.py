@@ -1,0 +1,145 @@
+"""``lprnet batch`` on a local Ray: every input once, failures per image, results as ``recognize``."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+ray = pytest.importorskip("ray")
+pq = pytest.importorskip("pyarrow.parquet")
+
+import torch  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+import lprnet  # noqa: E402
+from lprnet.cli import app  # noqa: E402
+from lprnet.core.process import list_images  # noqa: E402
+from lprnet.data.synth import write_folder  # noqa: E402
+from lprnet.model import LPRNet  # noqa: E402
+from lprnet.scale.ray_batch import BatchJobError, collect_inputs, output_kind  # noqa: E402
+from lprnet.weights import WeightsMeta, save_weights  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own, from DataContext
+runner = CliRunner()
+COMMON = ["--actors", "1", "--cpus-per-actor", "1", "--batch-size", "64", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray for the module (``lprnet batch`` joins it and leaves it running)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+             object_store_memory=200 * 1024 * 1024)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    """~250 synthetic crops in nested folders, 2 corrupt files, 1 empty file, random weights."""
+    d = tmp_path_factory.mktemp("batch")
+    torch.manual_seed(3)
+    w = save_weights(d / "w.safetensors", LPRNet().eval().state_dict(), WeightsMeta())
+    root = d / "imgs"
+    write_folder(root / "a", 120, seed=11, progress=False)
+    write_folder(root / "b" / "c", 130, seed=12, progress=False)
+    (root / "b" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    (root / "b" / "c" / "noise.png").write_bytes(os.urandom(300))
+    (root / "empty.jpg").write_bytes(b"")
+    bad = {str(root / "b" / "corrupt.jpg"), str(root / "b" / "c" / "noise.png"), str(root / "empty.jpg")}
+    files = [str(p) for p in list_images([root])]
+    assert len(files) == 253
+    expected = {r.path: r for r in lprnet.load(w).recognize(files, batch_size=32)}
+    assert {p for p, r in expected.items() if not r.ok} == bad
+    return w, root, files, bad, expected
+
+
+def _check(rows: list[dict], inputs: list[str], bad: set[str], expected: dict) -> None:
+    paths = [r["path"] for r in rows]
+    assert paths == inputs  # every input exactly once, in input order
+    for r in rows:
+        if r["path"] in bad or not Path(r["path"]).exists():
+            assert r["error"] and r["plate"] == "", r
+            continue
+        assert not r["error"], r
+        want = expected[r["path"]]
+        assert r["plate"] == want.plate, r
+        assert math.isclose(float(r["confidence"]), want.confidence, rel_tol=1e-4), (r, want.confidence)
+
+
+def test_folder_to_parquet(ray_session, job, tmp_path):
+    w, root, files, bad, expected = job
+    out = tmp_path / "results.parquet"
+    res = runner.invoke(app, ["batch", str(root), "--out", str(out), "--weights", str(w), *COMMON])
+    assert res.exit_code == 1, res.output  # some files failed: exit 1, but the job completed
+    assert "253 images, 3 failed" in res.stdout
+    table = pq.read_table(out)
+    assert table.schema.names == ["path", "plate", "confidence", "error"]
+    rows = table.to_pylist()
+    _check(rows, files, bad, expected)
+    errors = {r["path"]: r["error"] for r in rows if r["error"]}
+    assert "empty file" in errors[str(root / "empty.jpg")]
+    assert all(r["confidence"] is None for r in rows if r["error"])
+    assert ray.is_initialized()  # joined the session, did not shut it down
+
+
+def test_manifest_to_csv(ray_session, job, tmp_path):
+    w, root, files, bad, expected = job
+    picked = files[::7]
+    manifest = root / "manifest.csv"
+    with manifest.open("w", newline="", encoding="utf-8") as f:
+        wr = csv.writer(f)
+        wr.writerow(["path", "plate"])
+        wr.writerows([os.path.relpath(p, root), "皖A12345"] for p in picked)
+        wr.writerow(["missing/皖A00000.jpg", "皖A00000"])
+    inputs = [str(root / os.path.relpath(p, root)) for p in picked] + [str(root / "missing" / "皖A00000.jpg")]
+    out = tmp_path / "out" / "results.csv"
+    res = runner.invoke(app, ["batch", str(manifest), "--out", str(out), "--weights", str(w), *COMMON])
+    assert res.exit_code == 1, res.output
+    with out.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["path", "plate", "confidence", "error"]
+    _check(rows, inputs, bad, expected)
+    assert "no such file" in rows[-1]["error"]
+
+
+def test_path_only_manifest_to_parquet_folder(ray_session, job, tmp_path):
+    w, _, files, bad, expected = job
+    picked = [*files[:5], *sorted(bad)]
+    manifest = tmp_path / "list.tsv"
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in picked), encoding="utf-8")
+    out = tmp_path / "parts"
+    res = runner.invoke(app, ["batch", str(manifest), "--out", f"{out}/", "--weights", str(w), *COMMON])
+    assert res.exit_code == 1, res.output
+    assert f"{len(picked)} images, {len(bad)} failed" in res.stdout
+    rows = sorted(pq.read_table(out).to_pylist(), key=lambda r: picked.index(r["path"]))
+    _check(rows, picked, bad, expected)
+    res = runner.invoke(app, ["batch", str(manifest), "--out", f"{out}/", "--weights", str(w), *COMMON])
+    assert res.exit_code == 2 and "not empty" in res.output
+
+
+def test_inputs_and_arguments(job, tmp_path):
+    w, root, files, _, _ = job
+    paths, warnings = collect_inputs(root)
+    assert paths == files and not warnings
+    tsv = tmp_path / "list.tsv"
+    tsv.write_text("id\tpath\n1\t/x/a.jpg\n2\trel/b.png\n3\t\n", encoding="utf-8")  # no plate column is fine
+    assert collect_inputs(tsv) == (["/x/a.jpg", str(tmp_path / "rel" / "b.png")], [])
+    (tmp_path / "nopath.csv").write_text("file,plate\na.jpg,皖A12345\n", encoding="utf-8")
+    with pytest.raises(BatchJobError, match="'path' column"):
+        collect_inputs(tmp_path / "nopath.csv")
+    with pytest.raises(BatchJobError, match="no such file"):
+        collect_inputs(tmp_path / "nothing")
+    assert output_kind("r.parquet") == "parquet" and output_kind("r.CSV") == "csv"
+    assert output_kind(str(tmp_path) + "/") == "parquet-dir"
+    with pytest.raises(BatchJobError, match=r"\.parquet or \.csv"):
+        output_kind("r.json")
+    res = runner.invoke(app, ["batch", str(root), "--out", str(tmp_path / "r.json"), "--weights", str(w)])
+    assert res.exit_code == 2 and ".parquet or .csv" in res.output
+    res = runner.invoke(app, ["batch", str(root), "--out", str(tmp_path / "r.csv"),
+                              "--weights", str(tmp_path / "nope.safetensors")])
+    assert res.exit_code == 2 and "nope.safetensors" in res.output
