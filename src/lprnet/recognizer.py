@@ -11,13 +11,13 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from lprnet.config import ModelConfig
+from lprnet.core.backend import Backend, TorchBackend
 from lprnet.core.process import (
     ChannelOrder,
     ImageError,
@@ -30,29 +30,6 @@ from lprnet.core.process import (
 from lprnet.weights import WeightsMeta, build_model
 
 ImageInput = Any  # str | os.PathLike | bytes | np.ndarray | PIL.Image.Image
-
-
-class Backend(Protocol):
-    """Runs the network: float32 ``N x 3 x H x W`` -> logits ``N x C x T`` (numpy)."""
-
-    name: str
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
-
-
-class TorchBackend:
-    """Eager PyTorch on the deploy-form model."""
-
-    name = "torch"
-
-    def __init__(self, model: nn.Module, device: str = "cpu") -> None:
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-
-    @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
-        return self.model(x).float().cpu().numpy()
 
 
 @dataclass

@@ -14,7 +14,7 @@ This package owns everything between a trained model and a non-PyTorch runtime:
 * :mod:`lprnet.export.pipeline` — :func:`export_weights`: weights -> export (+ INT8,
   + IR) -> parity, the one path ``lprnet export`` and the runtime cache share;
 * :mod:`lprnet.export.runtimes` — :class:`OnnxRuntimeBackend` and :class:`OpenVinoBackend`
-  implementing :class:`lprnet.recognizer.Backend`, and :func:`load_backend` (used by
+  implementing :class:`lprnet.core.backend.Backend`, and :func:`load_backend` (used by
   :func:`lprnet.load` for ``backend="onnxruntime"`` / ``"openvino"``), with the export cache.
 
 Pre-processing and decoding stay in :mod:`lprnet.core.process`; runtimes only map a

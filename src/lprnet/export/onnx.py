@@ -70,12 +70,12 @@ import torch
 from torch import nn
 
 from lprnet.config import ModelConfig
-from lprnet.core.process import IMAGE_EXTENSIONS, ctc_greedy_decode, label_from_filename, read_image
+from lprnet.core.backend import Backend
+from lprnet.core.process import IMAGE_EXTENSIONS, ctc_greedy_decode, label_from_filename, preprocess, read_image
 
 if TYPE_CHECKING:
     import onnx as onnx_t
 
-    from lprnet.recognizer import Backend
     from lprnet.weights import WeightsMeta
 
 OPSET = 17
@@ -387,21 +387,19 @@ def check_parity(backend: Backend, reference: Backend, config: ModelConfig, imag
                  rtol: float = 1e-5, min_agreement: float = 1.0, batch_size: int = 64) -> ParityReport:
     """Compare ``backend`` with ``reference`` (PyTorch) on ``images`` (BGR crops).
 
-    Both go through :class:`lprnet.recognizer.Recognizer` (pre-processing and decoding
-    from :mod:`lprnet.core.process`).  ``atol=inf`` only reports the logit difference
+    Both get the same input from :func:`lprnet.core.process.preprocess` and are decoded
+    by :func:`lprnet.core.process.ctc_greedy_decode`.  ``atol=inf`` only reports the logit difference
     (INT8); logits must satisfy ``|b - t| <= atol + rtol * |t|``; ``min_agreement`` is
     the required fraction of identical decoded strings.
     """
-    from lprnet.recognizer import Recognizer
-
-    rb, rr = Recognizer(backend, config), Recognizer(reference, config)
     max_diff = max_rel = 0.0
     within = True
     got: list[str] = []
     want: list[str] = []
     for i in range(0, len(images), batch_size):
         chunk = list(images[i:i + batch_size])
-        lb, lr = rb.predict_logits(chunk), rr.predict_logits(chunk)
+        x = preprocess(chunk, config.input_size)
+        lb, lr = backend(x), reference(x)
         if lb.shape != lr.shape:
             raise ExportError(f"{backend.name} returned logits of shape {lb.shape}, torch {lr.shape}")
         if lb.size:

@@ -53,7 +53,7 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
     rewrite verifier; constant channels removed, fewer FLOPs); parity is then held to the
     rule's bound (``atol=rtol=1e-4``) and identical strings.
     """
-    from lprnet.recognizer import TorchBackend
+    from lprnet.core.backend import TorchBackend
     from lprnet.weights import build_model
 
     if fmt not in FORMATS:

@@ -15,7 +15,7 @@
   file's hash, the format and the exporter versions), each export passing the allowlist and
   the parity check before it is cached.
 
-Both backends implement :class:`lprnet.recognizer.Backend` (float32 ``N x 3 x H x W`` ->
+Both backends implement :class:`lprnet.core.backend.Backend` (float32 ``N x 3 x H x W`` ->
 logits ``N x C x T``); a model exported with a fixed batch is fed in chunks of that size
 (the last one zero-padded).
 """
