@@ -37,6 +37,7 @@ import httpx
 import numpy as np
 
 from lprnet.data.synth import generate
+from lprnet.serve.health import wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "src" / "lprnet" / "weights" / "default.safetensors"
@@ -90,16 +91,10 @@ def serve(max_batch: int, max_wait_ms: float, args: argparse.Namespace) -> Itera
     reader.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not come up: {shlex.join(cmd)}\n{''.join(output)}")
-            time.sleep(0.1)
+        try:
+            wait_until_healthy(base, lambda: proc.poll() is None, 60, shlex.join(cmd))
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}\n{''.join(output)}") from None
         yield base
     finally:
         if proc.poll() is None:

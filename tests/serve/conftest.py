@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ from lprnet.data.synth import generate
 from lprnet.model import LPRNet
 from lprnet.recognizer import Recognizer
 from lprnet.serve.app import ServeSettings, create_app
+from lprnet.serve.health import wait_until_healthy
 from lprnet.weights import WeightsMeta, save_weights
 
 
@@ -61,16 +61,7 @@ def running_server(settings: ServeSettings, recognizer: Recognizer | None = None
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the server did not come up")
-            time.sleep(0.05)
+        wait_until_healthy(base, thread.is_alive, 20)
         yield base
     finally:
         server.should_exit = True
