@@ -8,13 +8,18 @@ Font Name that our subset names would use):
   face index 2 = Noto Sans CJK SC (Simplified Chinese).  Copyright 2014-2021 Adobe.
   Used for the province characters and the special characters 警学使领港澳挂临.
   Licence: ``/usr/share/doc/fonts-noto-cjk/copyright`` (``License: SIL-1.1``).
+* ``fonts-noto-cjk-extra`` -- the Medium and Black weights of Noto Sans CJK SC and Noto Serif CJK SC
+  Bold (same licence and copyright), so the synthesizer can vary the province glyph style.
+* ``fonts-dejavu-core`` -- ``DejaVuSansCondensed-Bold.ttf`` (Bitstream Vera licence + public
+  domain DejaVu changes: redistribution and modification allowed if the name contains neither
+  "Bitstream" nor "Vera"), a second Latin face for glyph variety.
 * ``fonts-opendin`` -- ``/usr/share/fonts/truetype/opendin/OSP-DIN.ttf``, a condensed DIN 1451
   style face (narrow, tall, like the GA 36 plate alphanumerics).  Copyright 2011 OSP.
   Licence: ``/usr/share/doc/fonts-opendin/OFL-1.1.txt.gz`` and ``copyright``.
 
 Usage::
 
-    apt-get install -y fonts-noto-cjk fonts-opendin
+    apt-get install -y fonts-noto-cjk fonts-noto-cjk-extra fonts-opendin fonts-dejavu-core
     pip install fonttools
     python scripts/make_fonts.py            # writes src/lprnet/data/fonts/
 
@@ -48,22 +53,37 @@ NOTO_FACE_SC = 2  # index of Noto Sans CJK SC inside the .ttc collection
 OPENDIN = Path("/usr/share/fonts/truetype/opendin/OSP-DIN.ttf")
 NOTO_COPYRIGHT = Path("/usr/share/doc/fonts-noto-cjk/copyright")
 OPENDIN_OFL = Path("/usr/share/doc/fonts-opendin/OFL-1.1.txt.gz")
+DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf")
+DEJAVU_COPYRIGHT = Path("/usr/share/doc/fonts-dejavu-core/copyright")
+#: (source .ttc, output name) of the CJK faces; face index NOTO_FACE_SC (Simplified Chinese) in each.
+CJK_FACES = (
+    ("NotoSansCJK-Regular.ttc", "NotoSansCJKsc-Regular-plates.otf"),
+    ("NotoSansCJK-Medium.ttc", "NotoSansCJKsc-Medium-plates.otf"),
+    ("NotoSansCJK-Bold.ttc", "NotoSansCJKsc-Bold-plates.otf"),
+    ("NotoSansCJK-Black.ttc", "NotoSansCJKsc-Black-plates.otf"),
+    ("NotoSerifCJK-Bold.ttc", "NotoSerifCJKsc-Bold-plates.otf"),
+)
 
 README = """\
 # Plate fonts (generated, do not edit)
 
 Subsets used by `lprnet.data.synth` to render synthetic licence plates.  Produced by
-`python scripts/make_fonts.py` (needs the Debian packages `fonts-noto-cjk` and `fonts-opendin`
-and the Python package `fonttools`); rerun it to rebuild these files.
+`python scripts/make_fonts.py` (needs the Debian packages `fonts-noto-cjk`, `fonts-noto-cjk-extra`,
+`fonts-opendin`, `fonts-dejavu-core` and the Python package `fonttools`); rerun it to rebuild these files.
 
-- `NotoSansCJKsc-Regular-plates.otf`, `NotoSansCJKsc-Bold-plates.otf`: Noto Sans CJK SC Regular
-  and Bold (Debian `fonts-noto-cjk`, `NotoSansCJK-{{Regular,Bold}}.ttc` face 2), (c) 2014-2021 Adobe.
+- `NotoSansCJKsc-{{Regular,Medium,Bold,Black}}-plates.otf`, `NotoSerifCJKsc-Bold-plates.otf`: Noto Sans
+  CJK SC in four weights and Noto Serif CJK SC Bold (Debian `fonts-noto-cjk` / `fonts-noto-cjk-extra`,
+  face 2 of each `.ttc`), (c) 2014-2021 Adobe.
   Glyphs: {cjk}, plus `{latin}` and ` -_.·` (for preview labels).
   Licence: SIL OFL 1.1, see `OFL-NotoSansCJK.txt`.
 - `OSP-DIN-plates.ttf`: OSP-DIN (Debian `fonts-opendin`), (c) 2011 OSP.  Glyphs: `{latin}`.
   Licence: SIL OFL 1.1, see `OFL-OSP-DIN.txt`.
+- `DejaVuSansCondensed-Bold-plates.ttf`: DejaVu Sans Condensed Bold (Debian `fonts-dejavu-core`),
+  Copyright (c) 2003 Bitstream, Inc.; DejaVu changes are in the public domain.  Glyphs: `{latin}`.
+  Licence: Bitstream Vera licence, see `LICENSE-DejaVu.txt` (a modified version, not named
+  "Bitstream" or "Vera").
 
-These are Modified Versions under the OFL (subsets: unneeded glyphs, hinting and layout tables
+The Noto and OSP-DIN files are Modified Versions under the OFL (subsets: unneeded glyphs, hinting and layout tables
 removed).  They are distributed under the SIL Open Font License 1.1 only, together with the
 licence files in this folder.
 """
@@ -103,7 +123,8 @@ def _noto_licence() -> str:
         raise SystemExit(f"could not find the SIL-1.1 licence text in {NOTO_COPYRIGHT}")
     body = "\n".join("" if ln.strip() == "." else ln[1:] for ln in m.group(1).splitlines())
     header = (
-        "Noto Sans CJK SC (subset), from the Debian package fonts-noto-cjk.\n"
+        "Noto Sans CJK SC and Noto Serif CJK SC (subsets), from the Debian packages fonts-noto-cjk\n"
+        "and fonts-noto-cjk-extra.\n"
         "Copyright 2014-2021 Adobe (http://www.adobe.com/).\n"
         "Copyright 2010-2012 Google Corporation.\n\n"
         "This Font Software is licensed under the SIL Open Font License, Version 1.1.\n\n"
@@ -119,28 +140,41 @@ def _opendin_licence() -> str:
     return "OSP-DIN (subset), from the Debian package fonts-opendin.\n\n" + body.strip() + "\n"
 
 
+def _dejavu_licence() -> str:
+    text = DEJAVU_COPYRIGHT.read_text(encoding="utf-8")
+    m = re.search(r"^License: bitstream-vera\n((?: .*\n?)+)", text, flags=re.M)
+    if not m:
+        raise SystemExit(f"could not find the bitstream-vera licence text in {DEJAVU_COPYRIGHT}")
+    body = "\n".join("" if ln.strip() == "." else ln[1:] for ln in m.group(1).splitlines())
+    header = (
+        "DejaVu Sans Condensed Bold (subset), from the Debian package fonts-dejavu-core.\n"
+        "Copyright (c) 2003 by Bitstream, Inc. All Rights Reserved. Bitstream Vera is a trademark of\n"
+        "Bitstream, Inc.  DejaVu changes are in the public domain.\n\n"
+    )
+    return header + body.strip() + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT_DIR)
     args = ap.parse_args(argv)
     out: Path = args.out
 
-    for p in (NOTO_DIR / "NotoSansCJK-Regular.ttc", OPENDIN, NOTO_COPYRIGHT, OPENDIN_OFL):
+    needed = [NOTO_DIR / src for src, _ in CJK_FACES] + [OPENDIN, NOTO_COPYRIGHT, OPENDIN_OFL, DEJAVU, DEJAVU_COPYRIGHT]
+    for p in needed:
         if not p.exists():
-            raise SystemExit(f"missing {p}: apt-get install -y fonts-noto-cjk fonts-opendin")
+            raise SystemExit(f"missing {p}: apt-get install -y fonts-noto-cjk fonts-noto-cjk-extra "
+                             "fonts-opendin fonts-dejavu-core")
 
     cjk = PROVINCES + SPECIAL_CJK
-    for weight in ("Regular", "Bold"):
-        _subset(
-            NOTO_DIR / f"NotoSansCJK-{weight}.ttc",
-            out / f"NotoSansCJKsc-{weight}-plates.otf",
-            cjk + LATIN + LABEL_EXTRA,
-            font_number=NOTO_FACE_SC,
-        )
+    for src, dst in CJK_FACES:
+        _subset(NOTO_DIR / src, out / dst, cjk + LATIN + LABEL_EXTRA, font_number=NOTO_FACE_SC)
     _subset(OPENDIN, out / "OSP-DIN-plates.ttf", LATIN)
+    _subset(DEJAVU, out / "DejaVuSansCondensed-Bold-plates.ttf", LATIN)
 
     (out / "OFL-NotoSansCJK.txt").write_text(_noto_licence(), encoding="utf-8")
     (out / "OFL-OSP-DIN.txt").write_text(_opendin_licence(), encoding="utf-8")
+    (out / "LICENSE-DejaVu.txt").write_text(_dejavu_licence(), encoding="utf-8")
     (out / "README.md").write_text(README.format(cjk=cjk, latin=LATIN), encoding="utf-8")
 
     total = 0

@@ -89,18 +89,36 @@ def test_unknown_kind_rejected() -> None:
 # ----------------------------------------------------------------------------- rendering
 
 
-def test_every_charset_character_has_a_glyph() -> None:
+def test_every_charset_character_has_a_glyph_in_every_face() -> None:
     for ch in PROVINCES + DIGITS + LETTERS + "IO":
-        for style in ("cjk-regular", "cjk-bold"):
-            a = synth._glyph(ch, style, 10.0, 45.0)
+        for style, face in zip(synth._CJK_FONTS, list(synth._LATIN_FONTS) * 2):
+            a = synth._glyph(ch, style, 10.0, 45.0, face)
             assert a.dtype == np.float32 and a.shape == (54, 27)
-            assert 0.05 < a.mean() < 0.8, (ch, style)  # some ink, not a filled box
+            assert 0.05 < a.mean() < 0.8, (ch, style, face)  # some ink, not a filled box
+
+
+def test_latin_faces_are_normalised_to_the_requested_stem_width() -> None:
+    # the vertical stems of H at a quarter height: two stems of ~stroke_mm each, whatever the face
+    for face in synth._LATIN_FONTS:
+        for stroke, fill in ((9.0, 1.0), (13.0, 0.8)):
+            a = synth._glyph("H", "cjk-bold", stroke, 45.0, face, fill)
+            stems_mm = (a[a.shape[0] // 4] > 0.5).sum() / synth._PX_PER_MM / 2.0
+            assert abs(stems_mm - stroke) < 2.5, (face, stroke, fill, stems_mm)
+
+
+def test_faces_differ() -> None:
+    # the variety is real: the same digit in two faces is not the same mask
+    a = synth._glyph("6", "cjk-bold", 10.0, 45.0, "din")
+    b = synth._glyph("6", "cjk-bold", 10.0, 45.0, "dejavu")
+    c = synth._glyph("皖", "cjk-regular", 0.0, 45.0)
+    d = synth._glyph("皖", "cjk-serif", 0.0, 45.0)
+    assert np.abs(a - b).mean() > 0.03 and np.abs(c - d).mean() > 0.03
 
 
 def test_font_subsets_are_small_and_licensed() -> None:
     files = list(synth.FONT_DIR.iterdir())
     names = {p.name for p in files}
-    assert {"OFL-NotoSansCJK.txt", "OFL-OSP-DIN.txt", "README.md"} <= names
+    assert {"OFL-NotoSansCJK.txt", "OFL-OSP-DIN.txt", "LICENSE-DejaVu.txt", "README.md"} <= names
     assert sum(p.stat().st_size for p in files) < 1_000_000
 
 

@@ -146,3 +146,26 @@ def test_run_folder_rules(data: Path) -> None:
     res = train(cfg_for(data, steps=1, resume=True, val_synth=None, out=str(data / "fresh")))
     assert res.step == 1 and json.loads((res.out / "config.json").read_text())["steps"] == 1
     assert res.best_weights is None and res.final_weights is not None
+
+
+def test_init_weights_starts_from_the_given_weights(data: Path) -> None:
+    first = train(cfg_for(data, steps=2, out=str(data / "a")))
+    init = first.out / "final.safetensors"
+    # a tiny learning rate: the fine-tuned weights stay at the init, far from a fresh seed-7 model
+    tuned = train(cfg_for(data, steps=1, lr=1e-12, warmup_steps=0, out=str(data / "b"), seed=8,
+                          init_weights=str(init)))
+    fresh = train(cfg_for(data, steps=1, lr=1e-12, warmup_steps=0, out=str(data / "c"), seed=8))
+    sd_init, _ = read_weights(init)
+    sd_tuned, _ = read_weights(tuned.out / "final.safetensors")
+    sd_fresh, _ = read_weights(fresh.out / "final.safetensors")
+    k = "container.0.weight"
+    assert torch.allclose(sd_tuned[k], sd_init[k], atol=1e-6)
+    assert not torch.allclose(sd_fresh[k], sd_init[k], atol=1e-3)
+    assert "initialised from" in (tuned.out / "train.log").read_text(encoding="utf-8")
+
+
+def test_init_weights_errors_name_the_file(data: Path) -> None:
+    bad = data / "not-weights.safetensors"
+    bad.write_bytes(b"garbage" * 10)
+    with pytest.raises(TrainError, match="not-weights.safetensors"):
+        train(cfg_for(data, steps=1, init_weights=str(bad)))

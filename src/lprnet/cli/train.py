@@ -52,6 +52,8 @@ def train_command(
                                         "or $LPRNET_RUNS/<time>)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last "
                                          "checkpoint")] = False,
+    init_weights: Annotated[OptStr, typer.Option(help="Start from these weights (fine-tuning); "
+                                                   "ignored when resuming")] = None,
     device: Annotated[OptStr, typer.Option(help="cpu, cuda or auto")] = None,
     workers: Annotated[OptInt, typer.Option(help="DataLoader worker processes")] = None,
     threads: Annotated[OptInt, typer.Option(help="torch intra-op threads")] = None,
@@ -74,8 +76,8 @@ def train_command(
     overrides: dict[str, Any] = _parse_sets(set_ or [])
     overrides.update(
         data=data or None, val_synth=val_synth, val_dir=val_dir, steps=steps, batch_size=batch_size,
-        lr=lr, out=out, resume=True if resume else None, device=device, workers=workers,
-        threads=threads, seed=seed, select_on=select_on, eval_every=eval_every, ckpt_every=ckpt_every,
+        lr=lr, out=out, resume=True if resume else None, device=device, init_weights=init_weights,
+        workers=workers, threads=threads, seed=seed, select_on=select_on, eval_every=eval_every, ckpt_every=ckpt_every,
         log_every=log_every, warmup_steps=warmup_steps, amp=amp, progress=False if no_progress else None)
     try:
         cfg = make_config(config, **overrides)

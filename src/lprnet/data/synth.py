@@ -54,11 +54,26 @@ PLATE_KINDS: tuple[str, ...] = ("blue", "green", "yellow")
 DEFAULT_WEIGHTS: dict[str, float] = {"blue": 0.7, "green": 0.15, "yellow": 0.15}
 
 FONT_DIR = Path(__file__).resolve().parent / "fonts"
+#: Province / special-character faces and how often a plate uses each.  Real plates use a heavy
+#: Hei-style face that none of these is; mixing weights and a serif face makes the model read the
+#: character, not one font's rendering of it.
 _CJK_FONTS = {
     "cjk-regular": FONT_DIR / "NotoSansCJKsc-Regular-plates.otf",
+    "cjk-medium": FONT_DIR / "NotoSansCJKsc-Medium-plates.otf",
     "cjk-bold": FONT_DIR / "NotoSansCJKsc-Bold-plates.otf",
+    "cjk-black": FONT_DIR / "NotoSansCJKsc-Black-plates.otf",
+    "cjk-serif": FONT_DIR / "NotoSerifCJKsc-Bold-plates.otf",
 }
-_LATIN_FONT = FONT_DIR / "OSP-DIN-plates.ttf"
+_CJK_STYLE_P = {"cjk-regular": 0.1, "cjk-medium": 0.15, "cjk-bold": 0.3, "cjk-black": 0.3, "cjk-serif": 0.15}
+#: Letter / digit faces (all stretched to the 45 x 90 mm cell and normalised to one stem width),
+#: with how often a plate uses each: the DIN-like face is closest to GA 36, the others add variety.
+_LATIN_FONTS = {
+    "din": FONT_DIR / "OSP-DIN-plates.ttf",
+    "dejavu": FONT_DIR / "DejaVuSansCondensed-Bold-plates.ttf",
+    "noto": FONT_DIR / "NotoSansCJKsc-Bold-plates.otf",
+    "noto-black": FONT_DIR / "NotoSansCJKsc-Black-plates.otf",
+}
+_LATIN_FACE_P = {"din": 0.5, "dejavu": 0.2, "noto": 0.15, "noto-black": 0.15}
 
 _CHARSET = Charset.chinese()
 _SERIAL = DIGITS + LETTERS  # GA 36 serials: digits and letters without I and O
@@ -125,23 +140,34 @@ def _ink(ch: str, path: Path, height: int) -> np.ndarray:
     return a
 
 
-@lru_cache(maxsize=1)
-def _latin_stroke_mm() -> float:
-    """Stem width (mm) of the Latin face once stretched to a 45 x 90 mm cell (measured on H)."""
+@lru_cache(maxsize=8)
+def _latin_stroke_mm(face: str = "din") -> float:
+    """Stem width (mm) of Latin ``face`` once stretched to a 45 x 90 mm cell (measured on H)."""
     hi_h, hi_w = int(_CHAR_H_MM * _GLYPH_PX_PER_MM), int(45.0 * _GLYPH_PX_PER_MM)
-    a = cv2.resize(_ink("H", _LATIN_FONT, hi_h), (hi_w, hi_h), interpolation=cv2.INTER_AREA)
+    a = cv2.resize(_ink("H", _LATIN_FONTS[face], hi_h), (hi_w, hi_h), interpolation=cv2.INTER_AREA)
     return float((a[hi_h // 4] > 127).sum()) / 2.0 / _GLYPH_PX_PER_MM
 
 
-@lru_cache(maxsize=4096)
-def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float) -> np.ndarray:
+def _morph(hi: np.ndarray, delta: int) -> np.ndarray:
+    """Thicken (delta > 0) or thin (delta < 0) strokes by ``|delta|`` pixels per side."""
+    if not delta:
+        return hi
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(delta) + 1, 2 * abs(delta) + 1))
+    return (cv2.erode if delta < 0 else cv2.dilate)(hi, k, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+@lru_cache(maxsize=16384)
+def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = "din",
+           fill: float = 1.0, bold: int = 0) -> np.ndarray:
     """Alpha mask (float32, 0..1) of ``ch`` filling a ``cell_w_mm`` x 90 mm cell at work scale.
 
-    Latin letters and digits come from the DIN-like face stretched to the cell and thinned or
-    thickened (morphology at high resolution) to a stem width of ``stroke_mm``; the plate "1" is
-    a plain bar as on GA 36 plates.  Two pseudo-characters: ``"·"`` (separator dot of diameter
-    ``stroke_mm``) and ``"e"`` (the small new-energy emblem).  CJK characters use ``style``
-    (regular / bold Noto Sans CJK) and ignore ``stroke_mm``.  Cached: each process renders a glyph variant once.
+    Latin letters and digits come from Latin ``face`` stretched to ``fill`` of the cell width
+    and thinned or thickened (morphology at high resolution) to a stem width of ``stroke_mm``;
+    the plate "1" is a plain bar as on GA 36 plates.  Two pseudo-characters: ``"·"`` (separator
+    dot of diameter ``stroke_mm``) and ``"e"`` (the small new-energy emblem).  CJK characters use
+    ``style`` (one of the CJK faces), fill ``fill`` of the cell width and are emboldened by
+    ``bold`` high-resolution pixels per side; they ignore ``stroke_mm``.  Cached: each process
+    renders a glyph variant once (the variant parameters are quantised by the caller).
     """
     hi_h = round(_CHAR_H_MM * _GLYPH_PX_PER_MM)
     hi_w = round(cell_w_mm * _GLYPH_PX_PER_MM)
@@ -161,24 +187,35 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float) -> np.ndarra
         cv2.circle(hi, (hi_w // 2, hi_h // 2), r, 255, -1, cv2.LINE_AA)
     elif ch not in _SERIAL and ch not in "IO":  # CJK: stretched to the tall cell, a little air
         a = _ink(ch, _CJK_FONTS[style], hi_h)
-        inner_w, inner_h = int(hi_w * 0.96), int(hi_h * 0.97)
+        inner_w, inner_h = int(hi_w * 0.96 * fill), int(hi_h * 0.97)
         y0, x0 = (hi_h - inner_h) // 2, (hi_w - inner_w) // 2
         hi[y0 : y0 + inner_h, x0 : x0 + inner_w] = cv2.resize(a, (inner_w, inner_h), interpolation=cv2.INTER_AREA)
+        hi = _morph(hi, bold)
     else:
-        a = _ink(ch, _LATIN_FONT, hi_h)
-        inner_w = hi_w
+        a = _ink(ch, _LATIN_FONTS[face], hi_h)
+        inner_w = round(hi_w * fill)
         if a.shape[1] < 0.3 * a.shape[0]:  # naturally narrow glyphs (I) keep their width
             inner_w = max(1, round(a.shape[1] * hi_h / a.shape[0]))
         x0 = (hi_w - inner_w) // 2
         hi[:, x0 : x0 + inner_w] = cv2.resize(a, (inner_w, hi_h), interpolation=cv2.INTER_AREA)
-        delta = round((stroke_mm - _latin_stroke_mm()) / 2.0 * _GLYPH_PX_PER_MM)
-        if delta:
-            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(delta) + 1, 2 * abs(delta) + 1))
-            hi = (cv2.erode if delta < 0 else cv2.dilate)(hi, k, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        # stems scale with the horizontal stretch: measure at full width, correct for ``fill``
+        hi = _morph(hi, round((stroke_mm - _latin_stroke_mm(face) * fill) / 2.0 * _GLYPH_PX_PER_MM))
     out = cv2.resize(hi, (_mm(cell_w_mm), _mm(_CHAR_H_MM)), interpolation=cv2.INTER_AREA)
     out = out.astype(np.float32) / 255.0
     out.setflags(write=False)
     return out
+
+
+def _warp_field(rng: np.random.Generator, h: int, w: int, amp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth random displacement maps for :func:`cv2.remap` (std ~ ``amp`` pixels)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return xx + _low_freq(rng, h, w, amp, cells=6)[..., 0], yy + _low_freq(rng, h, w, amp, cells=6)[..., 0]
+
+
+def _pick(rng: np.random.Generator, probs: dict[str, float]) -> str:
+    keys = list(probs)
+    p = np.array([probs[k] for k in keys], np.float64)
+    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
 
 # ----------------------------------------------------------------------------- plate layout
@@ -281,9 +318,15 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
         line = fg if kind == "blue" else fg * 0.9
         cv2.rectangle(img, (inset, inset), (W - 1 - inset, H - 1 - inset), line.tolist(), thick)
 
-    # characters; one stroke weight per plate (real plates are uniform), tiny placement jitter
-    style = "cjk-bold" if rng.random() < 0.7 else "cjk-regular"
-    stroke = float(rng.integers(9, 15))  # mm; GA 36 alphanumerics have ~10 mm stems
+    # characters; one face, stroke weight and width per plate (real plates are uniform), tiny
+    # placement jitter.  Faces, widths and CJK weights vary between plates so that the model
+    # learns the characters rather than one font (real plates use a face we cannot ship).
+    style = _pick(rng, _CJK_STYLE_P)
+    face = _pick(rng, _LATIN_FACE_P)
+    stroke = float(rng.integers(8, 15))  # mm; GA 36 alphanumerics have ~10 mm stems
+    fill = float(rng.choice([0.8, 0.88, 0.94, 1.0]))
+    cjk_fill = float(rng.choice([0.88, 0.94, 1.0]))
+    bold = int(rng.choice([-4, 0, 0, 4, 8])) if style != "cjk-black" else int(rng.choice([-4, 0]))
     y_char = _mm(25.0 + rng.uniform(-2.0, 2.0))
     shadow = rng.random() < 0.35
     ink = np.zeros((H, W), np.float32)  # all text on one alpha layer, blended once
@@ -291,12 +334,18 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
         x_mm, w_mm = cells[i]
         x = _mm(x_mm + rng.uniform(-0.8, 0.8))
         y = y_char + int(rng.integers(-1, 2)) * (rng.random() < 0.2)
-        _stamp(ink, _glyph(ch, style, stroke if ch in _SERIAL else 0.0, w_mm), x, y)
+        if ch in _SERIAL:
+            g = _glyph(ch, style, stroke, w_mm, face, fill)
+        else:
+            g = _glyph(ch, style, 0.0, w_mm, face, cjk_fill, bold)
+        _stamp(ink, g, x, y)
     if kind != "green":  # separator dot; new-energy plates have a small emblem instead
         _stamp(ink, _glyph("·", style, float(rng.integers(8, 12)), 12.0), _mm(dot_x - 6.0), y_char)
     elif rng.random() < 0.8:
         emblem = _glyph("e", style, 10.0, 16.0)[_mm(37.0) : _mm(53.0)]
         _stamp(ink, emblem * np.float32(rng.uniform(0.4, 0.9)), _mm(dot_x - 8.0), y_char + _mm(37.0))
+    if rng.random() < 0.5:  # wobbly glyph outlines: a smooth random warp of the whole text layer
+        ink = cv2.remap(ink, *_warp_field(rng, H, W, rng.uniform(0.3, 1.2)), cv2.INTER_LINEAR)
     if shadow:  # embossed characters cast a faint dark edge
         img[1:, 1:] *= (1.0 - 0.25 * ink[:-1, :-1])[..., None]
     img += ink[..., None] * (fg - img)

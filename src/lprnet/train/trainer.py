@@ -428,6 +428,15 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         step, best, train_time = int(ckpt["step"]), ckpt.get("best_metric"), float(ckpt.get("train_time_s", 0.0))
+    elif cfg.init_weights:
+        from lprnet.weights import WeightsError, load_state, read_weights
+
+        try:
+            sd, _ = read_weights(cfg.init_weights, charset)
+            load_state(raw_model, sd, cfg.init_weights)
+        except WeightsError as e:
+            raise TrainError(f"--init-weights: {e}") from None
+        log(f"initialised from {cfg.init_weights}")
     model: nn.Module = raw_model
     if env.ddp:
         model = nn.parallel.DistributedDataParallel(
@@ -598,7 +607,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     return TrainResult(out, step, final, best_path, best, last, sd)
 
 
-_RESUME_NEUTRAL = {"resume", "progress", "workers", "threads", "out", "eval_every", "log_every",
+_RESUME_NEUTRAL = {"resume", "init_weights", "progress", "workers", "threads", "out", "eval_every", "log_every",
                    "ckpt_every", "eval_batch_size", "val_dir", "val_synth", "val_synth_n"}
 
 
