@@ -9,15 +9,24 @@ What is timed (``ms per plate``, at each batch size, default 1 and 32):
 * ``rewritten`` — ``lprnet.rewrite.apply(reference, ..., "deploy")``: the torch.fx graph
   with BatchNorm folded and subnormals flushed (verified by the rewrite verifier);
 * ``rewritten + dead-channels`` — the same plus the ``dead-channels`` rule (constant
-  channels removed, about half the FLOPs of the reference checkpoint), in PyTorch and
-  exported to ONNX Runtime;
-* ``onnxruntime`` / ``openvino`` fp32 — the checked ONNX export (:mod:`lprnet.export`);
-* ``onnxruntime`` / ``openvino`` int8 — the QDQ model (synthetic calibration), when the
-  packages are installed.
+  channels removed, about half the FLOPs of the reference checkpoint);
+* ``onnxruntime`` / ``openvino`` fp32 — the checked ONNX export (:mod:`lprnet.export`) of
+  the deploy form, and ``... + dead-channels``, the export of the dead-channel graph;
+* ``onnxruntime`` / ``openvino`` int8 (``+ dead-channels``) — those two files quantised to
+  QDQ INT8 (:mod:`lprnet.export.int8`, synthetic calibration), when the packages are
+  installed.
 
-Method: all candidates are built first and warmed up; then ``repeats`` **interleaved
-rounds** run every (candidate, batch) once in a fixed order, so slow drifts of the machine
-(thermal, other load) hit all candidates alike.  Reported: the median ms/plate over
+**Accuracy** (when labelled crops are available: the real folder by default): every
+candidate's whole-plate accuracy and its decoded agreement with the deploy form, and the
+INT8 target of the deploy issue (<= :data:`INT8_TARGET_MS` ms/plate at one thread, accuracy
+within :data:`INT8_TARGET_DROP` of the same runtime's fp32 model) checked row by row.
+
+Method: all candidates are built first and warmed up; then, one batch size after the
+other (so no runtime sees its input shape change between timed calls: OpenVINO's int8 model
+with a dynamic batch took 14 ms instead of 3.6 ms per plate at batch 1 when every timed
+call followed a batch-32 call), ``repeats`` **interleaved rounds** time every candidate once in a
+fixed order, so slow drifts of the machine (thermal, other load) hit all candidates alike;
+a measurement covers at least :data:`MIN_PLATES` plates (several calls at batch 1).  Reported: the median ms/plate over
 rounds and the **paired speed-up** vs the reference (the ratio reference/candidate within
 each round, then the median of those ratios).  Every candidate's logits are compared with
 the deploy form on the batch (``max_abs_diff``) so a fast-but-wrong runtime is visible.
@@ -45,6 +54,12 @@ import torch
 from torch import nn
 
 Runner = Callable[[np.ndarray], np.ndarray]
+#: a timed measurement covers at least this many plates (several calls at small batch sizes)
+MIN_PLATES = 32
+#: the INT8 target of the deploy issue: ms/plate at one thread, batch 1 ...
+INT8_TARGET_MS = 1.5
+#: ... and at most this drop in whole-plate accuracy against the same runtime's fp32 model
+INT8_TARGET_DROP = 0.005
 
 
 # ---------------------------------------------------------------------------- FLOPs
@@ -108,6 +123,7 @@ class Candidate:
     run: Runner
     note: str = ""
     flops: int | None = None
+    batch_coupled: bool = False  # the reference form: a plate's result depends on its batch-mates
 
 
 def _torch_runner(model: nn.Module) -> Runner:
@@ -132,7 +148,13 @@ def bench_inputs(n: int = 32, data: str | Path | None = None, input_size: tuple[
 def build_candidates(weights: str | Path | None, workdir: Path, *, threads: int = 1,
                      backends: Sequence[str] = ("torch", "onnxruntime", "openvino"), int8: bool = True,
                      example: np.ndarray | None = None) -> tuple[list[Candidate], dict[str, Any]]:
-    """Every benchmarked form of ``weights``; returns (candidates, notes)."""
+    """Every benchmarked form of ``weights``; returns (candidates, notes).
+
+    The ONNX runtimes get two models each: the deploy form as exported, and the verified
+    ``dead-channels`` graph (``rewritten + dead-channels``) exported the same way; with
+    ``int8`` both are quantised (:func:`lprnet.export.int8.quantize_int8`, synthetic
+    calibration) and every fp32/int8 file runs in each requested runtime.
+    """
     from lprnet import rewrite
     from lprnet.weights import build_model
 
@@ -148,60 +170,71 @@ def build_candidates(weights: str | Path | None, workdir: Path, *, threads: int 
         notes["reference"] = f"unavailable: {e}"
     w, h = cfg.input_size
     ex = torch.from_numpy(example[:2]) if example is not None else torch.randn(2, 3, h, w)
+    want_ort = "onnxruntime" in backends
+    want_ov = "openvino" in backends
     if reference is not None:
-        cands.append(Candidate("reference (ReferenceLPRNet, eager)", "torch", "fp32", _torch_runner(reference)))
+        cands.append(Candidate("reference (ReferenceLPRNet, eager)", "torch", "fp32", _torch_runner(reference),
+                               batch_coupled=True))
+    src = reference if reference is not None else deploy
+    preset = "deploy" if reference is not None else "safe"
+    slim: nn.Module | None = None
+    slim_flops: int | None = None
+    if "torch" in backends or want_ort or want_ov:
+        slim, srep = rewrite.apply(src, (ex,), [preset, "dead-channels"])
+        notes["dead_channels_ok"] = srep.ok
+        dead = next((r for r in srep.rules if r.name == "dead-channels"), None)
+        notes["dead_channels_removed"] = sum(s.detail["dead"] for s in dead.sites) if dead else 0
+        slim_flops = int(count_flops(slim, cfg.input_size)["total"])
     if "torch" in backends:
         cands.append(Candidate("deploy (LPRNet, eager)", "torch", "fp32", _torch_runner(deploy)))
-        src = reference if reference is not None else deploy
-        gm, rep = rewrite.apply(src, (ex,), "deploy" if reference is not None else "safe")
+        gm, rep = rewrite.apply(src, (ex,), preset)
         notes["rewrite_ok"] = rep.ok
         notes["rewrite_rules"] = [r.name for r in rep.rules if r.sites]
         cands.append(Candidate("rewritten (fx: fold-batchnorm + flush-subnormals)", "torch", "fp32",
                                _torch_runner(gm), note="verified" if rep.ok else "VERIFICATION FAILED"))
-        slim, srep = rewrite.apply(src, (ex,), ["deploy" if reference is not None else "safe", "dead-channels"])
-        notes["dead_channels_ok"] = srep.ok
-        dead = next((r for r in srep.rules if r.name == "dead-channels"), None)
-        notes["dead_channels_removed"] = sum(s.detail["dead"] for s in dead.sites) if dead else 0
-        slim_flops = count_flops(slim, cfg.input_size)["total"]
+        assert slim is not None
         cands.append(Candidate("rewritten + dead-channels (fx)", "torch", "fp32", _torch_runner(slim),
                                flops=slim_flops))
-        if "onnxruntime" in backends:
-            from lprnet.export.onnx import export_onnx
-            from lprnet.export.runtimes import OnnxRuntimeBackend
+    if not (want_ort or want_ov):
+        return cands, notes
+    from lprnet.export.onnx import export_onnx
+    from lprnet.export.runtimes import OnnxRuntimeBackend, OpenVinoBackend
 
-            export_onnx(slim, workdir / "slim.onnx", input_size=cfg.input_size, meta=meta)
-            cands.append(Candidate("onnxruntime fp32 + dead-channels", "onnxruntime", "fp32",
-                                   OnnxRuntimeBackend(workdir / "slim.onnx", threads), flops=slim_flops))
-    want_ort = "onnxruntime" in backends
-    want_ov = "openvino" in backends
-    if want_ort or want_ov:
-        from lprnet.export.onnx import export_onnx
-        from lprnet.export.runtimes import OnnxRuntimeBackend, OpenVinoBackend
+    assert slim is not None
+    # (label suffix, precision, onnx path, flops)
+    files: list[tuple[str, str, Path, int | None]] = []
+    export_onnx(deploy, workdir / "model.onnx", input_size=cfg.input_size, meta=meta)
+    export_onnx(slim, workdir / "slim.onnx", input_size=cfg.input_size, meta=meta)
+    files += [("", "fp32", workdir / "model.onnx", None),
+              (" + dead-channels", "fp32", workdir / "slim.onnx", slim_flops)]
+    if int8:
+        try:
+            from lprnet.export.int8 import quantize_int8
 
-        fp32 = workdir / "model.onnx"
-        export_onnx(deploy, fp32, input_size=cfg.input_size, meta=meta)
-        paths = {"fp32": fp32}
-        if int8:
+            for stem, fl, suffix in (("model", None, ""), ("slim", slim_flops, " + dead-channels")):
+                q = quantize_int8(workdir / f"{stem}.onnx", workdir / f"{stem}.int8.onnx")
+                files.append((suffix, "int8", workdir / f"{stem}.int8.onnx", fl))
+            notes["int8"] = (f"QDQ, weights int8 per channel, activations {q['activations']}, quantised ops "
+                             f"{q['op_types']}, {q['calibration']}; {len(q['fp32_nodes'])} convs kept fp32 "
+                             "(first, last two, producers of the strided channel pools)")
+        except ImportError as e:
+            notes["int8"] = f"unavailable: {e}"
+    # fp32 before int8, full before dead-channels: the order of the table
+    files.sort(key=lambda f: (f[1] != "fp32", f[0] != ""))
+    for suffix, prec, path, fl in files:
+        if want_ort:
+            cands.append(Candidate(f"onnxruntime {prec}{suffix}", "onnxruntime", prec,
+                                   OnnxRuntimeBackend(path, threads), flops=fl))
+        if want_ov:
             try:
-                from lprnet.export.int8 import quantize_int8
+                from lprnet.export.openvino import onnx_to_openvino
 
-                quantize_int8(fp32, workdir / "model.int8.onnx")
-                paths["int8"] = workdir / "model.int8.onnx"
+                xml = path.with_suffix(".xml")
+                onnx_to_openvino(path, xml)
+                cands.append(Candidate(f"openvino {prec}{suffix}", "openvino", prec, OpenVinoBackend(xml, threads),
+                                       flops=fl))
             except ImportError as e:
-                notes["int8"] = f"unavailable: {e}"
-        for prec, path in paths.items():
-            if want_ort:
-                cands.append(Candidate(f"onnxruntime {prec}", "onnxruntime", prec,
-                                       OnnxRuntimeBackend(path, threads)))
-            if want_ov:
-                try:
-                    from lprnet.export.openvino import onnx_to_openvino
-
-                    xml = workdir / f"model.{prec}.xml"
-                    onnx_to_openvino(path, xml)
-                    cands.append(Candidate(f"openvino {prec}", "openvino", prec, OpenVinoBackend(xml, threads)))
-                except ImportError as e:
-                    notes["openvino"] = f"unavailable: {e}"
+                notes["openvino"] = f"unavailable: {e}"
     return cands, notes
 
 
@@ -218,12 +251,39 @@ class BenchReport:
     results: list[dict[str, Any]] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
+    accuracy_inputs: str = ""  # labelled crops the accuracy was measured on ("" = not measured)
+    accuracy_n: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"threads": self.threads, "floor_ms_per_plate": self.floor_ms_per_plate,
                 "results": self.results, "flops_per_plate": self.flops_per_plate,
                 "matmul_gflops_1thread": self.matmul_gflops, "repeats": self.repeats, "batches": self.batches,
-                "inputs": self.inputs, "notes": self.notes, "environment": self.environment}
+                "inputs": self.inputs, "accuracy_inputs": self.accuracy_inputs, "accuracy_n": self.accuracy_n,
+                "int8_target": self.int8_target(), "notes": self.notes, "environment": self.environment}
+
+    def _accuracy_rows(self) -> dict[str, dict[str, Any]]:
+        """One row per candidate with its accuracy fields (they do not depend on the batch)."""
+        return {r["name"]: r for r in self.results if r.get("accuracy") is not None}
+
+    def int8_target(self, max_ms: float = INT8_TARGET_MS, max_drop: float = INT8_TARGET_DROP
+                    ) -> list[dict[str, Any]]:
+        """Each INT8 row against the target: ``max_ms`` ms/plate (batch 1, this report's threads)
+        and plate accuracy within ``max_drop`` of the same runtime's fp32 model (``None`` when
+        accuracy was not measured)."""
+        acc = self._accuracy_rows()
+        out = []
+        for r in self.results:
+            if r["precision"] != "int8" or r["batch"] != min(self.batches):
+                continue
+            fp32 = r["name"].replace("int8", "fp32")
+            drop = None
+            if r["name"] in acc and fp32 in acc:
+                drop = acc[fp32]["accuracy"] - acc[r["name"]]["accuracy"]
+            out.append({"name": r["name"], "batch": r["batch"], "threads": self.threads,
+                        "ms_per_plate": r["ms_per_plate"], "fp32": fp32, "accuracy_drop": drop,
+                        "speed_ok": r["ms_per_plate"] <= max_ms,
+                        "accuracy_ok": None if drop is None else drop <= max_drop})
+        return out
 
     def row_floor(self, row: dict[str, Any]) -> float:
         """The floor (ms/plate) of one result's own model (the dead-channel one has fewer FLOPs)."""
@@ -254,8 +314,34 @@ class BenchReport:
                   "`max abs diff`: max |logit difference| against the deploy form (eager) on the batch; "
                   "the reference form normalises over the whole batch, so at batch 32 it differs by design; "
                   "INT8 differs by quantisation."]
+        acc = self._accuracy_rows()
+        if acc:
+            base = acc.get("deploy (LPRNet, eager)", {}).get("accuracy")
+            lines += ["", f"## Accuracy ({self.accuracy_n} labelled crops: {self.accuracy_inputs})", "",
+                      "Whole-plate accuracy of each model's greedy decoding, and the fraction of plates decoded "
+                      "to the same string as the deploy form (batches of 100; the reference form at batch 1, "
+                      "where it equals its own per-batch normalisation).", "",
+                      "| model | plate accuracy | vs deploy (points) | same string as deploy |", "|---|---:|---:|---:|"]
+            for name, r in acc.items():
+                d = "" if base is None else f"{100 * (r['accuracy'] - base):+.1f}"
+                lines.append(f"| {name} | {r['accuracy']:.4f} | {d} | {r['agreement_vs_deploy']:.4f} |")
+        tgt = self.int8_target()
+        if tgt:
+            lines += ["", f"## INT8 target: <= {INT8_TARGET_MS} ms/plate at 1 thread, plate accuracy within "
+                      f"{100 * INT8_TARGET_DROP:.1f} points of fp32", "",
+                      "| int8 model | batch | threads | ms/plate | accuracy drop vs fp32 (points) | speed | accuracy |",
+                      "|---|---:|---:|---:|---:|---|---|"]
+            for t in tgt:
+                drop = "not measured" if t["accuracy_drop"] is None else f"{100 * t['accuracy_drop']:.1f}"
+                ok_s = ("met" if t["speed_ok"] else "missed") + ("" if self.threads == 1 else " (threads != 1)")
+                ok_a = "-" if t["accuracy_ok"] is None else ("met" if t["accuracy_ok"] else "missed")
+                lines.append(f"| {t['name']} (vs {t['fp32']}) | {t['batch']} | {t['threads']} | "
+                             f"{t['ms_per_plate']:.3f} | {drop} | {ok_s} | {ok_a} |")
+            lines.append("")
         for k, v in self.notes.items():
             lines.append(f"- {k}: {v}")
+        lines += ["", "PyTorch on a GPU, reference vs deploy form from batch 1 to 4096 (`lprnet bench --device cuda`, "
+                  "`scripts/gpu_bench.sh`): [bench-gpu.md](bench-gpu.md)."]
         return "\n".join(lines) + "\n"
 
 
@@ -281,8 +367,14 @@ def _environment(threads: int) -> dict[str, str]:
 def run_bench(weights: str | Path | None = None, *, threads: int = 1, batches: Sequence[int] = (1, 32),
               repeats: int = 5, backends: Sequence[str] = ("torch", "onnxruntime", "openvino"),
               int8: bool = True, data: str | Path | None = None, warmup: int = 2,
+              accuracy_n: int | None = None,
               progress: Callable[[str], None] | None = None) -> BenchReport:
-    """Build every candidate, time them in interleaved rounds, return the report."""
+    """Build every candidate, time them in interleaved rounds, return the report.
+
+    ``accuracy_n``: labelled crops to measure every candidate's plate accuracy on (from
+    ``data``, real when available); ``None`` = all crops of the real folder when one is
+    found, else none; ``0`` = skip.  Accuracy is measured, never used to tune anything.
+    """
     from lprnet.weights import build_model
 
     say = progress or (lambda s: None)
@@ -300,6 +392,12 @@ def run_bench(weights: str | Path | None = None, *, threads: int = 1, batches: S
             say("measuring matmul rate")
             gflops = matmul_gflops()
             torch.set_num_threads(threads)
+            acc_set = accuracy_crops(accuracy_n, data, meta.config.input_size)
+            accuracy: dict[int, tuple[float, float]] = {}
+            if acc_set is not None:
+                say(f"accuracy on {len(acc_set[1])} crops")
+                accuracy = candidate_accuracy(cands, _torch_runner(deploy), acc_set[0], acc_set[1],
+                                              meta.config.charset)
             deploy_out = {b: _torch_runner(deploy)(x) for b, x in inputs.items()}
             diffs: dict[tuple[int, int], float] = {}
             for ci, c in enumerate(cands):
@@ -311,14 +409,18 @@ def run_bench(weights: str | Path | None = None, *, threads: int = 1, batches: S
                         out = c.run(x)
                     diffs[(ci, b)] = float(np.max(np.abs(out - deploy_out[b])))
             times: dict[tuple[int, int], list[float]] = {(ci, b): [] for ci in range(len(cands)) for b in batches}
-            for r in range(repeats):
-                say(f"round {r + 1}/{repeats}")
-                for b in batches:
+            for b in batches:  # one batch size at a time: no runtime sees its input shape change while timed
+                x = inputs[b]
+                calls = max(1, MIN_PLATES // b)
+                for c in cands:
+                    c.run(x)
+                for r in range(repeats):
+                    say(f"batch {b}: round {r + 1}/{repeats}")
                     for ci, c in enumerate(cands):
-                        x = inputs[b]
                         t0 = time.perf_counter()
-                        c.run(x)
-                        times[(ci, b)].append((time.perf_counter() - t0) * 1000.0 / b)
+                        for _ in range(calls):
+                            c.run(x)
+                        times[(ci, b)].append((time.perf_counter() - t0) * 1000.0 / (b * calls))
     finally:
         torch.set_num_threads(prev_threads)
     ref_i = next((i for i, c in enumerate(cands) if c.name.startswith("reference")), None)
@@ -329,12 +431,58 @@ def run_bench(weights: str | Path | None = None, *, threads: int = 1, batches: S
             speed = None
             if ref_i is not None:
                 speed = statistics.median(rt / t for rt, t in zip(times[(ref_i, b)], ts))
+            acc, agree = accuracy.get(ci, (None, None))
             results.append({"name": c.name, "backend": c.backend, "precision": c.precision, "batch": b,
                             "ms_per_plate": statistics.median(ts), "speedup_vs_reference": speed,
-                            "max_abs_diff": diffs[(ci, b)], "flops_per_plate": c.flops or flops})
+                            "max_abs_diff": diffs[(ci, b)], "flops_per_plate": c.flops or flops,
+                            "accuracy": acc, "agreement_vs_deploy": agree})
     floor = flops / (gflops * 1e9) * 1000.0
     return BenchReport(threads, floor, int(flops), gflops, repeats, list(batches), source, results,
-                       notes, _environment(threads))
+                       notes, _environment(threads), acc_set[2] if acc_set else "",
+                       len(acc_set[1]) if acc_set else 0)
+
+
+def accuracy_crops(n: int | None, data: str | Path | None, input_size: tuple[int, int] = (94, 24)
+                   ) -> tuple[np.ndarray, list[str], str] | None:
+    """Preprocessed labelled crops for the accuracy columns: (batch, labels, source) or ``None``.
+
+    ``n=None``: every crop of the real folder :func:`lprnet.export.onnx.find_parity_dir`
+    finds (none when there is no such folder); ``n=0``: none; else ``n`` crops from the same
+    source as the timing inputs (synthetic ones carry their rendered text as label)."""
+    from lprnet.core.process import IMAGE_EXTENSIONS, preprocess
+    from lprnet.export.onnx import find_parity_dir, parity_images
+
+    if n is None:
+        d = find_parity_dir(data)
+        if d is None:
+            return None
+        n = sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+    if n <= 0:
+        return None
+    imgs, labels, source = parity_images(n, data, input_size=input_size)
+    if labels is None:
+        return None
+    return preprocess(imgs, input_size), list(labels), source
+
+
+def candidate_accuracy(cands: Sequence[Candidate], deploy: Runner, x: np.ndarray, labels: Sequence[str],
+                       charset: Any, chunk: int = 100) -> dict[int, tuple[float, float]]:
+    """{candidate index: (plate accuracy, fraction decoded like ``deploy``)} on ``x``.
+
+    Batch-independent candidates run in chunks of ``chunk``; batch-coupled ones (the
+    reference form) one plate at a time, which is how its normalisation equals the per-sample one."""
+    from lprnet.core.process import greedy_strings
+
+    def strings(run: Runner, size: int) -> list[str]:
+        return [s for i in range(0, len(x), size) for s in greedy_strings(run(x[i:i + size]), charset)]
+
+    want = strings(deploy, chunk)
+    out = {}
+    for ci, c in enumerate(cands):
+        got = strings(c.run, 1 if c.batch_coupled else chunk)
+        n = max(1, len(got))
+        out[ci] = (sum(g == t for g, t in zip(got, labels)) / n, sum(g == w for g, w in zip(got, want)) / n)
+    return out
 
 
 def write_docs(report: BenchReport, out_dir: str | Path, command: str = "") -> list[Path]:
@@ -377,5 +525,5 @@ def write_docs(report: BenchReport, out_dir: str | Path, command: str = "") -> l
     return [md, png]
 
 
-__all__ = ["BenchReport", "Candidate", "build_candidates", "count_flops", "matmul_gflops", "run_bench",
-           "write_docs"]
+__all__ = ["INT8_TARGET_DROP", "INT8_TARGET_MS", "BenchReport", "Candidate", "accuracy_crops", "build_candidates",
+           "candidate_accuracy", "count_flops", "matmul_gflops", "run_bench", "write_docs"]

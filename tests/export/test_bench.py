@@ -70,3 +70,79 @@ def test_write_docs(tmp_path: Path) -> None:
     text = md.read_text()
     assert "| onnxruntime fp32 | onnxruntime | fp32 | 32 | 3.000 | 3.30x |" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _planted_weights(path: Path) -> Path:
+    """The bundled (trained) weights with the 10 % least-varying channels of each backbone
+    BatchNorm made dead (gamma 0, beta = their mean post-ReLU value on synthetic crops)."""
+    from lprnet.core.process import preprocess
+    from lprnet.export.onnx import parity_images
+    from lprnet.model.lprnet import BN_INDICES
+    from lprnet.weights import build_model
+
+    m, meta = build_model(None)
+    acts: dict[int, torch.Tensor] = {}
+    hooks = [m.backbone[i + 1].register_forward_hook(lambda mod, inp, out, i=i: acts.__setitem__(i, out))
+             for i in BN_INDICES]
+    with torch.no_grad():
+        m(torch.from_numpy(preprocess(parity_images(16, "synthetic", seed=11)[0])))
+        for h in hooks:
+            h.remove()
+        for i in BN_INDICES[:-1]:
+            idx = acts[i].std(dim=(0, 2, 3)).argsort()[: acts[i].shape[1] // 10]
+            m.backbone[i].weight[idx] = 0.0
+            m.backbone[i].bias[idx] = acts[i].mean(dim=(0, 2, 3))[idx]
+    return save_weights(path, m.state_dict(), meta)
+
+
+@pytest.mark.slow
+def test_bench_int8_dead_channel_rows_and_accuracy(tmp_path: Path) -> None:
+    """INT8 of the dead-channel model in both runtimes, accuracy columns, the INT8 target rows."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    w = _planted_weights(tmp_path / "w.safetensors")
+    r = runner.invoke(app, ["bench", "--weights", str(w), "--json", "--batches", "1", "--repeats", "1",
+                            "--data", "synthetic", "--accuracy-n", "24", "--backends", "onnxruntime,openvino",
+                            "--no-docs"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    rows = {x["name"]: x for x in d["results"]}
+    for rt in ("onnxruntime", "openvino"):
+        for prec in ("fp32", "int8"):
+            full, slim = rows[f"{rt} {prec}"], rows[f"{rt} {prec} + dead-channels"]
+            assert full["precision"] == slim["precision"] == prec and slim["backend"] == rt
+            assert slim["flops_per_plate"] < 0.95 * full["flops_per_plate"]
+            if prec == "fp32":
+                assert slim["max_abs_diff"] < 1e-3 and slim["agreement_vs_deploy"] == 1.0
+            else:
+                assert slim["agreement_vs_deploy"] >= 0.8  # 24 synthetic crops, quantised
+    assert d["accuracy_n"] == 24 and d["accuracy_inputs"].startswith("synthetic")
+    assert all(x["accuracy"] is not None for x in d["results"])
+    assert rows["reference (ReferenceLPRNet, eager)"]["agreement_vs_deploy"] == 1.0  # batch 1: same as deploy
+    tgt = {t["name"]: t for t in d["int8_target"]}
+    assert set(tgt) == {"onnxruntime int8", "openvino int8", "onnxruntime int8 + dead-channels",
+                        "openvino int8 + dead-channels"}
+    for name, t in tgt.items():
+        fp32 = rows[name.replace("int8", "fp32")]
+        assert t["accuracy_drop"] == pytest.approx(fp32["accuracy"] - rows[name]["accuracy"])
+        assert t["speed_ok"] == (rows[name]["ms_per_plate"] <= 1.5)
+    assert "int8" in d["notes"] and "uint8" in d["notes"]["int8"]
+
+
+def test_markdown_accuracy_and_int8_target() -> None:
+    def row(name: str, prec: str, ms: float, acc: float) -> dict:
+        return {"name": name, "backend": name.split()[0], "precision": prec, "batch": 1, "ms_per_plate": ms,
+                "speedup_vs_reference": 1.0, "max_abs_diff": 0.0, "accuracy": acc, "agreement_vs_deploy": 1.0}
+
+    rep = BenchReport(1, 2.0, 288_000_000, 100.0, 3, [1], "real", [
+        row("deploy (LPRNet, eager)", "fp32", 10.0, 0.894), row("openvino fp32 + dead-channels", "fp32", 2.0, 0.894),
+        row("openvino int8 + dead-channels", "int8", 1.2, 0.896), row("onnxruntime fp32", "fp32", 3.0, 0.894),
+        row("onnxruntime int8", "int8", 1.6, 0.884)], accuracy_inputs="real:plates", accuracy_n=1000)
+    tgt = {t["name"]: t for t in rep.int8_target()}
+    assert tgt["openvino int8 + dead-channels"]["speed_ok"] and tgt["openvino int8 + dead-channels"]["accuracy_ok"]
+    assert tgt["onnxruntime int8"]["accuracy_drop"] == pytest.approx(0.010)
+    assert not tgt["onnxruntime int8"]["speed_ok"] and not tgt["onnxruntime int8"]["accuracy_ok"]
+    md = rep.to_markdown()
+    assert "## Accuracy (1000 labelled crops: real:plates)" in md
+    assert "| openvino int8 + dead-channels | 0.8960 | +0.2 | 1.0000 |" in md
+    assert "| onnxruntime int8 (vs onnxruntime fp32) | 1 | 1 | 1.600 | 1.0 | missed | missed |" in md

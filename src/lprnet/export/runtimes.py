@@ -7,7 +7,9 @@
   files have their subnormals flushed instead);
 * :class:`OpenVinoBackend` — an OpenVINO compiled model on ``CPU`` with
   ``INFERENCE_NUM_THREADS``, fp32 inference precision (no silent bf16 on AMX/AVX512-BF16
-  CPUs) and the latency hint;
+  CPUs) and the latency hint (timed against ``ENABLE_CPU_PINNING=False``,
+  ``CPU_DENORMALS_OPTIMIZATION``, ``THROUGHPUT`` with one stream and no hint on the INT8
+  dead-channel model at one thread: all within 4 %, so the latency hint stays);
 * :func:`load_backend` — what :func:`lprnet.load` calls for ``backend="onnxruntime"`` or
   ``"openvino"``: an ``.onnx``/``.xml`` file is used as is (its embedded metadata gives the
   charset and input size); weights (``.safetensors``/``.pth``/``None`` = bundled) are
