@@ -75,7 +75,7 @@ def test_int8_agreement_and_accuracy_real_crops(tmp_path: Path, dead_channels: b
     assert p.accuracy_backend >= p.accuracy_torch - 0.01, p.to_text()
     assert res.ok and res.precision == "int8" and (tmp_path / "q.onnx").exists()
     if dead_channels:
-        assert next(s for s in res.steps if s["step"] == "dead-channels")["removed"] == 705
+        assert next(s for s in res.steps if s["step"] == "dead-channels")["removed"] == 744
 
 
 def _trained_with_dead_channels(path: Path, frac: float = 0.1) -> tuple[Path, dict[int, int]]:
