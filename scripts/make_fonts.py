@@ -116,20 +116,24 @@ def _subset(src: Path, dst: Path, text: str, font_number: int = 0) -> None:
         raise SystemExit(f"{dst.name}: glyphs missing after subsetting: {''.join(missing)}")
 
 
-def _noto_licence() -> str:
-    text = NOTO_COPYRIGHT.read_text(encoding="utf-8")
-    m = re.search(r"^License: SIL-1\.1\n((?: .*\n?)+)", text, flags=re.M)
+def _debian_licence(copyright_file: Path, licence: str, header: str) -> str:
+    """``header`` + the ``License: <licence>`` paragraph of a Debian ``copyright`` file."""
+    text = copyright_file.read_text(encoding="utf-8")
+    m = re.search(rf"^License: {re.escape(licence)}\n((?: .*\n?)+)", text, flags=re.M)
     if not m:
-        raise SystemExit(f"could not find the SIL-1.1 licence text in {NOTO_COPYRIGHT}")
+        raise SystemExit(f"could not find the {licence} licence text in {copyright_file}")
     body = "\n".join("" if ln.strip() == "." else ln[1:] for ln in m.group(1).splitlines())
-    header = (
+    return header + body.strip() + "\n"
+
+
+def _noto_licence() -> str:
+    return _debian_licence(NOTO_COPYRIGHT, "SIL-1.1", (
         "Noto Sans CJK SC and Noto Serif CJK SC (subsets), from the Debian packages fonts-noto-cjk\n"
         "and fonts-noto-cjk-extra.\n"
         "Copyright 2014-2021 Adobe (http://www.adobe.com/).\n"
         "Copyright 2010-2012 Google Corporation.\n\n"
         "This Font Software is licensed under the SIL Open Font License, Version 1.1.\n\n"
-    )
-    return header + body.strip() + "\n"
+    ))
 
 
 def _opendin_licence() -> str:
@@ -141,17 +145,11 @@ def _opendin_licence() -> str:
 
 
 def _dejavu_licence() -> str:
-    text = DEJAVU_COPYRIGHT.read_text(encoding="utf-8")
-    m = re.search(r"^License: bitstream-vera\n((?: .*\n?)+)", text, flags=re.M)
-    if not m:
-        raise SystemExit(f"could not find the bitstream-vera licence text in {DEJAVU_COPYRIGHT}")
-    body = "\n".join("" if ln.strip() == "." else ln[1:] for ln in m.group(1).splitlines())
-    header = (
+    return _debian_licence(DEJAVU_COPYRIGHT, "bitstream-vera", (
         "DejaVu Sans Condensed Bold (subset), from the Debian package fonts-dejavu-core.\n"
         "Copyright (c) 2003 by Bitstream, Inc. All Rights Reserved. Bitstream Vera is a trademark of\n"
         "Bitstream, Inc.  DejaVu changes are in the public domain.\n\n"
-    )
-    return header + body.strip() + "\n"
+    ))
 
 
 def main(argv: list[str] | None = None) -> int:

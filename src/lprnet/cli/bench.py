@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -81,8 +82,13 @@ def bench_cmd(
                         data=data, accuracy_n=accuracy_n, progress=say)
     except (WeightsError, ValueError, ImportError) as e:
         fail(str(e))
+    _report(rep, write_docs, out, no_docs, as_json)
+
+
+def _report(rep: Any, write: Callable[..., list[Path]], out: Path | None, no_docs: bool, as_json: bool) -> None:
+    """Write the docs (unless told not to) and print the report as JSON or Markdown."""
     if out is not None and not no_docs:
-        files = write_docs(rep, out, _command())
+        files = write(rep, out, _command())
         if not as_json:
             print("wrote " + ", ".join(map(str, files)), file=sys.stderr)
     if as_json:
@@ -104,18 +110,9 @@ def _device_sweep(weights: Path | None, device: str, batches: str | None, varian
         rep = run_device_bench(weights, device=device, batches=bs, variants=names, repeats=repeats,
                                min_time=min_time, threads=threads, data=data, compile_backend=compile_backend,
                                progress=say)
-    except DeviceUnavailableError as e:
+    except (DeviceUnavailableError, WeightsError, ValueError, ImportError) as e:
         fail(str(e))
-    except (WeightsError, ValueError, ImportError) as e:
-        fail(str(e))
-    if out is not None and not no_docs:
-        files = write_device_docs(rep, out, _command())
-        if not as_json:
-            print("wrote " + ", ".join(map(str, files)), file=sys.stderr)
-    if as_json:
-        print(json.dumps(rep.to_json()))
-    else:
-        print(rep.to_markdown())
+    _report(rep, write_device_docs, out, no_docs, as_json)
 
 
 def register(app: typer.Typer) -> None:
