@@ -13,13 +13,16 @@ Font Name that our subset names would use):
 * ``fonts-dejavu-core`` -- ``DejaVuSansCondensed-Bold.ttf`` (Bitstream Vera licence + public
   domain DejaVu changes: redistribution and modification allowed if the name contains neither
   "Bitstream" nor "Vera"), a second Latin face for glyph variety.
+* ``fonts-roboto-unhinted`` -- ``RobotoCondensed-Bold.ttf`` (Apache License 2.0, Copyright 2011
+  Google Inc.), a narrow grotesque with a different M, W, Q and digits from DIN.
 * ``fonts-opendin`` -- ``/usr/share/fonts/truetype/opendin/OSP-DIN.ttf``, a condensed DIN 1451
   style face (narrow, tall, like the GA 36 plate alphanumerics).  Copyright 2011 OSP.
   Licence: ``/usr/share/doc/fonts-opendin/OFL-1.1.txt.gz`` and ``copyright``.
 
 Usage::
 
-    apt-get install -y fonts-noto-cjk fonts-noto-cjk-extra fonts-opendin fonts-dejavu-core
+    apt-get install -y fonts-noto-cjk fonts-noto-cjk-extra fonts-opendin fonts-dejavu-core \
+        fonts-roboto-unhinted
     pip install fonttools
     python scripts/make_fonts.py            # writes src/lprnet/data/fonts/
 
@@ -55,6 +58,9 @@ NOTO_COPYRIGHT = Path("/usr/share/doc/fonts-noto-cjk/copyright")
 OPENDIN_OFL = Path("/usr/share/doc/fonts-opendin/OFL-1.1.txt.gz")
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf")
 DEJAVU_COPYRIGHT = Path("/usr/share/doc/fonts-dejavu-core/copyright")
+ROBOTO = Path("/usr/share/fonts/truetype/roboto/unhinted/RobotoCondensed-Bold.ttf")
+ROBOTO_COPYRIGHT = Path("/usr/share/doc/fonts-roboto-unhinted/copyright")
+APACHE = Path("/usr/share/common-licenses/Apache-2.0")
 #: (source .ttc, output name) of the CJK faces; face index NOTO_FACE_SC (Simplified Chinese) in each.
 CJK_FACES = (
     ("NotoSansCJK-Regular.ttc", "NotoSansCJKsc-Regular-plates.otf"),
@@ -82,6 +88,9 @@ Subsets used by `lprnet.data.synth` to render synthetic licence plates.  Produce
   Copyright (c) 2003 Bitstream, Inc.; DejaVu changes are in the public domain.  Glyphs: `{latin}`.
   Licence: Bitstream Vera licence, see `LICENSE-DejaVu.txt` (a modified version, not named
   "Bitstream" or "Vera").
+- `RobotoCondensed-Bold-plates.ttf`: Roboto Condensed Bold (Debian `fonts-roboto-unhinted`),
+  Copyright 2011 Google Inc.  Glyphs: `{latin}`.  Licence: Apache License 2.0, see
+  `LICENSE-Roboto.txt` (modified: subset).
 
 The Noto and OSP-DIN files are Modified Versions under the OFL (subsets: unneeded glyphs, hinting and layout tables
 removed).  They are distributed under the SIL Open Font License 1.1 only, together with the
@@ -152,27 +161,37 @@ def _dejavu_licence() -> str:
     ))
 
 
+def _roboto_licence() -> str:
+    return ("Roboto Condensed Bold (subset), from the Debian package fonts-roboto-unhinted.\n"
+            "Copyright 2011 Google Inc. All Rights Reserved.\n"
+            "Modified: subset to the plate characters, hinting and layout tables removed.\n\n"
+            + APACHE.read_text(encoding="utf-8").strip() + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT_DIR)
     args = ap.parse_args(argv)
     out: Path = args.out
 
-    needed = [NOTO_DIR / src for src, _ in CJK_FACES] + [OPENDIN, NOTO_COPYRIGHT, OPENDIN_OFL, DEJAVU, DEJAVU_COPYRIGHT]
+    needed = [NOTO_DIR / src for src, _ in CJK_FACES] + [OPENDIN, NOTO_COPYRIGHT, OPENDIN_OFL, DEJAVU, DEJAVU_COPYRIGHT,
+                                                      ROBOTO, ROBOTO_COPYRIGHT, APACHE]
     for p in needed:
         if not p.exists():
             raise SystemExit(f"missing {p}: apt-get install -y fonts-noto-cjk fonts-noto-cjk-extra "
-                             "fonts-opendin fonts-dejavu-core")
+                             "fonts-opendin fonts-dejavu-core fonts-roboto-unhinted")
 
     cjk = PROVINCES + SPECIAL_CJK
     for src, dst in CJK_FACES:
         _subset(NOTO_DIR / src, out / dst, cjk + LATIN + LABEL_EXTRA, font_number=NOTO_FACE_SC)
     _subset(OPENDIN, out / "OSP-DIN-plates.ttf", LATIN)
     _subset(DEJAVU, out / "DejaVuSansCondensed-Bold-plates.ttf", LATIN)
+    _subset(ROBOTO, out / "RobotoCondensed-Bold-plates.ttf", LATIN)
 
     (out / "OFL-NotoSansCJK.txt").write_text(_noto_licence(), encoding="utf-8")
     (out / "OFL-OSP-DIN.txt").write_text(_opendin_licence(), encoding="utf-8")
     (out / "LICENSE-DejaVu.txt").write_text(_dejavu_licence(), encoding="utf-8")
+    (out / "LICENSE-Roboto.txt").write_text(_roboto_licence(), encoding="utf-8")
     (out / "README.md").write_text(README.format(cjk=cjk, latin=LATIN), encoding="utf-8")
 
     total = 0

@@ -112,13 +112,26 @@ def test_faces_differ() -> None:
     b = synth._glyph("6", "cjk-bold", 10.0, 45.0, "dejavu")
     c = synth._glyph("皖", "cjk-regular", 0.0, 45.0)
     d = synth._glyph("皖", "cjk-serif", 0.0, 45.0)
-    assert np.abs(a - b).mean() > 0.03 and np.abs(c - d).mean() > 0.03
+    e = synth._glyph("6", "cjk-bold", 10.0, 45.0, "roboto")
+    assert np.abs(a - b).mean() > 0.03 and np.abs(c - d).mean() > 0.03 and np.abs(a - e).mean() > 0.03
+
+
+@pytest.mark.parametrize("face", ["din", "roboto"])
+def test_flat_top_cuts_the_apex_of_a_only(face: str) -> None:
+    pointed = synth._glyph("A", "cjk-bold", 10.0, 45.0, face)
+    flat = synth._glyph("A", "cjk-bold", 10.0, 45.0, face, flat_top=True)
+    # the top rows of a pointed A are a narrow tip; the cut apex is wider there
+    assert (flat[1:3] > 0.5).sum() >= (pointed[1:3] > 0.5).sum() + 3
+    # other glyphs ignore the flag
+    h = synth._glyph("H", "cjk-bold", 10.0, 45.0, face)
+    assert np.array_equal(h, synth._glyph("H", "cjk-bold", 10.0, 45.0, face, flat_top=True))
 
 
 def test_font_subsets_are_small_and_licensed() -> None:
     files = list(synth.FONT_DIR.iterdir())
     names = {p.name for p in files}
-    assert {"OFL-NotoSansCJK.txt", "OFL-OSP-DIN.txt", "LICENSE-DejaVu.txt", "README.md"} <= names
+    assert {"OFL-NotoSansCJK.txt", "OFL-OSP-DIN.txt", "LICENSE-DejaVu.txt", "LICENSE-Roboto.txt",
+            "README.md"} <= names
     assert sum(p.stat().st_size for p in files) < 1_000_000
 
 

@@ -70,10 +70,13 @@ _CJK_STYLE_P = {"cjk-regular": 0.1, "cjk-medium": 0.15, "cjk-bold": 0.3, "cjk-bl
 _LATIN_FONTS = {
     "din": FONT_DIR / "OSP-DIN-plates.ttf",
     "dejavu": FONT_DIR / "DejaVuSansCondensed-Bold-plates.ttf",
+    "roboto": FONT_DIR / "RobotoCondensed-Bold-plates.ttf",
     "noto": FONT_DIR / "NotoSansCJKsc-Bold-plates.otf",
     "noto-black": FONT_DIR / "NotoSansCJKsc-Black-plates.otf",
 }
-_LATIN_FACE_P = {"din": 0.5, "dejavu": 0.2, "noto": 0.15, "noto-black": 0.15}
+_LATIN_FACE_P = {"din": 0.4, "roboto": 0.2, "dejavu": 0.15, "noto": 0.125, "noto-black": 0.125}
+#: How often a plate's "A" has the flat (cut) apex of the GA 36 face instead of the font's point.
+_FLAT_A_P = 0.5
 
 _CHARSET = Charset.chinese()
 _SERIAL = DIGITS + LETTERS  # GA 36 serials: digits and letters without I and O
@@ -158,12 +161,14 @@ def _morph(hi: np.ndarray, delta: int) -> np.ndarray:
 
 @lru_cache(maxsize=16384)
 def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = "din",
-           fill: float = 1.0, bold: int = 0) -> np.ndarray:
+           fill: float = 1.0, bold: int = 0, flat_top: bool = False) -> np.ndarray:
     """Alpha mask (float32, 0..1) of ``ch`` filling a ``cell_w_mm`` x 90 mm cell at work scale.
 
     Latin letters and digits come from Latin ``face`` stretched to ``fill`` of the cell width
     and thinned or thickened (morphology at high resolution) to a stem width of ``stroke_mm``;
-    the plate "1" is a plain bar as on GA 36 plates.  Two pseudo-characters: ``"·"`` (separator
+    the plate "1" is a plain bar as on GA 36 plates; ``flat_top`` cuts the apex of "A" flat (the
+    GA 36 shape) by dropping the top 12% of the glyph and stretching the rest to full height.
+    Two pseudo-characters: ``"·"`` (separator
     dot of diameter ``stroke_mm``) and ``"e"`` (the small new-energy emblem).  CJK characters use
     ``style`` (one of the CJK faces), fill ``fill`` of the cell width and are emboldened by
     ``bold`` high-resolution pixels per side; they ignore ``stroke_mm``.  Cached: each process
@@ -193,6 +198,8 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
         hi = _morph(hi, bold)
     else:
         a = _ink(ch, _LATIN_FONTS[face], hi_h)
+        if flat_top and ch == "A":
+            a = a[round(0.12 * a.shape[0]) :]
         inner_w = round(hi_w * fill)
         if a.shape[1] < 0.3 * a.shape[0]:  # naturally narrow glyphs (I) keep their width
             inner_w = max(1, round(a.shape[1] * hi_h / a.shape[0]))
@@ -323,6 +330,7 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
     # learns the characters rather than one font (real plates use a face we cannot ship).
     style = _pick(rng, _CJK_STYLE_P)
     face = _pick(rng, _LATIN_FACE_P)
+    flat_a = bool(rng.random() < _FLAT_A_P)
     stroke = float(rng.integers(8, 15))  # mm; GA 36 alphanumerics have ~10 mm stems
     fill = float(rng.choice([0.8, 0.88, 0.94, 1.0]))
     cjk_fill = float(rng.choice([0.88, 0.94, 1.0]))
@@ -335,7 +343,7 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
         x = _mm(x_mm + rng.uniform(-0.8, 0.8))
         y = y_char + int(rng.integers(-1, 2)) * (rng.random() < 0.2)
         if ch in _SERIAL:
-            g = _glyph(ch, style, stroke, w_mm, face, fill)
+            g = _glyph(ch, style, stroke, w_mm, face, fill, flat_top=flat_a and ch == "A")
         else:
             g = _glyph(ch, style, 0.0, w_mm, face, cjk_fill, bold)
         _stamp(ink, g, x, y)
