@@ -117,14 +117,21 @@ def test_faces_differ() -> None:
 
 
 @pytest.mark.parametrize("face", ["din", "roboto"])
-def test_flat_top_cuts_the_apex_of_a_only(face: str) -> None:
+def test_ga_form_changes_only_a_and_m(face: str) -> None:
     pointed = synth._glyph("A", "cjk-bold", 10.0, 45.0, face)
-    flat = synth._glyph("A", "cjk-bold", 10.0, 45.0, face, flat_top=True)
+    flat = synth._glyph("A", "cjk-bold", 10.0, 45.0, face, ga_form=True)
     # the top rows of a pointed A are a narrow tip; the cut apex is wider there
     assert (flat[1:3] > 0.5).sum() >= (pointed[1:3] > 0.5).sum() + 3
+    # GA 36 "M": the middle V ends near mid-height, the lower centre is empty between the stems
+    m = synth._glyph("M", "cjk-bold", 10.0, 45.0, face, ga_form=True)
+    h, w = m.shape
+    centre = m[:, w // 2 - 1 : w // 2 + 2].max(axis=1)
+    assert centre[round(h * 0.45)] > 0.5 and centre[round(h * 0.8) :].max() < 0.2
+    assert m[round(h * 0.8), : w // 3].max() > 0.5 and m[round(h * 0.8), -w // 3 :].max() > 0.5
     # other glyphs ignore the flag
-    h = synth._glyph("H", "cjk-bold", 10.0, 45.0, face)
-    assert np.array_equal(h, synth._glyph("H", "cjk-bold", 10.0, 45.0, face, flat_top=True))
+    for ch in "H4W":
+        a = synth._glyph(ch, "cjk-bold", 10.0, 45.0, face)
+        assert np.array_equal(a, synth._glyph(ch, "cjk-bold", 10.0, 45.0, face, ga_form=True))
 
 
 def test_font_subsets_are_small_and_licensed() -> None:

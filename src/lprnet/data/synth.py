@@ -75,8 +75,9 @@ _LATIN_FONTS = {
     "noto-black": FONT_DIR / "NotoSansCJKsc-Black-plates.otf",
 }
 _LATIN_FACE_P = {"din": 0.4, "roboto": 0.2, "dejavu": 0.15, "noto": 0.125, "noto-black": 0.125}
-#: How often a plate's "A" has the flat (cut) apex of the GA 36 face instead of the font's point.
-_FLAT_A_P = 0.5
+#: How often a plate uses the GA 36 forms of "A" (flat, cut apex) and "M" (short middle V whose
+#: vertex sits near mid-height) instead of the font's own glyphs.
+_GA_FORM_P = 0.5
 
 _CHARSET = Charset.chinese()
 _SERIAL = DIGITS + LETTERS  # GA 36 serials: digits and letters without I and O
@@ -161,17 +162,18 @@ def _morph(hi: np.ndarray, delta: int) -> np.ndarray:
 
 @lru_cache(maxsize=16384)
 def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = "din",
-           fill: float = 1.0, bold: int = 0, flat_top: bool = False) -> np.ndarray:
+           fill: float = 1.0, bold: int = 0, ga_form: bool = False) -> np.ndarray:
     """Alpha mask (float32, 0..1) of ``ch`` filling a ``cell_w_mm`` x 90 mm cell at work scale.
 
     Latin letters and digits come from Latin ``face`` stretched to ``fill`` of the cell width
     and thinned or thickened (morphology at high resolution) to a stem width of ``stroke_mm``;
-    the plate "1" is a plain bar as on GA 36 plates; ``flat_top`` cuts the apex of "A" flat (the
-    GA 36 shape) by dropping the top 12% of the glyph and stretching the rest to full height.
-    Two pseudo-characters: ``"·"`` (separator
-    dot of diameter ``stroke_mm``) and ``"e"`` (the small new-energy emblem).  CJK characters use
-    ``style`` (one of the CJK faces), fill ``fill`` of the cell width and are emboldened by
-    ``bold`` high-resolution pixels per side; they ignore ``stroke_mm``.  Cached: each process
+    the plate "1" is a plain bar as on GA 36 plates.  ``ga_form`` switches "A" and "M" to their GA 36
+    shapes: "A" gets a flat apex (the top 12% of the glyph dropped, the rest stretched to full
+    height) and "M" is drawn as two stems joined by a V whose vertex sits at 50-62% of the height.
+    Two pseudo-characters: ``"·"`` (separator dot of diameter ``stroke_mm``) and ``"e"`` (the
+    small new-energy emblem).  CJK characters use ``style`` (one of the CJK faces), fill ``fill``
+    of the cell width and are emboldened by ``bold`` high-resolution pixels per side; they ignore
+    ``stroke_mm``.  Cached: each process
     renders a glyph variant once (the variant parameters are quantised by the caller).
     """
     hi_h = round(_CHAR_H_MM * _GLYPH_PX_PER_MM)
@@ -196,9 +198,19 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
         y0, x0 = (hi_h - inner_h) // 2, (hi_w - inner_w) // 2
         hi[y0 : y0 + inner_h, x0 : x0 + inner_w] = cv2.resize(a, (inner_w, inner_h), interpolation=cv2.INTER_AREA)
         hi = _morph(hi, bold)
+    elif ch == "M" and ga_form:
+        s = round(stroke_mm * _GLYPH_PX_PER_MM)
+        w = round(hi_w * fill)
+        x0 = (hi_w - w) // 2
+        hi[:, x0 : x0 + s] = 255
+        hi[:, x0 + w - s : x0 + w] = 255
+        # vertex depth varies with the face so the model does not key on one exact shape
+        vy = round(hi_h * (0.50 + 0.12 * (sum(map(ord, face)) % 5) / 4))
+        for xa in (x0 + s // 2, x0 + w - s // 2):
+            cv2.line(hi, (xa, s // 2), (x0 + w // 2, vy), 255, round(s * 1.05), cv2.LINE_AA)
     else:
         a = _ink(ch, _LATIN_FONTS[face], hi_h)
-        if flat_top and ch == "A":
+        if ga_form and ch == "A":
             a = a[round(0.12 * a.shape[0]) :]
         inner_w = round(hi_w * fill)
         if a.shape[1] < 0.3 * a.shape[0]:  # naturally narrow glyphs (I) keep their width
@@ -330,7 +342,7 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
     # learns the characters rather than one font (real plates use a face we cannot ship).
     style = _pick(rng, _CJK_STYLE_P)
     face = _pick(rng, _LATIN_FACE_P)
-    flat_a = bool(rng.random() < _FLAT_A_P)
+    ga_form = bool(rng.random() < _GA_FORM_P)
     stroke = float(rng.integers(8, 15))  # mm; GA 36 alphanumerics have ~10 mm stems
     fill = float(rng.choice([0.8, 0.88, 0.94, 1.0]))
     cjk_fill = float(rng.choice([0.88, 0.94, 1.0]))
@@ -343,7 +355,7 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
         x = _mm(x_mm + rng.uniform(-0.8, 0.8))
         y = y_char + int(rng.integers(-1, 2)) * (rng.random() < 0.2)
         if ch in _SERIAL:
-            g = _glyph(ch, style, stroke, w_mm, face, fill, flat_top=flat_a and ch == "A")
+            g = _glyph(ch, style, stroke, w_mm, face, fill, ga_form=ga_form and ch in "AM")
         else:
             g = _glyph(ch, style, 0.0, w_mm, face, cjk_fill, bold)
         _stamp(ink, g, x, y)
