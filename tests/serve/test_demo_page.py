@@ -50,15 +50,19 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chro
 
 
 @pytest.fixture(scope="module")
-def plate_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def plate_file(tmp_path_factory: pytest.TempPathFactory, recognizer: Recognizer) -> Path:
     """A rendered plate, written at twice the model input size (so the server resizes it).
 
-    With the test weights this seed reads as three characters at high confidence (stable under float rounding).
+    The test weights are random, so the first of the rendered plates that they read as at least two
+    characters is used (several characters make the per-character list worth checking); the choice
+    follows the generator, not a hard-coded seed.
     """
-    bgr, _, _ = next(generate(1, seed=6))
     path = tmp_path_factory.mktemp("demo") / "plate.png"
-    cv2.imwrite(str(path), cv2.resize(bgr, (188, 48)))
-    return path
+    for bgr, _, _ in generate(50, seed=6):
+        cv2.imwrite(str(path), cv2.resize(bgr, (188, 48)))
+        if len(recognizer.recognize(path)[0].plate) >= 2:
+            return path
+    raise AssertionError("none of 50 rendered plates reads as two or more characters with the test weights")
 
 
 def _upload(driver: webdriver.Chrome, base: str, path: Path) -> str:
