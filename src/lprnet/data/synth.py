@@ -78,6 +78,9 @@ _LATIN_FACE_P = {"din": 0.4, "roboto": 0.2, "dejavu": 0.15, "noto": 0.125, "noto
 #: How often a plate uses the GA 36 forms of "A" (flat, cut apex) and "M" (short middle V whose
 #: vertex sits near mid-height) instead of the font's own glyphs.
 _GA_FORM_P = 0.5
+#: Vertex height (fraction of the glyph height) of the drawn GA 36 "M", per Latin face, so that the
+#: model sees several depths rather than one exact shape.
+_GA_M_VERTEX = {"din": 0.50, "dejavu": 0.62, "roboto": 0.53, "noto": 0.59, "noto-black": 0.56}
 
 _CHARSET = Charset.chinese()
 _SERIAL = DIGITS + LETTERS  # GA 36 serials: digits and letters without I and O
@@ -173,8 +176,8 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
     Two pseudo-characters: ``"·"`` (separator dot of diameter ``stroke_mm``) and ``"e"`` (the
     small new-energy emblem).  CJK characters use ``style`` (one of the CJK faces), fill ``fill``
     of the cell width and are emboldened by ``bold`` high-resolution pixels per side; they ignore
-    ``stroke_mm``.  Cached: each process
-    renders a glyph variant once (the variant parameters are quantised by the caller).
+    ``stroke_mm``.  Cached: each process renders a glyph variant once (the variant parameters are
+    quantised by the caller).
     """
     hi_h = round(_CHAR_H_MM * _GLYPH_PX_PER_MM)
     hi_w = round(cell_w_mm * _GLYPH_PX_PER_MM)
@@ -204,8 +207,7 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
         x0 = (hi_w - w) // 2
         hi[:, x0 : x0 + s] = 255
         hi[:, x0 + w - s : x0 + w] = 255
-        # vertex depth varies with the face so the model does not key on one exact shape
-        vy = round(hi_h * (0.50 + 0.12 * (sum(map(ord, face)) % 5) / 4))
+        vy = round(hi_h * _GA_M_VERTEX[face])
         for xa in (x0 + s // 2, x0 + w - s // 2):
             cv2.line(hi, (xa, s // 2), (x0 + w // 2, vy), 255, round(s * 1.05), cv2.LINE_AA)
     else:
