@@ -117,7 +117,7 @@ def test_faces_differ() -> None:
 
 
 @pytest.mark.parametrize("face", ["din", "roboto"])
-def test_ga_form_changes_only_a_and_m(face: str) -> None:
+def test_ga_form_changes_only_a_m_and_w(face: str) -> None:
     pointed = synth._glyph("A", "cjk-bold", 10.0, 45.0, face)
     flat = synth._glyph("A", "cjk-bold", 10.0, 45.0, face, ga_form=True)
     # the top rows of a pointed A are a narrow tip; the cut apex is wider there
@@ -128,8 +128,12 @@ def test_ga_form_changes_only_a_and_m(face: str) -> None:
     centre = m[:, w // 2 - 1 : w // 2 + 2].max(axis=1)
     assert centre[round(h * 0.45)] > 0.5 and centre[round(h * 0.8) :].max() < 0.2
     assert m[round(h * 0.8), : w // 3].max() > 0.5 and m[round(h * 0.8), -w // 3 :].max() > 0.5
+    # GA 36 "W" is that M upside down: the middle apex rises to mid-height, the upper centre is empty
+    wg = synth._glyph("W", "cjk-bold", 10.0, 45.0, face, ga_form=True)
+    assert np.array_equal(wg, m[::-1])
+    assert not np.array_equal(wg, synth._glyph("W", "cjk-bold", 10.0, 45.0, face))
     # other glyphs ignore the flag
-    for ch in "H4W":
+    for ch in "H4VN":
         a = synth._glyph(ch, "cjk-bold", 10.0, 45.0, face)
         assert np.array_equal(a, synth._glyph(ch, "cjk-bold", 10.0, 45.0, face, ga_form=True))
 

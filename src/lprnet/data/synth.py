@@ -75,10 +75,10 @@ _LATIN_FONTS = {
     "noto-black": FONT_DIR / "NotoSansCJKsc-Black-plates.otf",
 }
 _LATIN_FACE_P = {"din": 0.4, "roboto": 0.2, "dejavu": 0.15, "noto": 0.125, "noto-black": 0.125}
-#: How often a plate uses the GA 36 forms of "A" (flat, cut apex) and "M" (short middle V whose
-#: vertex sits near mid-height) instead of the font's own glyphs.
+#: How often a plate uses the GA 36 forms of "A" (flat, cut apex), "M" (short middle V whose
+#: vertex sits near mid-height) and "W" (the same shape upside down) instead of the font's own glyphs.
 _GA_FORM_P = 0.5
-#: Vertex height (fraction of the glyph height) of the drawn GA 36 "M", per Latin face, so that the
+#: Vertex depth (fraction of the glyph height) of the drawn GA 36 "M" (and "W"), per Latin face, so that the
 #: model sees several depths rather than one exact shape.
 _GA_M_VERTEX = {"din": 0.50, "dejavu": 0.62, "roboto": 0.53, "noto": 0.59, "noto-black": 0.56}
 
@@ -170,9 +170,10 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
 
     Latin letters and digits come from Latin ``face`` stretched to ``fill`` of the cell width
     and thinned or thickened (morphology at high resolution) to a stem width of ``stroke_mm``;
-    the plate "1" is a plain bar as on GA 36 plates.  ``ga_form`` switches "A" and "M" to their GA 36
+    the plate "1" is a plain bar as on GA 36 plates.  ``ga_form`` switches "A", "M" and "W" to their GA 36
     shapes: "A" gets a flat apex (the top 12% of the glyph dropped, the rest stretched to full
-    height) and "M" is drawn as two stems joined by a V whose vertex sits at 50-62% of the height.
+    height), "M" is drawn as two stems joined by a V whose vertex sits at 50-62% of the height
+    and "W" is that "M" upside down (vertical sides, the middle apex rising to 38-50%).
     Two pseudo-characters: ``"·"`` (separator dot of diameter ``stroke_mm``) and ``"e"`` (the
     small new-energy emblem).  CJK characters use ``style`` (one of the CJK faces), fill ``fill``
     of the cell width and are emboldened by ``bold`` high-resolution pixels per side; they ignore
@@ -201,7 +202,7 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
         y0, x0 = (hi_h - inner_h) // 2, (hi_w - inner_w) // 2
         hi[y0 : y0 + inner_h, x0 : x0 + inner_w] = cv2.resize(a, (inner_w, inner_h), interpolation=cv2.INTER_AREA)
         hi = _morph(hi, bold)
-    elif ch == "M" and ga_form:
+    elif ch in "MW" and ga_form:
         s = round(stroke_mm * _GLYPH_PX_PER_MM)
         w = round(hi_w * fill)
         x0 = (hi_w - w) // 2
@@ -210,6 +211,8 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
         vy = round(hi_h * _GA_M_VERTEX[face])
         for xa in (x0 + s // 2, x0 + w - s // 2):
             cv2.line(hi, (xa, s // 2), (x0 + w // 2, vy), 255, round(s * 1.05), cv2.LINE_AA)
+        if ch == "W":
+            hi = np.ascontiguousarray(hi[::-1])
     else:
         a = _ink(ch, _LATIN_FONTS[face], hi_h)
         if ga_form and ch == "A":
@@ -357,7 +360,7 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
         x = _mm(x_mm + rng.uniform(-0.8, 0.8))
         y = y_char + int(rng.integers(-1, 2)) * (rng.random() < 0.2)
         if ch in _SERIAL:
-            g = _glyph(ch, style, stroke, w_mm, face, fill, ga_form=ga_form and ch in "AM")
+            g = _glyph(ch, style, stroke, w_mm, face, fill, ga_form=ga_form and ch in "AMW")
         else:
             g = _glyph(ch, style, 0.0, w_mm, face, cjk_fill, bold)
         _stamp(ink, g, x, y)
