@@ -117,7 +117,7 @@ def test_faces_differ() -> None:
 
 
 @pytest.mark.parametrize("face", ["din", "roboto"])
-def test_ga_form_changes_only_a_m_and_w(face: str) -> None:
+def test_ga_form_changes_only_a_m_w_3_and_q(face: str) -> None:
     pointed = synth._glyph("A", "cjk-bold", 10.0, 45.0, face)
     flat = synth._glyph("A", "cjk-bold", 10.0, 45.0, face, ga_form=True)
     # the top rows of a pointed A are a narrow tip; the cut apex is wider there
@@ -132,8 +132,20 @@ def test_ga_form_changes_only_a_m_and_w(face: str) -> None:
     wg = synth._glyph("W", "cjk-bold", 10.0, 45.0, face, ga_form=True)
     assert np.array_equal(wg, m[::-1])
     assert not np.array_equal(wg, synth._glyph("W", "cjk-bold", 10.0, 45.0, face))
+    # GA 36 "3": a flat top bar across the glyph (the font's 3 has a round top), the lower bowl unchanged in height
+    g3 = synth._glyph("3", "cjk-bold", 10.0, 45.0, face, ga_form=True)
+    f3 = synth._glyph("3", "cjk-bold", 10.0, 45.0, face)
+    top = lambda g: (g[1:3] > 0.5).any(axis=0).mean()  # noqa: E731 - share of columns inked at the top
+    assert top(g3) > 0.7 and top(f3) < top(g3) - 0.15
+    assert g3[-2:].max() > 0.5 and g3[round(h * 0.3), : w // 4].max() < 0.2  # no upper bowl on the left
+    # GA 36 "Q": the "0" outline plus a tail inside the cell at the lower right, body as tall as the "0"
+    q = synth._glyph("Q", "cjk-bold", 10.0, 45.0, face, ga_form=True)
+    z = synth._glyph("0", "cjk-bold", 10.0, 45.0, face)
+    tail = (q > 0.5) & ~(z > 0.5)
+    assert tail.sum() > 20 and np.argwhere(tail)[:, 0].min() > h * 0.6 and np.argwhere(tail)[:, 1].mean() > w * 0.55
+    assert np.all(q >= z - 1e-6)
     # other glyphs ignore the flag
-    for ch in "H4VN":
+    for ch in "H4VN5":
         a = synth._glyph(ch, "cjk-bold", 10.0, 45.0, face)
         assert np.array_equal(a, synth._glyph(ch, "cjk-bold", 10.0, 45.0, face, ga_form=True))
 

@@ -76,11 +76,15 @@ _LATIN_FONTS = {
 }
 _LATIN_FACE_P = {"din": 0.4, "roboto": 0.2, "dejavu": 0.15, "noto": 0.125, "noto-black": 0.125}
 #: How often a plate uses the GA 36 forms of "A" (flat, cut apex), "M" (short middle V whose
-#: vertex sits near mid-height) and "W" (the same shape upside down) instead of the font's own glyphs.
+#: vertex sits near mid-height), "W" (the same shape upside down), "3" (flat top bar and a diagonal)
+#: and "Q" (the "0" outline with a short tail inside the cell) instead of the font's own glyphs.
 _GA_FORM_P = 0.5
+_GA_FORM_CHARS = "AMW3Q"
 #: Vertex depth (fraction of the glyph height) of the drawn GA 36 "M" (and "W"), per Latin face, so that the
 #: model sees several depths rather than one exact shape.
 _GA_M_VERTEX = {"din": 0.50, "dejavu": 0.62, "roboto": 0.53, "noto": 0.59, "noto-black": 0.56}
+#: Height (fraction of the glyph) of the top of the lower bowl of the drawn GA 36 "3", per Latin face.
+_GA_3_JOIN = {"din": 0.40, "dejavu": 0.44, "roboto": 0.42, "noto": 0.38, "noto-black": 0.41}
 
 _CHARSET = Charset.chinese()
 _SERIAL = DIGITS + LETTERS  # GA 36 serials: digits and letters without I and O
@@ -170,10 +174,12 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
 
     Latin letters and digits come from Latin ``face`` stretched to ``fill`` of the cell width
     and thinned or thickened (morphology at high resolution) to a stem width of ``stroke_mm``;
-    the plate "1" is a plain bar as on GA 36 plates.  ``ga_form`` switches "A", "M" and "W" to their GA 36
-    shapes: "A" gets a flat apex (the top 12% of the glyph dropped, the rest stretched to full
-    height), "M" is drawn as two stems joined by a V whose vertex sits at 50-62% of the height
-    and "W" is that "M" upside down (vertical sides, the middle apex rising to 38-50%).
+    the plate "1" is a plain bar as on GA 36 plates.  ``ga_form`` switches "A", "M", "W", "3" and "Q" to
+    their GA 36 shapes: "A" gets a flat apex (the top 12% of the glyph dropped, the rest stretched to
+    full height), "M" is drawn as two stems joined by a V whose vertex sits at 50-62% of the height,
+    "W" is that "M" upside down (vertical sides, the middle apex rising to 38-50%), "3" is a flat top
+    bar with a diagonal into an elliptic lower bowl (the shape real blurred 3s share with 5s), and
+    "Q" is the face's "0" with a short tail across its lower right, as tall as the "0".
     Two pseudo-characters: ``"·"`` (separator dot of diameter ``stroke_mm``) and ``"e"`` (the
     small new-energy emblem).  CJK characters use ``style`` (one of the CJK faces), fill ``fill``
     of the cell width and are emboldened by ``bold`` high-resolution pixels per side; they ignore
@@ -224,6 +230,25 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
         hi[:, x0 : x0 + inner_w] = cv2.resize(a, (inner_w, hi_h), interpolation=cv2.INTER_AREA)
         # stems scale with the horizontal stretch: measure at full width, correct for ``fill``
         hi = _morph(hi, round((stroke_mm - _latin_stroke_mm(face) * fill) / 2.0 * _GLYPH_PX_PER_MM))
+        if ga_form and ch == "3":  # flat top bar, a diagonal, and an elliptic lower bowl
+            s = round(stroke_mm * _GLYPH_PX_PER_MM)
+            hi[:] = 0
+            rx, ry = (inner_w - s) / 2.0, hi_h * (1.0 - _GA_3_JOIN[face]) / 2.0 - s / 2.0
+            cx, cy = x0 + inner_w / 2.0, hi_h - s / 2.0 - ry
+            sh = 4  # fixed-point bits for cv2.ellipse
+            cv2.ellipse(hi, (round(cx * 16), round(cy * 16)), (round(rx * 16), round(ry * 16)), 0, -125, 150,
+                        255, s, cv2.LINE_AA, sh)
+            jx, jy = cx + rx * np.cos(np.radians(-125)), cy + ry * np.sin(np.radians(-125))
+            hi[:s, x0 + round(0.04 * inner_w) : x0 + inner_w - s // 4] = 255
+            cv2.line(hi, (x0 + inner_w - round(0.6 * s), s // 2), (round(jx), round(jy)), 255, s, cv2.LINE_AA)
+        elif ga_form and ch == "Q":  # the "0" outline with a short tail across its lower right
+            s = round(stroke_mm * _GLYPH_PX_PER_MM)
+            z = _ink("0", _LATIN_FONTS[face], hi_h)
+            hi[:] = 0
+            hi[:, x0 : x0 + inner_w] = cv2.resize(z, (inner_w, hi_h), interpolation=cv2.INTER_AREA)
+            hi = _morph(hi, round((stroke_mm - _latin_stroke_mm(face) * fill) / 2.0 * _GLYPH_PX_PER_MM))
+            cv2.line(hi, (x0 + round(0.55 * inner_w), round(0.70 * hi_h)), (x0 + inner_w, hi_h - s // 3),
+                     255, s, cv2.LINE_AA)
     out = cv2.resize(hi, (_mm(cell_w_mm), _mm(_CHAR_H_MM)), interpolation=cv2.INTER_AREA)
     out = out.astype(np.float32) / 255.0
     out.setflags(write=False)
@@ -360,7 +385,7 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
         x = _mm(x_mm + rng.uniform(-0.8, 0.8))
         y = y_char + int(rng.integers(-1, 2)) * (rng.random() < 0.2)
         if ch in _SERIAL:
-            g = _glyph(ch, style, stroke, w_mm, face, fill, ga_form=ga_form and ch in "AMW")
+            g = _glyph(ch, style, stroke, w_mm, face, fill, ga_form=ga_form and ch in _GA_FORM_CHARS)
         else:
             g = _glyph(ch, style, 0.0, w_mm, face, cjk_fill, bold)
         _stamp(ink, g, x, y)
