@@ -132,7 +132,7 @@ def test_ga_form_changes_only_a_m_w_3_and_q(face: str) -> None:
     wg = synth._glyph("W", "cjk-bold", 10.0, 45.0, face, ga_form=True)
     assert np.array_equal(wg, m[::-1])
     assert not np.array_equal(wg, synth._glyph("W", "cjk-bold", 10.0, 45.0, face))
-    # GA 36 "3": a flat top bar across the glyph (the font's 3 has a round top), the lower bowl unchanged in height
+    # GA 36 "3": a flat top bar across the glyph (the font's 3 has a round top), a bowl at the bottom, no upper bowl
     g3 = synth._glyph("3", "cjk-bold", 10.0, 45.0, face, ga_form=True)
     f3 = synth._glyph("3", "cjk-bold", 10.0, 45.0, face)
     top = lambda g: (g[1:3] > 0.5).any(axis=0).mean()  # noqa: E731 - share of columns inked at the top
