@@ -219,26 +219,21 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
             cv2.line(hi, (xa, s // 2), (x0 + w // 2, vy), 255, round(s * 1.05), cv2.LINE_AA)
         if ch == "W":
             hi = np.ascontiguousarray(hi[::-1])
-    elif ch in "3Q" and ga_form:
+    elif ch == "3" and ga_form:  # flat top bar, a diagonal, and an elliptic lower bowl
         s = round(stroke_mm * _GLYPH_PX_PER_MM)
         w = round(hi_w * fill)
         x0 = (hi_w - w) // 2
-        if ch == "3":  # flat top bar, a diagonal, and an elliptic lower bowl
-            rx, ry = (w - s) / 2.0, hi_h * (1.0 - _GA_3_JOIN[face]) / 2.0 - s / 2.0
-            cx, cy = x0 + w / 2.0, hi_h - s / 2.0 - ry
-            fp = 16  # cv2.ellipse fixed point: 4 fractional bits
-            cv2.ellipse(hi, (round(cx * fp), round(cy * fp)), (round(rx * fp), round(ry * fp)), 0, -125, 150,
-                        255, s, cv2.LINE_AA, 4)
-            jx, jy = cx + rx * np.cos(np.radians(-125)), cy + ry * np.sin(np.radians(-125))
-            hi[:s, x0 + round(0.04 * w) : x0 + w - s // 4] = 255
-            cv2.line(hi, (x0 + w - round(0.6 * s), s // 2), (round(jx), round(jy)), 255, s, cv2.LINE_AA)
-        else:  # the face's "0" outline with a short tail across its lower right
-            z = _ink("0", _LATIN_FONTS[face], hi_h)
-            hi[:, x0 : x0 + w] = cv2.resize(z, (w, hi_h), interpolation=cv2.INTER_AREA)
-            hi = _morph(hi, round((stroke_mm - _latin_stroke_mm(face) * fill) / 2.0 * _GLYPH_PX_PER_MM))
-            cv2.line(hi, (x0 + round(0.55 * w), round(0.70 * hi_h)), (x0 + w, hi_h - s // 3), 255, s, cv2.LINE_AA)
+        rx, ry = (w - s) / 2.0, hi_h * (1.0 - _GA_3_JOIN[face]) / 2.0 - s / 2.0
+        cx, cy = x0 + w / 2.0, hi_h - s / 2.0 - ry
+        fp = 16  # cv2.ellipse fixed point: 4 fractional bits
+        cv2.ellipse(hi, (round(cx * fp), round(cy * fp)), (round(rx * fp), round(ry * fp)), 0, -125, 150,
+                    255, s, cv2.LINE_AA, 4)
+        jx, jy = cx + rx * np.cos(np.radians(-125)), cy + ry * np.sin(np.radians(-125))
+        hi[:s, x0 + round(0.04 * w) : x0 + w - s // 4] = 255
+        cv2.line(hi, (x0 + w - round(0.6 * s), s // 2), (round(jx), round(jy)), 255, s, cv2.LINE_AA)
     else:
-        a = _ink(ch, _LATIN_FONTS[face], hi_h)
+        ga_q = ga_form and ch == "Q"  # the face's "0" outline plus a short tail across its lower right
+        a = _ink("0" if ga_q else ch, _LATIN_FONTS[face], hi_h)
         if ga_form and ch == "A":
             a = a[round(0.12 * a.shape[0]) :]
         inner_w = round(hi_w * fill)
@@ -248,6 +243,10 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
         hi[:, x0 : x0 + inner_w] = cv2.resize(a, (inner_w, hi_h), interpolation=cv2.INTER_AREA)
         # stems scale with the horizontal stretch: measure at full width, correct for ``fill``
         hi = _morph(hi, round((stroke_mm - _latin_stroke_mm(face) * fill) / 2.0 * _GLYPH_PX_PER_MM))
+        if ga_q:
+            s = round(stroke_mm * _GLYPH_PX_PER_MM)
+            cv2.line(hi, (x0 + round(0.55 * inner_w), round(0.70 * hi_h)), (x0 + inner_w, hi_h - s // 3),
+                     255, s, cv2.LINE_AA)
     out = cv2.resize(hi, (_mm(cell_w_mm), _mm(_CHAR_H_MM)), interpolation=cv2.INTER_AREA)
     out = out.astype(np.float32) / 255.0
     out.setflags(write=False)
