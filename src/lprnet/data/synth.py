@@ -64,7 +64,8 @@ _CJK_FONTS = {
     "cjk-black": FONT_DIR / "NotoSansCJKsc-Black-plates.otf",
     "cjk-serif": FONT_DIR / "NotoSerifCJKsc-Bold-plates.otf",
 }
-_CJK_STYLE_P = {"cjk-regular": 0.1, "cjk-medium": 0.15, "cjk-bold": 0.3, "cjk-black": 0.3, "cjk-serif": 0.15}
+# real plate provinces (CCPD crops) have thinner strokes than Noto Bold/Black: lighter weights dominate
+_CJK_STYLE_P = {"cjk-regular": 0.25, "cjk-medium": 0.3, "cjk-bold": 0.2, "cjk-black": 0.1, "cjk-serif": 0.15}
 #: Letter / digit faces (all stretched to the 45 x 90 mm cell and normalised to one stem width),
 #: with how often a plate uses each: the DIN-like face is closest to GA 36, the others add variety.
 _LATIN_FONTS = {
@@ -596,18 +597,19 @@ def render_plate(
     canvas = _photometric(canvas, rng)
 
     # optics: defocus or motion blur (sigma in canvas pixels)
+    # (CCPD crops are mostly soft: half of the plates get some blur, up to ~0.8 output pixels)
     r = rng.random()
-    if r < 0.22:
-        canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.3, 1.2))
-    elif r < 0.3:
+    if r < 0.35:
+        canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.3, 1.6))
+    elif r < 0.45:
         canvas = cv2.filter2D(canvas, -1, _motion_kernel(rng, int(rng.integers(3, 6))))
-    elif r < 0.35:
+    elif r < 0.5:
         sx, sy = rng.uniform(0.3, 1.6), rng.uniform(0.3, 0.8)
         canvas = cv2.GaussianBlur(canvas, (0, 0), sigmaX=sx, sigmaY=sy)
 
     # resolution: small plates are upsampled from fewer pixels than the output has
-    if rng.random() < 0.15:
-        f = rng.uniform(0.5, 0.9)
+    if rng.random() < 0.25:
+        f = rng.uniform(0.45, 0.9)
         small = cv2.resize(canvas, (max(8, int(out_w * f)), max(4, int(out_h * f))), interpolation=cv2.INTER_AREA)
         out = cv2.resize(small, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
     else:
