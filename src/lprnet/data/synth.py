@@ -190,10 +190,10 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
     hi_h = round(_CHAR_H_MM * _GLYPH_PX_PER_MM)
     hi_w = round(cell_w_mm * _GLYPH_PX_PER_MM)
     hi = np.zeros((hi_h, hi_w), np.uint8)
+    s = round(stroke_mm * _GLYPH_PX_PER_MM)  # stem width in high-resolution pixels
     if ch == "1":
-        bar_w = round(stroke_mm * _GLYPH_PX_PER_MM)
-        x0 = (hi_w - bar_w) // 2
-        hi[:, x0 : x0 + bar_w] = 255
+        x0 = (hi_w - s) // 2
+        hi[:, x0 : x0 + s] = 255
     elif ch == "e":  # new-energy emblem in the separator gap of green plates (ring + plug stem)
         r = round(min(hi_w, hi_h) * 0.42)
         c = (hi_w // 2, hi_h // 2)
@@ -210,7 +210,6 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
         hi[y0 : y0 + inner_h, x0 : x0 + inner_w] = cv2.resize(a, (inner_w, inner_h), interpolation=cv2.INTER_AREA)
         hi = _morph(hi, bold)
     elif ch in "MW" and ga_form:
-        s = round(stroke_mm * _GLYPH_PX_PER_MM)
         w = round(hi_w * fill)
         x0 = (hi_w - w) // 2
         hi[:, x0 : x0 + s] = 255
@@ -221,7 +220,6 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
         if ch == "W":
             hi = np.ascontiguousarray(hi[::-1])
     elif ch == "3" and ga_form:  # flat top bar, a diagonal, and an elliptic lower bowl
-        s = round(stroke_mm * _GLYPH_PX_PER_MM)
         w = round(hi_w * fill)
         x0 = (hi_w - w) // 2
         rx, ry = (w - s) / 2.0, hi_h * (1.0 - _GA_3_JOIN[face]) / 2.0 - s / 2.0
@@ -245,7 +243,6 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
         # stems scale with the horizontal stretch: measure at full width, correct for ``fill``
         hi = _morph(hi, round((stroke_mm - _latin_stroke_mm(face) * fill) / 2.0 * _GLYPH_PX_PER_MM))
         if ga_q:
-            s = round(stroke_mm * _GLYPH_PX_PER_MM)
             cv2.line(hi, (x0 + round(0.55 * inner_w), round(0.70 * hi_h)), (x0 + inner_w, hi_h - s // 3),
                      255, s, cv2.LINE_AA)
     out = cv2.resize(hi, (_mm(cell_w_mm), _mm(_CHAR_H_MM)), interpolation=cv2.INTER_AREA)
