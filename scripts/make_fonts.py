@@ -15,6 +15,10 @@ Font Name that our subset names would use):
   "Bitstream" nor "Vera"), a second Latin face for glyph variety.
 * ``fonts-roboto-unhinted`` -- ``RobotoCondensed-Bold.ttf`` (Apache License 2.0, Copyright 2011
   Google Inc.), a narrow grotesque with a different M, W, Q and digits from DIN.
+* ``fonts-wqy-microhei`` -- ``/usr/share/fonts/truetype/wqy/wqy-microhei.ttc``, face 0 = WenQuanYi
+  Micro Hei (Apache License 2.0, or GPL-3+ with font exception; we take it under Apache-2.0),
+  Copyright 2008-2009 The WenQuanYi Project Board of Trustees, based on Droid Sans Fallback
+  (Copyright 2006-2008 Google).  A Hei design of its own, so the province glyphs are not all Noto.
 * ``fonts-opendin`` -- ``/usr/share/fonts/truetype/opendin/OSP-DIN.ttf``, a condensed DIN 1451
   style face (narrow, tall, like the GA 36 plate alphanumerics).  Copyright 2011 OSP.
   Licence: ``/usr/share/doc/fonts-opendin/OFL-1.1.txt.gz`` and ``copyright``.
@@ -22,7 +26,7 @@ Font Name that our subset names would use):
 Usage::
 
     apt-get install -y fonts-noto-cjk fonts-noto-cjk-extra fonts-opendin fonts-dejavu-core \
-        fonts-roboto-unhinted
+        fonts-roboto-unhinted fonts-wqy-microhei
     pip install fonttools
     python scripts/make_fonts.py            # writes src/lprnet/data/fonts/
 
@@ -61,6 +65,8 @@ DEJAVU_COPYRIGHT = Path("/usr/share/doc/fonts-dejavu-core/copyright")
 ROBOTO = Path("/usr/share/fonts/truetype/roboto/unhinted/RobotoCondensed-Bold.ttf")
 ROBOTO_COPYRIGHT = Path("/usr/share/doc/fonts-roboto-unhinted/copyright")
 APACHE = Path("/usr/share/common-licenses/Apache-2.0")
+WQY = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
+WQY_COPYRIGHT = Path("/usr/share/doc/fonts-wqy-microhei/copyright")
 #: (source .ttc, output name) of the CJK faces; face index NOTO_FACE_SC (Simplified Chinese) in each.
 CJK_FACES = (
     ("NotoSansCJK-Regular.ttc", "NotoSansCJKsc-Regular-plates.otf"),
@@ -75,13 +81,19 @@ README = """\
 
 Subsets used by `lprnet.data.synth` to render synthetic licence plates.  Produced by
 `python scripts/make_fonts.py` (needs the Debian packages `fonts-noto-cjk`, `fonts-noto-cjk-extra`,
-`fonts-opendin`, `fonts-dejavu-core` and the Python package `fonttools`); rerun it to rebuild these files.
+`fonts-opendin`, `fonts-dejavu-core`, `fonts-roboto-unhinted`, `fonts-wqy-microhei` and the Python package
+`fonttools`); rerun it to rebuild these files.
 
 - `NotoSansCJKsc-{{Regular,Medium,Bold,Black}}-plates.otf`, `NotoSerifCJKsc-Bold-plates.otf`: Noto Sans
   CJK SC in four weights and Noto Serif CJK SC Bold (Debian `fonts-noto-cjk` / `fonts-noto-cjk-extra`,
   face 2 of each `.ttc`), (c) 2014-2021 Adobe.
   Glyphs: {cjk}, plus `{latin}` and ` -_.·` (for preview labels).
   Licence: SIL OFL 1.1, see `OFL-NotoSansCJK.txt`.
+- `WenQuanYiMicroHei-plates.ttf`: WenQuanYi Micro Hei (Debian `fonts-wqy-microhei`, face 0 of the `.ttc`),
+  Copyright 2008-2009 The WenQuanYi Project Board of Trustees, based on Droid Sans Fallback (Copyright
+  2006-2008 Google).  Glyphs: as the Noto CJK subsets.  Licence: Apache License 2.0 (the font is dual
+  licensed Apache-2.0 / GPL-3+ with font exception; used here under Apache-2.0), see `LICENSE-WenQuanYi.txt`
+  (modified: subset).
 - `OSP-DIN-plates.ttf`: OSP-DIN (Debian `fonts-opendin`), (c) 2011 OSP.  Glyphs: `{latin}`.
   Licence: SIL OFL 1.1, see `OFL-OSP-DIN.txt`.
 - `DejaVuSansCondensed-Bold-plates.ttf`: DejaVu Sans Condensed Bold (Debian `fonts-dejavu-core`),
@@ -168,6 +180,18 @@ def _roboto_licence() -> str:
             + APACHE.read_text(encoding="utf-8").strip() + "\n")
 
 
+def _wqy_licence() -> str:
+    text = WQY_COPYRIGHT.read_text(encoding="utf-8")
+    if "Apache-2.0" not in text:
+        raise SystemExit(f"{WQY_COPYRIGHT} no longer offers Apache-2.0; check the WenQuanYi licence")
+    return ("WenQuanYi Micro Hei (subset), from the Debian package fonts-wqy-microhei.\n"
+            "Copyright 2008-2009 The WenQuanYi Project Board of Trustees; Qianqian Fang; mozbug.\n"
+            "Based on the Google Droid font family: Copyright 2006-2008 Google Corporation, Steve Matteson,\n"
+            "Ascender Corp.  Dual licensed Apache-2.0 or GPL-3+ with font exception; distributed here under\n"
+            "the Apache License 2.0.  Modified: subset to the plate characters, hinting and layout tables removed.\n\n"
+            + APACHE.read_text(encoding="utf-8").strip() + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT_DIR)
@@ -175,15 +199,16 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
 
     needed = [NOTO_DIR / src for src, _ in CJK_FACES] + [OPENDIN, NOTO_COPYRIGHT, OPENDIN_OFL, DEJAVU, DEJAVU_COPYRIGHT,
-                                                      ROBOTO, ROBOTO_COPYRIGHT, APACHE]
+                                                      ROBOTO, ROBOTO_COPYRIGHT, APACHE, WQY, WQY_COPYRIGHT]
     for p in needed:
         if not p.exists():
             raise SystemExit(f"missing {p}: apt-get install -y fonts-noto-cjk fonts-noto-cjk-extra "
-                             "fonts-opendin fonts-dejavu-core fonts-roboto-unhinted")
+                             "fonts-opendin fonts-dejavu-core fonts-roboto-unhinted fonts-wqy-microhei")
 
     cjk = PROVINCES + SPECIAL_CJK
     for src, dst in CJK_FACES:
         _subset(NOTO_DIR / src, out / dst, cjk + LATIN + LABEL_EXTRA, font_number=NOTO_FACE_SC)
+    _subset(WQY, out / "WenQuanYiMicroHei-plates.ttf", cjk + LATIN + LABEL_EXTRA, font_number=0)
     _subset(OPENDIN, out / "OSP-DIN-plates.ttf", LATIN)
     _subset(DEJAVU, out / "DejaVuSansCondensed-Bold-plates.ttf", LATIN)
     _subset(ROBOTO, out / "RobotoCondensed-Bold-plates.ttf", LATIN)
@@ -192,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "OFL-OSP-DIN.txt").write_text(_opendin_licence(), encoding="utf-8")
     (out / "LICENSE-DejaVu.txt").write_text(_dejavu_licence(), encoding="utf-8")
     (out / "LICENSE-Roboto.txt").write_text(_roboto_licence(), encoding="utf-8")
+    (out / "LICENSE-WenQuanYi.txt").write_text(_wqy_licence(), encoding="utf-8")
     (out / "README.md").write_text(README.format(cjk=cjk, latin=LATIN), encoding="utf-8")
 
     total = 0

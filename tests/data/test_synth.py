@@ -113,7 +113,9 @@ def test_faces_differ() -> None:
     c = synth._glyph("皖", "cjk-regular", 0.0, 45.0)
     d = synth._glyph("皖", "cjk-serif", 0.0, 45.0)
     e = synth._glyph("6", "cjk-bold", 10.0, 45.0, "roboto")
+    f = synth._glyph("皖", "cjk-wqy", 0.0, 45.0)
     assert np.abs(a - b).mean() > 0.03 and np.abs(c - d).mean() > 0.03 and np.abs(a - e).mean() > 0.03
+    assert np.abs(c - f).mean() > 0.03  # WenQuanYi is a Hei design of its own, not Noto again
 
 
 @pytest.mark.parametrize("face", ["din", "roboto"])

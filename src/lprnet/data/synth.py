@@ -15,8 +15,8 @@ This module owns everything needed to produce labelled training crops without re
 
 Everything is deterministic given the ``numpy.random.Generator`` state; streams derive one
 generator per sample from ``(seed, index)`` so results do not depend on how work is split
-across processes.  Runtime dependencies: numpy, OpenCV and Pillow; the fonts are the OFL subsets
-in ``lprnet/data/fonts`` (built by ``scripts/make_fonts.py``).
+across processes.  Runtime dependencies: numpy, OpenCV and Pillow; the fonts are the subsets in
+``lprnet/data/fonts`` (OFL, Bitstream Vera and Apache-2.0; built by ``scripts/make_fonts.py``).
 """
 
 from __future__ import annotations
@@ -63,9 +63,12 @@ _CJK_FONTS = {
     "cjk-bold": FONT_DIR / "NotoSansCJKsc-Bold-plates.otf",
     "cjk-black": FONT_DIR / "NotoSansCJKsc-Black-plates.otf",
     "cjk-serif": FONT_DIR / "NotoSerifCJKsc-Bold-plates.otf",
+    "cjk-wqy": FONT_DIR / "WenQuanYiMicroHei-plates.ttf",  # a second Hei design (Droid Sans Fallback lineage)
 }
-# real plate provinces (CCPD crops) have thinner strokes than Noto Bold/Black: lighter weights dominate
-_CJK_STYLE_P = {"cjk-regular": 0.25, "cjk-medium": 0.3, "cjk-bold": 0.2, "cjk-black": 0.1, "cjk-serif": 0.15}
+# real plate provinces (CCPD crops) have thinner strokes than Noto Bold/Black: lighter weights dominate;
+# a third of the plates use WenQuanYi Micro Hei so that no single design's stroke shapes are learned
+_CJK_STYLE_P = {"cjk-regular": 0.2, "cjk-medium": 0.2, "cjk-bold": 0.15, "cjk-black": 0.05, "cjk-serif": 0.1,
+                "cjk-wqy": 0.3}
 #: Letter / digit faces (all stretched to the 45 x 90 mm cell and normalised to one stem width),
 #: with how often a plate uses each: the DIN-like face is closest to GA 36, the others add variety.
 _LATIN_FONTS = {
