@@ -3,8 +3,8 @@
     python scripts/evaluate_weights.py --weights src/lprnet/weights/default.safetensors \\
         [--real ../shared/data/plates-cn-1k] [--n-per-kind 1000] [--seed 3] [--json out.json]
 
-The synthetic test seed (3) differs from every training (1, 11, 14, 16, 18, 20, 22) and validation
-(2, 12, 15, 17, 19, 21, 23) seed of the bundled weights. The real folder is evaluated only — never used to
+The synthetic test seed (3) differs from every training (1, 11, 14, 16, 18, 20, 22, 24) and validation
+(2, 12, 15, 17, 19, 21, 23, 25) seed of the bundled weights. The real folder is evaluated only — never used to
 train, select or tune.
 """
 
