@@ -173,23 +173,27 @@ def _dejavu_licence() -> str:
     ))
 
 
+def _apache_licence(header: str) -> str:
+    """``header`` + the full Apache License 2.0 text (Debian's common-licenses copy)."""
+    return header + APACHE.read_text(encoding="utf-8").strip() + "\n"
+
+
 def _roboto_licence() -> str:
-    return ("Roboto Condensed Bold (subset), from the Debian package fonts-roboto-unhinted.\n"
-            "Copyright 2011 Google Inc. All Rights Reserved.\n"
-            "Modified: subset to the plate characters, hinting and layout tables removed.\n\n"
-            + APACHE.read_text(encoding="utf-8").strip() + "\n")
+    return _apache_licence("Roboto Condensed Bold (subset), from the Debian package fonts-roboto-unhinted.\n"
+                           "Copyright 2011 Google Inc. All Rights Reserved.\n"
+                           "Modified: subset to the plate characters, hinting and layout tables removed.\n\n")
 
 
 def _wqy_licence() -> str:
     text = WQY_COPYRIGHT.read_text(encoding="utf-8")
     if "Apache-2.0" not in text:
         raise SystemExit(f"{WQY_COPYRIGHT} no longer offers Apache-2.0; check the WenQuanYi licence")
-    return ("WenQuanYi Micro Hei (subset), from the Debian package fonts-wqy-microhei.\n"
-            "Copyright 2008-2009 The WenQuanYi Project Board of Trustees; Qianqian Fang; mozbug.\n"
-            "Based on the Google Droid font family: Copyright 2006-2008 Google Corporation, Steve Matteson,\n"
-            "Ascender Corp.  Dual licensed Apache-2.0 or GPL-3+ with font exception; distributed here under\n"
-            "the Apache License 2.0.  Modified: subset to the plate characters, hinting and layout tables removed.\n\n"
-            + APACHE.read_text(encoding="utf-8").strip() + "\n")
+    return _apache_licence(
+        "WenQuanYi Micro Hei (subset), from the Debian package fonts-wqy-microhei.\n"
+        "Copyright 2008-2009 The WenQuanYi Project Board of Trustees; Qianqian Fang; mozbug.\n"
+        "Based on the Google Droid font family: Copyright 2006-2008 Google Corporation, Steve Matteson,\n"
+        "Ascender Corp.  Dual licensed Apache-2.0 or GPL-3+ with font exception; distributed here under\n"
+        "the Apache License 2.0.  Modified: subset to the plate characters, hinting and layout tables removed.\n\n")
 
 
 def main(argv: list[str] | None = None) -> int:
