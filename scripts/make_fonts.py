@@ -67,6 +67,9 @@ ROBOTO_COPYRIGHT = Path("/usr/share/doc/fonts-roboto-unhinted/copyright")
 APACHE = Path("/usr/share/common-licenses/Apache-2.0")
 WQY = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 WQY_COPYRIGHT = Path("/usr/share/doc/fonts-wqy-microhei/copyright")
+#: the Debian packages the source fonts and licence texts come from
+DEBIAN_PACKAGES = ("fonts-noto-cjk", "fonts-noto-cjk-extra", "fonts-opendin", "fonts-dejavu-core",
+                   "fonts-roboto-unhinted", "fonts-wqy-microhei")
 #: (source .ttc, output name) of the CJK faces; face index NOTO_FACE_SC (Simplified Chinese) in each.
 CJK_FACES = (
     ("NotoSansCJK-Regular.ttc", "NotoSansCJKsc-Regular-plates.otf"),
@@ -80,8 +83,7 @@ README = """\
 # Plate fonts (generated, do not edit)
 
 Subsets used by `lprnet.data.synth` to render synthetic licence plates.  Produced by
-`python scripts/make_fonts.py` (needs the Debian packages `fonts-noto-cjk`, `fonts-noto-cjk-extra`,
-`fonts-opendin`, `fonts-dejavu-core`, `fonts-roboto-unhinted`, `fonts-wqy-microhei` and the Python package
+`python scripts/make_fonts.py` (needs the Debian packages {packages} and the Python package
 `fonttools`); rerun it to rebuild these files.
 
 - `NotoSansCJKsc-{{Regular,Medium,Bold,Black}}-plates.otf`, `NotoSerifCJKsc-Bold-plates.otf`: Noto Sans
@@ -206,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       ROBOTO, ROBOTO_COPYRIGHT, APACHE, WQY, WQY_COPYRIGHT]
     for p in needed:
         if not p.exists():
-            raise SystemExit(f"missing {p}: apt-get install -y fonts-noto-cjk fonts-noto-cjk-extra "
-                             "fonts-opendin fonts-dejavu-core fonts-roboto-unhinted fonts-wqy-microhei")
+            raise SystemExit(f"missing {p}: apt-get install -y {' '.join(DEBIAN_PACKAGES)}")
 
     cjk = PROVINCES + SPECIAL_CJK
     for src, dst in CJK_FACES:
@@ -222,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "LICENSE-DejaVu.txt").write_text(_dejavu_licence(), encoding="utf-8")
     (out / "LICENSE-Roboto.txt").write_text(_roboto_licence(), encoding="utf-8")
     (out / "LICENSE-WenQuanYi.txt").write_text(_wqy_licence(), encoding="utf-8")
-    (out / "README.md").write_text(README.format(cjk=cjk, latin=LATIN), encoding="utf-8")
+    packages = ", ".join(f"`{p}`" for p in DEBIAN_PACKAGES)
+    (out / "README.md").write_text(README.format(cjk=cjk, latin=LATIN, packages=packages), encoding="utf-8")
 
     total = 0
     for p in sorted(out.iterdir()):
