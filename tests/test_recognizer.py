@@ -9,9 +9,11 @@ import torch
 from PIL import Image
 
 import lprnet
-from lprnet.core.process import ctc_greedy_decode, preprocess
+from lprnet.charset import Charset, fits_format
+from lprnet.core.process import ctc_greedy_decode, ctc_plate_decode, preprocess
 from lprnet.evaluate import edit_ops, evaluate
 from lprnet.model import LPRNet
+from lprnet.recognizer import resolve_decode
 from lprnet.weights import WeightsMeta, save_weights
 
 
@@ -30,16 +32,31 @@ def images():
     return [rng.integers(0, 256, (24 + i, 94 + 3 * i, 3), dtype=np.uint8) for i in range(10)]
 
 
-def test_matches_direct_model_and_is_batch_independent(weights_file, images):
-    rec = lprnet.load(weights_file)
+@pytest.mark.parametrize("decode,decoder", [("greedy", ctc_greedy_decode), ("plate", ctc_plate_decode),
+                                            ("auto", ctc_plate_decode)])
+def test_matches_direct_model_and_is_batch_independent(weights_file, images, decode, decoder):
+    rec = lprnet.load(weights_file, decode=decode)
     model, _ = lprnet.weights.build_model(weights_file)
     with torch.no_grad():
         logits = model(torch.from_numpy(preprocess(images))).numpy()
-    expect = ctc_greedy_decode(logits, rec.charset)
+    expect = decoder(logits, rec.charset)
     for bs in (1, 3, 10):
         got = rec.recognize(images, channel_order="bgr", batch_size=bs)
         assert [r.plate for r in got] == [p.plate for p in expect]
         assert [r.confidence for r in got] == pytest.approx([p.confidence for p in expect], rel=1e-5)
+
+
+def test_decode_modes(weights_file, images):
+    assert lprnet.load(weights_file).decode == "plate"  # the Chinese charset can write every GA 36 layout
+    greedy = lprnet.load(weights_file, decode="greedy").recognize(images, channel_order="bgr")
+    plate = lprnet.load(weights_file, decode="plate").recognize(images, channel_order="bgr")
+    assert all(fits_format(r.plate) for r in plate)  # an untrained model reads garbage; decoding fixes its form
+    assert any(not fits_format(r.plate) for r in greedy)
+    with pytest.raises(ValueError, match="unknown decode"):
+        lprnet.load(weights_file, decode="beam")
+    assert resolve_decode("auto", Charset.from_string("AB12")) == "greedy"
+    with pytest.raises(ValueError, match="outside the charset"):
+        resolve_decode("plate", Charset.from_string("AB12"))
 
 
 def test_mixed_inputs_and_errors_keep_order(weights_file, images, tmp_path):

@@ -14,6 +14,22 @@ PROVINCES = "京沪津渝冀晋蒙辽吉黑苏浙皖闽赣鲁豫鄂湘粤桂琼�
 DIGITS = "0123456789"
 LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I, no O (plates do not use them in serials)
 BLANK = "-"
+SERIAL = DIGITS + LETTERS
+NEW_ENERGY = "ABCDEFGHJK"  # GA 36 new-energy letters: D, A, B, C, E electric; F, G, H, J, K hybrid
+
+#: GA 36 layouts of Chinese plates as the default charset can write them, one string of allowed
+#: characters per position: blue/yellow (7 characters), green small car (new-energy letter 3rd)
+#: and green large vehicle (new-energy letter last).  Used by grammar-constrained decoding.
+CN_PLATE_FORMATS: tuple[tuple[str, ...], ...] = (
+    (PROVINCES, LETTERS) + (SERIAL,) * 5,
+    (PROVINCES, LETTERS, NEW_ENERGY, SERIAL) + (DIGITS,) * 4,
+    (PROVINCES, LETTERS) + (DIGITS,) * 5 + (NEW_ENERGY,),
+)
+
+
+def fits_format(text: str, formats: Sequence[Sequence[str]] = CN_PLATE_FORMATS) -> bool:
+    """True when ``text`` has one of the layouts in ``formats`` (see :data:`CN_PLATE_FORMATS`)."""
+    return any(len(text) == len(f) and all(c in allowed for c, allowed in zip(text, f)) for f in formats)
 
 
 @dataclass(frozen=True)

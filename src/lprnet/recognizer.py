@@ -16,13 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from lprnet.charset import CN_PLATE_FORMATS, Charset
 from lprnet.config import ModelConfig
 from lprnet.core.backend import Backend, TorchBackend
 from lprnet.core.process import (
     ChannelOrder,
     ImageError,
+    Prediction,
     ctc_greedy_decode,
+    ctc_plate_decode,
     decode_image_bytes,
+    format_masks,
     preprocess,
     read_image,
     to_bgr,
@@ -30,6 +34,7 @@ from lprnet.core.process import (
 from lprnet.weights import WeightsMeta, build_model
 
 ImageInput = Any  # str | os.PathLike | bytes | np.ndarray | PIL.Image.Image
+DECODE_MODES = ("auto", "plate", "greedy")
 
 
 @dataclass
@@ -60,11 +65,19 @@ class Recognizer:
     >>> rec.recognize(["a.jpg", bgr_array], channel_order="bgr")[0].plate  # doctest: +SKIP
     """
 
-    def __init__(self, backend: Backend, config: ModelConfig, meta: WeightsMeta | None = None) -> None:
+    def __init__(self, backend: Backend, config: ModelConfig, meta: WeightsMeta | None = None,
+                 decode: str = "auto") -> None:
         self.backend = backend
         self.config = config
         self.charset = config.charset
         self.meta = meta
+        self.decode = resolve_decode(decode, self.charset)
+
+    def decode_logits(self, logits: np.ndarray) -> list[Prediction]:
+        """``N x C x T`` logits -> predictions, with this recognizer's decoding (``self.decode``)."""
+        if self.decode == "plate":
+            return ctc_plate_decode(logits, self.charset)
+        return ctc_greedy_decode(logits, self.charset)
 
     def _to_bgr(self, item: ImageInput, channel_order: ChannelOrder | None, index: int) -> np.ndarray:
         if isinstance(item, (str, os.PathLike)):
@@ -112,7 +125,7 @@ class Recognizer:
 
     def _flush(self, pending: list[tuple[int, ImageInput, np.ndarray | None, str | None]]) -> Iterator[Result]:
         good = [p[2] for p in pending if p[2] is not None]
-        preds = ctc_greedy_decode(self.predict_logits(good), self.charset) if good else []
+        preds = self.decode_logits(self.predict_logits(good)) if good else []
         it = iter(preds)
         for _, item, img, err in pending:
             if img is None:
@@ -122,15 +135,32 @@ class Recognizer:
                 yield Result(self._name(item), p.plate, p.confidence, p.chars)
 
 
+def resolve_decode(decode: str, charset: Charset) -> str:
+    """``"plate"`` (GA 36 grammar-constrained CTC decoding), ``"greedy"``, or ``"auto"``: plate
+    decoding when the charset can write every Chinese plate layout, greedy otherwise."""
+    if decode not in DECODE_MODES:
+        raise ValueError(f"unknown decode {decode!r}; expected one of {', '.join(DECODE_MODES)}")
+    if decode == "greedy":
+        return decode
+    try:
+        format_masks(charset, CN_PLATE_FORMATS)
+    except ValueError:
+        if decode == "plate":
+            raise
+        return "greedy"
+    return "plate"
+
+
 def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch",
-         device: str = "cpu", threads: int | None = None) -> Recognizer:
+         device: str = "cpu", threads: int | None = None, decode: str = "auto") -> Recognizer:
     """Load a recognizer; ``weights=None`` uses the bundled default weights.
 
     ``weights`` may be one of our ``.safetensors`` files or a reference-style ``.pth``
     state dict (imported into the deploy form).  ``backend`` is ``"torch"``,
     ``"onnxruntime"`` or ``"openvino"``; the latter two also take an exported ``.onnx`` /
     ``.xml`` file and otherwise export the weights once to a checked cache file
-    (:func:`lprnet.export.runtimes.load_backend`).
+    (:func:`lprnet.export.runtimes.load_backend`).  ``decode`` is ``"auto"``, ``"plate"`` or
+    ``"greedy"`` (:func:`resolve_decode`).
     """
     if threads is not None:
         torch.set_num_threads(int(threads))
@@ -140,6 +170,6 @@ def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch
         from lprnet.export.runtimes import load_backend
 
         runtime, meta = load_backend(weights, backend, threads)
-        return Recognizer(runtime, meta.config, meta)
+        return Recognizer(runtime, meta.config, meta, decode=decode)
     model, meta = build_model(Path(weights) if weights is not None else None, form="deploy")
-    return Recognizer(TorchBackend(model, device), meta.config, meta)
+    return Recognizer(TorchBackend(model, device), meta.config, meta, decode=decode)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from lprnet.charset import Charset
+from lprnet.charset import Charset, fits_format
 from lprnet.core.process import (
     ImageError,
     ctc_greedy_decode,
+    ctc_plate_decode,
+    format_masks,
     greedy_strings,
     label_from_filename,
     preprocess,
     read_image,
+    softmax,
     to_bgr,
 )
 
@@ -116,6 +121,77 @@ def test_nonfinite_logits_decode_to_empty():
 def test_decode_shape_check():
     with pytest.raises(ValueError, match="68"):
         ctc_greedy_decode(np.zeros((1, 10, 18), np.float32), CS)
+
+
+def _collapse_path(path, cs):
+    out, prev = [], -1
+    for k in path:
+        if k != prev and k != cs.blank_index:
+            out.append(cs.chars[k])
+        prev = k
+    return "".join(out)
+
+
+def test_plate_decode_is_the_best_path_that_fits_a_layout():
+    # brute force over every frame path of a tiny charset: the decoder must find the most probable
+    # path whose reading fits a layout, and keep greedy readings that already fit one
+    cs = Charset.from_string("ab1")
+    formats = [("ab", "1", "ab1"), ("a", "b")]
+    rng = np.random.default_rng(0)
+    n_changed = 0
+    for _ in range(150):
+        t_len = int(rng.integers(1, 7))
+        lg = rng.normal(0.0, 2.0, (1, cs.num_classes, t_len)).astype(np.float32)
+        logp = np.log(softmax(lg[0].astype(np.float64), axis=0))  # C x T
+        best, best_text = -np.inf, None
+        for path in itertools.product(range(cs.num_classes), repeat=t_len):
+            text = _collapse_path(path, cs)
+            lp = sum(logp[k, t] for t, k in enumerate(path))
+            if fits_format(text, formats) and lp > best:
+                best, best_text = lp, text
+        (g,) = ctc_greedy_decode(lg, cs)
+        (p,) = ctc_plate_decode(lg, cs, formats)
+        if fits_format(g.plate, formats):
+            assert p == g
+        elif best_text is None:  # too few frames for any layout: the greedy reading stays
+            assert p == g
+        else:
+            n_changed += 1
+            assert p.plate == best_text and np.log(p.confidence) == pytest.approx(best, rel=1e-9, abs=1e-9)
+            assert [c["step"] for c in p.chars] == sorted(c["step"] for c in p.chars)
+    assert n_changed > 20  # the case under test occurred
+
+
+def test_plate_decode_restores_a_dropped_character():
+    b = CS.blank_index
+    path = [CS.index(c) for c in "皖A1234"] + [b]
+    lg = _logits_for(path)
+    lg[0, CS.index("5"), 6] = 4.0  # the last digit lost narrowly to the blank
+    (g,) = ctc_greedy_decode(lg, CS)
+    (p,) = ctc_plate_decode(lg, CS)
+    assert g.plate == "皖A1234" and p.plate == "皖A12345"
+    assert p.chars[-1]["step"] == 6 and p.confidence < g.confidence
+
+
+def test_plate_decode_fixes_a_digit_in_the_letter_position_and_keeps_valid_plates():
+    lg = _logits_for([CS.index(c) for c in "皖01234" + "5"])
+    lg[0, CS.index("D"), 1] = 3.0  # 0 vs D at the city-letter position
+    assert ctc_greedy_decode(lg, CS)[0].plate == "皖012345"
+    assert ctc_plate_decode(lg, CS)[0].plate == "皖D12345"
+    ok = _logits_for([CS.index(c) for c in "苏E7R5Y0"])
+    assert ctc_plate_decode(ok, CS) == ctc_greedy_decode(ok, CS)
+    nan = ok.copy()
+    nan[0, 0, 0] = np.nan
+    assert ctc_plate_decode(nan, CS)[0].plate == ""
+
+
+def test_plate_layouts_must_fit_the_charset():
+    with pytest.raises(ValueError, match="outside the charset"):
+        format_masks(Charset.from_string("AB12"), [("AB", "12", "Z")])
+    with pytest.raises(ValueError, match="outside the charset"):
+        ctc_plate_decode(np.zeros((1, 5, 18), np.float32), Charset.from_string("AB12"))  # no provinces
+    masks = format_masks(CS, [("皖苏", "A")])
+    assert masks[0].shape == (2, 68) and masks[0].sum() == 3 and masks[0][1, CS.index("A")]
 
 
 @pytest.mark.parametrize("name,label", [("皖A12345.jpg", "皖A12345"), ("皖A12345_3.jpg", "皖A12345"),

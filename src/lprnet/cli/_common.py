@@ -13,6 +13,9 @@ WeightsOpt = Annotated[
     typer.Option("--weights", "-w", help="Weights (.safetensors of ours or reference .pth); default: bundled."),
 ]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Intra-op threads for PyTorch.")]
+DecodeOpt = Annotated[str, typer.Option(
+    "--decode", help="auto, plate (CTC decoding constrained to GA 36 plate layouts) or greedy; "
+    "auto = plate when the charset can write Chinese plates")]
 
 
 def fail(msg: str, code: int = 2) -> NoReturn:

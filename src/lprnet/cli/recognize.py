@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import ThreadsOpt, WeightsOpt, fail
+from lprnet.cli._common import DecodeOpt, ThreadsOpt, WeightsOpt, fail
 
 BackendOpt = Annotated[str, typer.Option(
     "--backend", help="torch, onnxruntime or openvino (weights exported once to a checked cache; "
@@ -30,6 +30,7 @@ def recognize(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 32,
     fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text, json (lines) or csv")] = Fmt.text,
     threads: ThreadsOpt = None,
+    decode: DecodeOpt = "auto",
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     backend: BackendOpt = "torch",
 ) -> None:
@@ -39,7 +40,7 @@ def recognize(
     from lprnet.weights import WeightsError
 
     try:
-        rec = lprnet.load(weights, backend=backend, device=device, threads=threads)
+        rec = lprnet.load(weights, backend=backend, device=device, threads=threads, decode=decode)
     except (WeightsError, ValueError, RuntimeError, ImportError) as e:
         fail(str(e))
     files = list_images(paths)

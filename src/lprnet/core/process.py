@@ -5,7 +5,9 @@
 * :func:`preprocess` resizes to the model's input size and normalises exactly as the
   reference does: ``cv2.resize`` (bilinear), ``(x - 127.5) * 0.0078125``, ``N x 3 x H x W``.
 * :func:`ctc_greedy_decode` turns logits into plate strings with a plate confidence and
-  per-character confidences taken from the greedy CTC path.
+  per-character confidences taken from the greedy CTC path; :func:`ctc_plate_decode` does the
+  same but re-reads plates whose greedy reading fits no GA 36 layout as the most probable CTC
+  path that does (grammar-constrained decoding).
 """
 
 from __future__ import annotations
@@ -136,6 +138,29 @@ def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def _collapse(path: np.ndarray, step_p: np.ndarray, charset: Charset) -> Prediction:
+    """A frame-level CTC path -> plate, per-character confidences (highest step probability of
+    the character's run) and the path probability (product over all steps, blanks included)."""
+    blank = charset.blank_index
+    chars: list[dict[str, Any]] = []
+    prev = -1
+    for t, k in enumerate(path):
+        k = int(k)
+        if k != prev and k != blank:
+            chars.append({"char": charset.chars[k], "confidence": float(step_p[t]), "step": t})
+        elif k == prev and k != blank:
+            chars[-1]["confidence"] = max(chars[-1]["confidence"], float(step_p[t]))
+        prev = k
+    return Prediction("".join(c["char"] for c in chars), float(np.prod(step_p)), chars)
+
+
+def _check_logits(logits: np.ndarray, charset: Charset) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float32)
+    if logits.ndim != 3 or logits.shape[1] != charset.num_classes:
+        raise ValueError(f"logits must be N x {charset.num_classes} x T, got {logits.shape}")
+    return logits
+
+
 def ctc_greedy_decode(logits: np.ndarray, charset: Charset) -> list[Prediction]:
     """Greedy CTC decoding of ``N x C x T`` logits.
 
@@ -144,30 +169,131 @@ def ctc_greedy_decode(logits: np.ndarray, charset: Charset) -> list[Prediction]:
     probability of the whole greedy path (product over all T steps, blanks included).
     Non-finite logits decode to an empty plate with confidence 0.
     """
-    logits = np.asarray(logits, dtype=np.float32)
-    if logits.ndim != 3 or logits.shape[1] != charset.num_classes:
-        raise ValueError(f"logits must be N x {charset.num_classes} x T, got {logits.shape}")
+    logits = _check_logits(logits, charset)
     probs = softmax(logits.astype(np.float64), axis=1)
     best = logits.argmax(axis=1)  # N x T
-    blank = charset.blank_index
-    preds = []
-    for n in range(logits.shape[0]):
-        if not np.isfinite(logits[n]).all():
-            preds.append(Prediction("", 0.0, []))
+    steps = np.arange(logits.shape[2])
+    return [_collapse(best[n], probs[n, best[n], steps], charset) if np.isfinite(logits[n]).all()
+            else Prediction("", 0.0, []) for n in range(logits.shape[0])]
+
+
+def format_masks(charset: Charset, formats: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """One ``L x C`` boolean mask per plate layout: which classes each position allows.
+
+    Raises ``ValueError`` naming the characters a layout needs that ``charset`` lacks (or that
+    are its blank), so a custom charset never silently decodes against a grammar it cannot write.
+    """
+    masks = []
+    for f in formats:
+        if not f or any(not allowed for allowed in f):
+            raise ValueError("a plate layout needs at least one position and one character per position")
+        missing = sorted({c for allowed in f for c in allowed if c not in charset or c == charset.blank})
+        if missing:
+            raise ValueError(f"plate layout uses characters outside the charset: {''.join(missing)!r}")
+        m = np.zeros((len(f), charset.num_classes), dtype=bool)
+        for j, allowed in enumerate(f):
+            m[j, [charset.index(c) for c in allowed]] = True
+        masks.append(m)
+    return masks
+
+
+def _best_path_in_format(logp: np.ndarray, mask: np.ndarray, blank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Viterbi over the CTC topology of one layout: the single most probable frame path whose
+    collapse has ``L`` characters with character ``j`` allowed by ``mask[j]``.
+
+    ``logp`` is ``N x T x C`` log-probabilities.  Returns the path log-probabilities (``N``,
+    ``-inf`` where no path fits, e.g. ``T`` too short) and the paths (``N x T`` class indices).
+    States: ``E[j, c]`` = the last frame emitted character ``c`` as position ``j``; ``B[k]`` = the
+    last frame was a blank after ``k`` characters.  Position ``j`` may follow position ``j - 1``
+    directly only with a different character (a repeat needs a blank between, as in CTC).
+    """
+    n, t_len, c_len = logp.shape
+    L = mask.shape[0]
+    neg = -np.inf
+    e = np.where(mask[None], logp[:, 0, None, :], neg)  # N x L x C
+    e[:, 1:] = neg
+    b = np.full((n, L + 1), neg)
+    b[:, 0] = logp[:, 0, blank]
+    src_e = np.zeros((t_len, n, L, c_len), np.int8)  # 0 stay, 1 from B[j], 2 from E[j-1, other]
+    arg_e = np.zeros((t_len, n, L, c_len), np.int64)  # the other character for source 2
+    src_b = np.zeros((t_len, n, L + 1), np.int8)  # 0 stay, 1 from E[k-1, best]
+    arg_b = np.zeros((t_len, n, L + 1), np.int64)
+    for t in range(1, t_len):
+        a1 = e.argmax(axis=2)  # N x L
+        top1 = np.take_along_axis(e, a1[..., None], axis=2)[..., 0]
+        e2 = e.copy()
+        np.put_along_axis(e2, a1[..., None], neg, axis=2)
+        a2 = e2.argmax(axis=2)
+        top2 = np.take_along_axis(e2, a2[..., None], axis=2)[..., 0]
+        same = np.arange(c_len)[None, None, :] == a1[:, :-1, None]  # N x L-1 x C
+        from_prev = np.full_like(e, neg)
+        from_prev[:, 1:] = np.where(same, top2[:, :-1, None], top1[:, :-1, None])
+        prev_arg = np.zeros((n, L, c_len), np.int64)
+        prev_arg[:, 1:] = np.where(same, a2[:, :-1, None], a1[:, :-1, None])
+        cand = np.stack([e, np.broadcast_to(b[:, :L, None], e.shape), from_prev])  # 3 x N x L x C
+        src = cand.argmax(axis=0)
+        best = np.take_along_axis(cand, src[None], axis=0)[0]
+        src_e[t], arg_e[t] = src, prev_arg
+        e = np.where(mask[None], best + logp[:, t, None, :], neg)
+        from_e = np.full((n, L + 1), neg)
+        from_e[:, 1:] = top1
+        sb = (from_e > b).astype(np.int8)
+        src_b[t], arg_b[t, :, 1:] = sb, a1
+        b = np.maximum(b, from_e) + logp[:, t, blank][:, None]
+    a_last = e[:, L - 1].argmax(axis=1)
+    end_e = e[np.arange(n), L - 1, a_last]
+    score = np.maximum(end_e, b[:, L])
+    paths = np.full((n, t_len), blank, np.int64)
+    for i in range(n):
+        if not np.isfinite(score[i]):
             continue
-        path = best[n]
-        step_p = probs[n, path, np.arange(path.shape[0])]
-        chars: list[dict[str, Any]] = []
-        prev = -1
-        for t, k in enumerate(path):
-            k = int(k)
-            if k != prev and k != blank:
-                chars.append({"char": charset.chars[k], "confidence": float(step_p[t]), "step": t})
-            elif k == prev and k != blank:
-                chars[-1]["confidence"] = max(chars[-1]["confidence"], float(step_p[t]))
-            prev = k
-        plate = "".join(c["char"] for c in chars)
-        preds.append(Prediction(plate, float(np.prod(step_p)), chars))
+        emit, j, c = (True, L - 1, int(a_last[i])) if end_e[i] >= b[i, L] else (False, L, -1)
+        for t in range(t_len - 1, -1, -1):
+            paths[i, t] = c if emit else blank
+            if t == 0:
+                break
+            if emit:
+                s = src_e[t, i, j, c]
+                if s == 1:
+                    emit = False
+                elif s == 2:
+                    j, c = j - 1, int(arg_e[t, i, j, c])
+            elif src_b[t, i, j]:
+                emit, j, c = True, j - 1, int(arg_b[t, i, j])
+    return score, paths
+
+
+def ctc_plate_decode(logits: np.ndarray, charset: Charset,
+                     formats: Sequence[Sequence[str]] | None = None) -> list[Prediction]:
+    """CTC decoding constrained to plate layouts (default :data:`lprnet.charset.CN_PLATE_FORMATS`).
+
+    A plate whose greedy reading already fits a layout keeps it unchanged (the greedy path is the
+    most probable path overall).  Any other plate -- a character dropped or doubled, a digit where
+    the city letter goes, a province in the serial -- is re-read as the most probable single CTC
+    path that fits one of the layouts; its confidences come from that path like greedy ones.
+    Non-finite logits decode to an empty plate with confidence 0.
+    """
+    from lprnet.charset import CN_PLATE_FORMATS, fits_format
+
+    formats = CN_PLATE_FORMATS if formats is None else formats
+    masks = format_masks(charset, formats)
+    logits = _check_logits(logits, charset)
+    preds = ctc_greedy_decode(logits, charset)
+    redo = [i for i, p in enumerate(preds)
+            if np.isfinite(logits[i]).all() and not fits_format(p.plate, formats)]
+    if not redo:
+        return preds
+    sub = logits[redo].astype(np.float64)
+    z = sub - sub.max(axis=1, keepdims=True)
+    logp = (z - np.log(np.exp(z).sum(axis=1, keepdims=True))).transpose(0, 2, 1)  # log-softmax, N x T x C
+    scores, paths = zip(*(_best_path_in_format(logp, m, charset.blank_index) for m in masks))
+    pick = np.stack(scores).argmax(axis=0)
+    probs = np.exp(logp)
+    steps = np.arange(logp.shape[1])
+    for r, i in enumerate(redo):
+        if np.isfinite(scores[pick[r]][r]):
+            path = paths[pick[r]][r]
+            preds[i] = _collapse(path, probs[r, steps, path], charset)
     return preds
 
 

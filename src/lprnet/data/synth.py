@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from lprnet.charset import DIGITS, LETTERS, PROVINCES, Charset
+from lprnet.charset import DIGITS, LETTERS, PROVINCES, SERIAL, Charset
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -91,7 +91,6 @@ _GA_M_VERTEX = {"din": 0.50, "dejavu": 0.62, "roboto": 0.53, "noto": 0.59, "noto
 _GA_3_JOIN = {"din": 0.40, "dejavu": 0.44, "roboto": 0.42, "noto": 0.38, "noto-black": 0.41}
 
 _CHARSET = Charset.chinese()
-_SERIAL = DIGITS + LETTERS  # GA 36 serials: digits and letters without I and O
 
 # ----------------------------------------------------------------------------- plate texts
 
@@ -117,7 +116,7 @@ def random_plate_text(kind: str, rng: np.random.Generator) -> str:
         df = "DF"[int(rng.integers(2))]
         digits = "".join(DIGITS[int(d)] for d in rng.integers(10, size=5))
         if rng.random() < 0.8:  # small car: D/F third, then letter-or-digit, then 4 digits
-            fourth = _SERIAL[int(rng.integers(len(_SERIAL)))] if rng.random() < 0.5 else digits[0]
+            fourth = SERIAL[int(rng.integers(len(SERIAL)))] if rng.random() < 0.5 else digits[0]
             return prov + letter + df + fourth + digits[1:]
         return prov + letter + digits + df  # large vehicle: D/F last
     raise ValueError(f"unknown plate kind {kind!r}; expected one of {PLATE_KINDS}")
@@ -206,7 +205,7 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
     elif ch == "·":
         r = round(stroke_mm / 2.0 * _GLYPH_PX_PER_MM)
         cv2.circle(hi, (hi_w // 2, hi_h // 2), r, 255, -1, cv2.LINE_AA)
-    elif ch not in _SERIAL and ch not in "IO":  # CJK: stretched to the tall cell, a little air
+    elif ch not in SERIAL and ch not in "IO":  # CJK: stretched to the tall cell, a little air
         a = _ink(ch, _CJK_FONTS[style], hi_h)
         inner_w, inner_h = int(hi_w * 0.96 * fill), int(hi_h * 0.97)
         y0, x0 = (hi_h - inner_h) // 2, (hi_w - inner_w) // 2
@@ -383,7 +382,7 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
         x_mm, w_mm = cells[i]
         x = _mm(x_mm + rng.uniform(-0.8, 0.8))
         y = y_char + int(rng.integers(-1, 2)) * (rng.random() < 0.2)
-        if ch in _SERIAL:
+        if ch in SERIAL:
             g = _glyph(ch, style, stroke, w_mm, face, fill, ga_form=ga_form and ch in _GA_FORM_CHARS)
         else:
             g = _glyph(ch, style, 0.0, w_mm, face, cjk_fill, bold)

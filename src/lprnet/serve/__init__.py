@@ -4,7 +4,7 @@ This package owns the network face of the recognizer and nothing below it:
 
 * :mod:`lprnet.serve.batcher` — the dynamic batcher: images from concurrent requests are gathered
   (up to ``max_batch``, or ``max_wait_ms`` after the first) into one ``predict_logits`` call run in a
-  worker thread, then decoded with :func:`lprnet.core.process.ctc_greedy_decode`;
+  worker thread, then decoded with :meth:`lprnet.recognizer.Recognizer.decode_logits`;
 * :mod:`lprnet.serve.app` — the FastAPI application: ``POST /v1/recognize`` (multipart ``files`` or
   JSON base64), ``GET /healthz``, ``GET /metrics`` (Prometheus), request limits (body size, image
   count, pixel count from the image header), graceful shutdown through the lifespan.

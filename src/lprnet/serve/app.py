@@ -70,6 +70,7 @@ class ServeSettings:
     backend: str = "torch"
     device: str = "cpu"
     threads: int | None = None
+    decode: str = "auto"
     max_batch: int = 32
     max_wait_ms: float = 5.0
     max_body_bytes: int = 10 * 1024 * 1024
@@ -360,7 +361,8 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
             import lprnet
 
             rec = await asyncio.to_thread(lprnet.load, settings.weights, backend=settings.backend,
-                                          device=settings.device, threads=settings.threads)
+                                          device=settings.device, threads=settings.threads,
+                                          decode=settings.decode)
         batcher = Batcher(rec, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
                           on_batch=metrics.observe_batch)
         batcher.start()

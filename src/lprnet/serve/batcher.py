@@ -4,7 +4,7 @@
 waits for the first image, then gathers more until ``max_batch`` images are waiting or
 ``max_wait_ms`` has passed since the first one arrived; it runs ``Recognizer.predict_logits`` on
 the batch in a dedicated worker thread (one inference at a time, the event loop stays free),
-decodes with :func:`~lprnet.core.process.ctc_greedy_decode` and resolves the futures.  The deploy
+decodes with :meth:`~lprnet.recognizer.Recognizer.decode_logits` and resolves the futures.  The deploy
 model is batch-independent, so a result does not depend on its batch-mates.
 
 :meth:`Batcher.close` stops accepting work, runs what is already queued, and waits for the worker.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lprnet.core.process import Prediction, ctc_greedy_decode
+from lprnet.core.process import Prediction
 from lprnet.recognizer import Recognizer
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class Batcher:
                 await self._process(live)
 
     def _infer(self, images: list[np.ndarray]) -> list[Prediction]:
-        return ctc_greedy_decode(self.recognizer.predict_logits(images), self.recognizer.charset)
+        return self.recognizer.decode_logits(self.recognizer.predict_logits(images))
 
     async def _process(self, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
