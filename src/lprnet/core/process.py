@@ -215,9 +215,10 @@ def _best_path_in_format(logp: np.ndarray, mask: np.ndarray, blank: int) -> tupl
     b = np.full((n, L + 1), neg)
     b[:, 0] = logp[:, 0, blank]
     src_e = np.zeros((t_len, n, L, c_len), np.int8)  # 0 stay, 1 from B[j], 2 from E[j-1, other]
-    arg_e = np.zeros((t_len, n, L, c_len), np.int64)  # the other character for source 2
+    idx = np.min_scalar_type(c_len)  # class indices: uint8 for the 68-class charset, small back-pointers
+    arg_e = np.zeros((t_len, n, L, c_len), idx)  # the other character for source 2
     src_b = np.zeros((t_len, n, L + 1), np.int8)  # 0 stay, 1 from E[k-1, best]
-    arg_b = np.zeros((t_len, n, L + 1), np.int64)
+    arg_b = np.zeros((t_len, n, L + 1), idx)
     for t in range(1, t_len):
         a1 = e.argmax(axis=2)  # N x L
         top1 = np.take_along_axis(e, a1[..., None], axis=2)[..., 0]
