@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from lprnet.charset import Charset
+from lprnet.charset import CN_PLATE_FORMATS, Charset, fits_format
 
 ChannelOrder = Literal["bgr", "rgb"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -182,7 +183,13 @@ def format_masks(charset: Charset, formats: Sequence[Sequence[str]]) -> list[np.
 
     Raises ``ValueError`` naming the characters a layout needs that ``charset`` lacks (or that
     are its blank), so a custom charset never silently decodes against a grammar it cannot write.
+    Built once per (charset, layouts) and cached: decoding runs on every batch.
     """
+    return list(_format_masks(charset, tuple(tuple(f) for f in formats)))
+
+
+@functools.lru_cache(maxsize=16)
+def _format_masks(charset: Charset, formats: tuple[tuple[str, ...], ...]) -> tuple[np.ndarray, ...]:
     masks = []
     for f in formats:
         if not f or any(not allowed for allowed in f):
@@ -193,8 +200,9 @@ def format_masks(charset: Charset, formats: Sequence[Sequence[str]]) -> list[np.
         m = np.zeros((len(f), charset.num_classes), dtype=bool)
         for j, allowed in enumerate(f):
             m[j, [charset.index(c) for c in allowed]] = True
+        m.flags.writeable = False  # shared by every caller through the cache
         masks.append(m)
-    return masks
+    return tuple(masks)
 
 
 def _best_path_in_format(logp: np.ndarray, mask: np.ndarray, blank: int) -> tuple[np.ndarray, np.ndarray]:
@@ -274,8 +282,6 @@ def ctc_plate_decode(logits: np.ndarray, charset: Charset,
     path that fits one of the layouts; its confidences come from that path like greedy ones.
     Non-finite logits decode to an empty plate with confidence 0.
     """
-    from lprnet.charset import CN_PLATE_FORMATS, fits_format
-
     formats = CN_PLATE_FORMATS if formats is None else formats
     masks = format_masks(charset, formats)
     logits = _check_logits(logits, charset)
