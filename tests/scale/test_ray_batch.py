@@ -17,7 +17,9 @@ import torch  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 import lprnet  # noqa: E402
+from lprnet.charset import Charset  # noqa: E402
 from lprnet.cli import app  # noqa: E402
+from lprnet.config import ModelConfig  # noqa: E402
 from lprnet.core.process import list_images  # noqa: E402
 from lprnet.data.synth import write_folder  # noqa: E402
 from lprnet.model import LPRNet  # noqa: E402
@@ -120,6 +122,35 @@ def test_path_only_manifest_to_parquet_folder(ray_session, job, tmp_path):
     _check(rows, picked, bad, expected)
     res = runner.invoke(app, ["batch", str(manifest), "--out", f"{out}/", "--weights", str(w), *COMMON])
     assert res.exit_code == 2 and "not empty" in res.output
+
+
+def test_decode_option(ray_session, job, tmp_path):
+    """``--decode greedy`` reaches the actors: rows equal a greedy recognizer's, not the default's."""
+    w, _, files, bad, expected = job
+    picked = [f for f in files if f not in bad][:60]
+    greedy = {r.path: r for r in lprnet.load(w, decode="greedy").recognize(picked, batch_size=32)}
+    assert any(greedy[p].plate != expected[p].plate for p in picked)  # the two decodings differ here
+    manifest = tmp_path / "list.tsv"
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in picked), encoding="utf-8")
+    out = tmp_path / "greedy.parquet"
+    res = runner.invoke(app, ["batch", str(manifest), "--out", str(out), "--weights", str(w), "--decode", "greedy",
+                              *COMMON])
+    assert res.exit_code == 0, res.output
+    _check(pq.read_table(out).to_pylist(), picked, set(), greedy)
+
+
+def test_decode_errors_stop_before_ray(job, tmp_path):
+    w, root, _, _, _ = job
+    res = runner.invoke(app, ["batch", str(root), "--out", str(tmp_path / "r.csv"), "--weights", str(w),
+                              "--decode", "beam", *COMMON])
+    assert res.exit_code == 2 and "unknown decode 'beam'" in res.output
+    cfg = ModelConfig(charset=Charset.from_string("0123456789"))
+    custom = save_weights(tmp_path / "digits.safetensors", LPRNet.from_config(cfg).eval().state_dict(),
+                          WeightsMeta(config=cfg))
+    res = runner.invoke(app, ["batch", str(root), "--out", str(tmp_path / "r.csv"), "--weights", str(custom),
+                              "--decode", "plate", *COMMON])
+    assert res.exit_code == 2 and "--decode plate" in res.output, res.output
+    assert not (tmp_path / "r.csv").exists()
 
 
 def test_inputs_and_arguments(job, tmp_path):

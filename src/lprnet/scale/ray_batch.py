@@ -38,6 +38,7 @@ from typing import Any
 import pyarrow as pa
 
 from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, decode_image_bytes, list_images
+from lprnet.recognizer import DECODE_MODES
 
 SCHEMA = pa.schema([
     pa.field("path", pa.string(), nullable=False),
@@ -131,10 +132,12 @@ class RecognizerActor:
 
     ``files`` maps file names to bytes (the weights, plus an OpenVINO ``.bin`` beside an
     ``.xml``); they are written to a private temporary folder and the first entry is loaded.
-    ``None`` loads the bundled default weights of the worker's installation.
+    ``None`` loads the bundled default weights of the worker's installation.  ``decode`` is
+    passed to :func:`~lprnet.recognizer.load` (``"auto"``, ``"plate"`` or ``"greedy"``).
     """
 
-    def __init__(self, files: dict[str, bytes] | None, backend: str = "torch", threads: int | None = 1) -> None:
+    def __init__(self, files: dict[str, bytes] | None, backend: str = "torch", threads: int | None = 1,
+                 decode: str = "auto") -> None:
         from lprnet.recognizer import load
 
         weights: Path | None = None
@@ -144,7 +147,7 @@ class RecognizerActor:
             for name, blob in files.items():
                 (Path(self._tmp.name) / name).write_bytes(blob)
             weights = Path(self._tmp.name) / next(iter(files))
-        self.recognizer = load(weights, backend=backend, threads=threads)
+        self.recognizer = load(weights, backend=backend, threads=threads, decode=decode)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         paths = batch.column("path").to_pylist()
@@ -262,6 +265,7 @@ def run_batch(
     actors: int = 2,
     cpus_per_actor: float = 1.0,
     threads_per_actor: int = 1,
+    decode: str = "auto",
     ray_address: str | None = None,
     object_store_memory: int | None = None,
     progress: bool = True,
@@ -276,6 +280,8 @@ def run_batch(
         raise BatchJobError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
     if batch_size < 1 or actors < 1 or cpus_per_actor <= 0 or threads_per_actor < 1:
         raise BatchJobError("batch size, actors, CPUs and threads per actor must be positive")
+    if decode not in DECODE_MODES:
+        raise BatchJobError(f"unknown decode {decode!r}; expected one of {', '.join(DECODE_MODES)}")
     if not inputs:
         raise BatchJobError("no input images")
     kind = output_kind(out)
@@ -283,6 +289,13 @@ def run_batch(
     if kind == "parquet-dir" and out.is_dir() and any(out.iterdir()):
         raise BatchJobError(f"{out}: the output folder is not empty")
     files = _weights_files(weights, backend)
+    if decode == "plate":  # fail here, not in every actor, when the charset cannot write plates
+        from lprnet.recognizer import load
+
+        try:
+            load(weights, backend=backend, threads=1, decode=decode)
+        except ValueError as e:
+            raise BatchJobError(f"--decode plate: {e}") from e
 
     import ray
     import ray.data
@@ -308,7 +321,7 @@ def run_batch(
         ds = ds.map_batches(read_files, batch_format="pyarrow", batch_size=batch_size)
         ds = ds.map_batches(RecognizerActor, batch_format="pyarrow", batch_size=batch_size,
                             fn_constructor_kwargs={"files": files, "backend": backend,
-                                                   "threads": threads_per_actor},
+                                                   "threads": threads_per_actor, "decode": decode},
                             concurrency=actors, num_cpus=cpus_per_actor)
         if kind == "parquet-dir":
             import pyarrow.parquet as pq
