@@ -20,8 +20,10 @@ from pathlib import Path
 import torch
 
 import lprnet
+from lprnet.core.process import ctc_greedy_decode
 from lprnet.data.synth import PLATE_KINDS, generate
 from lprnet.evaluate import evaluate
+from lprnet.recognizer import Recognizer
 
 
 def main() -> None:
@@ -36,15 +38,16 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rec = lprnet.load(args.weights, decode=args.decode)
-    greedy = lprnet.load(args.weights, decode="greedy")
+    greedy = Recognizer(rec.backend, rec.config, rec.meta, decode="greedy")  # same loaded model
     out: dict = {"weights": str(args.weights or "default"), "decode": rec.decode, "synthetic": {}, "real": {}}
     for kind in PLATE_KINDS:
         items = list(generate(args.n_per_kind, seed=args.seed, kinds=(kind,)))
-        images = [im for im, _, _ in items]
-        res = rec.recognize(images, channel_order="bgr", batch_size=100)
-        ok = sum(r.plate == t for r, (_, t, _) in zip(res, items))
-        ok_g = sum(r.plate == t for r, (_, t, _) in zip(greedy.recognize(images, channel_order="bgr",
-                                                                          batch_size=100), items))
+        truth = [t for _, t, _ in items]
+        ok = ok_g = 0
+        for i in range(0, len(items), 100):  # one forward pass, both decodings
+            logits = rec.predict_logits([im for im, _, _ in items[i:i + 100]])
+            ok += sum(p.plate == t for p, t in zip(rec.decode_logits(logits), truth[i:i + 100]))
+            ok_g += sum(p.plate == t for p, t in zip(ctc_greedy_decode(logits, rec.charset), truth[i:i + 100]))
         out["synthetic"][kind] = {"n": len(items), "accuracy": ok / len(items), "accuracy_greedy": ok_g / len(items)}
         print(f"synthetic {kind:6s}: {ok / len(items):.4f} ({ok}/{len(items)}; greedy {ok_g / len(items):.4f})",
               flush=True)
