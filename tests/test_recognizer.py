@@ -10,7 +10,7 @@ from PIL import Image
 
 import lprnet
 from lprnet.charset import Charset, fits_format
-from lprnet.core.process import ctc_greedy_decode, ctc_plate_decode, preprocess
+from lprnet.core.process import ctc_greedy_decode, ctc_plate_decode, preprocess, province_log_prior
 from lprnet.evaluate import edit_ops, evaluate
 from lprnet.model import LPRNet
 from lprnet.recognizer import resolve_decode
@@ -32,10 +32,15 @@ def images():
     return [rng.integers(0, 256, (24 + i, 94 + 3 * i, 3), dtype=np.uint8) for i in range(10)]
 
 
-@pytest.mark.parametrize("decode,decoder", [("greedy", ctc_greedy_decode), ("plate", ctc_plate_decode),
-                                            ("auto", ctc_plate_decode)])
-def test_matches_direct_model_and_is_batch_independent(weights_file, images, decode, decoder):
-    rec = lprnet.load(weights_file, decode=decode)
+def _anhui(logits: np.ndarray, charset: Charset) -> list:
+    return ctc_plate_decode(logits, charset, first_prior=province_log_prior({"皖": 0.8}, charset))
+
+
+@pytest.mark.parametrize("decode,provinces,decoder", [("greedy", None, ctc_greedy_decode),
+                                                      ("plate", None, ctc_plate_decode),
+                                                      ("auto", None, ctc_plate_decode), ("auto", "皖=0.8", _anhui)])
+def test_matches_direct_model_and_is_batch_independent(weights_file, images, decode, provinces, decoder):
+    rec = lprnet.load(weights_file, decode=decode, provinces=provinces)
     model, _ = lprnet.weights.build_model(weights_file)
     with torch.no_grad():
         logits = model(torch.from_numpy(preprocess(images))).numpy()
@@ -54,6 +59,11 @@ def test_decode_modes(weights_file, images):
     assert any(not fits_format(r.plate) for r in greedy)
     with pytest.raises(ValueError, match="unknown decode"):
         lprnet.load(weights_file, decode="beam")
+    rec = lprnet.load(weights_file, provinces={"皖": 0.8})
+    assert rec.decode == "plate" and rec.provinces == {"皖": 0.8}
+    with pytest.raises(ValueError, match="need plate decoding"):
+        lprnet.load(weights_file, decode="greedy", provinces="皖")
+    assert lprnet.load(weights_file, provinces=" ").provinces is None
     assert resolve_decode("auto", Charset.from_string("AB12")) == "greedy"
     with pytest.raises(ValueError, match="outside the charset"):
         resolve_decode("plate", Charset.from_string("AB12"))

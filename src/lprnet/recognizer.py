@@ -8,7 +8,7 @@ becomes a result with ``error`` set (naming the input); the rest of the batch co
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,9 @@ from lprnet.core.process import (
     ctc_plate_decode,
     decode_image_bytes,
     format_masks,
+    parse_province_shares,
     preprocess,
+    province_log_prior,
     read_image,
     to_bgr,
 )
@@ -66,17 +68,22 @@ class Recognizer:
     """
 
     def __init__(self, backend: Backend, config: ModelConfig, meta: WeightsMeta | None = None,
-                 decode: str = "auto") -> None:
+                 decode: str = "auto", provinces: Mapping[str, float] | str | None = None) -> None:
         self.backend = backend
         self.config = config
         self.charset = config.charset
         self.meta = meta
-        self.decode = resolve_decode(decode, self.charset)
+        self.provinces = resolve_provinces(provinces)
+        if self.provinces and decode == "greedy":
+            raise ValueError("province shares need plate decoding (decode='plate' or 'auto'), not greedy")
+        self.decode = resolve_decode("plate" if self.provinces else decode, self.charset)
+        self._first_prior = province_log_prior(self.provinces, self.charset) if self.provinces else None
 
     def decode_logits(self, logits: np.ndarray) -> list[Prediction]:
-        """``N x C x T`` logits -> predictions, with this recognizer's decoding (``self.decode``)."""
+        """``N x C x T`` logits -> predictions, with this recognizer's decoding (``self.decode``,
+        under the province shares ``self.provinces`` when set)."""
         if self.decode == "plate":
-            return ctc_plate_decode(logits, self.charset)
+            return ctc_plate_decode(logits, self.charset, first_prior=self._first_prior)
         return ctc_greedy_decode(logits, self.charset)
 
     def _to_bgr(self, item: ImageInput, channel_order: ChannelOrder | None, index: int) -> np.ndarray:
@@ -151,8 +158,18 @@ def resolve_decode(decode: str, charset: Charset) -> str:
     return "plate"
 
 
+def resolve_provinces(provinces: Mapping[str, float] | str | None) -> dict[str, float] | None:
+    """Province shares as a dict (``"皖=0.8,苏=0.1"`` is parsed), or None for none."""
+    if provinces is None or (isinstance(provinces, str) and not provinces.strip()):
+        return None
+    if isinstance(provinces, str):
+        return parse_province_shares(provinces)
+    return {str(k): float(v) for k, v in provinces.items()} or None
+
+
 def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch",
-         device: str = "cpu", threads: int | None = None, decode: str = "auto") -> Recognizer:
+         device: str = "cpu", threads: int | None = None, decode: str = "auto",
+         provinces: Mapping[str, float] | str | None = None) -> Recognizer:
     """Load a recognizer; ``weights=None`` uses the bundled default weights.
 
     ``weights`` may be one of our ``.safetensors`` files or a reference-style ``.pth``
@@ -160,7 +177,10 @@ def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch
     ``"onnxruntime"`` or ``"openvino"``; the latter two also take an exported ``.onnx`` /
     ``.xml`` file and otherwise export the weights once to a checked cache file
     (:func:`lprnet.export.runtimes.load_backend`).  ``decode`` is ``"auto"``, ``"plate"`` or
-    ``"greedy"`` (:func:`resolve_decode`).
+    ``"greedy"`` (:func:`resolve_decode`).  ``provinces`` gives the share of plates from named
+    provinces where the camera stands (``{"皖": 0.8}`` or ``"皖=0.8"``; a bare ``"皖"`` reads only
+    皖): plate decoding then weighs the province reading by it
+    (:func:`lprnet.core.process.province_log_prior`).
     """
     if threads is not None:
         torch.set_num_threads(int(threads))
@@ -170,6 +190,6 @@ def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch
         from lprnet.export.runtimes import load_backend
 
         runtime, meta = load_backend(weights, backend, threads)
-        return Recognizer(runtime, meta.config, meta, decode=decode)
+        return Recognizer(runtime, meta.config, meta, decode=decode, provinces=provinces)
     model, meta = build_model(Path(weights) if weights is not None else None, form="deploy")
-    return Recognizer(TorchBackend(model, device), meta.config, meta, decode=decode)
+    return Recognizer(TorchBackend(model, device), meta.config, meta, decode=decode, provinces=provinces)

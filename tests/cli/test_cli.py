@@ -84,6 +84,23 @@ def test_eval_json(setup):
     assert 0.0 <= d["accuracy"] <= 1.0 and {"confusions", "char_accuracy", "deletions"} <= set(d)
 
 
+def test_province_shares_option(setup):
+    w, imgs = setup
+    r = runner.invoke(app, ["recognize", str(imgs), "-w", str(w), "--format", "csv", "--provinces", "皖"])
+    assert r.exit_code == 1, r.output  # the broken file
+    plates = [row["plate"] for row in csv.DictReader(io.StringIO(r.stdout)) if not row["error"]]
+    assert len(plates) == 3 and all(p.startswith("皖") for p in plates)  # only 皖 can be read
+    free = [r.plate for r in lprnet.load(w).recognize(sorted(imgs.rglob("*.*"))) if r.ok]
+    assert any(not p.startswith("皖") for p in free)  # without the option, this model reads other provinces
+    r = runner.invoke(app, ["eval", str(imgs), "-w", str(w), "--json", "--provinces", "皖=0.8,苏=0.1"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["provinces"] == {"皖": 0.8, "苏": 0.1}
+    for bad, msg in [("X=0.5", "not a province"), ("皖=1.5", "(0, 1]")]:
+        r = runner.invoke(app, ["recognize", str(imgs), "-w", str(w), "--provinces", bad])
+        assert r.exit_code == 2 and msg in r.stderr, r.output
+    r = runner.invoke(app, ["recognize", str(imgs), "-w", str(w), "--provinces", "皖", "--decode", "greedy"])
+    assert r.exit_code == 2 and "plate decoding" in r.stderr
+
+
 def test_import_weights_and_info(tmp_path):
     need_shared(REF_PTH)
     out = tmp_path / "imported.safetensors"

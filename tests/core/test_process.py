@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lprnet.charset import Charset, fits_format
+from lprnet.charset import PROVINCES, Charset, fits_format
 from lprnet.core.process import (
     ImageError,
     ctc_greedy_decode,
@@ -17,7 +17,9 @@ from lprnet.core.process import (
     format_masks,
     greedy_strings,
     label_from_filename,
+    parse_province_shares,
     preprocess,
+    province_log_prior,
     read_image,
     softmax,
     to_bgr,
@@ -192,6 +194,85 @@ def test_plate_layouts_must_fit_the_charset():
         ctc_plate_decode(np.zeros((1, 5, 18), np.float32), Charset.from_string("AB12"))  # no provinces
     masks = format_masks(CS, [("皖苏", "A")])
     assert masks[0].shape == (2, 68) and masks[0].sum() == 3 and masks[0][1, CS.index("A")]
+
+
+def test_plate_decode_under_a_first_character_prior_is_the_best_weighted_path():
+    # brute force again: with first_prior, every plate is re-read as the layout path maximising
+    # log p(path) + first_prior[first character]; -inf forbids a first character
+    cs = Charset.from_string("ab1")
+    formats = [("ab", "1", "ab1"), ("a", "b")]
+    rng = np.random.default_rng(1)
+    n_differs = 0
+    for _ in range(150):
+        t_len = int(rng.integers(2, 7))
+        lg = rng.normal(0.0, 2.0, (1, cs.num_classes, t_len)).astype(np.float32)
+        prior = np.zeros(cs.num_classes)
+        prior[cs.index("a")], prior[cs.index("b")] = rng.normal(0, 2), rng.choice([rng.normal(0, 2), -np.inf])
+        logp = np.log(softmax(lg[0].astype(np.float64), axis=0))
+        best, best_text = -np.inf, None
+        for path in itertools.product(range(cs.num_classes), repeat=t_len):
+            text = _collapse_path(path, cs)
+            if fits_format(text, formats):
+                lp = sum(logp[k, t] for t, k in enumerate(path)) + prior[cs.index(text[0])]
+                if lp > best:
+                    best, best_text = lp, text
+        (p,) = ctc_plate_decode(lg, cs, formats, first_prior=prior)
+        (q,) = ctc_plate_decode(lg, cs, formats)
+        if best_text is None:
+            assert p == ctc_greedy_decode(lg, cs)[0]
+            continue
+        assert p.plate == best_text
+        assert np.log(p.confidence) + prior[cs.index(p.plate[0])] == pytest.approx(best, rel=1e-9, abs=1e-9)
+        n_differs += p.plate != q.plate
+    assert n_differs > 5  # the prior changed readings in the cases under test
+
+
+def _province_logits(shown: str, p_shown: float, other: str, p_other: float) -> np.ndarray:
+    """A clear 'xA12345' whose province frame reads ``shown`` with probability ``p_shown``."""
+    lg = _logits_for([CS.index(c) for c in "皖A12345"])
+    lg[0, :, 0] = -20.0
+    lg[0, CS.index(shown), 0] = 0.0
+    lg[0, CS.index(other), 0] = np.log(p_other / p_shown)
+    return lg
+
+
+def test_province_shares_weigh_the_province_reading():
+    lg = _province_logits("桂", 0.6, "皖", 0.3)
+    assert ctc_plate_decode(lg, CS)[0].plate == "桂A12345"
+    anhui = province_log_prior({"皖": 0.8}, CS)
+    (p,) = ctc_plate_decode(lg, CS, first_prior=anhui)
+    assert p.plate == "皖A12345"
+    assert p.chars[0]["confidence"] == pytest.approx(0.3 / 0.9, rel=1e-4)  # the model's probability, not the prior's
+    sure = _province_logits("桂", 0.99, "皖", 0.001)  # a plain 桂 plate stays 桂 under the local prior
+    assert ctc_plate_decode(sure, CS, first_prior=anhui)[0].plate == "桂A12345"
+    only = province_log_prior({"皖": 1.0}, CS)  # a bare '皖': nothing else can be read
+    assert ctc_plate_decode(sure, CS, first_prior=only)[0].plate == "皖A12345"
+    uniform = province_log_prior({p: 1 / len(PROVINCES) for p in PROVINCES}, CS)
+    np.testing.assert_allclose(uniform[[CS.index(p) for p in PROVINCES]], 0.0, atol=1e-12)
+    rng = np.random.default_rng(2)
+    lgs = rng.normal(0, 3, (40, CS.num_classes, 18)).astype(np.float32)
+    assert [p.plate for p in ctc_plate_decode(lgs, CS, first_prior=uniform)] == \
+        [p.plate for p in ctc_plate_decode(lgs, CS)]
+    with pytest.raises(ValueError, match="first_prior"):
+        ctc_plate_decode(lg, CS, first_prior=np.zeros(5))
+
+
+def test_province_shares_errors():
+    assert parse_province_shares("皖=0.8, 苏=0.1") == {"皖": 0.8, "苏": 0.1}
+    assert parse_province_shares("皖") == {"皖": 1.0}
+    prior = province_log_prior({"皖": 0.8}, CS)
+    assert prior[CS.index("皖")] == pytest.approx(np.log(0.8 * 31))
+    assert prior[CS.index("苏")] == pytest.approx(np.log(0.2 / 30 * 31))
+    assert prior[CS.index("A")] == 0.0  # only provinces are weighed
+    for text, msg in [("皖=x", "not PROVINCE=SHARE"), (" , ", "nothing"), ("皖=0.5,皖=0.3", "named twice")]:
+        with pytest.raises(ValueError, match=msg):
+            parse_province_shares(text)
+    for shares, msg in [({"X": 0.5}, "not a province"), ({"皖": 0.0}, r"in \(0, 1\]"),
+                        ({"皖": 0.7, "苏": 0.4}, "sum to 1.1"), ({}, "at least one")]:
+        with pytest.raises(ValueError, match=msg):
+            province_log_prior(shares, CS)
+    with pytest.raises(ValueError, match="charset lacks"):
+        province_log_prior({"皖": 0.5}, Charset.from_string("AB12"))
 
 
 @pytest.mark.parametrize("name,label", [("皖A12345.jpg", "皖A12345"), ("皖A12345_3.jpg", "皖A12345"),

@@ -137,6 +137,14 @@ def test_decode_option(ray_session, job, tmp_path):
                               *COMMON])
     assert res.exit_code == 0, res.output
     _check(pq.read_table(out).to_pylist(), picked, set(), greedy)
+    anhui = {r.path: r for r in lprnet.load(w, provinces="皖").recognize(picked, batch_size=32)}
+    assert all(r.plate.startswith("皖") for r in anhui.values())
+    assert any(not r.plate.startswith("皖") for p, r in expected.items() if p in anhui)
+    out = tmp_path / "anhui.parquet"
+    res = runner.invoke(app, ["batch", str(manifest), "--out", str(out), "--weights", str(w), "--provinces", "皖",
+                              *COMMON])
+    assert res.exit_code == 0, res.output
+    _check(pq.read_table(out).to_pylist(), picked, set(), anhui)
 
 
 def test_decode_errors_stop_before_ray(job, tmp_path):
@@ -151,6 +159,9 @@ def test_decode_errors_stop_before_ray(job, tmp_path):
                               "--decode", "plate", *COMMON])
     assert res.exit_code == 2 and "--decode plate" in res.output, res.output
     assert not (tmp_path / "r.csv").exists()
+    res = runner.invoke(app, ["batch", str(root), "--out", str(tmp_path / "r.csv"), "--weights", str(w),
+                              "--provinces", "皖=0.7,苏=0.6", *COMMON])
+    assert res.exit_code == 2 and "--provinces" in res.output and "sum to 1.3" in res.output, res.output
 
 
 def test_inputs_and_arguments(job, tmp_path):

@@ -55,6 +55,22 @@ def test_multipart_equals_recognize(client: httpx.Client, recognizer: Recognizer
     assert_same(r.json()["results"], want)
 
 
+def test_settings_decode_and_provinces_reach_the_service(weights, images) -> None:
+    """A service that loads its own model (no recognizer handed in) decodes as its settings say."""
+    import lprnet
+    from lprnet.serve.app import ServeSettings
+
+    from .conftest import running_server
+
+    local = lprnet.load(weights, provinces="皖")
+    want = expected(local, images)
+    assert want != expected(lprnet.load(weights), images)  # only 皖 may be read: readings change
+    with running_server(ServeSettings(weights=weights, provinces="皖")) as base:
+        r = httpx.post(f"{base}/v1/recognize", files=[("files", (n, d)) for n, d in images], timeout=30)
+    assert r.status_code == 200, r.text
+    assert_same(r.json()["results"], want)
+
+
 def test_json_base64_equals_recognize(client: httpx.Client, recognizer: Recognizer, images) -> None:
     items = [{"name": n, "data": base64.b64encode(d).decode()} for n, d in images[:3]]
     items[1]["data"] = "data:image/png;base64," + items[1]["data"]  # data URLs are accepted too

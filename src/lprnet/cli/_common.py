@@ -17,6 +17,11 @@ DecodeOpt = Annotated[str, typer.Option(
     "--decode", help="auto, plate (CTC decoding constrained to GA 36 plate layouts) or greedy; "
     "auto = plate when the charset can write Chinese plates")]
 
+ProvincesOpt = Annotated[str | None, typer.Option(
+    "--provinces", help="Share of plates from named provinces where the camera stands, e.g. '皖=0.8' or "
+    "'皖=0.6,苏=0.2' (the rest split equally among the others; a bare '皖' reads only 皖). Weighs the "
+    "province reading with plate decoding.")]
+
 
 def fail(msg: str, code: int = 2) -> NoReturn:
     """Print an error to stderr and exit non-zero."""

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import DecodeOpt, WeightsOpt, fail
+from lprnet.cli._common import DecodeOpt, ProvincesOpt, WeightsOpt, fail
 
 
 def batch(
@@ -27,6 +27,7 @@ def batch(
     threads_per_actor: Annotated[int, typer.Option("--threads-per-actor", min=1,
                                                    help="Intra-op threads of each actor's backend.")] = 1,
     decode: DecodeOpt = "auto",
+    provinces: ProvincesOpt = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Ray Data progress bars.")] = True,
 ) -> None:
     """Batch-recognize with Ray Data: one row (path, plate, confidence, error) per input.
@@ -45,7 +46,7 @@ def batch(
             fail(f"no images found under {source}")
         summary = run_batch(paths, out, weights=weights, backend=backend, batch_size=batch_size, actors=actors,
                             cpus_per_actor=cpus_per_actor, threads_per_actor=threads_per_actor,
-                            decode=decode, ray_address=ray_address, progress=progress)
+                            decode=decode, provinces=provinces, ray_address=ray_address, progress=progress)
     except BatchJobError as e:
         fail(str(e))
     except ImportError as e:

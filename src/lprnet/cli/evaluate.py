@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import DecodeOpt, ThreadsOpt, WeightsOpt, fail
+from lprnet.cli._common import DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail
 
 BackendOpt = Annotated[str, typer.Option(
     "--backend", help="torch, onnxruntime or openvino (weights exported once to a checked cache; "
@@ -23,6 +23,7 @@ def evaluate_cmd(
     top: Annotated[int, typer.Option(help="Confusions to list.")] = 10,
     threads: ThreadsOpt = None,
     decode: DecodeOpt = "auto",
+    provinces: ProvincesOpt = None,
     device: str = "cpu",
     backend: BackendOpt = "torch",
 ) -> None:
@@ -32,21 +33,23 @@ def evaluate_cmd(
     from lprnet.weights import WeightsError
 
     try:
-        rec = lprnet.load(weights, backend=backend, device=device, threads=threads, decode=decode)
+        rec = lprnet.load(weights, backend=backend, device=device, threads=threads, decode=decode,
+                          provinces=provinces)
     except (WeightsError, ValueError, RuntimeError, ImportError) as e:
         fail(str(e))
     rep = evaluate(rec, paths, batch_size=batch_size)
     if rep.n == 0 and not rep.unreadable:
         fail(f"no images found under {', '.join(map(str, paths))}")
     if as_json:
-        print(json.dumps({**rep.to_json(top), "decode": rec.decode}, ensure_ascii=False))
+        print(json.dumps({**rep.to_json(top), "decode": rec.decode, "provinces": rec.provinces}, ensure_ascii=False))
         return
     from rich.console import Console
     from rich.table import Table
 
     con = Console()
     con.print(f"plates: {rep.n}   whole-plate accuracy: [bold]{rep.accuracy:.4f}[/] "
-              f"({rep.correct}/{rep.n})   per-character accuracy: {rep.char_accuracy:.4f}   decoding: {rec.decode}")
+              f"({rep.correct}/{rep.n})   per-character accuracy: {rep.char_accuracy:.4f}   decoding: {rec.decode}"
+              + (f" (provinces {rec.provinces})" if rec.provinces else ""))
     con.print(f"dropped characters: {rep.deletions}   inserted characters: {rep.insertions}   "
               f"unreadable files: {len(rep.unreadable)}")
     if rep.substitutions:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import DecodeOpt, ThreadsOpt, WeightsOpt, fail
+from lprnet.cli._common import DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail
 
 BackendOpt = Annotated[str, typer.Option(
     "--backend", help="torch, onnxruntime or openvino (weights exported once to a checked cache; "
@@ -31,6 +31,7 @@ def recognize(
     fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text, json (lines) or csv")] = Fmt.text,
     threads: ThreadsOpt = None,
     decode: DecodeOpt = "auto",
+    provinces: ProvincesOpt = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     backend: BackendOpt = "torch",
 ) -> None:
@@ -40,7 +41,8 @@ def recognize(
     from lprnet.weights import WeightsError
 
     try:
-        rec = lprnet.load(weights, backend=backend, device=device, threads=threads, decode=decode)
+        rec = lprnet.load(weights, backend=backend, device=device, threads=threads, decode=decode,
+                          provinces=provinces)
     except (WeightsError, ValueError, RuntimeError, ImportError) as e:
         fail(str(e))
     files = list_images(paths)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import DecodeOpt, ThreadsOpt, WeightsOpt, fail
+from lprnet.cli._common import DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail
 from lprnet.core.process import MAX_IMAGE_PIXELS
 
 
@@ -18,6 +18,7 @@ def serve(
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     threads: ThreadsOpt = None,
     decode: DecodeOpt = "auto",
+    provinces: ProvincesOpt = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images per network call.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(
         min=0, help="How long the first queued image waits for batch-mates.")] = 5.0,
@@ -40,10 +41,11 @@ def serve(
     from lprnet.weights import WeightsError
 
     settings = ServeSettings(weights=weights, backend=backend, device=device, threads=threads, decode=decode,
-                             max_batch=max_batch, max_wait_ms=max_wait_ms, max_pixels=max_pixels,
+                             provinces=provinces, max_batch=max_batch, max_wait_ms=max_wait_ms, max_pixels=max_pixels,
                              max_body_bytes=int(max_body_mb * 1024 * 1024), max_images=max_images)
     try:  # load here, so that a bad --weights/--backend is a clear error rather than a failed startup
-        rec = lprnet.load(weights, backend=backend, device=device, threads=threads, decode=decode)
+        rec = lprnet.load(weights, backend=backend, device=device, threads=threads, decode=decode,
+                          provinces=provinces)
     except (WeightsError, ValueError, RuntimeError, ImportError, OSError) as e:
         fail(str(e))
     app = create_app(settings, recognizer=rec)

@@ -7,14 +7,15 @@
 * :func:`ctc_greedy_decode` turns logits into plate strings with a plate confidence and
   per-character confidences taken from the greedy CTC path; :func:`ctc_plate_decode` does the
   same but re-reads plates whose greedy reading fits no GA 36 layout as the most probable CTC
-  path that does (grammar-constrained decoding).
+  path that does (grammar-constrained decoding), optionally under a prior over provinces
+  (:func:`province_log_prior`: the share of local plates where the camera stands).
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from lprnet.charset import CN_PLATE_FORMATS, Charset, fits_format
+from lprnet.charset import CN_PLATE_FORMATS, PROVINCES, Charset, fits_format
 
 ChannelOrder = Literal["bgr", "rgb"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -205,7 +206,8 @@ def _format_masks(charset: Charset, formats: tuple[tuple[str, ...], ...]) -> tup
     return tuple(masks)
 
 
-def _best_path_in_format(logp: np.ndarray, mask: np.ndarray, blank: int) -> tuple[np.ndarray, np.ndarray]:
+def _best_path_in_format(logp: np.ndarray, mask: np.ndarray, blank: int,
+                         bonus: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Viterbi over the CTC topology of one layout: the single most probable frame path whose
     collapse has ``L`` characters with character ``j`` allowed by ``mask[j]``.
 
@@ -214,11 +216,14 @@ def _best_path_in_format(logp: np.ndarray, mask: np.ndarray, blank: int) -> tupl
     States: ``E[j, c]`` = the last frame emitted character ``c`` as position ``j``; ``B[k]`` = the
     last frame was a blank after ``k`` characters.  Position ``j`` may follow position ``j - 1``
     directly only with a different character (a repeat needs a blank between, as in CTC).
+    ``bonus`` (``L x C`` log-weights, ``-inf`` forbids) is added once per character, on the frame
+    that starts it: a prior over which character each position holds.
     """
     n, t_len, c_len = logp.shape
     L = mask.shape[0]
     neg = -np.inf
-    e = np.where(mask[None], logp[:, 0, None, :], neg)  # N x L x C
+    bonus = np.zeros((L, c_len)) if bonus is None else bonus
+    e = np.where(mask[None], logp[:, 0, None, :] + bonus[None], neg)  # N x L x C
     e[:, 1:] = neg
     b = np.full((n, L + 1), neg)
     b[:, 0] = logp[:, 0, blank]
@@ -239,7 +244,7 @@ def _best_path_in_format(logp: np.ndarray, mask: np.ndarray, blank: int) -> tupl
         from_prev[:, 1:] = np.where(same, top2[:, :-1, None], top1[:, :-1, None])
         prev_arg = np.zeros((n, L, c_len), np.int64)
         prev_arg[:, 1:] = np.where(same, a2[:, :-1, None], a1[:, :-1, None])
-        cand = np.stack([e, np.broadcast_to(b[:, :L, None], e.shape), from_prev])  # 3 x N x L x C
+        cand = np.stack([e, b[:, :L, None] + bonus[None], from_prev + bonus[None]])  # 3 x N x L x C
         src = cand.argmax(axis=0)
         best = np.take_along_axis(cand, src[None], axis=0)[0]
         src_e[t], arg_e[t] = src, prev_arg
@@ -273,7 +278,8 @@ def _best_path_in_format(logp: np.ndarray, mask: np.ndarray, blank: int) -> tupl
 
 
 def ctc_plate_decode(logits: np.ndarray, charset: Charset,
-                     formats: Sequence[Sequence[str]] | None = None) -> list[Prediction]:
+                     formats: Sequence[Sequence[str]] | None = None,
+                     first_prior: np.ndarray | None = None) -> list[Prediction]:
     """CTC decoding constrained to plate layouts (default :data:`lprnet.charset.CN_PLATE_FORMATS`).
 
     A plate whose greedy reading already fits a layout keeps it unchanged (the greedy path is the
@@ -281,19 +287,37 @@ def ctc_plate_decode(logits: np.ndarray, charset: Charset,
     the city letter goes, a province in the serial -- is re-read as the most probable single CTC
     path that fits one of the layouts; its confidences come from that path like greedy ones.
     Non-finite logits decode to an empty plate with confidence 0.
+
+    ``first_prior`` (``C`` log-weights over the classes, ``-inf`` forbids; see
+    :func:`province_log_prior`) re-weights the first character of every plate, the province:
+    then a plate is re-read as the most probable layout path under that prior unless its greedy
+    reading fits and starts with a most-weighted character (then no path can beat it).
+    Confidences stay the model's own probabilities.
     """
     formats = CN_PLATE_FORMATS if formats is None else formats
     masks = format_masks(charset, formats)
     logits = _check_logits(logits, charset)
     preds = ctc_greedy_decode(logits, charset)
-    redo = [i for i, p in enumerate(preds)
-            if np.isfinite(logits[i]).all() and not fits_format(p.plate, formats)]
+    if first_prior is not None:
+        first_prior = np.asarray(first_prior, dtype=np.float64)
+        if first_prior.shape != (charset.num_classes,) or np.isnan(first_prior).any() or (first_prior == np.inf).any():
+            raise ValueError(f"first_prior must be {charset.num_classes} finite or -inf log-weights")
+    # a greedy reading that fits stays the best: with first_prior too, when its first character has
+    # the highest weight (every other path has a lower probability and no higher weight)
+    top = -np.inf if first_prior is None else first_prior.max()
+    redo = [i for i, p in enumerate(preds) if np.isfinite(logits[i]).all() and not (
+        fits_format(p.plate, formats) and (first_prior is None or first_prior[charset.index(p.plate[0])] >= top))]
     if not redo:
         return preds
     sub = logits[redo].astype(np.float64)
     z = sub - sub.max(axis=1, keepdims=True)
     logp = (z - np.log(np.exp(z).sum(axis=1, keepdims=True))).transpose(0, 2, 1)  # log-softmax, N x T x C
-    scores, paths = zip(*(_best_path_in_format(logp, m, charset.blank_index) for m in masks))
+    bonuses: list[np.ndarray | None] = [None] * len(masks)
+    if first_prior is not None:
+        bonuses = [np.zeros(m.shape) for m in masks]
+        for bo in bonuses:
+            bo[0] = first_prior
+    scores, paths = zip(*(_best_path_in_format(logp, m, charset.blank_index, bo) for m, bo in zip(masks, bonuses)))
     pick = np.stack(scores).argmax(axis=0)
     probs = np.exp(logp)
     steps = np.arange(logp.shape[1])
@@ -302,6 +326,55 @@ def ctc_plate_decode(logits: np.ndarray, charset: Charset,
             path = paths[pick[r]][r]
             preds[i] = _collapse(path, probs[r, steps, path], charset)
     return preds
+
+
+def province_log_prior(shares: Mapping[str, float], charset: Charset, provinces: str = PROVINCES) -> np.ndarray:
+    """Log-weights over ``charset`` for :func:`ctc_plate_decode`'s ``first_prior``, from the share of
+    traffic each named province has where the camera stands (``{"皖": 0.8}``).
+
+    The provinces not named share the rest equally (none, when the shares sum to 1: then only
+    the named provinces can be read).  The weights are relative to the uniform province prior
+    our models are trained under, so ``{p: 1/31 for each p}`` changes nothing.
+    """
+    if not shares:
+        raise ValueError("province shares: name at least one province")
+    bad = sorted(set(shares) - set(provinces))
+    if bad:
+        raise ValueError(f"province shares: not a province: {''.join(bad)!r} (expected one of {provinces})")
+    missing = sorted({p for p in provinces if p not in charset})
+    if missing:
+        raise ValueError(f"province shares: the charset lacks {''.join(missing)!r}")
+    if any(not (0.0 < float(v) <= 1.0) for v in shares.values()):
+        raise ValueError(f"province shares must be in (0, 1], got {dict(shares)}")
+    total = float(sum(shares.values()))
+    if total > 1.0 + 1e-9:
+        raise ValueError(f"province shares sum to {total:g} > 1")
+    rest = [p for p in provinces if p not in shares]
+    per_rest = max(0.0, 1.0 - total) / len(rest) if rest else 0.0
+    out = np.zeros(charset.num_classes)
+    with np.errstate(divide="ignore"):
+        for p in provinces:
+            out[charset.index(p)] = np.log(float(shares.get(p, per_rest)) * len(provinces))
+    return out
+
+
+def parse_province_shares(text: str) -> dict[str, float]:
+    """``"皖=0.8,苏=0.1"`` -> ``{"皖": 0.8, "苏": 0.1}`` (a bare ``"皖"`` means ``"皖=1"``: only 皖)."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, _, share = part.partition("=")
+        name = name.strip()
+        if name in out:
+            raise ValueError(f"province shares: {name!r} named twice in {text!r}")
+        try:
+            out[name] = float(share) if share.strip() else 1.0
+        except ValueError:
+            raise ValueError(f"province shares: {part!r} is not PROVINCE=SHARE") from None
+    if not out:
+        raise ValueError(f"province shares: nothing in {text!r}")
+    return out
 
 
 def greedy_strings(logits: np.ndarray, charset: Charset) -> list[str]:

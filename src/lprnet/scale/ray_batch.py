@@ -133,11 +133,12 @@ class RecognizerActor:
     ``files`` maps file names to bytes (the weights, plus an OpenVINO ``.bin`` beside an
     ``.xml``); they are written to a private temporary folder and the first entry is loaded.
     ``None`` loads the bundled default weights of the worker's installation.  ``decode`` is
-    passed to :func:`~lprnet.recognizer.load` (``"auto"``, ``"plate"`` or ``"greedy"``).
+    and ``provinces`` (province shares such as ``"皖=0.8"``) are passed to
+    :func:`~lprnet.recognizer.load`.
     """
 
     def __init__(self, files: dict[str, bytes] | None, backend: str = "torch", threads: int | None = 1,
-                 decode: str = "auto") -> None:
+                 decode: str = "auto", provinces: str | None = None) -> None:
         from lprnet.recognizer import load
 
         weights: Path | None = None
@@ -147,7 +148,7 @@ class RecognizerActor:
             for name, blob in files.items():
                 (Path(self._tmp.name) / name).write_bytes(blob)
             weights = Path(self._tmp.name) / next(iter(files))
-        self.recognizer = load(weights, backend=backend, threads=threads, decode=decode)
+        self.recognizer = load(weights, backend=backend, threads=threads, decode=decode, provinces=provinces)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         paths = batch.column("path").to_pylist()
@@ -266,6 +267,7 @@ def run_batch(
     cpus_per_actor: float = 1.0,
     threads_per_actor: int = 1,
     decode: str = "auto",
+    provinces: str | None = None,
     ray_address: str | None = None,
     object_store_memory: int | None = None,
     progress: bool = True,
@@ -289,13 +291,13 @@ def run_batch(
     if kind == "parquet-dir" and out.is_dir() and any(out.iterdir()):
         raise BatchJobError(f"{out}: the output folder is not empty")
     files = _weights_files(weights, backend)
-    if decode == "plate":  # fail here, not in every actor, when the charset cannot write plates
-        from lprnet.recognizer import load
+    if decode == "plate" or provinces:  # fail here, not in every actor (a charset that cannot write
+        from lprnet.recognizer import load  # plates, bad province shares)
 
         try:
-            load(weights, backend=backend, threads=1, decode=decode)
+            load(weights, backend=backend, threads=1, decode=decode, provinces=provinces)
         except ValueError as e:
-            raise BatchJobError(f"--decode plate: {e}") from e
+            raise BatchJobError(f"{'--provinces' if provinces else '--decode plate'}: {e}") from e
 
     import ray
     import ray.data
@@ -321,7 +323,8 @@ def run_batch(
         ds = ds.map_batches(read_files, batch_format="pyarrow", batch_size=batch_size)
         ds = ds.map_batches(RecognizerActor, batch_format="pyarrow", batch_size=batch_size,
                             fn_constructor_kwargs={"files": files, "backend": backend,
-                                                   "threads": threads_per_actor, "decode": decode},
+                                                   "threads": threads_per_actor, "decode": decode,
+                                                   "provinces": provinces},
                             concurrency=actors, num_cpus=cpus_per_actor)
         if kind == "parquet-dir":
             import pyarrow.parquet as pq

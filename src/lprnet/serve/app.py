@@ -71,6 +71,7 @@ class ServeSettings:
     device: str = "cpu"
     threads: int | None = None
     decode: str = "auto"
+    provinces: str | None = None  # province shares, e.g. "皖=0.8" (lprnet.load's provinces)
     max_batch: int = 32
     max_wait_ms: float = 5.0
     max_body_bytes: int = 10 * 1024 * 1024
@@ -362,7 +363,8 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
 
             rec = await asyncio.to_thread(lprnet.load, settings.weights, backend=settings.backend,
                                           device=settings.device, threads=settings.threads,
-                                          decode=settings.decode)
+                                          decode=settings.decode,
+                                          provinces=settings.provinces)
         batcher = Batcher(rec, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
                           on_batch=metrics.observe_batch)
         batcher.start()
