@@ -64,6 +64,8 @@ def test_decode_modes(weights_file, images):
     with pytest.raises(ValueError, match="need plate decoding"):
         lprnet.load(weights_file, decode="greedy", provinces="皖")
     assert lprnet.load(weights_file, provinces=" ").provinces is None
+    with pytest.raises(ValueError, match="unknown decode"):
+        lprnet.load(weights_file, decode="beam", provinces="皖")
     assert resolve_decode("auto", Charset.from_string("AB12")) == "greedy"
     with pytest.raises(ValueError, match="outside the charset"):
         resolve_decode("plate", Charset.from_string("AB12"))

@@ -73,11 +73,16 @@ class Recognizer:
         self.config = config
         self.charset = config.charset
         self.meta = meta
+        self.decode = resolve_decode(decode, self.charset)
         self.provinces = resolve_provinces(provinces)
-        if self.provinces and decode == "greedy":
-            raise ValueError("province shares need plate decoding (decode='plate' or 'auto'), not greedy")
-        self.decode = resolve_decode("plate" if self.provinces else decode, self.charset)
-        self._first_prior = province_log_prior(self.provinces, self.charset) if self.provinces else None
+        self._first_prior: np.ndarray | None = None
+        if self.provinces:
+            if decode == "greedy":
+                raise ValueError("province shares need plate decoding (decode='plate' or 'auto'), not greedy")
+            self._first_prior = province_log_prior(self.provinces, self.charset)  # names what the charset lacks
+            if self.decode != "plate":
+                raise ValueError("province shares need plate decoding, and this charset cannot write every "
+                                 "plate layout")
 
     def decode_logits(self, logits: np.ndarray) -> list[Prediction]:
         """``N x C x T`` logits -> predictions, with this recognizer's decoding (``self.decode``,
