@@ -132,9 +132,9 @@ class RecognizerActor:
 
     ``files`` maps file names to bytes (the weights, plus an OpenVINO ``.bin`` beside an
     ``.xml``); they are written to a private temporary folder and the first entry is loaded.
-    ``None`` loads the bundled default weights of the worker's installation.  ``decode`` is
-    and ``provinces`` (province shares such as ``"皖=0.8"``) are passed to
-    :func:`~lprnet.recognizer.load`.
+    ``None`` loads the bundled default weights of the worker's installation.  ``decode``
+    (``"auto"``, ``"plate"`` or ``"greedy"``) and ``provinces`` (province shares such as
+    ``"皖=0.8"``) are passed to :func:`~lprnet.recognizer.load`.
     """
 
     def __init__(self, files: dict[str, bytes] | None, backend: str = "torch", threads: int | None = 1,
@@ -295,7 +295,7 @@ def run_batch(
         from lprnet.recognizer import load  # plates, bad province shares)
 
         try:
-            load(weights, backend=backend, threads=1, decode=decode, provinces=provinces)
+            load(weights, backend=backend, decode=decode, provinces=provinces)  # threads untouched
         except ValueError as e:
             raise BatchJobError(f"{'--provinces' if provinces else '--decode plate'}: {e}") from e
 
