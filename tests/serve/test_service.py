@@ -67,6 +67,7 @@ def test_settings_decode_and_provinces_reach_the_service(weights, images) -> Non
     assert want != expected(lprnet.load(weights), images)  # only 皖 may be read: readings change
     with running_server(ServeSettings(weights=weights, provinces="皖")) as base:
         r = httpx.post(f"{base}/v1/recognize", files=[("files", (n, d)) for n, d in images], timeout=30)
+        assert httpx.get(f"{base}/healthz").json()["provinces"] == {"皖": 1.0}
     assert r.status_code == 200, r.text
     assert_same(r.json()["results"], want)
 
@@ -123,6 +124,7 @@ def test_healthz_metrics_openapi(client: httpx.Client) -> None:
     h = client.get("/healthz")
     assert h.status_code == 200
     assert h.json()["status"] == "ok" and h.json()["model_loaded"] is True and h.json()["backend"] == "torch"
+    assert h.json()["decode"] == "plate" and h.json()["provinces"] is None
     m = client.get("/metrics")
     assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
     for name in ("lprnet_requests_total", "lprnet_errors_total", "lprnet_images_total", "lprnet_batch_size_bucket",

@@ -8,8 +8,9 @@ or as JSON ``{"images": [{"name": "...", "data": "<base64>"}]}``, and answers
 truncated, too many pixels claimed by its header).  Problems with the request itself get a 4xx
 answer with ``{"detail": "..."}`` naming the field or item: 415 wrong content type, 413 body too
 large (enforced while reading, chunked bodies included) or too many images, 422 no images, bad
-JSON or bad base64.  ``GET /healthz`` reports the model and backend; ``GET /metrics`` is in the
-Prometheus text format; ``GET /`` is a demo page (``static/index.html``) that uploads one image.
+JSON or bad base64.  ``GET /healthz`` reports the model, backend, decoding and province shares;
+``GET /metrics`` is in the Prometheus text format; ``GET /`` is a demo page (``static/index.html``)
+that uploads one image.
 
 Uploads are decoded in a small thread pool (so only a few full-size images are in memory at once)
 and resized to the model input straight away, exactly as ``preprocess`` would; they then go through
@@ -434,7 +435,8 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
             return JSONResponse({"status": "unavailable", "model_loaded": st is not None}, status_code=503)
         rec = st.recognizer
         return JSONResponse({"status": "ok", "model_loaded": True, "backend": getattr(rec.backend, "name", "?"),
-                             "input_size": list(rec.config.input_size), "max_batch": settings.max_batch,
+                             "input_size": list(rec.config.input_size), "decode": rec.decode,
+                             "provinces": rec.provinces, "max_batch": settings.max_batch,
                              "max_wait_ms": settings.max_wait_ms, "queued": st.batcher.queued})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
