@@ -134,6 +134,20 @@ def _collapse_path(path, cs):
     return "".join(out)
 
 
+def _brute_best(lg: np.ndarray, cs: Charset, formats, prior: np.ndarray | None = None):
+    """Over every frame path of ``lg[0]`` whose reading fits a layout: the best log-probability
+    (plus ``prior`` of the first character) and its reading; ``(-inf, None)`` if none fits."""
+    logp = np.log(softmax(lg[0].astype(np.float64), axis=0))  # C x T
+    best, best_text = -np.inf, None
+    for path in itertools.product(range(cs.num_classes), repeat=lg.shape[2]):
+        text = _collapse_path(path, cs)
+        if fits_format(text, formats):
+            lp = sum(logp[k, t] for t, k in enumerate(path)) + (0.0 if prior is None else prior[cs.index(text[0])])
+            if lp > best:
+                best, best_text = lp, text
+    return best, best_text
+
+
 def test_plate_decode_is_the_best_path_that_fits_a_layout():
     # brute force over every frame path of a tiny charset: the decoder must find the most probable
     # path whose reading fits a layout, and keep greedy readings that already fit one
@@ -144,13 +158,7 @@ def test_plate_decode_is_the_best_path_that_fits_a_layout():
     for _ in range(150):
         t_len = int(rng.integers(1, 7))
         lg = rng.normal(0.0, 2.0, (1, cs.num_classes, t_len)).astype(np.float32)
-        logp = np.log(softmax(lg[0].astype(np.float64), axis=0))  # C x T
-        best, best_text = -np.inf, None
-        for path in itertools.product(range(cs.num_classes), repeat=t_len):
-            text = _collapse_path(path, cs)
-            lp = sum(logp[k, t] for t, k in enumerate(path))
-            if fits_format(text, formats) and lp > best:
-                best, best_text = lp, text
+        best, best_text = _brute_best(lg, cs, formats)
         (g,) = ctc_greedy_decode(lg, cs)
         (p,) = ctc_plate_decode(lg, cs, formats)
         if fits_format(g.plate, formats):
@@ -208,14 +216,7 @@ def test_plate_decode_under_a_first_character_prior_is_the_best_weighted_path():
         lg = rng.normal(0.0, 2.0, (1, cs.num_classes, t_len)).astype(np.float32)
         prior = np.zeros(cs.num_classes)
         prior[cs.index("a")], prior[cs.index("b")] = rng.normal(0, 2), rng.choice([rng.normal(0, 2), -np.inf])
-        logp = np.log(softmax(lg[0].astype(np.float64), axis=0))
-        best, best_text = -np.inf, None
-        for path in itertools.product(range(cs.num_classes), repeat=t_len):
-            text = _collapse_path(path, cs)
-            if fits_format(text, formats):
-                lp = sum(logp[k, t] for t, k in enumerate(path)) + prior[cs.index(text[0])]
-                if lp > best:
-                    best, best_text = lp, text
+        best, best_text = _brute_best(lg, cs, formats, prior)
         (p,) = ctc_plate_decode(lg, cs, formats, first_prior=prior)
         (q,) = ctc_plate_decode(lg, cs, formats)
         if best_text is None:
