@@ -69,6 +69,11 @@ _CJK_FONTS = {
 # a third of the plates use WenQuanYi Micro Hei so that no single design's stroke shapes are learned
 _CJK_STYLE_P = {"cjk-regular": 0.2, "cjk-medium": 0.2, "cjk-bold": 0.15, "cjk-black": 0.05, "cjk-serif": 0.1,
                 "cjk-wqy": 0.3}
+#: Share of plates whose CJK characters are re-proportioned (:func:`_proportion_warp`), and the exponents
+#: drawn for each axis: plate faces split a character between its parts differently from any font we ship
+#: (a left radical narrower or wider, a top part taller or shorter), so the model must not rely on one split.
+_CJK_WARP_P = 0.6
+_CJK_GAMMAS = (0.75, 0.85, 1.0, 1.15, 1.3)
 #: Letter / digit faces (all stretched to the 45 x 90 mm cell and normalised to one stem width),
 #: with how often a plate uses each: the DIN-like face is closest to GA 36, the others add variety.
 _LATIN_FONTS = {
@@ -170,9 +175,28 @@ def _morph(hi: np.ndarray, delta: int) -> np.ndarray:
     return (cv2.erode if delta < 0 else cv2.dilate)(hi, k, borderType=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def _proportion_warp(hi: np.ndarray, gx: float, gy: float) -> np.ndarray:
+    """Monotone remap of a glyph mask: output coordinate ``u`` (0..1) samples the source at ``u ** g``.
+
+    ``g > 1`` widens the left (``gx``) or top (``gy``) part of the glyph at the expense of the other, so a
+    left-right character's radical or a top-bottom character's upper part takes a different share of
+    the cell -- the proportions in which plate faces differ from a uniformly squeezed square CJK font.
+    The ink box stays where it is (0 -> 0, 1 -> 1).
+    """
+    if gx == 1.0 and gy == 1.0:
+        return hi
+    h, w = hi.shape
+    ux = np.linspace(0.0, 1.0, w, dtype=np.float32) ** np.float32(gx) * np.float32(w - 1)
+    uy = np.linspace(0.0, 1.0, h, dtype=np.float32) ** np.float32(gy) * np.float32(h - 1)
+    map_x = np.broadcast_to(ux[None, :], (h, w)).copy()
+    map_y = np.broadcast_to(uy[:, None], (h, w)).copy()
+    return cv2.remap(hi, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
 @lru_cache(maxsize=16384)
 def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = "din",
-           fill: float = 1.0, bold: int = 0, ga_form: bool = False) -> np.ndarray:
+           fill: float = 1.0, bold: int = 0, ga_form: bool = False, gx: float = 1.0,
+           gy: float = 1.0) -> np.ndarray:
     """Alpha mask (float32, 0..1) of ``ch`` filling a ``cell_w_mm`` x 90 mm cell at work scale.
 
     Latin letters and digits come from Latin ``face`` stretched to ``fill`` of the cell width
@@ -185,7 +209,8 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
     "Q" is the face's "0" with a short tail across its lower right, as tall as the "0".
     Two pseudo-characters: ``"·"`` (separator dot of diameter ``stroke_mm``) and ``"e"`` (the
     small new-energy emblem).  CJK characters use ``style`` (one of the CJK faces), fill ``fill``
-    of the cell width and are emboldened by ``bold`` high-resolution pixels per side; they ignore
+    of the cell width, are emboldened by ``bold`` high-resolution pixels per side and have their
+    proportions changed by :func:`_proportion_warp` with exponents ``gx`` / ``gy``; they ignore
     ``stroke_mm``.  Cached: each process renders a glyph variant once (the variant parameters are
     quantised by the caller).
     """
@@ -209,7 +234,8 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
         a = _ink(ch, _CJK_FONTS[style], hi_h)
         inner_w, inner_h = int(hi_w * 0.96 * fill), int(hi_h * 0.97)
         y0, x0 = (hi_h - inner_h) // 2, (hi_w - inner_w) // 2
-        hi[y0 : y0 + inner_h, x0 : x0 + inner_w] = cv2.resize(a, (inner_w, inner_h), interpolation=cv2.INTER_AREA)
+        a = _proportion_warp(cv2.resize(a, (inner_w, inner_h), interpolation=cv2.INTER_AREA), gx, gy)
+        hi[y0 : y0 + inner_h, x0 : x0 + inner_w] = a
         hi = _morph(hi, bold)
     elif ch in "MW" and ga_form:
         w = round(hi_w * fill)
@@ -375,6 +401,10 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
     fill = float(rng.choice([0.8, 0.88, 0.94, 1.0]))
     cjk_fill = float(rng.choice([0.88, 0.94, 1.0]))
     bold = int(rng.choice([-4, 0, 0, 4, 8])) if style != "cjk-black" else int(rng.choice([-4, 0]))
+    # CJK proportions: on 60 % of plates the province's parts get other shares of the cell
+    gx = gy = 1.0
+    if rng.random() < _CJK_WARP_P:
+        gx, gy = float(rng.choice(_CJK_GAMMAS)), float(rng.choice(_CJK_GAMMAS))
     y_char = _mm(25.0 + rng.uniform(-2.0, 2.0))
     shadow = rng.random() < 0.35
     ink = np.zeros((H, W), np.float32)  # all text on one alpha layer, blended once
@@ -385,7 +415,7 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
         if ch in SERIAL:
             g = _glyph(ch, style, stroke, w_mm, face, fill, ga_form=ga_form and ch in _GA_FORM_CHARS)
         else:
-            g = _glyph(ch, style, 0.0, w_mm, face, cjk_fill, bold)
+            g = _glyph(ch, style, 0.0, w_mm, face, cjk_fill, bold, gx=gx, gy=gy)
         _stamp(ink, g, x, y)
     if kind != "green":  # separator dot; new-energy plates have a small emblem instead
         _stamp(ink, _glyph("·", style, float(rng.integers(8, 12)), 12.0), _mm(dot_x - 6.0), y_char)
