@@ -103,6 +103,19 @@ def test_ctc_decode_merges_repeats_and_drops_blanks():
     assert all(c["confidence"] == pytest.approx(step_p, rel=1e-6) for c in p.chars)
 
 
+def test_greedy_strings_equal_greedy_decoding_on_random_logits():
+    # the vectorised fast path collapses exactly as the decoder does: repeats merged, blanks dropped,
+    # a character repeated across a blank kept twice
+    rng = np.random.default_rng(7)
+    lg = rng.normal(size=(200, CS.num_classes, 18)).astype(np.float32)
+    lg[:, CS.blank_index] += rng.uniform(-1.0, 3.0, size=(200, 1))
+    lg[:, CS.index("A"), 5:8] += 6.0  # runs of one character ...
+    lg[:, CS.blank_index, 6] += 4.0 * (rng.random(200) < 0.5)  # ... some split by a blank
+    got = greedy_strings(lg, CS)
+    assert got == [p.plate for p in ctc_greedy_decode(lg, CS)]
+    assert any("AA" in s for s in got) and any(s.count("A") == 1 for s in got)
+
+
 def test_char_confidence_is_max_over_its_run():
     b, a = CS.blank_index, CS.index("A")
     lg = _logits_for([a, a, b])

@@ -118,6 +118,31 @@ def test_faces_differ() -> None:
     assert np.abs(c - f).mean() > 0.03  # WenQuanYi is a Hei design of its own, not Noto again
 
 
+@pytest.mark.parametrize(("g", "expected"), [(1.3, 0.5 ** (1 / 1.3)), (0.75, 0.5 ** (1 / 0.75))])
+def test_proportion_warp_moves_the_split_between_a_characters_parts(g: float, expected: float) -> None:
+    # a bar at the middle column (the boundary between a left radical and the rest) lands where u ** g = 0.5;
+    # the first and last columns stay put, so the ink box keeps its size
+    h, w = 40, 201
+    mask = np.zeros((h, w), np.uint8)
+    mask[:, 0] = mask[:, w // 2] = mask[:, -1] = 255
+    out = synth._proportion_warp(mask, g, 1.0)
+    cols = np.nonzero(out[h // 2] > 127)[0]
+    assert cols[0] == 0 and cols[-1] == w - 1
+    inner = cols[(cols > 0.1 * w) & (cols < 0.9 * w)]  # the edge columns widen or thin; not the split
+    assert abs(inner.mean() / (w - 1) - expected) < 0.01, inner
+    rows = np.nonzero(synth._proportion_warp(mask.T.copy(), 1.0, g)[:, h // 2] > 127)[0]
+    assert abs(rows[(rows > 0.1 * w) & (rows < 0.9 * w)].mean() / (w - 1) - expected) < 0.01  # the same along y
+    assert synth._proportion_warp(mask, 1.0, 1.0) is mask
+
+
+def test_re_proportioned_province_keeps_its_cell_but_changes_shape() -> None:
+    plain = synth._glyph("皖", "cjk-regular", 0.0, 45.0)
+    for gx, gy in ((1.3, 1.0), (1.0, 0.75)):
+        warped = synth._glyph("皖", "cjk-regular", 0.0, 45.0, gx=gx, gy=gy)
+        assert warped.shape == plain.shape and np.abs(warped - plain).mean() > 0.03
+        assert abs(warped.mean() - plain.mean()) < 0.25 * plain.mean()  # same strokes, moved, not erased
+
+
 @pytest.mark.parametrize("face", ["din", "roboto"])
 def test_ga_form_changes_only_a_m_w_3_and_q(face: str) -> None:
     pointed = synth._glyph("A", "cjk-bold", 10.0, 45.0, face)

@@ -378,19 +378,15 @@ def parse_province_shares(text: str) -> dict[str, float]:
 
 
 def greedy_strings(logits: np.ndarray, charset: Charset) -> list[str]:
-    """Just the decoded strings (fast path for verification and evaluation)."""
-    best = np.asarray(logits).argmax(axis=1)
-    blank = charset.blank_index
-    out = []
-    for path in best:
-        s, prev = [], -1
-        for k in path:
-            k = int(k)
-            if k != prev and k != blank:
-                s.append(charset.chars[k])
-            prev = k
-        out.append("".join(s))
-    return out
+    """Just the greedy strings of ``N x C x T`` logits (fast path for verification and evaluation).
+
+    The same collapse as :func:`ctc_greedy_decode` (merge repeats, drop blanks), vectorised over the
+    batch and without confidences.
+    """
+    best = np.asarray(logits).argmax(axis=1)  # N x T
+    keep = best != charset.blank_index
+    keep[:, 1:] &= best[:, 1:] != best[:, :-1]
+    return ["".join(charset.chars[int(k)] for k in row[m]) for row, m in zip(best, keep)]
 
 
 def label_from_filename(path: str | os.PathLike[str]) -> str:
