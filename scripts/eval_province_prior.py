@@ -43,7 +43,7 @@ def main() -> None:
             if rng.random() < traffic:
                 t = args.local + t[1:]
             texts.append(t)
-            images.append(render_plate(t, kind, rng))
+            images.append(render_plate(t, kind, rng, province_smudge=0.0))
         logits = np.concatenate([rec.predict_logits(images[i:i + 200]) for i in range(0, args.n, 200)])
         local = np.array([t[0] == args.local for t in texts])
         name = f"{traffic:.0%} {args.local}" if traffic > 0.5 else "uniform"

@@ -41,7 +41,7 @@ def main() -> None:
     greedy = Recognizer(rec.backend, rec.config, rec.meta, decode="greedy")  # same loaded model
     out: dict = {"weights": str(args.weights or "default"), "decode": rec.decode, "synthetic": {}, "real": {}}
     for kind in PLATE_KINDS:
-        items = list(generate(args.n_per_kind, seed=args.seed, kinds=(kind,)))
+        items = list(generate(args.n_per_kind, seed=args.seed, kinds=(kind,), province_smudge=0.0))
         truth = [t for _, t, _ in items]
         ok = ok_g = 0
         for i in range(0, len(items), 100):  # one forward pass, both decodings

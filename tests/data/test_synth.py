@@ -143,6 +143,33 @@ def test_re_proportioned_province_keeps_its_cell_but_changes_shape() -> None:
         assert abs(warped.mean() - plain.mean()) < 0.25 * plain.mean()  # same strokes, moved, not erased
 
 
+def test_smudge_leaves_an_unreadable_blob_where_the_glyph_was() -> None:
+    g = synth._glyph("皖", "cjk-bold", 0.0, 45.0)
+    b = synth._smudge(g, 0.2, 0.6)
+    assert b.shape == g.shape and abs(float(b.max()) - 0.6) < 1e-5
+    detail = lambda a: float(np.abs(cv2.Laplacian(a, cv2.CV_32F)).mean())  # noqa: E731 - stroke edges
+    assert detail(b) < 0.1 * detail(g)  # the strokes are gone...
+    ys, xs = np.nonzero(g > 0.5)
+    cy, cx = np.average(np.indices(b.shape), axis=(1, 2), weights=b)
+    assert abs(cy - ys.mean()) < 0.1 * g.shape[0] and abs(cx - xs.mean()) < 0.1 * g.shape[1]  # ...not the ink's place
+
+
+@pytest.mark.parametrize("kind", ["blue", "green"])
+def test_smudged_province_changes_only_the_province(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "皖AD12345" if kind == "green" else "皖A12345"
+    renders = {}
+    for p in (0.0, 1.0):
+        renders[p] = [synth.render_plate(text, kind, np.random.default_rng(s), (188, 48), province_smudge=p)
+                      .astype(np.float32) for s in range(6)]
+    monkeypatch.setattr(synth, "_PROVINCE_SMUDGE_P", 1.0)  # None means the module's training default
+    assert np.array_equal(synth.render_plate(text, kind, np.random.default_rng(0), (188, 48)), renders[1.0][0])
+    for plain, smudged in zip(renders[0.0], renders[1.0]):
+        diff = np.abs(plain - smudged).mean(axis=(0, 2))
+        assert diff[: 188 // 8].mean() > 5.0 * max(diff[188 // 3 :].mean(), 0.05)  # province cell, not the serial
+        lap = lambda a: float(np.abs(cv2.Laplacian(a[:, 4 : 188 // 8], cv2.CV_32F)).mean())  # noqa: E731
+        assert lap(smudged) < lap(plain)
+
+
 @pytest.mark.parametrize("face", ["din", "roboto"])
 def test_ga_form_changes_only_a_m_w_3_and_q(face: str) -> None:
     pointed = synth._glyph("A", "cjk-bold", 10.0, 45.0, face)

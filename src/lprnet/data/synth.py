@@ -74,6 +74,10 @@ _CJK_STYLE_P = {"cjk-regular": 0.2, "cjk-medium": 0.2, "cjk-bold": 0.15, "cjk-bl
 #: (a left radical narrower or wider, a top part taller or shorter), so the model must not rely on one split.
 _CJK_WARP_P = 0.6
 _CJK_GAMMAS = (0.75, 0.85, 1.0, 1.15, 1.3)
+# On this share of plates the province character is smudged past reading (the label keeps it), so that
+# where a real province is unreadable the model spreads its belief over the provinces instead of
+# guessing one with confidence, and province shares (``--provinces``) can then decide.
+_PROVINCE_SMUDGE_P = 0.08
 #: Letter / digit faces (all stretched to the 45 x 90 mm cell and normalised to one stem width),
 #: with how often a plate uses each: the DIN-like face is closest to GA 36, the others add variety.
 _LATIN_FONTS = {
@@ -279,6 +283,13 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
     return out
 
 
+def _smudge(g: np.ndarray, sigma_share: float, fade: float) -> np.ndarray:
+    """An unreadable version of glyph mask ``g``: blurred with sigma ``sigma_share`` of the cell
+    width and faded to ``fade`` of its peak -- a blob with the glyph's ink where the glyph was."""
+    b = cv2.GaussianBlur(g, (0, 0), max(0.5, sigma_share * g.shape[1]), borderType=cv2.BORDER_CONSTANT)
+    return b * np.float32(fade / max(float(b.max()), 1e-6))
+
+
 def _warp_field(rng: np.random.Generator, h: int, w: int, amp: float) -> tuple[np.ndarray, np.ndarray]:
     """Smooth random displacement maps for :func:`cv2.remap` (std ~ ``amp`` pixels)."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -361,7 +372,8 @@ def _low_freq(rng: np.random.Generator, h: int, w: int, amp: float, cells: int =
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)[..., None]
 
 
-def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, float, float]:
+def _draw_plate(text: str, kind: str, rng: np.random.Generator,
+                smudge_p: float = _PROVINCE_SMUDGE_P) -> tuple[np.ndarray, float, float]:
     """Flat plate (float32 BGR) at work scale with holder frame; returns (image, pad_x, pad_y).
 
     The plate itself spans ``[pad_x, pad_x + plate_w] x [pad_y, pad_y + plate_h]`` pixels.
@@ -405,6 +417,8 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
     gx = gy = 1.0
     if rng.random() < _CJK_WARP_P:
         gx, gy = float(rng.choice(_CJK_GAMMAS)), float(rng.choice(_CJK_GAMMAS))
+    smudge_u, smudge_s, smudge_f = rng.random(3)  # always drawn: the rest of the plate stays as it was
+    smudge = bool(smudge_u < smudge_p)
     y_char = _mm(25.0 + rng.uniform(-2.0, 2.0))
     shadow = rng.random() < 0.35
     ink = np.zeros((H, W), np.float32)  # all text on one alpha layer, blended once
@@ -416,6 +430,8 @@ def _draw_plate(text: str, kind: str, rng: np.random.Generator) -> tuple[np.ndar
             g = _glyph(ch, style, stroke, w_mm, face, fill, ga_form=ga_form and ch in _GA_FORM_CHARS)
         else:
             g = _glyph(ch, style, 0.0, w_mm, face, cjk_fill, bold, gx=gx, gy=gy)
+            if smudge:
+                g = _smudge(g, 0.15 + 0.15 * float(smudge_s), 0.4 + 0.5 * float(smudge_f))
         _stamp(ink, g, x, y)
     if kind != "green":  # separator dot; new-energy plates have a small emblem instead
         _stamp(ink, _glyph("·", style, float(rng.integers(8, 12)), 12.0), _mm(dot_x - 6.0), y_char)
@@ -589,10 +605,13 @@ def render_plate(
     kind: str,
     rng: np.random.Generator,
     out_size: tuple[int, int] = (94, 24),
+    province_smudge: float | None = None,
 ) -> np.ndarray:
     """Render ``text`` as a ``kind`` plate and degrade it into a detector-style crop.
 
-    Returns a BGR uint8 array of shape ``(out_size[1], out_size[0], 3)``.
+    Returns a BGR uint8 array of shape ``(out_size[1], out_size[0], 3)``.  ``province_smudge``
+    is the chance that the province is smudged past reading (default ``_PROVINCE_SMUDGE_P``,
+    0.08, for training data); test sets pass 0, since an unreadable province cannot be scored.
     """
     if kind not in PLATE_KINDS:
         raise ValueError(f"unknown plate kind {kind!r}; expected one of {PLATE_KINDS}")
@@ -602,7 +621,8 @@ def render_plate(
     if len(text) not in (7, 8):
         raise ValueError(f"plate text must have 7 or 8 characters, got {text!r}")
     out_w, out_h = out_size
-    plate, pad_x, pad_y = _draw_plate(text, kind, rng)
+    smudge_p = _PROVINCE_SMUDGE_P if province_smudge is None else float(province_smudge)
+    plate, pad_x, pad_y = _draw_plate(text, kind, rng, smudge_p)
     ph, pw = plate.shape[:2]
     plate_w, plate_h = pw - 2 * pad_x, ph - 2 * pad_y
 
@@ -683,12 +703,13 @@ def _kind_probs(kinds: Sequence[str], weights: Sequence[float] | None) -> np.nda
 
 
 def _sample(
-    seed: int, i: int, kinds: tuple[str, ...], probs: np.ndarray, out_size: tuple[int, int]
+    seed: int, i: int, kinds: tuple[str, ...], probs: np.ndarray, out_size: tuple[int, int],
+    province_smudge: float | None = None,
 ) -> tuple[np.ndarray, str, str]:
     rng = np.random.default_rng([seed, i])
     kind = kinds[int(rng.choice(len(kinds), p=probs))] if len(kinds) > 1 else kinds[0]
     text = random_plate_text(kind, rng)
-    return render_plate(text, kind, rng, out_size), text, kind
+    return render_plate(text, kind, rng, out_size, province_smudge), text, kind
 
 
 def generate(
@@ -698,16 +719,18 @@ def generate(
     weights: Sequence[float] | None = None,
     out_size: tuple[int, int] = (94, 24),
     start: int = 0,
+    province_smudge: float | None = None,
 ) -> Iterator[tuple[np.ndarray, str, str]]:
     """Yield ``n`` samples ``(image, text, kind)`` with indices ``start .. start + n - 1``.
 
     Sample ``i`` depends only on ``(seed, i)`` (and the other arguments), so a stream can be
-    split across processes.  ``weights`` default to :data:`DEFAULT_WEIGHTS`.
+    split across processes.  ``weights`` default to :data:`DEFAULT_WEIGHTS`; ``province_smudge``
+    is passed to :func:`render_plate` (0 for test sets).
     """
     kinds = tuple(kinds)
     probs = _kind_probs(kinds, weights)
     for i in range(start, start + n):
-        yield _sample(seed, i, kinds, probs, tuple(out_size))  # type: ignore[arg-type]
+        yield _sample(seed, i, kinds, probs, tuple(out_size), province_smudge)  # type: ignore[arg-type]
 
 
 def _render_chunk(
