@@ -6,9 +6,9 @@
 Accuracies are with the recognizer's decoding (``auto`` = GA 36 plate-constrained for the Chinese
 charset) and, beside them, with plain greedy CTC decoding.
 
-The synthetic test seed (3) differs from every training (1, 11, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 33) and validation
-(2, 12, 15, 17, 19, 21, 23, 25, 29, 31) seed of the bundled weights. The real folder is evaluated only — never used to
-train, select or tune.
+The synthetic test seed (3) differs from every training (1, 11, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 33)
+and validation (2, 12, 15, 17, 19, 21, 23, 25, 29, 31) seed of the bundled weights. The real folder is evaluated
+only — never used to train, select or tune.
 """
 
 from __future__ import annotations
