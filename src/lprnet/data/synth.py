@@ -74,9 +74,9 @@ _CJK_STYLE_P = {"cjk-regular": 0.2, "cjk-medium": 0.2, "cjk-bold": 0.15, "cjk-bl
 #: (a left radical narrower or wider, a top part taller or shorter), so the model must not rely on one split.
 _CJK_WARP_P = 0.6
 _CJK_GAMMAS = (0.75, 0.85, 1.0, 1.15, 1.3)
-# On this share of plates the province character is smudged past reading (the label keeps it), so that
-# where a real province is unreadable the model spreads its belief over the provinces instead of
-# guessing one with confidence, and province shares (``--provinces``) can then decide.
+#: On this share of plates the province character is smudged past reading (the label keeps it), so that
+#: where a real province is unreadable the model spreads its belief over the provinces instead of
+#: guessing one with confidence, and province shares (``--provinces``) can then decide.
 _PROVINCE_SMUDGE_P = 0.08
 #: Letter / digit faces (all stretched to the 45 x 90 mm cell and normalised to one stem width),
 #: with how often a plate uses each: the DIN-like face is closest to GA 36, the others add variety.
@@ -373,7 +373,7 @@ def _low_freq(rng: np.random.Generator, h: int, w: int, amp: float, cells: int =
 
 
 def _draw_plate(text: str, kind: str, rng: np.random.Generator,
-                smudge_p: float = _PROVINCE_SMUDGE_P) -> tuple[np.ndarray, float, float]:
+                smudge_p: float) -> tuple[np.ndarray, float, float]:
     """Flat plate (float32 BGR) at work scale with holder frame; returns (image, pad_x, pad_y).
 
     The plate itself spans ``[pad_x, pad_x + plate_w] x [pad_y, pad_y + plate_h]`` pixels.
