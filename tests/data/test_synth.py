@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import json
 from pathlib import Path
 
 import cv2
@@ -388,4 +389,58 @@ def test_cli_synth_shards_and_errors(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["synth", "--n", "2", "--out", str(tmp_path / "x"), "--kinds", "purple"])
     assert bad.exit_code != 0
     bad = runner.invoke(app, ["synth", "--n", "2", "--out", str(tmp_path / "x"), "--kinds", "blue", "--weights", "1,2"])
+    assert bad.exit_code != 0
+
+
+@pytest.mark.parametrize("fmt", ["shards", "jpg"])
+def test_cli_province_smudge_reaches_the_worker_renders(tmp_path: Path, fmt: str) -> None:
+    """``--province-smudge`` travels through the worker chunks: shards equal ``generate`` with that share."""
+    app, runner = _app(), CliRunner()
+    got: dict[str, list[np.ndarray]] = {}
+    for share in ("0", "1"):
+        out = tmp_path / f"{fmt}-{share}"
+        args = ["synth", "--n", "6", "--seed", "5", "--out", str(out), "--format", fmt, "--workers", "2"]
+        res = runner.invoke(app, [*args, "--province-smudge", share, "--no-progress"])
+        assert res.exit_code == 0, res.output
+        expected = list(synth.generate(6, seed=5, province_smudge=float(share)))
+        if fmt == "shards":
+            images, labels, _ = synth.load_shard(out / "shard-00000.npz")
+            assert json.loads((out / "meta.json").read_text(encoding="utf-8"))["province_smudge"] == float(share)
+            assert all(a.tobytes() == b.tobytes() for a, (b, _, _) in zip(images, expected, strict=True))
+            got[share] = list(images)
+        else:
+            rows = list(csv.DictReader((out / "labels.csv").open(encoding="utf-8")))
+            images = [cv2.imdecode(np.fromfile(out / r["path"], np.uint8), cv2.IMREAD_COLOR) for r in rows]
+            for img, (ref, _, _) in zip(images, expected, strict=True):  # the same encoder, the same bytes
+                ok, buf = cv2.imencode(".jpg", ref, [cv2.IMWRITE_JPEG_QUALITY, 95])
+                assert ok and np.array_equal(img, cv2.imdecode(buf, cv2.IMREAD_COLOR))
+            got[share] = images
+        assert [t for _, t, _ in expected] == (
+            labels.tolist() if fmt == "shards" else [r["plate"] for r in rows]
+        )
+    # every plate's province is smudged at share 1 and none at share 0: the renders differ
+    assert all(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() > 1.0 for a, b in zip(*got.values(), strict=True))
+
+
+def test_shard_meta_records_the_smudge_share(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    synth.write_shards(out, 3, seed=1, shard_size=3, progress=False, province_smudge=0.0)
+    with pytest.raises(ValueError, match="other settings"):  # a restart with another share must not mix sets
+        synth.write_shards(out, 3, seed=1, shard_size=3, progress=False)
+    # a folder written before the share was recorded is resumed under any share
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    del meta["province_smudge"]
+    (out / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert synth.write_shards(out, 3, seed=1, shard_size=3, progress=False) == [out / "shard-00000.npz"]
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
+def test_smudge_share_outside_unit_interval_rejected(tmp_path: Path, share: float) -> None:
+    with pytest.raises(ValueError, match="province_smudge"):
+        synth.write_shards(tmp_path / "s", 2, seed=1, progress=False, province_smudge=share)
+    with pytest.raises(ValueError, match="province_smudge"):
+        synth.render_plate("皖A12345", "blue", np.random.default_rng(0), province_smudge=share)
+    assert not (tmp_path / "s").exists()  # rejected before anything is written
+    args = ["synth", "--n", "2", "--out", str(tmp_path / "c"), "--province-smudge", str(share)]
+    bad = CliRunner().invoke(_app(), args)
     assert bad.exit_code != 0

@@ -45,6 +45,8 @@ def test_file_then_overrides(tmp_path: Path, fmt: str) -> None:
     ({"select_on": "val-dir"}, "needs val_dir"),
     ({"input_size": (90, 20)}, "not supported"),
     ({"amp": "fp8"}, "amp"),
+    ({"ema_decay": 1.0}, "ema_decay"),
+    ({"ema_decay": -0.1}, "ema_decay"),
 ])
 def test_invalid_configs_name_the_field(kw: dict, msg: str) -> None:
     with pytest.raises(ConfigError, match=msg):

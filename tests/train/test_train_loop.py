@@ -79,9 +79,10 @@ def test_loss_decreases_on_a_tiny_fixed_batch(data: Path) -> None:
     assert not model.training
 
 
-def test_resume_after_kill_equals_straight_run(data: Path) -> None:
+@pytest.mark.parametrize("ema_decay", [0.0, 0.8])
+def test_resume_after_kill_equals_straight_run(data: Path, ema_decay: float) -> None:
     common = dict(data=[f"synth:{data / 'synth'}:0.75", f"real:{data / 'real'}:0.25"], augment_real=True,
-                  augment_synth=True, steps=6, ckpt_every=2, eval_every=3)
+                  augment_synth=True, steps=6, ckpt_every=2, eval_every=3, ema_decay=ema_decay)
     straight = train(cfg_for(data, out=str(data / "straight"), **common))
 
     class Killed(Exception):
@@ -108,6 +109,43 @@ def test_resume_after_kill_equals_straight_run(data: Path) -> None:
     lr_ = [(r["step"], r["train_loss"]) for r in read_metrics(resumed.out) if r["train_loss"]]
     assert ls == lr_
     assert straight.best_metric == resumed.best_metric
+
+
+def test_ema_is_the_moving_average_of_the_trained_weights(data: Path) -> None:
+    """With ``ema_decay`` the run trains exactly as without, and exports/evaluates the average of its steps."""
+    common = dict(steps=4, ckpt_every=1, eval_every=2, log_every=1)
+    raw: list[dict[str, torch.Tensor]] = []
+
+    def grab(step: int) -> None:  # the checkpoint written at this step holds the raw weights after it
+        sd = load_checkpoint(data / "plain" / "checkpoints" / "last.pt")["model"]
+        raw.append({k: v.clone() for k, v in sd.items()})
+
+    plain = train(cfg_for(data, out=str(data / "plain"), **common), on_step=grab)
+    decay = 0.6
+    avg = train(cfg_for(data, out=str(data / "avg"), ema_decay=decay, **common))
+    # the average does not disturb training: same losses, same raw weights at the end
+    assert [r["train_loss"] for r in read_metrics(plain.out)] == [r["train_loss"] for r in read_metrics(avg.out)]
+    last_raw = load_checkpoint(avg.out / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(last_raw[k], raw[-1][k]) for k in last_raw)
+    # the exported weights are the average: e_1 = w_1, e_k = decay * e_(k-1) + (1 - decay) * w_k
+    expected = dict(raw[0])
+    for w in raw[1:]:
+        expected = {k: torch.lerp(e, w[k], 1 - decay) if e.is_floating_point() else e for k, e in expected.items()}
+    exported, meta = read_weights(avg.out / "final.safetensors")
+    assert meta.provenance["ema_decay"] == decay
+    floats = [k for k, v in expected.items() if v.is_floating_point()]
+    assert len(floats) > 10
+    for k in floats:
+        torch.testing.assert_close(exported[k], expected[k], rtol=1e-5, atol=1e-6, msg=k)
+        assert torch.equal(avg.state_dict[k], exported[k]), k
+    assert max(float((exported[k] - raw[-1][k]).abs().max()) for k in floats) > 1e-4  # not the raw weights
+    # evaluation scores the average too: the raw weights are the same, so equal validation losses would
+    # mean the raw weights were evaluated
+    def val_losses(run: Path) -> list[str]:
+        return [r["val_synth_loss"] for r in read_metrics(run) if r["val_synth_loss"]]
+
+    assert len(val_losses(avg.out)) == 2
+    assert all(a != b for a, b in zip(val_losses(plain.out), val_losses(avg.out), strict=True))
 
 
 def test_worker_processes_do_not_change_the_stream(data: Path) -> None:

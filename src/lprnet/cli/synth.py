@@ -39,6 +39,16 @@ def synth(
     preview: Annotated[
         Path | None, typer.Option("--preview", help="Also write a PNG grid of the first (up to 48) samples.")
     ] = None,
+    province_smudge: Annotated[
+        float | None,
+        typer.Option(
+            "--province-smudge",
+            min=0.0,
+            max=1.0,
+            help="Share of plates whose province is smudged past reading (label kept). "
+            "Default: the training share (0.08); pass 0 for a test set.",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Render N synthetic Chinese plate crops (94x24 BGR by default) into OUT."""
@@ -68,15 +78,28 @@ def synth(
             weights=weight_list,
             out_size=size,
             progress=progress,
+            province_smudge=province_smudge,
         )
         typer.echo(f"{n} plates in {len(paths)} shard(s) under {out}")
     else:
         csv_path = S.write_folder(
-            out, n, seed, workers=workers, kinds=kind_list, weights=weight_list, out_size=size, progress=progress
+            out,
+            n,
+            seed,
+            workers=workers,
+            kinds=kind_list,
+            weights=weight_list,
+            out_size=size,
+            progress=progress,
+            province_smudge=province_smudge,
         )
         typer.echo(f"{n} plates as JPEG under {out} (labels: {csv_path})")
     if preview is not None:
-        samples = list(S.generate(min(n, 48), seed, kinds=kind_list, weights=weight_list, out_size=size))
+        samples = list(
+            S.generate(
+                min(n, 48), seed, kinds=kind_list, weights=weight_list, out_size=size, province_smudge=province_smudge
+            )
+        )
         S.preview_grid([s[0] for s in samples], [s[1] for s in samples], preview)
         typer.echo(f"preview: {preview}")
 

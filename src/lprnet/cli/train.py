@@ -64,6 +64,8 @@ def train_command(
     log_every: Annotated[OptInt, typer.Option(help="Log a metrics row every N steps")] = None,
     warmup_steps: Annotated[OptInt, typer.Option(help="Linear warm-up steps")] = None,
     amp: Annotated[OptStr, typer.Option(help="CUDA mixed precision: auto, bf16, fp16, off")] = None,
+    ema_decay: Annotated[OptFloat, typer.Option(help="Evaluate and export an exponential moving average of "
+                                                "the weights with this decay, e.g. 0.999 (0: off)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON config file; flags "
                                                    "override it")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any other config field, "
@@ -78,7 +80,8 @@ def train_command(
         data=data or None, val_synth=val_synth, val_dir=val_dir, steps=steps, batch_size=batch_size,
         lr=lr, out=out, resume=True if resume else None, device=device, init_weights=init_weights,
         workers=workers, threads=threads, seed=seed, select_on=select_on, eval_every=eval_every, ckpt_every=ckpt_every,
-        log_every=log_every, warmup_steps=warmup_steps, amp=amp, progress=False if no_progress else None)
+        log_every=log_every, warmup_steps=warmup_steps, amp=amp, ema_decay=ema_decay,
+        progress=False if no_progress else None)
     try:
         cfg = make_config(config, **overrides)
         if not cfg.data:

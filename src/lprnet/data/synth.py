@@ -600,6 +600,14 @@ def _photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+def _smudge_share(province_smudge: float | None) -> float:
+    """The province smudge share to use: the training default for ``None``; must lie in [0, 1]."""
+    p = _PROVINCE_SMUDGE_P if province_smudge is None else float(province_smudge)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"province_smudge must lie in [0, 1], got {province_smudge!r}")
+    return p
+
+
 def render_plate(
     text: str,
     kind: str,
@@ -621,7 +629,7 @@ def render_plate(
     if len(text) not in (7, 8):
         raise ValueError(f"plate text must have 7 or 8 characters, got {text!r}")
     out_w, out_h = out_size
-    smudge_p = _PROVINCE_SMUDGE_P if province_smudge is None else float(province_smudge)
+    smudge_p = _smudge_share(province_smudge)
     plate, pad_x, pad_y = _draw_plate(text, kind, rng, smudge_p)
     ph, pw = plate.shape[:2]
     plate_w, plate_h = pw - 2 * pad_x, ph - 2 * pad_y
@@ -734,12 +742,12 @@ def generate(
 
 
 def _render_chunk(
-    args: tuple[int, int, int, tuple[str, ...], np.ndarray, tuple[int, int]],
+    args: tuple[int, int, int, tuple[str, ...], np.ndarray, tuple[int, int], float | None],
 ) -> tuple[np.ndarray, list[str], list[str]]:
-    seed, start, n, kinds, probs, out_size = args
+    seed, start, n, kinds, probs, out_size, province_smudge = args
     imgs, texts, ks = [], [], []
     for i in range(start, start + n):
-        img, text, kind = _sample(seed, i, kinds, probs, out_size)
+        img, text, kind = _sample(seed, i, kinds, probs, out_size, province_smudge)
         imgs.append(img)
         texts.append(text)
         ks.append(kind)
@@ -757,10 +765,15 @@ def _chunks(
     probs: np.ndarray,
     out_size: tuple[int, int],
     workers: int,
+    province_smudge: float | None = None,
     chunk: int = 200,
 ) -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
     """Render index ranges in order, in ``workers`` processes; yields one result per chunk."""
-    jobs = [(seed, s, min(chunk, e - s), kinds, probs, out_size) for a, e in ranges for s in range(a, e, chunk)]
+    jobs = [
+        (seed, s, min(chunk, e - s), kinds, probs, out_size, province_smudge)
+        for a, e in ranges
+        for s in range(a, e, chunk)
+    ]
     if workers <= 1:
         yield from map(_render_chunk, jobs)
         return
@@ -785,6 +798,7 @@ def write_shards(
     weights: Sequence[float] | None = None,
     out_size: tuple[int, int] = (94, 24),
     progress: bool = True,
+    province_smudge: float | None = None,
 ) -> list[Path]:
     """Pre-render ``n`` samples into ``shard-XXXXX.npz`` files of ``shard_size`` samples.
 
@@ -793,11 +807,13 @@ def write_shards(
     atomically and existing ones are skipped, so an interrupted run can simply be restarted
     with the same arguments; ``meta.json`` records the arguments and a restart with different
     ones raises ``ValueError`` instead of mixing datasets.  ``workers > 1`` renders in spawned
-    processes (in scripts, call it under ``if __name__ == "__main__":``).  Returns all shard
-    paths in order.
+    processes (in scripts, call it under ``if __name__ == "__main__":``).  ``province_smudge``
+    is the share of plates whose province is smudged past reading (default: the training
+    share, ``_PROVINCE_SMUDGE_P``; 0 for test sets).  Returns all shard paths in order.
     """
     if n < 0 or shard_size <= 0:
         raise ValueError("n must be >= 0 and shard_size > 0")
+    smudge = _smudge_share(province_smudge)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kinds = tuple(kinds)
@@ -810,10 +826,13 @@ def write_shards(
         "kinds": list(kinds),
         "weights": [round(float(p), 12) for p in probs],
         "out_size": [int(v) for v in out_size],
+        "province_smudge": smudge,
     }
     meta_path = out / "meta.json"
     if meta_path.exists():
         old = json.loads(meta_path.read_text(encoding="utf-8"))
+        if "province_smudge" not in old:  # written before the share was recorded: compare the rest
+            old = {**old, "province_smudge": smudge}
         if old != meta:
             raise ValueError(f"{out} holds shards made with other settings ({old}); use another directory")
     else:
@@ -825,7 +844,7 @@ def write_shards(
     todo = [k for k, p in enumerate(paths) if not p.exists()]
     ranges = [(k * shard_size, min(n, (k + 1) * shard_size)) for k in todo]
     bar = _progress(sum(e - s for s, e in ranges), f"shards -> {out}", progress)
-    results = _chunks(seed, ranges, kinds, probs, tuple(out_size), workers)  # type: ignore[arg-type]
+    results = _chunks(seed, ranges, kinds, probs, tuple(out_size), workers, smudge)  # type: ignore[arg-type]
     try:
         for k, (s, e) in zip(todo, ranges, strict=True):
             imgs, texts, ks, got = [], [], [], 0
@@ -869,11 +888,14 @@ def write_folder(
     out_size: tuple[int, int] = (94, 24),
     quality: int = 95,
     progress: bool = True,
+    province_smudge: float | None = None,
 ) -> Path:
     """Write ``n`` labelled JPEG crops ``{plate}_{i}.jpg`` and ``labels.csv`` (path,plate,kind).
 
-    The label is the file-name stem up to the last ``_``.  Returns the CSV path.
+    The label is the file-name stem up to the last ``_``; ``province_smudge`` as in
+    :func:`write_shards`.  Returns the CSV path.
     """
+    smudge = _smudge_share(province_smudge)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kinds = tuple(kinds)
@@ -882,7 +904,8 @@ def write_folder(
     rows: list[tuple[str, str, str]] = []
     i = 0
     try:
-        for imgs, texts, ks in _chunks(seed, [(0, n)], kinds, probs, tuple(out_size), workers):  # type: ignore[arg-type]
+        chunks = _chunks(seed, [(0, n)], kinds, probs, tuple(out_size), workers, smudge)  # type: ignore[arg-type]
+        for imgs, texts, ks in chunks:
             for img, text, kind in zip(imgs, texts, ks, strict=True):
                 name = f"{text}_{i}.jpg"
                 ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])

@@ -55,6 +55,9 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = Field(5.0, ge=0.0, description="max gradient norm (0: off)")
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0,
+                             description="keep an exponential moving average of the weights with this decay "
+                             "(e.g. 0.999); evaluation, best and final weights then use the average (0: off)")
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="CUDA only; auto = bf16 when supported")
     # runtime
     device: Literal["auto", "cpu", "cuda"] = "auto"

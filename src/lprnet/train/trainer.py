@@ -16,6 +16,8 @@ evaluate; checkpoint; export.  Facts worth knowing:
 * checkpoints (``<out>/checkpoints/last.pt``) are written atomically, so a crash mid-write
   leaves the previous one; ``best.safetensors`` is chosen on the synthetic validation set (or
   the user's ``--val-dir`` with ``select_on: val-dir``) and never on anything else;
+* with ``ema_decay > 0`` an exponential moving average of the weights (PyTorch's
+  ``AveragedModel``) is what is evaluated, selected and exported; it is checkpointed too;
 * under ``torchrun`` (``WORLD_SIZE > 1``) it runs DDP (gloo on CPU, nccl on CUDA), each rank
   taking interleaved items of the stream; only rank 0 evaluates and writes files.
 """
@@ -41,6 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
 from lprnet.charset import Charset
@@ -121,6 +124,17 @@ def ctc_loss(logits: Tensor, targets: Tensor, target_lengths: Tensor, ctc: nn.CT
     log_probs = logits.float().permute(2, 0, 1).log_softmax(2)
     input_lengths = torch.full((n,), t, dtype=torch.long, device=logits.device)
     return ctc(log_probs, targets.to(logits.device), input_lengths, target_lengths.to(logits.device))
+
+
+def make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s parameters and buffers (``None`` when ``decay`` is 0).
+
+    PyTorch's :class:`~torch.optim.swa_utils.AveragedModel`: the first update copies the
+    weights, each later one moves the average ``1 - decay`` of the way towards them.
+    """
+    if decay <= 0.0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
@@ -420,6 +434,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
     ctc = make_ctc(charset)
+    ema = make_ema(raw_model, cfg.ema_decay)
 
     step, best, train_time = 0, None, 0.0
     if ckpt is not None:
@@ -428,6 +443,11 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         step, best, train_time = int(ckpt["step"]), ckpt.get("best_metric"), float(ckpt.get("train_time_s", 0.0))
+        if ema is not None:
+            if ckpt.get("ema") is not None:
+                ema.load_state_dict(ckpt["ema"])
+            else:
+                log("warning: the checkpoint has no weight average; --ema-decay starts one from its weights")
     elif cfg.init_weights:
         from lprnet.weights import WeightsError, load_state, read_weights
 
@@ -496,15 +516,21 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
         "config": cfg.model_dump(mode="json"),
     }
 
+    def published() -> nn.Module:
+        """The weights that are evaluated and exported: the moving average when there is one."""
+        return ema.module if ema is not None and int(ema.n_averaged) > 0 else raw_model
+
     def export(name: str, extra: dict[str, Any]) -> Path:
         prov = dict(provenance_base, steps=step, samples=step * per_step,
                     train_time_s=round(train_time, 1), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra)
-        return save_weights(out / name, raw_model.state_dict(), WeightsMeta(config=mcfg, provenance=prov))
+        if ema is not None:
+            prov["ema_decay"] = cfg.ema_decay
+        return save_weights(out / name, published().state_dict(), WeightsMeta(config=mcfg, provenance=prov))
 
     def run_eval() -> dict[str, float]:
         res: dict[str, float] = {}
         for k, ld in val_loaders.items():
-            r = evaluate(raw_model, ld, charset, device, ctc)
+            r = evaluate(published(), ld, charset, device, ctc)
             res[f"val_{k}_acc"], res[f"val_{k}_loss"] = r["acc"], r["loss"]
         raw_model.train()
         return res
@@ -536,6 +562,8 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                 nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(raw_model)
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             step += 1
@@ -583,6 +611,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                         "sampler": {"position": step * per_step, "sizes": sizes, "ratios": ratios,
                                     "seed": cfg.seed},
                         "best_metric": best, "train_time_s": train_time,
+                        "ema": ema.state_dict() if ema is not None else None,
                         "config": cfg.model_dump(mode="json")})
             if on_step is not None:
                 on_step(step)
@@ -603,7 +632,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
             + (f", best {best_path} ({best:.4f})" if best_path and best is not None else ""))
     if env.ddp:
         dist.barrier()
-    sd = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
+    sd = {k: v.detach().cpu().clone() for k, v in published().state_dict().items()}
     return TrainResult(out, step, final, best_path, best, last, sd)
 
 
