@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -125,3 +127,56 @@ def test_evaluate_counts(weights_file, images, tmp_path, monkeypatch):
     assert rep.n == 3 and rep.correct == expect_correct
     assert len(rep.unreadable) == 1 and "junk.jpg" in rep.unreadable[0]["path"]
     assert rep.to_json()["accuracy"] == pytest.approx(expect_correct / 3)
+
+
+def _ccpd_name(text: str, quad: np.ndarray) -> str:
+    """A CCPD file name for ``text`` with the plate at ``quad`` (TL, TR, BR, BL)."""
+    from lprnet.data import real
+
+    idx = [real.PROVINCES.index(text[0]), real.ALPHABETS.index(text[1])] + [real.ADS.index(c) for c in text[2:]]
+    tl, tr, br, bl = (f"{int(x)}&{int(y)}" for x, y in quad)
+    x0, y0 = quad.min(axis=0).astype(int)
+    x1, y1 = quad.max(axis=0).astype(int)
+    return f"02-90_90-{x0}&{y0}_{x1}&{y1}-{br}_{bl}_{tl}_{tr}-{'_'.join(map(str, idx))}-100-10.jpg"
+
+
+def test_evaluate_reads_manifests_and_ccpd_scenes(tmp_path):
+    """Crop folders, manifests and CCPD scenes are scored against their own labels; bad entries are named."""
+    from typer.testing import CliRunner
+
+    from lprnet.cli import app
+    from lprnet.data.synth import generate
+
+    rec = lprnet.load()  # the bundled weights: plates they read right as crops
+    good = [(img, text) for img, text, _ in generate(40, seed=77, province_smudge=0)
+            if rec.recognize(img, channel_order="bgr")[0].plate == text][:3]
+    assert len(good) == 3
+    (crop, a), (crop_b, b), (crop_c, c) = good
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    cv2.imencode(".png", crop)[1].tofile(str(folder / f"{a}.png"))
+    man = tmp_path / "m"
+    man.mkdir()
+    cv2.imencode(".png", crop_b)[1].tofile(str(man / "b.png"))
+    (man / "labels.csv").write_text(f"path,plate\nb.png,{b}\nmissing.png,{b}\n", encoding="utf-8")
+    # a CCPD scene: the plate warped into a larger picture; its name carries the corners and the plate
+    scenes = tmp_path / "ccpd"
+    scenes.mkdir()
+    big = cv2.resize(crop_c, (282, 72), interpolation=cv2.INTER_CUBIC)
+    quad = np.float32([[60, 50], [330, 62], [326, 130], [56, 120]])
+    m = cv2.getPerspectiveTransform(np.float32([[0, 0], [282, 0], [282, 72], [0, 72]]), quad)
+    scene = cv2.warpPerspective(big, m, (400, 200), borderValue=(40, 40, 40))
+    cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tofile(str(scenes / _ccpd_name(c, quad)))
+    other = "皖A00000" if c != "皖A00000" else "皖B00000"  # the same picture, labelled as another plate
+    cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tofile(str(scenes / _ccpd_name(other, quad)))
+
+    rep = evaluate(rec, [folder, man / "labels.csv", f"ccpd:{scenes}"], batch_size=2)
+    assert rep.n == 4 and rep.correct == 3, rep.wrong
+    assert [(w["true"], w["read"]) for w in rep.wrong] == [(other, c)]
+    assert len(rep.unreadable) == 1 and "missing.png" in rep.unreadable[0]["path"] + rep.unreadable[0]["error"]
+    # detected without the prefix, and the same through the CLI
+    assert evaluate(rec, [scenes]).correct == 1
+    r = CliRunner().invoke(app, ["eval", str(scenes), str(folder / f"{a}.png"), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert (d["n"], d["correct"]) == (3, 2)

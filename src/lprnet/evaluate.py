@@ -1,8 +1,12 @@
-"""Accuracy of a recognizer on folders labelled by file name (``皖A12345.jpg``, ``皖A12345_3.jpg``).
+"""Accuracy of a recognizer on labelled real plates.
 
-Reports whole-plate accuracy, per-character accuracy (1 - character error rate from the
-edit distance) and a confusion summary: the most frequent substitutions (true -> read)
-plus counts of dropped and inserted characters.
+Inputs are the layouts :mod:`lprnet.data.real` reads: folders of crops labelled by file name
+(``皖A12345.jpg``, ``皖A12345_3.jpg``) or single such files, ``path,plate`` CSV/TSV manifests,
+and folders of full CCPD images (rectified from the vertices in their names); the layout is
+detected, or named with a ``folder:``, ``manifest:`` or ``ccpd:`` prefix.  Reports whole-plate
+accuracy, per-character accuracy (1 - character error rate from the edit distance) and a confusion
+summary: the most frequent substitutions (true -> read) plus counts of dropped and inserted
+characters.
 """
 
 from __future__ import annotations
@@ -10,12 +14,15 @@ from __future__ import annotations
 import difflib
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lprnet.core.process import label_from_filename, list_images
+import numpy as np
+
+from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, label_from_filename, list_images
+from lprnet.data.real import SOURCE_KINDS, DataError, Problem, Sample, load_crop, scan_source
 from lprnet.recognizer import Recognizer
 
 
@@ -72,15 +79,70 @@ class EvalReport:
         }
 
 
+def _split_kind(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """``ccpd:DIR`` -> (DIR, "ccpd"); a path that exists as written is never split."""
+    text = os.fspath(path)
+    kind, sep, rest = text.partition(":")
+    if sep and kind in SOURCE_KINDS and not Path(text).exists():
+        return Path(rest), kind
+    return Path(text), None
+
+
+def labelled_samples(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Sample], list[Problem]]:
+    """The labelled plates under ``paths`` and, by name, what could not become one.
+
+    A single image file is labelled by its name; anything else goes through
+    :func:`lprnet.data.real.scan_source` (layout detected unless prefixed ``KIND:``).
+    """
+    samples: list[Sample] = []
+    problems: list[Problem] = []
+    for raw in paths:
+        p, kind = _split_kind(raw)
+        if kind is None and p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir():
+            samples.extend(Sample(f, label_from_filename(f)) for f in list_images([p]))  # read errors come later
+            continue
+        try:
+            found, bad = scan_source(p, kind)
+        except (DataError, OSError) as e:
+            problems.append(Problem(str(p), str(e).removeprefix(f"{p}: ")))
+            continue
+        samples.extend(found)
+        problems.extend(bad)
+    return samples, problems
+
+
 def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], batch_size: int = 100) -> EvalReport:
-    """Recognize every image under ``paths`` and compare with the file-name labels."""
-    files = list_images(paths)
+    """Recognize every labelled plate under ``paths`` (see the module docstring) and score it.
+
+    Files that cannot be read and dataset entries that cannot become a plate are listed in
+    ``unreadable`` by name; everything else is still scored.
+    """
+    samples, problems = labelled_samples(paths)
     rep = EvalReport()
-    for f, res in zip(files, recognizer.iter_recognize(files, batch_size=batch_size)):
+    rep.unreadable.extend({"path": pr.where, "error": pr.message} for pr in problems)
+    fed: list[Sample] = []
+
+    def images() -> Iterator[Path | np.ndarray]:
+        for s in samples:
+            if s.quad is None:
+                item: Path | np.ndarray = s.path  # the recognizer reads it and reports a bad file
+            else:
+                try:
+                    item = load_crop(s)
+                except ImageError as e:
+                    rep.unreadable.append({"path": str(s.path), "error": str(e)})
+                    continue
+            fed.append(s)
+            yield item
+
+    # paths are read by the recognizer, CCPD crops are rectified here (BGR, as OpenCV reads them)
+    for k, res in enumerate(recognizer.iter_recognize(images(), channel_order="bgr", batch_size=batch_size)):
+        sample = fed[k]
+        f = sample.path
         if not res.ok:
             rep.unreadable.append({"path": str(f), "error": res.error or ""})
             continue
-        truth = label_from_filename(f)
+        truth = sample.plate
         rep.n += 1
         rep.chars_total += len(truth)
         if res.plate == truth:

@@ -1,9 +1,8 @@
-"""``lprnet eval``: accuracy on folders labelled by file name."""
+"""``lprnet eval``: accuracy on labelled real plates (crop folders, manifests, CCPD images)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,7 +15,9 @@ BackendOpt = Annotated[str, typer.Option(
 
 
 def evaluate_cmd(
-    paths: Annotated[list[Path], typer.Argument(help="Folders/files labelled by file name.")],
+    paths: Annotated[list[str], typer.Argument(
+        help="Folders or files of crops labelled by file name, path,plate CSV/TSV manifests, or folders of "
+        "CCPD images; the layout is detected, or given as folder:PATH, manifest:PATH or ccpd:PATH.")],
     weights: WeightsOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
