@@ -333,7 +333,7 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) ->
             except ImportError:
                 synth = None  # type: ignore[assignment]
             if synth is not None:
-                items = list(synth.generate(cfg.val_synth_n, VAL_SEED, out_size=cfg.input_size))
+                items = list(synth.generate(cfg.val_synth_n, VAL_SEED, out_size=cfg.input_size, province_smudge=0.0))
                 imgs = np.stack([it[0] for it in items])
                 labels = [it[1] for it in items]
                 keep = [i for i, s in enumerate(labels) if not charset.invalid_chars(s)]
