@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, label_from_filename, list_images
+from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, label_from_filename
 from lprnet.data.real import SOURCE_KINDS, DataError, Problem, Sample, load_crop, scan_source
 from lprnet.recognizer import Recognizer
 
@@ -99,7 +99,7 @@ def labelled_samples(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Samp
     for raw in paths:
         p, kind = _split_kind(raw)
         if kind is None and p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir():
-            samples.extend(Sample(f, label_from_filename(f)) for f in list_images([p]))  # read errors come later
+            samples.append(Sample(p, label_from_filename(p)))  # read errors are reported when it is recognized
             continue
         try:
             found, bad = scan_source(p, kind)

@@ -67,39 +67,16 @@ def synth(
         if len(weight_list) != len(kind_list):
             raise typer.BadParameter("give one weight per kind", param_hint="--weights")
     size = (width, height)
+    # what every writer and the preview share: which plates, how they are drawn
+    plates = dict(kinds=kind_list, weights=weight_list, out_size=size, province_smudge=province_smudge)
     if format is SynthFormat.shards:
-        paths = S.write_shards(
-            out,
-            n,
-            seed,
-            shard_size=shard_size,
-            workers=workers,
-            kinds=kind_list,
-            weights=weight_list,
-            out_size=size,
-            progress=progress,
-            province_smudge=province_smudge,
-        )
+        paths = S.write_shards(out, n, seed, shard_size=shard_size, workers=workers, progress=progress, **plates)
         typer.echo(f"{n} plates in {len(paths)} shard(s) under {out}")
     else:
-        csv_path = S.write_folder(
-            out,
-            n,
-            seed,
-            workers=workers,
-            kinds=kind_list,
-            weights=weight_list,
-            out_size=size,
-            progress=progress,
-            province_smudge=province_smudge,
-        )
+        csv_path = S.write_folder(out, n, seed, workers=workers, progress=progress, **plates)
         typer.echo(f"{n} plates as JPEG under {out} (labels: {csv_path})")
     if preview is not None:
-        samples = list(
-            S.generate(
-                min(n, 48), seed, kinds=kind_list, weights=weight_list, out_size=size, province_smudge=province_smudge
-            )
-        )
+        samples = list(S.generate(min(n, 48), seed, **plates))
         S.preview_grid([s[0] for s in samples], [s[1] for s in samples], preview)
         typer.echo(f"preview: {preview}")
 
