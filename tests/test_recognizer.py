@@ -180,3 +180,28 @@ def test_evaluate_reads_manifests_and_ccpd_scenes(tmp_path):
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert (d["n"], d["correct"]) == (3, 2)
+
+
+def test_evaluate_scores_a_plate_reached_twice_once(tmp_path):
+    """A file given twice, or listed by a manifest beside its folder, is one plate; a relabel is named."""
+    from lprnet.data.synth import generate
+
+    rec = lprnet.load()
+    (img, text, _), (img2, text2, _) = generate(2, seed=5, province_smudge=0)
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    cv2.imencode(".png", img)[1].tofile(str(folder / f"{text}.png"))
+    cv2.imencode(".png", img2)[1].tofile(str(folder / "x.png"))
+    single = folder / f"{text}.png"
+    # the manifest repeats the labelled file (same label) and gives x.png the second plate;
+    # a second manifest gives x.png another label
+    (tmp_path / "a.csv").write_text(f"path,plate\ncrops/{text}.png,{text}\ncrops/x.png,{text2}\n", encoding="utf-8")
+    relabel = "皖A00000" if text2 != "皖A00000" else "皖B00000"
+    (tmp_path / "b.csv").write_text(f"path,plate\ncrops/x.png,{relabel}\n", encoding="utf-8")
+    rep = evaluate(rec, [single, folder, str(single), tmp_path / "a.csv", tmp_path / "b.csv"])
+    # the folder scan skips x.png (no plate in its name) and names it; the manifest brings it in once
+    assert rep.n == 2, (rep.n, rep.wrong, rep.unreadable)
+    assert rep.repeats == 3  # single again via the folder, via str(single), via a.csv
+    relabelled = [u for u in rep.unreadable if relabel in u["error"]]
+    assert len(relabelled) == 1 and "x.png" in relabelled[0]["path"]
+    assert rep.to_json()["repeats_skipped"] == 3

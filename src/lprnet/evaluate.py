@@ -6,7 +6,8 @@ and folders of full CCPD images (rectified from the vertices in their names); th
 detected, or named with a ``folder:``, ``manifest:`` or ``ccpd:`` prefix.  Reports whole-plate
 accuracy, per-character accuracy (1 - character error rate from the edit distance) and a confusion
 summary: the most frequent substitutions (true -> read) plus counts of dropped and inserted
-characters.
+characters.  A plate reached twice (a file given twice, or a folder and a manifest listing the same
+file) is scored once; the repeats are counted, and a repeat with another label is reported by name.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class EvalReport:
     deletions: int = 0
     insertions: int = 0
     wrong: list[dict[str, str]] = field(default_factory=list)
+    repeats: int = 0
 
     @property
     def accuracy(self) -> float:
@@ -75,6 +77,7 @@ class EvalReport:
                            for (a, b), c in self.substitutions.most_common(top)],
             "deletions": self.deletions,
             "insertions": self.insertions,
+            "repeats_skipped": self.repeats,
             "wrong": self.wrong,
         }
 
@@ -88,27 +91,42 @@ def _split_kind(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     return Path(text), None
 
 
-def labelled_samples(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Sample], list[Problem]]:
-    """The labelled plates under ``paths`` and, by name, what could not become one.
+def labelled_samples(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Sample], list[Problem], int]:
+    """The labelled plates under ``paths``, by name what could not become one, and the repeats skipped.
 
     A single image file is labelled by its name; anything else goes through
-    :func:`lprnet.data.real.scan_source` (layout detected unless prefixed ``KIND:``).
+    :func:`lprnet.data.real.scan_source` (layout detected unless prefixed ``KIND:``).  A plate
+    (file, and corners for a scene) reached again is kept once; a repeat that carries another label
+    is a problem, since no reading can be right for both.
     """
-    samples: list[Sample] = []
+    found: list[Sample] = []
     problems: list[Problem] = []
     for raw in paths:
         p, kind = _split_kind(raw)
         if kind is None and p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir():
-            samples.append(Sample(p, label_from_filename(p)))  # read errors are reported when it is recognized
+            found.append(Sample(p, label_from_filename(p)))  # read errors are reported when it is recognized
             continue
         try:
-            found, bad = scan_source(p, kind)
+            got, bad = scan_source(p, kind)
         except (DataError, OSError) as e:
             problems.append(Problem(str(p), str(e).removeprefix(f"{p}: ")))
             continue
-        samples.extend(found)
+        found.extend(got)
         problems.extend(bad)
-    return samples, problems
+    samples: list[Sample] = []
+    first: dict[tuple[str, Any], Sample] = {}
+    repeats = 0
+    for s in found:
+        key = (os.path.realpath(s.path), s.quad)
+        seen = first.setdefault(key, s)
+        if seen is s:
+            samples.append(s)
+        elif seen.plate == s.plate:
+            repeats += 1
+        else:
+            problems.append(Problem(str(s.path), f"labelled {s.plate!r} here and {seen.plate!r} before; "
+                                                 "scored once, as the first"))
+    return samples, problems, repeats
 
 
 def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], batch_size: int = 100) -> EvalReport:
@@ -117,8 +135,8 @@ def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], ba
     Files that cannot be read and dataset entries that cannot become a plate are listed in
     ``unreadable`` by name; everything else is still scored.
     """
-    samples, problems = labelled_samples(paths)
-    rep = EvalReport()
+    samples, problems, repeats = labelled_samples(paths)
+    rep = EvalReport(repeats=repeats)
     rep.unreadable.extend({"path": pr.where, "error": pr.message} for pr in problems)
     fed: list[Sample] = []
 

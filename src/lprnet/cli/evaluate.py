@@ -52,7 +52,8 @@ def evaluate_cmd(
               f"({rep.correct}/{rep.n})   per-character accuracy: {rep.char_accuracy:.4f}   decoding: {rec.decode}"
               + (f" (provinces {rec.provinces})" if rec.provinces else ""))
     con.print(f"dropped characters: {rep.deletions}   inserted characters: {rep.insertions}   "
-              f"unreadable files: {len(rep.unreadable)}")
+              f"unreadable files: {len(rep.unreadable)}"
+              + (f"   repeats skipped: {rep.repeats}" if rep.repeats else ""))
     if rep.substitutions:
         t = Table(title="most frequent confusions")
         t.add_column("true")
