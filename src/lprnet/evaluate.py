@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, label_from_filename
-from lprnet.data.real import SOURCE_KINDS, DataError, Problem, Sample, load_crop, scan_source
+from lprnet.data.real import DataError, Problem, Sample, load_crop, scan_source, split_kind_prefix
 from lprnet.recognizer import Recognizer
 
 
@@ -82,15 +82,6 @@ class EvalReport:
         }
 
 
-def _split_kind(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
-    """``ccpd:DIR`` -> (DIR, "ccpd"); a path that exists as written is never split."""
-    text = os.fspath(path)
-    kind, sep, rest = text.partition(":")
-    if sep and kind in SOURCE_KINDS and not Path(text).exists():
-        return Path(rest), kind
-    return Path(text), None
-
-
 def labelled_samples(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Sample], list[Problem], int]:
     """The labelled plates under ``paths``, by name what could not become one, and the repeats skipped.
 
@@ -102,7 +93,7 @@ def labelled_samples(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Samp
     found: list[Sample] = []
     problems: list[Problem] = []
     for raw in paths:
-        p, kind = _split_kind(raw)
+        p, kind = split_kind_prefix(raw)
         if kind is None and p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir():
             found.append(Sample(p, label_from_filename(p)))  # read errors are reported when it is recognized
             continue

@@ -215,3 +215,14 @@ def test_check_data_cli(tmp_path: Path) -> None:
     assert "1 good, 0 with problems" in res.output
     res = runner.invoke(app, ["check-data", str(good), "--kind", "nope"])
     assert res.exit_code == 2
+
+
+def test_split_kind_prefix(tmp_path, monkeypatch):
+    """``KIND:PATH`` names a layout; an unknown prefix, or a path that exists as written, is a plain path."""
+    assert real.split_kind_prefix("ccpd:/data/x") == (Path("/data/x"), "ccpd")
+    assert real.split_kind_prefix("manifest:a.csv") == (Path("a.csv"), "manifest")
+    assert real.split_kind_prefix("real:/data/x") == (Path("real:/data/x"), None)
+    assert real.split_kind_prefix(tmp_path) == (tmp_path, None)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder:odd").mkdir()
+    assert real.split_kind_prefix("folder:odd") == (Path("folder:odd"), None)

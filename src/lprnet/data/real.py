@@ -349,6 +349,15 @@ def detect_kind(path: str | os.PathLike[str]) -> SourceKind:
 _SCANNERS = {"folder": _scan_folder, "manifest": _scan_manifest, "ccpd": _scan_ccpd}
 
 
+def split_kind_prefix(spec: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """``ccpd:DIR`` -> (DIR, "ccpd"); no known ``KIND:`` prefix, or a path that exists as written -> (path, None)."""
+    text = os.fspath(spec)
+    kind, sep, rest = text.partition(":")
+    if sep and kind in SOURCE_KINDS and not Path(text).exists():
+        return Path(rest), kind
+    return Path(text), None
+
+
 def scan_source(path: str | os.PathLike[str], kind: str | None = None) -> tuple[list[Sample], list[Problem]]:
     """Samples and structural problems of one dataset (``kind`` detected when None)."""
     k = kind or detect_kind(path)

@@ -342,11 +342,8 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) ->
                 atomic_write_bytes(cache, buf.getvalue())
                 vals["synth"] = D.ArrayDataset(imgs[keep], [labels[i] for i in keep])
     if cfg.val_dir and main:
-        spec = cfg.val_dir
-        kind = None
-        if spec.startswith(("ccpd:", "folder:", "manifest:")):
-            kind, _, spec = spec.partition(":")
-        samples = real.load_source(spec, kind, strict=False)
+        path, kind = real.split_kind_prefix(cfg.val_dir)
+        samples = real.load_source(path, kind, strict=False)
         ds = D.RealDataset(samples, cfg.input_size, charset, cfg.ccpd_margin)
         ds.preload(max(1, cfg.workers))
         vals["dir"] = ds
