@@ -220,3 +220,56 @@ def test_init_weights_errors_name_the_file(data: Path) -> None:
     bad.write_bytes(b"garbage" * 10)
     with pytest.raises(TrainError, match="not-weights.safetensors"):
         train(cfg_for(data, steps=1, init_weights=str(bad)))
+
+
+
+def test_channels_last_step_has_the_nchw_loss_and_gradients() -> None:
+    """One training step in NHWC: the NCHW loss to rounding, and its gradients to within what rounding moves.
+
+    The gradient of this net is not smooth at the 1e-6 scale: a max-pool window whose top two values are
+    that close routes its gradient to either (a float64 run with the input scaled by 1 + 1e-6 noise moves
+    kernel gradients by ~0.6 %), and oneDNN's NHWC BatchNorm rounds differently (4e-6 against 2e-7 of
+    NCHW), so NHWC gradients differ by ~1 %; a layout bug (a permuted tensor) differs by ~100 %.
+    """
+    from lprnet.charset import Charset
+    from lprnet.model import LPRNet
+    from lprnet.train.trainer import ctc_loss, make_ctc
+
+    cs = Charset.chinese()
+    ctc = make_ctc(cs)
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 24, 94)
+    targets = torch.randint(0, cs.blank_index, (6 * 7,))
+    lengths = torch.full((6,), 7, dtype=torch.long)
+    grads, loss = {}, {}
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(1)
+        model = LPRNet(cs.num_classes, dropout=0.0).to(memory_format=fmt).train()
+        out = ctc_loss(model(x.contiguous(memory_format=fmt)), targets, lengths, ctc)
+        out.backward()
+        loss[fmt] = out.item()
+        grads[fmt] = {n: p.grad.contiguous() for n, p in model.named_parameters()}
+    nchw, nhwc = grads[torch.contiguous_format], grads[torch.channels_last]
+    assert loss[torch.channels_last] == pytest.approx(loss[torch.contiguous_format], rel=1e-5)
+    kernels = [n for n, g in nchw.items() if g.dim() == 4]
+    assert len(kernels) > 15 and all(float(nchw[n].norm()) > 0 for n in kernels)
+    for n in kernels:
+        assert float((nhwc[n] - nchw[n]).norm() / nchw[n].norm()) < 0.05, n
+    flat = [torch.cat([g.flatten() for g in d.values()]) for d in (nchw, nhwc)]
+    assert float((flat[1] - flat[0]).norm() / flat[0].norm()) < 0.02
+
+
+def test_the_trainer_runs_in_channels_last_and_stores_contiguous_weights(data: Path) -> None:
+    common = dict(steps=2, ckpt_every=2, eval_every=2, dropout=0.0)
+    nchw = train(cfg_for(data, out=str(data / "nchw"), channels_last=False, **common))
+    nhwc = train(cfg_for(data, out=str(data / "nhwc"), **common))  # the default
+    first = [next(float(r["train_loss"]) for r in read_metrics(run.out) if r["train_loss"]) for run in (nchw, nhwc)]
+    assert first[1] == pytest.approx(first[0], rel=1e-5)  # before any update: the same model, the same batch
+    for run, nhwc_kernels in ((nchw, False), (nhwc, True)):
+        live = load_checkpoint(run.out / "checkpoints" / "last.pt")["model"]
+        kernels = [v for v in live.values() if v.dim() == 4 and v.shape[1] > 1 and v.shape[2] * v.shape[3] > 1]
+        assert kernels and all((v.is_contiguous(memory_format=torch.channels_last) and not v.is_contiguous())
+                               == nhwc_kernels for v in kernels)
+        stored, _ = read_weights(run.out / "final.safetensors")
+        assert all(v.is_contiguous() for v in stored.values())
+        assert all(v.is_contiguous() for v in run.state_dict.values())

@@ -66,6 +66,9 @@ def train_command(
     amp: Annotated[OptStr, typer.Option(help="CUDA mixed precision: auto, bf16, fp16, off")] = None,
     ema_decay: Annotated[OptFloat, typer.Option(help="Evaluate and export an exponential moving average of "
                                                 "the weights with this decay, e.g. 0.999 (0: off)")] = None,
+    channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last",
+                                                          help="NHWC memory layout (default on: faster on "
+                                                          "x86 CPUs, same results to rounding)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON config file; flags "
                                                    "override it")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any other config field, "
@@ -80,7 +83,7 @@ def train_command(
         data=data or None, val_synth=val_synth, val_dir=val_dir, steps=steps, batch_size=batch_size,
         lr=lr, out=out, resume=True if resume else None, device=device, init_weights=init_weights,
         workers=workers, threads=threads, seed=seed, select_on=select_on, eval_every=eval_every, ckpt_every=ckpt_every,
-        log_every=log_every, warmup_steps=warmup_steps, amp=amp, ema_decay=ema_decay,
+        log_every=log_every, warmup_steps=warmup_steps, amp=amp, ema_decay=ema_decay, channels_last=channels_last,
         progress=False if no_progress else None)
     try:
         cfg = make_config(config, **overrides)
@@ -97,13 +100,15 @@ def train_bench_command(
     steps: Annotated[int, typer.Option(help="Timed steps")] = 20,
     threads: Annotated[OptInt, typer.Option(help="torch intra-op threads")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    channels_last: Annotated[bool, typer.Option("--channels-last/--no-channels-last",
+                                                help="Memory layout, as lprnet train")] = True,
 ) -> None:
     """Measure training throughput (forward + CTC + backward + AdamW step) on random plates."""
     from lprnet.train import benchmark
 
-    r = benchmark(batch_size=batch_size, steps=steps, threads=threads, device=device)
+    r = benchmark(batch_size=batch_size, steps=steps, threads=threads, device=device, channels_last=channels_last)
     typer.echo(f"{r['plates_per_s']:.1f} plates/s ({r['ms_per_step']:.1f} ms/step, batch {batch_size}, "
-               f"{r['threads']} threads, {device})")
+               f"{r['threads']} threads, {device}, {'NHWC' if channels_last else 'NCHW'})")
 
 
 def register(app: typer.Typer) -> None:
