@@ -3,29 +3,33 @@
 #   scripts/train_default.sh [RUN_DIR] [STEPS] [DEVICE] [INIT_WEIGHTS]
 # CPU (this project's 2-core machine, ~45 plates/s when idle): STEPS=4000 is ~1.5 h of training.
 # GPU one-liner (e.g. an H100 with 16 cores):  scripts/train_default.sh /tmp/run 30000 cuda
-#   -- renders STEPS*64/3 plates (at least 200k) on all cores first, then trains.
+#   -- renders STEPS*BATCH/3 plates (at least 200k) on all cores first, then trains.
 # INIT_WEIGHTS (optional) fine-tunes from existing weights instead of a random init; the bundled
 # weights were made that way (see the model card for the exact chain of runs).
+# BATCH and LR (environment, default 64 and 1e-3) size the step: a GPU is better used at e.g.
+#   BATCH=256 LR=2e-3 scripts/train_default.sh /tmp/run 10000 cuda
 set -euo pipefail
 RUN=${1:-$HOME/.cache/lprnet/runs/default}
 STEPS=${2:-4000}
 DEVICE=${3:-cpu}
 INIT=${4:-}
+BATCH=${BATCH:-64}
+LR=${LR:-1e-3}
 WORKERS=$(nproc)
-N_TRAIN=$(( STEPS * 64 / 3 < 200000 ? 200000 : STEPS * 64 / 3 ))
+N_TRAIN=$(( STEPS * BATCH / 3 < 200000 ? 200000 : STEPS * BATCH / 3 ))
 mkdir -p "$RUN"
 # shards are written atomically and skipped when present: a rerun resumes an interrupted render
 # green and yellow plates at 20 % each (their synthetic accuracy target is 0.98; real traffic is mostly blue)
 MIX=0.6,0.2,0.2
 lprnet synth --n "$N_TRAIN" --out "$RUN/synth-train" --seed 14 --weights "$MIX" --format shards \
   --workers "$WORKERS" --no-progress
-lprnet synth --n 3000 --out "$RUN/synth-val" --seed 15 --weights "$MIX" --format shards --shard-size 3000 \
+lprnet synth --n 3000 --out "$RUN/synth-val" --seed 15 --weights "$MIX" --province-smudge 0 --format shards --shard-size 3000 \
   --no-progress
 EXTRA=()
 [ -f "$RUN/train/checkpoints/last.pt" ] && EXTRA+=(--resume)
 [ -n "$INIT" ] && EXTRA+=(--init-weights "$INIT")
 lprnet train --data "synth:$RUN/synth-train" --val-synth "$RUN/synth-val" \
-  --steps "$STEPS" --batch-size 64 --lr 1e-3 --warmup-steps 100 --out "$RUN/train" \
+  --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 100 --out "$RUN/train" \
   --device "$DEVICE" --workers "$([ "$DEVICE" = cpu ] && echo 0 || echo 8)" --eval-every 400 --ckpt-every 50 \
   "${EXTRA[@]}"
 echo "weights: $RUN/train/best.safetensors"
