@@ -23,8 +23,8 @@ mkdir -p "$RUN"
 MIX=0.6,0.2,0.2
 lprnet synth --n "$N_TRAIN" --out "$RUN/synth-train" --seed 14 --weights "$MIX" --format shards \
   --workers "$WORKERS" --no-progress
-lprnet synth --n 3000 --out "$RUN/synth-val" --seed 15 --weights "$MIX" --province-smudge 0 --format shards --shard-size 3000 \
-  --no-progress
+lprnet synth --n 3000 --out "$RUN/synth-val" --seed 15 --weights "$MIX" --province-smudge 0 --format shards \
+  --shard-size 3000 --no-progress
 EXTRA=()
 [ -f "$RUN/train/checkpoints/last.pt" ] && EXTRA+=(--resume)
 [ -n "$INIT" ] && EXTRA+=(--init-weights "$INIT")

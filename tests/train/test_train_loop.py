@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from lprnet.charset import Charset
+from lprnet.model import LPRNet
 from lprnet.train import TrainConfig, TrainError, make_config, train
-from lprnet.train.trainer import load_checkpoint, save_checkpoint
+from lprnet.train.trainer import ctc_loss, load_checkpoint, make_ctc, save_checkpoint
 from lprnet.weights import build_model, read_weights
 
 PLATES = ["皖A12345", "京AD12345", "沪C21F13", "粤B8888Z", "川JK0707", "苏E00001", "浙F9A9A9", "鲁Q12345"]
@@ -222,7 +224,6 @@ def test_init_weights_errors_name_the_file(data: Path) -> None:
         train(cfg_for(data, steps=1, init_weights=str(bad)))
 
 
-
 def test_channels_last_step_has_the_nchw_loss_and_gradients() -> None:
     """One training step in NHWC: the NCHW loss to rounding, and its gradients to within what rounding moves.
 
@@ -231,10 +232,6 @@ def test_channels_last_step_has_the_nchw_loss_and_gradients() -> None:
     kernel gradients by ~0.6 %), and oneDNN's NHWC BatchNorm rounds differently (4e-6 against 2e-7 of
     NCHW), so NHWC gradients differ by ~1 %; a layout bug (a permuted tensor) differs by ~100 %.
     """
-    from lprnet.charset import Charset
-    from lprnet.model import LPRNet
-    from lprnet.train.trainer import ctc_loss, make_ctc
-
     cs = Charset.chinese()
     ctc = make_ctc(cs)
     torch.manual_seed(0)

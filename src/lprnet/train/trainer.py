@@ -109,6 +109,11 @@ def setup_distributed(device: str = "auto") -> Dist:
 # --------------------------------------------------------------------------- pieces
 
 
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """The layout the trainer keeps 4-D weights and batches in (``TrainConfig.channels_last``)."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     """Multiplier of the base lr at ``step`` (0-based): linear warm-up, then cosine decay."""
     if step < warmup:
@@ -423,7 +428,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     torch.manual_seed(cfg.seed)
     charset = cfg.get_charset()
     mcfg = cfg.model_cfg()
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    fmt = memory_format(cfg.channels_last)
     raw_model = LPRNet.from_config(mcfg).to(device, memory_format=fmt)
     use_amp = device.type == "cuda" and cfg.amp != "off"
     amp_dtype = None
@@ -633,7 +638,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
             + (f", best {best_path} ({best:.4f})" if best_path and best is not None else ""))
     if env.ddp:
         dist.barrier()
-    sd = {k: v.detach().cpu().contiguous().clone() for k, v in published().state_dict().items()}
+    sd = {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in published().state_dict().items()}
     return TrainResult(out, step, final, best_path, best, last, sd)
 
 
@@ -661,7 +666,7 @@ def benchmark(batch_size: int = 64, steps: int = 20, warmup: int = 3, threads: i
     dev = torch.device(device)
     charset = Charset.chinese()
     torch.manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = memory_format(channels_last)
     model = LPRNet(charset.num_classes).to(dev, memory_format=fmt).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     ctc = make_ctc(charset)
