@@ -241,6 +241,48 @@ def test_render_is_deterministic_given_rng_state() -> None:
     assert a.tobytes() != c.tobytes()
 
 
+def test_noise_and_jpeg_happen_at_the_cameras_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames are JPEG-compressed at the camera's size of the crop (smaller than the output for far plates, up
+    to ~3x larger for near ones), in the output's aspect ratio -- not at 94 x 24, where 8 x 8 blocks are as
+    large as a character."""
+    shapes: list[tuple[int, int]] = []
+    encode = cv2.imencode
+
+    def spy(ext: str, img: np.ndarray, params: list[int] | None = None) -> tuple[bool, np.ndarray]:
+        shapes.append(img.shape[:2])
+        return encode(ext, img, params or [])
+
+    monkeypatch.setattr(synth.cv2, "imencode", spy)
+    for _ in synth.generate(120, seed=1):
+        pass
+    widths = np.array([w for _, w in shapes])
+    assert len(shapes) > 60  # JPEG on ~80 % of plates
+    assert all(abs(w / h - 94 / 24) < 0.35 for h, w in shapes)
+    assert (widths < 94).mean() > 0.08 and (widths >= 1.5 * 94).mean() > 0.35 and widths.max() > 2.5 * 94
+    assert (widths == 94).mean() < 0.1
+
+
+def test_large_crops_reach_the_output_by_bilinear_resize_like_the_recognizer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The camera frame becomes the model's input the way a detector crop does in the recognizer's
+    preprocess (``cv2.resize``, bilinear); some shrinking crops are area-averaged, as other pipelines do."""
+    calls: list[tuple[int, int]] = []
+    resize = cv2.resize
+
+    def spy(src: np.ndarray, dsize: tuple[int, int], *a: object, **k: int) -> np.ndarray:
+        if src.dtype == np.uint8 and tuple(dsize) == (94, 24):  # the last step (earlier ones work in float32)
+            calls.append((src.shape[1], k.get("interpolation", cv2.INTER_LINEAR)))
+        return resize(src, dsize, *a, **k)
+
+    monkeypatch.setattr(synth.cv2, "resize", spy)
+    for _ in synth.generate(150, seed=2):
+        pass
+    shrink = [i for w, i in calls if w > 94]
+    grow = [i for w, i in calls if w < 94]
+    assert len(shrink) > 90 and len(grow) > 10
+    assert 0.7 < shrink.count(cv2.INTER_LINEAR) / len(shrink) < 0.95 and cv2.INTER_AREA in shrink
+    assert set(grow) == {cv2.INTER_LINEAR}
+
+
 def test_generate_deterministic_and_index_addressed() -> None:
     run1 = list(synth.generate(6, seed=3))
     run2 = list(synth.generate(6, seed=3))

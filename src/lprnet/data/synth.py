@@ -9,7 +9,9 @@ This module owns everything needed to produce labelled training crops without re
   12 mm gaps, a separator dot; green plates 480 mm with 8 cells and a gradient), with border line,
   rivets and a holder frame, and then degrades it the way a camera and a plate detector do
   (3-D tilt, shear, a tight bbox crop with some background, blur, low light, glare, shadows,
-  dirt, colour casts, noise, JPEG) before resizing to the model's 94 x 24 BGR input;
+  dirt, colour casts; sharpening, sensor noise and JPEG at the camera's own resolution of the
+  crop, 0.45-3.2x the output) before resizing to the model's 94 x 24 BGR input the way the
+  recognizer's preprocess does (bilinear ``cv2.resize``);
 * :func:`generate`, :func:`write_shards` / :func:`load_shard`, :func:`write_folder` and
   :func:`preview_grid` -- deterministic streams and on-disk datasets.
 
@@ -98,6 +100,14 @@ _GA_FORM_CHARS = "AMW3Q"
 _GA_M_VERTEX = {"din": 0.50, "dejavu": 0.62, "roboto": 0.53, "noto": 0.59, "noto-black": 0.56}
 #: Height (fraction of the glyph) of the top of the lower bowl of the drawn GA 36 "3", per Latin face.
 _GA_3_JOIN = {"din": 0.40, "dejavu": 0.44, "roboto": 0.42, "noto": 0.38, "noto-black": 0.41}
+
+#: The camera's resolution of a crop as a multiple of the output size: on ``_SMALL_P`` of plates a far plate
+#: smaller than the output (upsampled), otherwise log-uniform between 1x and 3.2x (CCPD plates are ~100-300 px
+#: wide), shrunk by bilinear resizing as the recognizer does, or area-averaged on ``_AREA_RESIZE_P`` of them.
+_SMALL_P = 0.2
+_SMALL_F = (0.45, 0.95)
+_LOG_LARGE_F = (0.0, math.log(3.2))
+_AREA_RESIZE_P = 0.15
 
 _CHARSET = Charset.chinese()
 
@@ -634,8 +644,16 @@ def render_plate(
     ph, pw = plate.shape[:2]
     plate_w, plate_h = pw - 2 * pad_x, ph - 2 * pad_y
 
-    # the camera: warp onto a canvas twice the output size, over car body background
-    cw, ch = 2 * out_w, 2 * out_h
+    # the camera's own resolution of the crop, as a multiple ``f`` of the output size: most detector
+    # crops are larger than 94 x 24 and reach the model through the recognizer's bilinear ``cv2.resize``
+    # (which aliases when it shrinks by 2x or more); far plates are smaller and get upsampled.  Sensor
+    # noise, sharpening and JPEG happen at the camera's resolution, before that resize.
+    f = rng.uniform(*_SMALL_F) if rng.random() < _SMALL_P else math.exp(rng.uniform(*_LOG_LARGE_F))
+    nw, nh = max(8, round(out_w * f)), max(4, round(out_h * f))
+    # light reaches the sensor through optics: warp onto a canvas >= 2x the output size, area-average
+    # down to the sensor's pixels
+    k = max(1, math.ceil(2.0 * out_w / nw))
+    cw, ch = nw * k, nh * k
     dst = _geometry(rng, plate_w, plate_h, cw, ch)
     src = np.array(
         [[pad_x, pad_y], [pad_x + plate_w, pad_y], [pad_x + plate_w, pad_y + plate_h], [pad_x, pad_y + plate_h]],
@@ -652,45 +670,41 @@ def render_plate(
         borderMode=cv2.BORDER_TRANSPARENT,
     )
     canvas = _photometric(canvas, rng)
-
-    # optics: defocus or motion blur (sigma in canvas pixels)
-    # (CCPD crops are mostly soft: half of the plates get some blur, up to ~0.8 output pixels)
+    # optics: defocus or motion blur, sized in output pixels (CCPD crops are mostly soft: half of
+    # the plates get some blur, up to ~0.8 output pixels) and applied at the canvas's scale
+    px = cw / out_w  # canvas pixels per output pixel
     r = rng.random()
     if r < 0.35:
-        canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.3, 1.6))
+        canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.15, 0.8) * px)
     elif r < 0.45:
-        canvas = cv2.filter2D(canvas, -1, _motion_kernel(rng, int(rng.integers(3, 6))))
+        canvas = cv2.filter2D(canvas, -1, _motion_kernel(rng, max(2, round(rng.uniform(1.5, 2.5) * px))))
     elif r < 0.5:
-        sx, sy = rng.uniform(0.3, 1.6), rng.uniform(0.3, 0.8)
-        canvas = cv2.GaussianBlur(canvas, (0, 0), sigmaX=sx, sigmaY=sy)
+        sx, sy = rng.uniform(0.15, 0.8), rng.uniform(0.15, 0.4)
+        canvas = cv2.GaussianBlur(canvas, (0, 0), sigmaX=sx * px, sigmaY=sy * px)
+    cam = cv2.resize(canvas, (nw, nh), interpolation=cv2.INTER_AREA) if k > 1 else canvas
 
-    # resolution: small plates are upsampled from fewer pixels than the output has
-    if rng.random() < 0.25:
-        f = rng.uniform(0.45, 0.9)
-        small = cv2.resize(canvas, (max(8, int(out_w * f)), max(4, int(out_h * f))), interpolation=cv2.INTER_AREA)
-        out = cv2.resize(small, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
-    else:
-        out = cv2.resize(canvas, (out_w, out_h), interpolation=cv2.INTER_AREA)
-
-    if rng.random() < 0.25:  # in-camera sharpening (unsharp mask)
-        soft = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.6, 1.2))
-        out = cv2.addWeighted(out, 1.0 + (k := rng.uniform(0.3, 1.0)), soft, -k, 0.0)
-
+    if rng.random() < 0.25:  # in-camera sharpening (unsharp mask), in sensor pixels
+        soft = cv2.GaussianBlur(cam, (0, 0), rng.uniform(0.6, 1.2))
+        cam = cv2.addWeighted(cam, 1.0 + (a := rng.uniform(0.3, 1.0)), soft, -a, 0.0)
     # sensor noise (luma + chroma)
     if rng.random() < 0.7:
         sigma = rng.uniform(1.0, 6.0)
-        noise = rng.normal(0.0, sigma, (out_h, out_w, 1)).astype(np.float32)
+        noise = rng.normal(0.0, sigma, (nh, nw, 1)).astype(np.float32)
         if rng.random() < 0.5:
-            noise = noise + rng.normal(0.0, sigma * 0.5, (out_h, out_w, 3)).astype(np.float32)
-        out = out + noise
-    out_u8 = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-    # compression
+            noise = noise + rng.normal(0.0, sigma * 0.5, (nh, nw, 3)).astype(np.float32)
+        cam = cam + noise
+    out_u8 = np.clip(cam + 0.5, 0, 255).astype(np.uint8)
+    # compression, on the camera's frame
     if rng.random() < 0.8:
         q = int(rng.integers(25, 96))
         ok, buf = cv2.imencode(".jpg", out_u8, [cv2.IMWRITE_JPEG_QUALITY, q])
         if ok:
             out_u8 = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    # the crop reaches the model's input size: bilinear like the recognizer's preprocess (and the
+    # reference's), sometimes area-averaged as other pipelines do
+    interp = cv2.INTER_AREA if (nw > out_w and rng.random() < _AREA_RESIZE_P) else cv2.INTER_LINEAR
+    if (nw, nh) != (out_w, out_h):
+        out_u8 = cv2.resize(out_u8, (out_w, out_h), interpolation=interp)
     return np.ascontiguousarray(out_u8)
 
 
