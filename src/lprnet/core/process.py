@@ -111,13 +111,18 @@ def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<ar
     return np.ascontiguousarray(a)
 
 
+#: How :func:`preprocess` (like the reference) brings a crop to the model's input size; the synthetic
+#: generator shrinks its camera frames the same way, so training sees the recognizer's resize.
+RESIZE_INTERPOLATION = cv2.INTER_LINEAR
+
+
 def preprocess(images: Sequence[np.ndarray], input_size: tuple[int, int] = (94, 24)) -> np.ndarray:
     """BGR uint8 images -> float32 ``N x 3 x H x W`` normalised as the reference does."""
     w, h = input_size
     out = np.empty((len(images), 3, h, w), dtype=np.float32)
     for i, img in enumerate(images):
         if img.shape[:2] != (h, w):
-            img = cv2.resize(img, (w, h))
+            img = cv2.resize(img, (w, h), interpolation=RESIZE_INTERPOLATION)
         out[i] = ((img.astype(np.float32) - 127.5) * 0.0078125).transpose(2, 0, 1)
     return out
 

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from lprnet.charset import DIGITS, LETTERS, PROVINCES, SERIAL, Charset
+from lprnet.core.process import RESIZE_INTERPOLATION
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -693,19 +694,19 @@ def render_plate(
         if rng.random() < 0.5:
             noise = noise + rng.normal(0.0, sigma * 0.5, (nh, nw, 3)).astype(np.float32)
         cam = cam + noise
-    out_u8 = np.clip(cam + 0.5, 0, 255).astype(np.uint8)
+    frame = np.clip(cam + 0.5, 0, 255).astype(np.uint8)
     # compression, on the camera's frame
     if rng.random() < 0.8:
         q = int(rng.integers(25, 96))
-        ok, buf = cv2.imencode(".jpg", out_u8, [cv2.IMWRITE_JPEG_QUALITY, q])
+        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, q])
         if ok:
-            out_u8 = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    # the crop reaches the model's input size: bilinear like the recognizer's preprocess (and the
-    # reference's), sometimes area-averaged as other pipelines do
-    interp = cv2.INTER_AREA if (nw > out_w and rng.random() < _AREA_RESIZE_P) else cv2.INTER_LINEAR
+            frame = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    # the crop reaches the model's input size as in the recognizer's preprocess (and the reference's),
+    # sometimes area-averaged as other pipelines do
+    interp = cv2.INTER_AREA if (nw > out_w and rng.random() < _AREA_RESIZE_P) else RESIZE_INTERPOLATION
     if (nw, nh) != (out_w, out_h):
-        out_u8 = cv2.resize(out_u8, (out_w, out_h), interpolation=interp)
-    return np.ascontiguousarray(out_u8)
+        frame = cv2.resize(frame, (out_w, out_h), interpolation=interp)
+    return np.ascontiguousarray(frame)
 
 
 # ----------------------------------------------------------------------------- streams
