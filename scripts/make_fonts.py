@@ -19,6 +19,12 @@ Font Name that our subset names would use):
   Micro Hei (Apache License 2.0, or GPL-3+ with font exception; we take it under Apache-2.0),
   Copyright 2008-2009 The WenQuanYi Project Board of Trustees, based on Droid Sans Fallback
   (Copyright 2006-2008 Google).  A Hei design of its own, so the province glyphs are not all Noto.
+* ``fonts-smiley-sans`` -- ``/usr/share/fonts/truetype/smiley-sans/SmileySans-Oblique.ttf``, Smiley Sans
+  (SIL OFL 1.1, Copyright 2022 atelierAnchor), an oblique condensed Hei; the synthesizer shears it upright.
+* npm ``@fontsource/zcool-qingke-huangyou`` 5.3.0 -- ``files/zcool-qingke-huangyou-chinese-simplified-400-normal.woff``,
+  ZCOOL QingKe HuangYou (SIL OFL 1.1, Copyright 2018 The ZCOOL QingKe HuangYou Project Authors), a geometric
+  condensed Hei.  Fetched with ``npm pack`` into ``build/fonts`` when ``--zcool`` is not given.
+  Both condensed faces are drawn narrow like a plate face, unlike the square CJK faces above.
 * ``fonts-opendin`` -- ``/usr/share/fonts/truetype/opendin/OSP-DIN.ttf``, a condensed DIN 1451
   style face (narrow, tall, like the GA 36 plate alphanumerics).  Copyright 2011 OSP.
   Licence: ``/usr/share/doc/fonts-opendin/OFL-1.1.txt.gz`` and ``copyright``.
@@ -26,8 +32,8 @@ Font Name that our subset names would use):
 Usage::
 
     apt-get install -y fonts-noto-cjk fonts-noto-cjk-extra fonts-opendin fonts-dejavu-core \
-        fonts-roboto-unhinted fonts-wqy-microhei
-    pip install fonttools
+        fonts-roboto-unhinted fonts-wqy-microhei fonts-smiley-sans
+    pip install fonttools           # and npm, for the ZCOOL face
     python scripts/make_fonts.py            # writes src/lprnet/data/fonts/
 
 The outputs are tiny (tens of kB): only the glyphs plates need are kept (31 provinces + the
@@ -39,7 +45,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import re
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from fontTools import subset
@@ -67,9 +75,13 @@ ROBOTO_COPYRIGHT = Path("/usr/share/doc/fonts-roboto-unhinted/copyright")
 APACHE = Path("/usr/share/common-licenses/Apache-2.0")
 WQY = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 WQY_COPYRIGHT = Path("/usr/share/doc/fonts-wqy-microhei/copyright")
+SMILEY = Path("/usr/share/fonts/truetype/smiley-sans/SmileySans-Oblique.ttf")
+SMILEY_COPYRIGHT = Path("/usr/share/doc/fonts-smiley-sans/copyright")
+ZCOOL_NPM = "@fontsource/zcool-qingke-huangyou@5.3.0"
+ZCOOL_WOFF = "package/files/zcool-qingke-huangyou-chinese-simplified-400-normal.woff"
 #: the Debian packages the source fonts and licence texts come from
 DEBIAN_PACKAGES = ("fonts-noto-cjk", "fonts-noto-cjk-extra", "fonts-opendin", "fonts-dejavu-core",
-                   "fonts-roboto-unhinted", "fonts-wqy-microhei")
+                   "fonts-roboto-unhinted", "fonts-wqy-microhei", "fonts-smiley-sans")
 #: (source .ttc, output name) of the CJK faces; face index NOTO_FACE_SC (Simplified Chinese) in each.
 CJK_FACES = (
     ("NotoSansCJK-Regular.ttc", "NotoSansCJKsc-Regular-plates.otf"),
@@ -96,6 +108,12 @@ Subsets used by `lprnet.data.synth` to render synthetic licence plates.  Produce
   2006-2008 Google).  Glyphs: as the Noto CJK subsets.  Licence: Apache License 2.0 (the font is dual
   licensed Apache-2.0 / GPL-3+ with font exception; used here under Apache-2.0), see `LICENSE-WenQuanYi.txt`
   (modified: subset).
+- `SmileySans-plates.ttf`: Smiley Sans (Debian `fonts-smiley-sans`), Copyright 2022 atelierAnchor.
+  Glyphs: {cjk}.  Licence: SIL OFL 1.1, see `OFL-SmileySans.txt`.  An oblique face: the synthesizer shears its
+  glyphs upright.
+- `ZCOOLQingKeHuangYou-plates.ttf`: ZCOOL QingKe HuangYou (npm `{zcool_npm}`, the simplified-Chinese WOFF),
+  Copyright 2018 The ZCOOL QingKe HuangYou Project Authors.  Glyphs: {cjk}.  Licence: SIL OFL 1.1, see
+  `OFL-ZCOOLQingKeHuangYou.txt`.
 - `OSP-DIN-plates.ttf`: OSP-DIN (Debian `fonts-opendin`), (c) 2011 OSP.  Glyphs: `{latin}`.
   Licence: SIL OFL 1.1, see `OFL-OSP-DIN.txt`.
 - `DejaVuSansCondensed-Bold-plates.ttf`: DejaVu Sans Condensed Bold (Debian `fonts-dejavu-core`),
@@ -106,8 +124,8 @@ Subsets used by `lprnet.data.synth` to render synthetic licence plates.  Produce
   Copyright 2011 Google Inc.  Glyphs: `{latin}`.  Licence: Apache License 2.0, see
   `LICENSE-Roboto.txt` (modified: subset).
 
-The Noto and OSP-DIN files are Modified Versions under the OFL (subsets: unneeded glyphs, hinting and layout tables
-removed).  They are distributed under the SIL Open Font License 1.1 only, together with the
+The Noto, Smiley Sans, ZCOOL and OSP-DIN files are Modified Versions under the OFL (subsets: unneeded glyphs,
+hinting and layout tables removed).  They are distributed under the SIL Open Font License 1.1 only, together with the
 licence files in this folder.
 """
 
@@ -198,14 +216,36 @@ def _wqy_licence() -> str:
         "the Apache License 2.0.  Modified: subset to the plate characters, hinting and layout tables removed.\n\n")
 
 
+def _smiley_licence() -> str:
+    return _debian_licence(SMILEY_COPYRIGHT, "OFL-1.1", (
+        "Smiley Sans (subset), from the Debian package fonts-smiley-sans.\n"
+        "Copyright 2022 atelierAnchor (https://atelier-anchor.com).\n\n"
+    ))
+
+
+def _fetch_zcool(build: Path) -> Path:
+    """Unpack the fontsource npm package of ZCOOL QingKe HuangYou into ``build`` (npm pack) and return its WOFF."""
+    woff = build / ZCOOL_WOFF
+    if not woff.exists():
+        build.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(["npm", "pack", ZCOOL_NPM, "--pack-destination", str(build)], check=True,
+                             capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        with tarfile.open(build / out) as tf:
+            tf.extractall(build, filter="data")
+    return woff
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT_DIR)
+    ap.add_argument("--zcool", type=Path, default=None,
+                    help=f"the ZCOOL QingKe HuangYou WOFF ({ZCOOL_WOFF} of npm {ZCOOL_NPM}); fetched when omitted")
     args = ap.parse_args(argv)
     out: Path = args.out
 
     needed = [NOTO_DIR / src for src, _ in CJK_FACES] + [OPENDIN, NOTO_COPYRIGHT, OPENDIN_OFL, DEJAVU, DEJAVU_COPYRIGHT,
-                                                      ROBOTO, ROBOTO_COPYRIGHT, APACHE, WQY, WQY_COPYRIGHT]
+                                                      ROBOTO, ROBOTO_COPYRIGHT, APACHE, WQY, WQY_COPYRIGHT,
+                                                      SMILEY, SMILEY_COPYRIGHT]
     for p in needed:
         if not p.exists():
             raise SystemExit(f"missing {p}: apt-get install -y {' '.join(DEBIAN_PACKAGES)}")
@@ -214,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     for src, dst in CJK_FACES:
         _subset(NOTO_DIR / src, out / dst, cjk + LATIN + LABEL_EXTRA, font_number=NOTO_FACE_SC)
     _subset(WQY, out / "WenQuanYiMicroHei-plates.ttf", cjk + LATIN + LABEL_EXTRA, font_number=0)
+    _subset(SMILEY, out / "SmileySans-plates.ttf", cjk)
+    zcool = args.zcool or _fetch_zcool(ROOT / "build" / "fonts")
+    _subset(zcool, out / "ZCOOLQingKeHuangYou-plates.ttf", cjk)
     _subset(OPENDIN, out / "OSP-DIN-plates.ttf", LATIN)
     _subset(DEJAVU, out / "DejaVuSansCondensed-Bold-plates.ttf", LATIN)
     _subset(ROBOTO, out / "RobotoCondensed-Bold-plates.ttf", LATIN)
@@ -223,8 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     (out / "LICENSE-DejaVu.txt").write_text(_dejavu_licence(), encoding="utf-8")
     (out / "LICENSE-Roboto.txt").write_text(_roboto_licence(), encoding="utf-8")
     (out / "LICENSE-WenQuanYi.txt").write_text(_wqy_licence(), encoding="utf-8")
+    (out / "OFL-SmileySans.txt").write_text(_smiley_licence(), encoding="utf-8")
+    (out / "OFL-ZCOOLQingKeHuangYou.txt").write_text(
+        "ZCOOL QingKe HuangYou (subset), from the npm package " + ZCOOL_NPM + ".\n\n"
+        + (zcool.parents[1] / "LICENSE").read_text(encoding="utf-8").strip() + "\n", encoding="utf-8")
     packages = ", ".join(f"`{p}`" for p in DEBIAN_PACKAGES)
-    (out / "README.md").write_text(README.format(cjk=cjk, latin=LATIN, packages=packages), encoding="utf-8")
+    readme = README.format(cjk=cjk, latin=LATIN, packages=packages, zcool_npm=ZCOOL_NPM)
+    (out / "README.md").write_text(readme, encoding="utf-8")
 
     total = 0
     for p in sorted(out.iterdir()):

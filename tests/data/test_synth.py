@@ -119,6 +119,50 @@ def test_faces_differ() -> None:
     assert np.abs(c - f).mean() > 0.03  # WenQuanYi is a Hei design of its own, not Noto again
 
 
+def test_condensed_faces_are_designs_of_their_own() -> None:
+    # Smiley Sans and ZCOOL QingKe HuangYou are not any of the square faces squeezed, nor each other
+    faces = {style: synth._glyph("皖", style, 0.0, 45.0) for style in synth._CJK_FONTS}
+    for new in ("cjk-smiley", "cjk-zcool"):
+        others = [np.abs(faces[new] - g).mean() for style, g in faces.items() if style != new]
+        assert min(others) > 0.03, (new, others)
+
+
+def test_cjk_faces_swaps_the_province_faces_for_the_block_only() -> None:
+    wqy = synth._CJK_FONTS["cjk-wqy"]
+    before = synth.render_plate("皖A12345", "blue", np.random.default_rng(4))
+    with synth.cjk_faces([wqy]):
+        assert list(synth._CJK_FONTS.values()) == [wqy]
+        g = synth._glyph("皖", "cjk-face0", 0.0, 45.0)
+        inside = synth.render_plate("皖A12345", "blue", np.random.default_rng(4))
+    np.testing.assert_array_equal(g, synth._glyph("皖", "cjk-wqy", 0.0, 45.0))  # the same file, the same glyph
+    assert "cjk-smiley" in synth._CJK_FONTS and "cjk-face0" not in synth._CJK_FONTS  # restored on exit
+    np.testing.assert_array_equal(synth.render_plate("皖A12345", "blue", np.random.default_rng(4)), before)
+    assert inside.shape == before.shape and not np.array_equal(inside, before)
+
+
+def test_cjk_faces_names_a_missing_font_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.ttf"), synth.cjk_faces([tmp_path / "nope.ttf"]):
+        pass
+    with pytest.raises(ValueError), synth.cjk_faces([]):
+        pass
+
+
+def _row_centre_slope(a: np.ndarray) -> float:
+    """Slope of the ink's centre column against the row (negative: the top leans right)."""
+    a = a.astype(np.float64)
+    rows = np.nonzero(a.sum(1) > 0)[0]
+    centre = (a[rows] * np.arange(a.shape[1])).sum(1) / a[rows].sum(1)
+    return float(np.polyfit(rows, centre, 1)[0])
+
+
+def test_the_oblique_face_is_set_upright() -> None:
+    # Smiley Sans leans 8 degrees; the symmetric 京 drawn with its slant removed has a vertical axis
+    path, slant = synth._CJK_FONTS["cjk-smiley"], synth._CJK_SLANT["cjk-smiley"]
+    assert _row_centre_slope(synth._ink("京", path, 300)) < -0.1  # as the font draws it
+    assert abs(_row_centre_slope(synth._ink("京", path, 300, slant))) < 0.03
+    assert abs(_row_centre_slope(synth._ink("京", synth._CJK_FONTS["cjk-regular"], 300))) < 0.03  # upright face
+
+
 @pytest.mark.parametrize(("g", "expected"), [(1.3, 0.5 ** (1 / 1.3)), (0.75, 0.5 ** (1 / 0.75))])
 def test_proportion_warp_moves_the_split_between_a_characters_parts(g: float, expected: float) -> None:
     # a bar at the middle column (the boundary between a left radical and the rest) lands where u ** g = 0.5;

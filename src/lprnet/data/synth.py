@@ -29,6 +29,7 @@ import math
 import multiprocessing as mp
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -67,11 +68,17 @@ _CJK_FONTS = {
     "cjk-black": FONT_DIR / "NotoSansCJKsc-Black-plates.otf",
     "cjk-serif": FONT_DIR / "NotoSerifCJKsc-Bold-plates.otf",
     "cjk-wqy": FONT_DIR / "WenQuanYiMicroHei-plates.ttf",  # a second Hei design (Droid Sans Fallback lineage)
+    # two condensed designs: a plate face is drawn narrow (45 x 90 mm), not a square face squeezed, so strokes
+    # and the split between a character's parts differ from every squeezed square font above
+    "cjk-smiley": FONT_DIR / "SmileySans-plates.ttf",  # Smiley Sans, an oblique condensed Hei (set upright)
+    "cjk-zcool": FONT_DIR / "ZCOOLQingKeHuangYou-plates.ttf",  # ZCOOL QingKe HuangYou, a geometric condensed Hei
 }
+#: Slant (tan of the italic angle, leaning right) removed from a face's glyphs: Smiley Sans is drawn at 8 degrees.
+_CJK_SLANT = {"cjk-smiley": math.tan(math.radians(8.0))}
 # real plate provinces (CCPD crops) have thinner strokes than Noto Bold/Black: lighter weights dominate;
-# a third of the plates use WenQuanYi Micro Hei so that no single design's stroke shapes are learned
-_CJK_STYLE_P = {"cjk-regular": 0.2, "cjk-medium": 0.2, "cjk-bold": 0.15, "cjk-black": 0.05, "cjk-serif": 0.1,
-                "cjk-wqy": 0.3}
+# no single design covers much more than a fifth of the plates, so no one design's stroke shapes are learned
+_CJK_STYLE_P = {"cjk-regular": 0.14, "cjk-medium": 0.14, "cjk-bold": 0.105, "cjk-black": 0.035, "cjk-serif": 0.07,
+                "cjk-wqy": 0.21, "cjk-smiley": 0.15, "cjk-zcool": 0.15}
 #: Share of plates whose CJK characters are re-proportioned (:func:`_proportion_warp`), and the exponents
 #: drawn for each axis: plate faces split a character between its parts differently from any font we ship
 #: (a left radical narrower or wider, a top part taller or shorter), so the model must not rely on one split.
@@ -161,13 +168,19 @@ def _pil_font(path: str, size: int) -> ImageFont.FreeTypeFont:
 
 
 @lru_cache(maxsize=512)
-def _ink(ch: str, path: Path, height: int) -> np.ndarray:
-    """High-resolution uint8 mask of ``ch`` cropped to its ink box."""
+def _ink(ch: str, path: Path, height: int, slant: float = 0.0) -> np.ndarray:
+    """High-resolution uint8 mask of ``ch`` cropped to its ink box; an oblique face's ``slant`` (tan of its
+    italic angle, leaning right) is sheared out so the glyph stands upright."""
     font = _pil_font(str(path), int(height * 1.25))
     l_, t_, r_, b_ = font.getbbox(ch)
     img = Image.new("L", (r_ - l_ + 8, b_ - t_ + 8), 0)
     ImageDraw.Draw(img).text((4 - l_, 4 - t_), ch, font=font, fill=255)
     a = np.asarray(img)
+    if slant:  # each row moves right by slant * its distance below the top row: x' = x + slant * y
+        h, w = a.shape
+        m = np.float32([[1.0, slant, 0.0], [0.0, 1.0, 0.0]])
+        a = cv2.warpAffine(a, m, (w + math.ceil(slant * h), h), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     ys, xs = np.nonzero(a > 0)
     a = a[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].copy()
     a.setflags(write=False)
@@ -246,7 +259,7 @@ def _glyph(ch: str, style: str, stroke_mm: float, cell_w_mm: float, face: str = 
         r = round(stroke_mm / 2.0 * _GLYPH_PX_PER_MM)
         cv2.circle(hi, (hi_w // 2, hi_h // 2), r, 255, -1, cv2.LINE_AA)
     elif ch not in SERIAL and ch not in "IO":  # CJK: stretched to the tall cell, a little air
-        a = _ink(ch, _CJK_FONTS[style], hi_h)
+        a = _ink(ch, _CJK_FONTS[style], hi_h, _CJK_SLANT.get(style, 0.0))
         inner_w, inner_h = int(hi_w * 0.96 * fill), int(hi_h * 0.97)
         y0, x0 = (hi_h - inner_h) // 2, (hi_w - inner_w) // 2
         a = _proportion_warp(cv2.resize(a, (inner_w, inner_h), interpolation=cv2.INTER_AREA), gx, gy)
@@ -733,6 +746,32 @@ def _sample(
     kind = kinds[int(rng.choice(len(kinds), p=probs))] if len(kinds) > 1 else kinds[0]
     text = random_plate_text(kind, rng)
     return render_plate(text, kind, rng, out_size, province_smudge), text, kind
+
+
+@contextmanager
+def cjk_faces(paths: Sequence[str | os.PathLike[str]]) -> Iterator[None]:
+    """Within the block, draw every province / special character from the font files ``paths`` (equal shares,
+    upright, face 0 of a collection) instead of the shipped faces.
+
+    For test sets in a face no weights were trained on -- the position the model is in on real plates,
+    whose face we cannot ship (``scripts/evaluate_weights.py --cjk-face``).  Everything else about a plate
+    is drawn as usual.  This process only: the worker processes of :func:`write_shards` do not see it.
+    """
+    global _CJK_FONTS, _CJK_STYLE_P, _CJK_SLANT
+    faces = {f"cjk-face{i}": Path(p) for i, p in enumerate(paths)}
+    if not faces:
+        raise ValueError("cjk_faces needs at least one font file")
+    for p in faces.values():
+        if not p.is_file():
+            raise FileNotFoundError(f"font file not found: {p}")
+    saved = (_CJK_FONTS, _CJK_STYLE_P, _CJK_SLANT)
+    _glyph.cache_clear()  # cached per style name: never mix glyphs of two face tables
+    _CJK_FONTS, _CJK_STYLE_P, _CJK_SLANT = faces, {k: 1.0 / len(faces) for k in faces}, {}
+    try:
+        yield
+    finally:
+        _CJK_FONTS, _CJK_STYLE_P, _CJK_SLANT = saved
+        _glyph.cache_clear()
 
 
 def generate(
