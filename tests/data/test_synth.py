@@ -128,16 +128,22 @@ def test_condensed_faces_are_designs_of_their_own() -> None:
 
 
 def test_cjk_faces_swaps_the_province_faces_for_the_block_only() -> None:
-    wqy = synth._CJK_FONTS["cjk-wqy"]
-    before = synth.render_plate("皖A12345", "blue", np.random.default_rng(4))
+    wqy, smiley = synth._CJK_FONTS["cjk-wqy"], synth._CJK_FONTS["cjk-smiley"]
     with synth.cjk_faces([wqy]):
         assert list(synth._CJK_FONTS.values()) == [wqy]
         g = synth._glyph("皖", "cjk-face0", 0.0, 45.0)
-        inside = synth.render_plate("皖A12345", "blue", np.random.default_rng(4))
     np.testing.assert_array_equal(g, synth._glyph("皖", "cjk-wqy", 0.0, 45.0))  # the same file, the same glyph
+
+    def plates() -> list[np.ndarray]:
+        return [synth.render_plate("皖A12345", "blue", np.random.default_rng(s), province_smudge=0.0) for s in range(3)]
+
+    before = plates()
+    with synth.cjk_faces([smiley]):  # the oblique face as drawn, slant kept: no shipped rendering looks like it
+        inside = plates()
     assert "cjk-smiley" in synth._CJK_FONTS and "cjk-face0" not in synth._CJK_FONTS  # restored on exit
-    np.testing.assert_array_equal(synth.render_plate("皖A12345", "blue", np.random.default_rng(4)), before)
-    assert inside.shape == before.shape and not np.array_equal(inside, before)
+    for b, i, a in zip(before, inside, plates()):
+        np.testing.assert_array_equal(a, b)
+        assert i.shape == b.shape and not np.array_equal(i, b)
 
 
 def test_cjk_faces_names_a_missing_font_file(tmp_path: Path) -> None:
