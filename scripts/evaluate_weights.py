@@ -49,7 +49,7 @@ def main() -> None:
     greedy = Recognizer(rec.backend, rec.config, rec.meta, decode="greedy")  # same loaded model
     out: dict = {"weights": str(args.weights or "default"), "decode": rec.decode, "synthetic": {}, "real": {},
                  "seed": args.seed, "cjk_faces": [str(p) for p in args.cjk_face]}
-    for kind in PLATE_KINDS:
+    for kind in PLATE_KINDS if args.n_per_kind > 0 else ():  # --n-per-kind 0: real folders only
         with cjk_faces(args.cjk_face) if args.cjk_face else contextlib.nullcontext():
             items = list(generate(args.n_per_kind, seed=args.seed, kinds=(kind,), province_smudge=0.0))
         truth = [t for _, t, _ in items]
