@@ -132,7 +132,7 @@ def test_int8_dead_channels_export_loads_and_agrees(tmp_path: Path) -> None:
     want = greedy_strings(TorchBackend(model)(preprocess(imgs)), meta.config.charset)
     got = [r.plate for r in lprnet.load(out, backend="onnxruntime", threads=1).recognize(imgs, channel_order="bgr")]
     agree = np.mean([a == b for a, b in zip(got, want)])
-    assert agree >= 0.9, agree  # stage 17 weights: 1.0 (stage 14: 0.917; earlier weights: 0.979)
+    assert agree >= 0.9, agree  # stage 19 weights: 0.979 (stage 17: 1.0; stage 14: 0.917)
     if importlib.util.find_spec("openvino") is not None:
         from lprnet.export.openvino import onnx_to_openvino
         from lprnet.export.runtimes import OpenVinoBackend
@@ -140,4 +140,4 @@ def test_int8_dead_channels_export_loads_and_agrees(tmp_path: Path) -> None:
         onnx_to_openvino(out, tmp_path / "slim.int8.xml")
         ov = OpenVinoBackend(tmp_path / "slim.int8.xml", 1)(preprocess(imgs))
         agree_ov = np.mean([a == b for a, b in zip(greedy_strings(ov, meta.config.charset), want)])
-        assert agree_ov >= 0.9, agree_ov  # stage 17 weights: 1.0 (earlier: 0.979)
+        assert agree_ov >= 0.9, agree_ov  # stage 19 weights: 0.979 (stage 17: 1.0)
