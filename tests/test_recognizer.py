@@ -205,3 +205,22 @@ def test_evaluate_scores_a_plate_reached_twice_once(tmp_path):
     relabelled = [u for u in rep.unreadable if relabel in u["error"]]
     assert len(relabelled) == 1 and "x.png" in relabelled[0]["path"]
     assert rep.to_json()["repeats_skipped"] == 3
+
+
+def test_estimate_provinces_is_batch_independent_and_names_bad_inputs(weights_file, images, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    rec = lprnet.load(weights_file)
+    one = rec.estimate_provinces([*images[:4], bad, *images[4:]], channel_order="bgr", batch_size=1)
+    many = rec.estimate_provinces(images, channel_order="bgr", batch_size=7)
+    assert one.n == many.n == len(images)
+    assert one.shares == pytest.approx(many.shares, rel=1e-9)
+    assert len(one.errors) == 1 and "broken.jpg" in one.errors[0]
+    assert sum(one.shares.values()) == pytest.approx(1.0)
+    j = one.to_json(min_share=0.02)
+    assert j["n"] == len(images) and j["provinces"] == one.option(0.02) and next(iter(j["shares"])) == max(
+        one.shares, key=one.shares.get)
+    with pytest.raises(ValueError, match="no readable plate.*broken.jpg"):
+        rec.estimate_provinces([bad])
+    with pytest.raises(ValueError, match="plate decoding"):
+        lprnet.load(weights_file, decode="greedy").estimate_provinces(images, channel_order="bgr")

@@ -7,7 +7,7 @@ Layers (dependencies point down): faces (``cli``) -> :mod:`lprnet.recognizer` /
 
 from lprnet.charset import Charset
 from lprnet.config import ModelConfig
-from lprnet.recognizer import Recognizer, Result, load
+from lprnet.recognizer import ProvinceEstimate, Recognizer, Result, load
 
 __version__ = "0.1.0"
-__all__ = ["Charset", "ModelConfig", "Recognizer", "Result", "__version__", "load"]
+__all__ = ["Charset", "ModelConfig", "ProvinceEstimate", "Recognizer", "Result", "__version__", "load"]

@@ -26,10 +26,13 @@ from lprnet.core.process import (
     ctc_greedy_decode,
     ctc_plate_decode,
     decode_image_bytes,
+    estimate_province_shares,
     format_masks,
+    format_province_shares,
     parse_province_shares,
     preprocess,
     province_log_prior,
+    province_scores,
     read_image,
     to_bgr,
 )
@@ -58,6 +61,24 @@ class Result:
             return {"path": self.path, "error": self.error}
         return {"path": self.path, "plate": self.plate, "confidence": self.confidence,
                 "chars": self.chars}
+
+
+@dataclass
+class ProvinceEstimate:
+    """Province shares estimated from unlabelled plates (:meth:`Recognizer.estimate_provinces`)."""
+
+    shares: dict[str, float]  # every province, summing to 1
+    n: int  # plates the estimate rests on
+    errors: list[str] = field(default_factory=list)  # inputs that could not be read, by name
+
+    def option(self, min_share: float = 0.02) -> str:
+        """The estimate as a ``--provinces`` / ``provinces=`` value (:func:`format_province_shares`)."""
+        return format_province_shares(self.shares, min_share)
+
+    def to_json(self, min_share: float = 0.02) -> dict[str, Any]:
+        top = sorted(self.shares.items(), key=lambda x: -x[1])
+        return {"n": self.n, "provinces": self.option(min_share), "min_share": min_share,
+                "shares": {p: round(v, 6) for p, v in top}, "errors": self.errors}
 
 
 class Recognizer:
@@ -90,6 +111,44 @@ class Recognizer:
         if self.decode == "plate":
             return ctc_plate_decode(logits, self.charset, first_prior=self._first_prior)
         return ctc_greedy_decode(logits, self.charset)
+
+    def estimate_provinces(self, images: Iterable[ImageInput], *, channel_order: ChannelOrder | None = None,
+                           batch_size: int = 100, smoothing: float = 1.0) -> ProvinceEstimate:
+        """Estimate the share of each province in unlabelled plates from one camera or site.
+
+        The model reads every plate once; :func:`lprnet.core.process.estimate_province_shares`
+        turns its province posteriors into the shares that explain them best (EM).  Pass the
+        result's :meth:`ProvinceEstimate.option` as ``provinces=`` to weigh readings by it.  Inputs
+        that cannot be read are named in ``errors``; the rest complete.  Needs plate decoding.
+        """
+        if self.decode != "plate":
+            raise ValueError("estimating province shares needs plate decoding (this recognizer decodes greedily)")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        scores: list[np.ndarray] = []
+        errors: list[str] = []
+        batch: list[np.ndarray] = []
+
+        def flush() -> None:
+            if batch:
+                scores.append(province_scores(self.predict_logits(batch), self.charset))
+                batch.clear()
+
+        for i, item in enumerate(images):
+            try:
+                batch.append(self._to_bgr(item, channel_order, i))
+            except ImageError as e:
+                errors.append(str(e))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+        if not scores:
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise ValueError("no readable plate to estimate province shares from"
+                             + (f"; unreadable: {errors[0]}{more}" if errors else ""))
+        s = np.concatenate(scores)
+        shares = estimate_province_shares(s, smoothing=smoothing)
+        return ProvinceEstimate(shares, int(np.isfinite(s).any(axis=1).sum()), errors)
 
     def _to_bgr(self, item: ImageInput, channel_order: ChannelOrder | None, index: int) -> np.ndarray:
         if isinstance(item, (str, os.PathLike)):

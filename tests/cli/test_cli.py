@@ -101,6 +101,28 @@ def test_province_shares_option(setup):
     assert r.exit_code == 2 and "plate decoding" in r.stderr
 
 
+def test_provinces_command_estimates_shares_and_prints_the_option(setup, tmp_path):
+    w, imgs = setup
+    r = runner.invoke(app, ["provinces", str(imgs), "-w", str(w), "--json", "--min-share", "0.01"])
+    assert r.exit_code == 1, r.output  # the broken file is named, and the rest is estimated
+    assert "broken.jpg" in r.stderr
+    d = json.loads(r.stdout)
+    want = lprnet.load(w).estimate_provinces(sorted(p for p in imgs.rglob("*.*") if p.name != "broken.jpg"))
+    assert d["n"] == 3 and d["provinces"] == want.option(0.01) and d["errors"] and d["min_share"] == 0.01
+    assert d["shares"] == pytest.approx({p: round(v, 6) for p, v in want.shares.items()}, abs=1e-6)
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "a.jpg").write_bytes((imgs / "皖A12345.jpg").read_bytes())
+    r = runner.invoke(app, ["provinces", str(good), "-w", str(w)])
+    assert r.exit_code == 0, r.output
+    opt = lprnet.load(w).estimate_provinces([good / "a.jpg"]).option()
+    assert (f"--provinces {opt}" if opt else "read without --provinces") in r.stdout
+    r = runner.invoke(app, ["provinces", str(tmp_path / "missing"), "-w", str(w)])
+    assert r.exit_code == 2 and "no readable plate" in r.stderr and "missing" in r.stderr
+    r = runner.invoke(app, ["provinces", str(good), "-w", str(w), "--min-share", "0"])
+    assert r.exit_code == 2 and "min-share" in r.stderr
+
+
 def test_import_weights_and_info(tmp_path):
     need_shared(REF_PTH)
     out = tmp_path / "imported.safetensors"

@@ -14,12 +14,15 @@ from lprnet.core.process import (
     ImageError,
     ctc_greedy_decode,
     ctc_plate_decode,
+    estimate_province_shares,
     format_masks,
+    format_province_shares,
     greedy_strings,
     label_from_filename,
     parse_province_shares,
     preprocess,
     province_log_prior,
+    province_scores,
     read_image,
     softmax,
     to_bgr,
@@ -293,3 +296,90 @@ def test_province_shares_errors():
                                         ("dir/苏E7R5Y0.png", "苏E7R5Y0"), ("AB_CD.jpg", "AB_CD")])
 def test_label_from_filename(name, label):
     assert label_from_filename(name) == label
+
+
+def test_province_scores_are_the_best_layout_path_per_first_province():
+    """Against brute force: every frame path of a tiny charset, collapsed, kept when it fits a layout."""
+    cs = Charset.from_string("皖桂A12")  # blank is the last class
+    formats = [("皖桂", "A", "12"), ("皖桂", "A", "12", "12")]
+    rng = np.random.default_rng(5)
+    lg = rng.normal(0, 2, (6, cs.num_classes, 6))
+    lg[1, :, :] = -3.0
+    for t, c in enumerate("桂桂A1-2"):  # a clear 桂A12 (the province over two frames)
+        lg[1, cs.blank_index if c == "-" else cs.index(c), t] = 4.0
+    lg[2, 0, 3] = np.nan  # non-finite: no score
+    got = province_scores(lg, cs, formats, provinces="皖桂")
+    logp = np.log(softmax(lg.astype(np.float32).astype(np.float64), axis=1))  # as decoding casts
+    want = np.full((len(lg), 2), -np.inf)
+    for path in itertools.product(range(cs.num_classes), repeat=lg.shape[2]):
+        text = _collapse_path(path, cs)
+        if fits_format(text, formats):
+            j = "皖桂".index(text[0])
+            s = logp[:, list(path), range(len(path))].sum(axis=1)
+            want[:, j] = np.maximum(want[:, j], s)
+    want[2] = -np.inf
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    assert got[1].argmax() == 1 and np.isinf(got[2]).all()
+    assert np.isinf(province_scores(lg[:, :, :1], cs, formats, provinces="皖桂")).all()  # one frame fits nothing
+    with pytest.raises(ValueError, match="lacks"):
+        province_scores(lg, cs, formats, provinces="皖京")
+
+
+def test_province_scores_agree_with_plate_decoding_under_a_prior():
+    rng = np.random.default_rng(7)
+    lgs = rng.normal(0, 3, (60, CS.num_classes, 18)).astype(np.float32)
+    scores = province_scores(lgs, CS)
+    prov = [CS.index(p) for p in PROVINCES]
+    for shares in ({"皖": 0.8}, {"桂": 0.5, "苏": 0.3}):
+        prior = province_log_prior(shares, CS)
+        want = [PROVINCES[int(k)] for k in (scores + prior[prov]).argmax(axis=1)]
+        got = [p.plate[0] for p in ctc_plate_decode(lgs, CS, first_prior=prior)]
+        assert got == want
+    assert [PROVINCES[int(k)] for k in scores.argmax(axis=1)] == [p.plate[0] for p in ctc_plate_decode(lgs, CS)]
+
+
+def _posterior_scores(truth: np.ndarray, k: int, rng: np.random.Generator, sharp: float) -> np.ndarray:
+    """Calibrated scores: the exact log-likelihoods (up to a constant) of an observation
+    ``x ~ N(sharp * onehot(truth), I)`` under each province, so ``softmax(scores)`` is the true
+    posterior under a uniform prior, as EM assumes of a model trained on uniform provinces."""
+    x = rng.normal(0.0, 1.0, (len(truth), k))
+    x[np.arange(len(truth)), truth] += sharp
+    return sharp * x
+
+
+def test_estimate_province_shares_recovers_the_traffic_without_labels():
+    rng = np.random.default_rng(11)
+    k = len(PROVINCES)
+    true = np.full(k, 0.1 / (k - 2))
+    true[PROVINCES.index("皖")], true[PROVINCES.index("苏")] = 0.7, 0.2
+    truth = rng.choice(k, size=6000, p=true)
+    scores = _posterior_scores(truth, k, rng, sharp=2.5)
+    naive = np.bincount(scores.argmax(axis=1), minlength=k) / len(truth)  # counting readings is biased
+    est = estimate_province_shares(scores)
+    assert est["皖"] == pytest.approx(0.7, abs=0.02) and est["苏"] == pytest.approx(0.2, abs=0.02)
+    assert abs(naive[PROVINCES.index("皖")] - 0.7) > 3 * abs(est["皖"] - 0.7)
+    assert sum(est.values()) == pytest.approx(1.0) and min(est.values()) > 0  # smoothing keeps every province
+    scores[:100] = -np.inf  # unreadable plates are left out, not counted
+    assert estimate_province_shares(scores)["皖"] == pytest.approx(est["皖"], abs=0.02)
+    few = estimate_province_shares(_posterior_scores(np.zeros(3, int), k, rng, 8.0), smoothing=1.0)
+    assert few[PROVINCES[0]] == pytest.approx((3 + 1 / k) / 4, abs=1e-3)  # 3 sure plates + 1 spread pseudo-plate
+    for bad, msg in [(np.zeros((3, 5)), "N x 31"), (np.full((2, k), -np.inf), "no plate")]:
+        with pytest.raises(ValueError, match=msg):
+            estimate_province_shares(bad)
+    with pytest.raises(ValueError, match="smoothing"):
+        estimate_province_shares(scores, smoothing=-1)
+
+
+def test_format_province_shares_is_a_valid_provinces_value():
+    shares = {"皖": 0.9559, "苏": 0.0301, "浙": 0.0199, **{p: 0.0 for p in "京沪"}}
+    text = format_province_shares(shares)
+    assert text == "皖=0.955,苏=0.030"  # most common first, rounded down, under 0.02 left out
+    parsed = parse_province_shares(text)
+    assert sum(parsed.values()) <= sum(shares.values())
+    prior = province_log_prior(parsed, CS)
+    assert np.isfinite(prior[CS.index("浙")])  # the provinces not named stay readable
+    assert format_province_shares(shares, min_share=0.01) == "皖=0.955,苏=0.030,浙=0.019"
+    assert format_province_shares({"皖": 0.999999}) == "皖=0.999"
+    assert format_province_shares({p: 1 / 31 for p in PROVINCES}, min_share=0.05) == ""
+    with pytest.raises(ValueError, match="min_share"):
+        format_province_shares(shares, min_share=0)

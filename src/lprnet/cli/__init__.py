@@ -15,7 +15,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES = ("recognize", "evaluate", "weights", "rewrite", "synth", "data", "train", "export", "bench",
-                   "profile", "serve", "batch")
+                   "profile", "serve", "batch", "provinces")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"lprnet.cli.{_name}").register(app)

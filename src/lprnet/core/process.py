@@ -9,6 +9,8 @@
   same but re-reads plates whose greedy reading fits no GA 36 layout as the most probable CTC
   path that does (grammar-constrained decoding), optionally under a prior over provinces
   (:func:`province_log_prior`: the share of local plates where the camera stands).
+* :func:`province_scores` and :func:`estimate_province_shares` estimate those shares from a
+  camera's own unlabelled plates (EM over the model's province posteriors).
 """
 
 from __future__ import annotations
@@ -143,6 +145,13 @@ def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
     z = logits - logits.max(axis=axis, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def _log_softmax_ntc(logits: np.ndarray) -> np.ndarray:
+    """``N x C x T`` logits -> ``N x T x C`` float64 log-probabilities."""
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return (z - np.log(np.exp(z).sum(axis=1, keepdims=True))).transpose(0, 2, 1)
 
 
 def _collapse(path: np.ndarray, step_p: np.ndarray, charset: Charset) -> Prediction:
@@ -314,9 +323,7 @@ def ctc_plate_decode(logits: np.ndarray, charset: Charset,
         fits_format(p.plate, formats) and (first_prior is None or first_prior[charset.index(p.plate[0])] >= top))]
     if not redo:
         return preds
-    sub = logits[redo].astype(np.float64)
-    z = sub - sub.max(axis=1, keepdims=True)
-    logp = (z - np.log(np.exp(z).sum(axis=1, keepdims=True))).transpose(0, 2, 1)  # log-softmax, N x T x C
+    logp = _log_softmax_ntc(logits[redo])  # N x T x C
     bonuses: list[np.ndarray | None] = [None] * len(masks)
     if first_prior is not None:
         bonuses = [np.zeros(m.shape) for m in masks]
@@ -380,6 +387,137 @@ def parse_province_shares(text: str) -> dict[str, float]:
     if not out:
         raise ValueError(f"province shares: nothing in {text!r}")
     return out
+
+
+def _prefix_scores(logp: np.ndarray, mask: np.ndarray, blank: int) -> np.ndarray:
+    """``N x T``: entry ``[n, t]`` is the log-probability of the best frame path over frames
+    ``0..t`` whose CTC collapse fits ``mask`` (all ``L`` positions); ``-inf`` where none does.
+
+    The score-only form of :func:`_best_path_in_format` (same states and transitions, no
+    back-pointers), kept at every frame rather than only the last.
+    """
+    n, t_len, c_len = logp.shape
+    L = mask.shape[0]
+    neg = -np.inf
+    e = np.where(mask[None], logp[:, 0, None, :], neg)
+    e[:, 1:] = neg
+    b = np.full((n, L + 1), neg)
+    b[:, 0] = logp[:, 0, blank]
+    out = np.empty((n, t_len))
+    out[:, 0] = np.maximum(e[:, L - 1].max(axis=1), b[:, L])
+    for t in range(1, t_len):
+        a1 = e.argmax(axis=2)
+        top1 = np.take_along_axis(e, a1[..., None], axis=2)[..., 0]
+        e2 = e.copy()
+        np.put_along_axis(e2, a1[..., None], neg, axis=2)
+        top2 = e2.max(axis=2)
+        same = np.arange(c_len)[None, None, :] == a1[:, :-1, None]
+        from_prev = np.full_like(e, neg)
+        from_prev[:, 1:] = np.where(same, top2[:, :-1, None], top1[:, :-1, None])
+        best = np.maximum(np.maximum(e, b[:, :L, None]), from_prev)
+        e = np.where(mask[None], best + logp[:, t, None, :], neg)
+        from_e = np.full((n, L + 1), neg)
+        from_e[:, 1:] = top1
+        b = np.maximum(b, from_e) + logp[:, t, blank][:, None]
+        out[:, t] = np.maximum(e[:, L - 1].max(axis=1), b[:, L])
+    return out
+
+
+def province_scores(logits: np.ndarray, charset: Charset, formats: Sequence[Sequence[str]] | None = None,
+                    provinces: str = PROVINCES) -> np.ndarray:
+    """``N x P`` log-scores of each plate's province: entry ``[n, p]`` is the log-probability of the
+    best CTC path that fits a plate layout and starts with province ``provinces[p]`` (max over the
+    layouts whose first position allows it); ``-inf`` where no path does (non-finite logits, too few
+    frames).
+
+    These are the scores :func:`ctc_plate_decode` weighs with ``first_prior``: under a prior the
+    plate read starts with ``argmax_p scores[n, p] + first_prior[p]``.  Computed in one pass per
+    layout, not one per province: a path splits where the province's frames end (a province never
+    repeats into the next position, which is a letter), so the score is the best sum of a
+    single-character prefix score and a suffix score of the rest of the layout (the suffix from a
+    Viterbi pass over reversed time).
+    """
+    formats = CN_PLATE_FORMATS if formats is None else formats
+    masks = format_masks(charset, formats)
+    missing = sorted({p for p in provinces if p not in charset})
+    if missing:
+        raise ValueError(f"province scores: the charset lacks {''.join(missing)!r}")
+    logits = _check_logits(logits, charset)
+    n, t_len = logits.shape[0], logits.shape[2]
+    out = np.full((n, len(provinces)), -np.inf)
+    finite = np.isfinite(logits).reshape(n, -1).all(axis=1)
+    if not finite.any() or t_len < 2:
+        return out
+    logp = _log_softmax_ntc(logits[finite])
+    blank = charset.blank_index
+    prov = np.array([charset.index(p) for p in provinces])
+    lp, lb = logp[:, :, prov], logp[:, :, blank]  # m x T x P, m x T
+    # single-character prefix: blanks, the province for >= 1 frames, blanks; ends at frame t
+    lead = np.cumsum(lb, axis=1)
+    s_in = lp[:, 0].copy()  # in the province at frame t
+    s_after = np.full_like(s_in, -np.inf)  # blanks after it
+    pre = np.empty_like(lp)
+    pre[:, 0] = s_in
+    for t in range(1, t_len):
+        s_in, s_after = (np.maximum(lead[:, t - 1, None], s_in) + lp[:, t],
+                         np.maximum(s_in, s_after) + lb[:, t, None])
+        pre[:, t] = np.maximum(s_in, s_after)
+    for m in masks:
+        if m.shape[0] < 2 or not m[0, prov].any():
+            continue
+        rest = _prefix_scores(logp[:, ::-1], m[1:][::-1], blank)[:, ::-1]  # [., s]: frames s..T-1
+        with np.errstate(invalid="ignore"):
+            best = (pre[:, :-1] + rest[:, 1:, None]).max(axis=1)  # split after frame t = 0..T-2
+        best[:, ~m[0, prov]] = -np.inf
+        out[finite] = np.maximum(out[finite], best)
+    return out
+
+
+def estimate_province_shares(scores: np.ndarray, provinces: str = PROVINCES, smoothing: float = 1.0,
+                             max_iter: int = 1000, tol: float = 1e-9) -> dict[str, float]:
+    """The share of each province in a set of plates, from their :func:`province_scores` alone (no
+    labels): the maximum a-posteriori class prior by EM (Saerens, Latinne & Decaestecker, 2002).
+
+    Our models are trained with every province equally likely, so ``exp(scores)`` normalised per
+    plate is the province posterior under a uniform prior; each EM step re-weights it by the
+    current shares and sets the shares to the mean posterior.  ``smoothing`` is a Dirichlet
+    pseudo-count spread evenly over the provinces (so no province's share reaches 0 and few plates
+    cannot forbid one).  Plates without a finite score are left out; raises ``ValueError`` when
+    none is left.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] != len(provinces):
+        raise ValueError(f"province scores must be N x {len(provinces)}, got shape {scores.shape}")
+    if smoothing < 0:
+        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+    rows = scores[np.isfinite(scores).any(axis=1)]
+    if not len(rows):
+        raise ValueError("no plate could be read: no province shares to estimate")
+    k = len(provinces)
+    rows = rows - rows.max(axis=1, keepdims=True)
+    lik = np.exp(rows)  # per plate, relative to its best province
+    pi = np.full(k, 1.0 / k)
+    for _ in range(max_iter):
+        w = lik * pi
+        w /= w.sum(axis=1, keepdims=True)
+        new = (w.sum(axis=0) + smoothing / k) / (len(rows) + smoothing)
+        done = np.abs(new - pi).max() < tol
+        pi = new
+        if done:
+            break
+    return {p: float(v) for p, v in zip(provinces, pi)}
+
+
+def format_province_shares(shares: Mapping[str, float], min_share: float = 0.02) -> str:
+    """Shares as a ``--provinces`` value: the provinces with at least ``min_share``, most common
+    first, each rounded *down* to three decimals (``"皖=0.955,苏=0.014"``) so the named shares
+    never add up to more than the estimate gave them and the other provinces stay readable.
+    Empty when no province reaches ``min_share`` (then no shares are needed)."""
+    if not 0.0 < min_share <= 1.0:
+        raise ValueError(f"min_share must be in (0, 1], got {min_share}")
+    named = sorted(((p, s) for p, s in shares.items() if s >= min_share), key=lambda x: -x[1])
+    parts = [f"{p}={np.floor(s * 1000) / 1000:.3f}" for p, s in named if np.floor(s * 1000) > 0]
+    return ",".join(parts)
 
 
 def greedy_strings(logits: np.ndarray, charset: Charset) -> list[str]:
