@@ -235,11 +235,24 @@ def _fetch_zcool(build: Path) -> Path:
     return woff
 
 
+def _zcool_licence(woff: Path, licence: Path | None) -> str:
+    """The OFL text of the ZCOOL WOFF: ``licence`` when given, else the npm package's ``LICENSE`` (beside the
+    WOFF or one folder up, as ``npm pack`` unpacks it); a clear error naming the places looked in otherwise."""
+    places = [licence] if licence is not None else [woff.parent / "LICENSE", woff.parents[1] / "LICENSE"]
+    for p in places:
+        if p.is_file():
+            return p.read_text(encoding="utf-8").strip()
+    raise SystemExit(f"no licence for {woff}: looked for {', '.join(map(str, places))}; "
+                     f"pass --zcool-licence FILE (the LICENSE of npm {ZCOOL_NPM})")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=OUT_DIR)
     ap.add_argument("--zcool", type=Path, default=None,
                     help=f"the ZCOOL QingKe HuangYou WOFF ({ZCOOL_WOFF} of npm {ZCOOL_NPM}); fetched when omitted")
+    ap.add_argument("--zcool-licence", type=Path, default=None,
+                    help="the OFL text for --zcool (default: the npm package's LICENSE beside it or one folder up)")
     args = ap.parse_args(argv)
     out: Path = args.out
 
@@ -250,12 +263,14 @@ def main(argv: list[str] | None = None) -> int:
         if not p.exists():
             raise SystemExit(f"missing {p}: apt-get install -y {' '.join(DEBIAN_PACKAGES)}")
 
+    zcool = args.zcool or _fetch_zcool(ROOT / "build" / "fonts")
+    zcool_licence = _zcool_licence(zcool, args.zcool_licence)  # before anything is written
+
     cjk = PROVINCES + SPECIAL_CJK
     for src, dst in CJK_FACES:
         _subset(NOTO_DIR / src, out / dst, cjk + LATIN + LABEL_EXTRA, font_number=NOTO_FACE_SC)
     _subset(WQY, out / "WenQuanYiMicroHei-plates.ttf", cjk + LATIN + LABEL_EXTRA, font_number=0)
     _subset(SMILEY, out / "SmileySans-plates.ttf", cjk)
-    zcool = args.zcool or _fetch_zcool(ROOT / "build" / "fonts")
     _subset(zcool, out / "ZCOOLQingKeHuangYou-plates.ttf", cjk)
     _subset(OPENDIN, out / "OSP-DIN-plates.ttf", LATIN)
     _subset(DEJAVU, out / "DejaVuSansCondensed-Bold-plates.ttf", LATIN)
@@ -269,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "OFL-SmileySans.txt").write_text(_smiley_licence(), encoding="utf-8")
     (out / "OFL-ZCOOLQingKeHuangYou.txt").write_text(
         "ZCOOL QingKe HuangYou (subset), from the npm package " + ZCOOL_NPM + ".\n\n"
-        + (zcool.parents[1] / "LICENSE").read_text(encoding="utf-8").strip() + "\n", encoding="utf-8")
+        + zcool_licence + "\n", encoding="utf-8")
     packages = ", ".join(f"`{p}`" for p in DEBIAN_PACKAGES)
     readme = README.format(cjk=cjk, latin=LATIN, packages=packages, zcool_npm=ZCOOL_NPM)
     (out / "README.md").write_text(readme, encoding="utf-8")
