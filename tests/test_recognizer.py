@@ -220,6 +220,9 @@ def test_estimate_provinces_is_batch_independent_and_names_bad_inputs(weights_fi
     j = one.to_json(min_share=0.02)
     assert j["n"] == len(images) and j["provinces"] == one.option(0.02) and next(iter(j["shares"])) == max(
         one.shares, key=one.shares.get)
+    path = tmp_path / "plate.png"
+    cv2.imwrite(str(path), images[0])
+    assert rec.estimate_provinces(path).n == rec.estimate_provinces(str(path)).n == 1  # one path, not its letters
     with pytest.raises(ValueError, match="no readable plate.*broken.jpg"):
         rec.estimate_provinces([bad])
     with pytest.raises(ValueError, match="plate decoding"):

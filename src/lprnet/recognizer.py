@@ -112,8 +112,9 @@ class Recognizer:
             return ctc_plate_decode(logits, self.charset, first_prior=self._first_prior)
         return ctc_greedy_decode(logits, self.charset)
 
-    def estimate_provinces(self, images: Iterable[ImageInput], *, channel_order: ChannelOrder | None = None,
-                           batch_size: int = 100, smoothing: float = 1.0) -> ProvinceEstimate:
+    def estimate_provinces(self, images: ImageInput | Iterable[ImageInput], *,
+                           channel_order: ChannelOrder | None = None, batch_size: int = 100,
+                           smoothing: float = 1.0) -> ProvinceEstimate:
         """Estimate the share of each province in unlabelled plates from one camera or site.
 
         The model reads every plate once; :func:`lprnet.core.process.estimate_province_shares`
@@ -125,6 +126,8 @@ class Recognizer:
             raise ValueError("estimating province shares needs plate decoding (this recognizer decodes greedily)")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(images, (str, os.PathLike, bytes, bytearray, np.ndarray)) or not isinstance(images, Iterable):
+            images = [images]
         scores: list[np.ndarray] = []
         errors: list[str] = []
         batch: list[np.ndarray] = []
