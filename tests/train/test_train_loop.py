@@ -217,6 +217,17 @@ def test_init_weights_starts_from_the_given_weights(data: Path) -> None:
     assert "initialised from" in (tuned.out / "train.log").read_text(encoding="utf-8")
 
 
+def test_init_weights_default_is_the_bundled_weights(data: Path) -> None:
+    from lprnet.weights import default_weights_path
+
+    tuned = train(cfg_for(data, steps=1, lr=1e-12, warmup_steps=0, out=str(data / "d"), init_weights="default"))
+    sd_default, _ = read_weights(default_weights_path())
+    sd_tuned, _ = read_weights(tuned.out / "final.safetensors")
+    for k in ("backbone.0.weight", "backbone.11.block.2.weight", "container.0.weight"):
+        assert torch.allclose(sd_tuned[k], sd_default[k], atol=1e-6), k
+    assert "(the bundled default weights)" in (tuned.out / "train.log").read_text(encoding="utf-8")
+
+
 def test_init_weights_errors_name_the_file(data: Path) -> None:
     bad = data / "not-weights.safetensors"
     bad.write_bytes(b"garbage" * 10)

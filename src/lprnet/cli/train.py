@@ -41,7 +41,7 @@ def train_command(
         "real (folder/manifest/CCPD, detected), ccpd, folder or manifest. E.g. --data synth:/d/shards:0.8 "
         "--data real:/d/crops:0.2")] = None,
     val_synth: Annotated[OptStr, typer.Option(help="Folder of synthetic validation shards (default: "
-                                              "generate --val-synth-n plates)")] = None,
+                                              "generate 2,000 plates; --set val_synth_n=N)")] = None,
     val_dir: Annotated[OptStr, typer.Option(help="Labelled real validation data (folder, manifest, "
                                             "ccpd:DIR); reported, used for selection only with "
                                             "--select-on val-dir")] = None,
@@ -52,8 +52,8 @@ def train_command(
                                         "or $LPRNET_RUNS/<time>)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last "
                                          "checkpoint")] = False,
-    init_weights: Annotated[OptStr, typer.Option(help="Start from these weights (fine-tuning); "
-                                                   "ignored when resuming")] = None,
+    init_weights: Annotated[OptStr, typer.Option(help="Start from these weights (fine-tuning; 'default': the "
+                                                   "bundled weights); ignored when resuming")] = None,
     device: Annotated[OptStr, typer.Option(help="cpu, cuda or auto")] = None,
     workers: Annotated[OptInt, typer.Option(help="DataLoader worker processes")] = None,
     threads: Annotated[OptInt, typer.Option(help="torch intra-op threads")] = None,

@@ -69,8 +69,8 @@ class TrainConfig(BaseModel):
     out: str | None = Field(None, description="run folder (default: outside the repo, ~/.cache/lprnet/runs/<time>)")
     resume: bool = False
     init_weights: str | None = Field(None, description="start from these weights (safetensors or .pth with the "
-                                     "same charset and layout), e.g. to fine-tune on your own crops; "
-                                     "ignored when resuming from a checkpoint")
+                                     "same charset and layout; 'default': the bundled weights), e.g. to fine-tune "
+                                     "on your own crops; ignored when resuming from a checkpoint")
     log_every: int = Field(50, gt=0)
     eval_every: int = Field(1000, gt=0)
     ckpt_every: int = Field(1000, gt=0)

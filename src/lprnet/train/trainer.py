@@ -455,14 +455,15 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
             else:
                 log("warning: the checkpoint has no weight average; --ema-decay starts one from its weights")
     elif cfg.init_weights:
-        from lprnet.weights import WeightsError, load_state, read_weights
+        from lprnet.weights import WeightsError, default_weights_path, load_state, read_weights
 
+        init = str(default_weights_path()) if cfg.init_weights == "default" else cfg.init_weights
         try:
-            sd, _ = read_weights(cfg.init_weights, charset)
-            load_state(raw_model, sd, cfg.init_weights)
+            sd, _ = read_weights(init, charset)
+            load_state(raw_model, sd, init)
         except WeightsError as e:
             raise TrainError(f"--init-weights: {e}") from None
-        log(f"initialised from {cfg.init_weights}")
+        log(f"initialised from {init}" + (" (the bundled default weights)" if init != cfg.init_weights else ""))
     model: nn.Module = raw_model
     if env.ddp:
         model = nn.parallel.DistributedDataParallel(
