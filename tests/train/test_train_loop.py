@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -226,6 +227,31 @@ def test_init_weights_default_is_the_bundled_weights(data: Path) -> None:
     for k in ("backbone.0.weight", "backbone.11.block.2.weight", "container.0.weight"):
         assert torch.allclose(sd_tuned[k], sd_default[k], atol=1e-6), k
     assert "(the bundled default weights)" in (tuned.out / "train.log").read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_training_steps_match_eager_ones(data: Path) -> None:
+    # no dropout: compiled dropout draws its masks from the same generator but in its own way
+    eager = train(cfg_for(data, steps=2, dropout=0.0, eval_every=100, ckpt_every=100, out=str(data / "eager")))
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    compiled = train(cfg_for(data, steps=2, dropout=0.0, eval_every=100, ckpt_every=100,
+                             out=str(data / "compiled"), compile=True))
+    assert counters["stats"]["unique_graphs"] >= 1  # it really went through Dynamo
+    assert "torch.compile: on" in (compiled.out / "train.log").read_text(encoding="utf-8")
+    rows = [[row for row in csv.DictReader((r.out / "metrics.csv").open(encoding="utf-8")) if row["train_loss"]]
+            for r in (eager, compiled)]
+    assert len(rows[0]) == len(rows[1]) == 2
+    for a, b in zip(*rows):  # the same losses (kernels fuse differently: rounding only)
+        assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=1e-3)
+    sd_e, _ = read_weights(eager.out / "final.safetensors")
+    sd_c, _ = read_weights(compiled.out / "final.safetensors")
+    assert sd_e.keys() == sd_c.keys()  # saved from the plain module: no "_orig_mod." prefix
+    for k, v in sd_e.items():  # Adam moves each weight by about lr per step whatever its gradient's size, so
+        # a near-zero gradient whose sign rounding flips can differ by 2 lr a step; nothing else moves them
+        assert (sd_c[k] - v).abs().max() <= 2 * 2 * 3e-3 + 1e-6, k
 
 
 def test_init_weights_errors_name_the_file(data: Path) -> None:

@@ -69,6 +69,8 @@ def train_command(
     channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last",
                                                           help="NHWC memory layout (default on: faster on "
                                                           "x86 CPUs, same results to rounding)")] = None,
+    compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the "
+                                                     "training step (CPU: needs a C++ compiler)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON config file; flags "
                                                    "override it")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any other config field, "
@@ -84,7 +86,7 @@ def train_command(
         lr=lr, out=out, resume=True if resume else None, device=device, init_weights=init_weights,
         workers=workers, threads=threads, seed=seed, select_on=select_on, eval_every=eval_every, ckpt_every=ckpt_every,
         log_every=log_every, warmup_steps=warmup_steps, amp=amp, ema_decay=ema_decay, channels_last=channels_last,
-        progress=False if no_progress else None)
+        compile=compile_, progress=False if no_progress else None)
     try:
         cfg = make_config(config, **overrides)
         if not cfg.data:
@@ -102,13 +104,17 @@ def train_bench_command(
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     channels_last: Annotated[bool, typer.Option("--channels-last/--no-channels-last",
                                                 help="Memory layout, as lprnet train")] = True,
+    compile_: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the step, as "
+                                           "lprnet train --compile (warm-up includes compiling)")] = False,
 ) -> None:
     """Measure training throughput (forward + CTC + backward + AdamW step) on random plates."""
     from lprnet.train import benchmark
 
-    r = benchmark(batch_size=batch_size, steps=steps, threads=threads, device=device, channels_last=channels_last)
+    r = benchmark(batch_size=batch_size, steps=steps, threads=threads, device=device, channels_last=channels_last,
+                  compile=compile_)
     typer.echo(f"{r['plates_per_s']:.1f} plates/s ({r['ms_per_step']:.1f} ms/step, batch {batch_size}, "
-               f"{r['threads']} threads, {device}, {'NHWC' if channels_last else 'NCHW'})")
+               f"{r['threads']} threads, {device}, {'NHWC' if channels_last else 'NCHW'}"
+               f"{', compiled' if compile_ else ''})")
 
 
 def register(app: typer.Typer) -> None:

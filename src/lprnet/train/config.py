@@ -61,6 +61,8 @@ class TrainConfig(BaseModel):
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="CUDA only; auto = bf16 when supported")
     channels_last: bool = Field(True, description="train in the channels-last (NHWC) memory layout: the same "
                                 "model to float rounding, 1.3-1.4x the plates/s of NCHW on x86 CPUs")
+    compile: bool = Field(False, description="torch.compile the training step's model (Inductor; on CPU it needs "
+                          "a C++ compiler); the first steps are slower while it compiles")
     # runtime
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: int = Field(2, ge=0)

@@ -19,6 +19,9 @@ evaluate; checkpoint; export.  Facts worth knowing:
 * ``channels_last`` (default on) keeps the weights and batches in the NHWC memory layout, which
   PyTorch's CPU (oneDNN) and cuDNN convolutions run faster; it changes rounding only, and the
   exported weights are stored contiguous as always;
+* ``compile`` wraps the training step's model in ``torch.compile`` (checkpoints, evaluation and
+  exports use the plain module, so a run may be resumed with or without it; compiled dropout draws
+  its masks differently, so switching it on resume is warned as a change of the run);
 * with ``ema_decay > 0`` an exponential moving average of the weights (PyTorch's
   ``AveragedModel``) is what is evaluated, selected and exported; it is checkpointed too;
 * under ``torchrun`` (``WORLD_SIZE > 1``) it runs DDP (gloo on CPU, nccl on CUDA), each rank
@@ -33,6 +36,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -468,6 +472,11 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     if env.ddp:
         model = nn.parallel.DistributedDataParallel(
             raw_model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
+            raise TrainError("--compile on CPU needs a C++ compiler (e.g. apt-get install g++), none on PATH")
+        model = torch.compile(model, dynamic=False)  # only the training step; evaluation runs eagerly
+        log("torch.compile: on (the first steps compile)")
 
     # ---- data
     mixed, sizes, ratios, descs = build_train_data(cfg, charset)
@@ -659,9 +668,10 @@ def _warn_config_changes(old: dict[str, Any], cfg: TrainConfig, log: Callable[[s
 
 
 def benchmark(batch_size: int = 64, steps: int = 20, warmup: int = 3, threads: int | None = None,
-              device: str = "cpu", channels_last: bool = True) -> dict[str, float]:
+              device: str = "cpu", channels_last: bool = True, compile: bool = False) -> dict[str, float]:
     """Training-step throughput (forward + CTC + backward + AdamW) on random plates, in the
-    trainer's memory layout (``channels_last``) or NCHW."""
+    trainer's memory layout (``channels_last``) or NCHW, eager or ``torch.compile``-d (the
+    warm-up steps then include compiling)."""
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -670,6 +680,7 @@ def benchmark(batch_size: int = 64, steps: int = 20, warmup: int = 3, threads: i
     fmt = memory_format(channels_last)
     model = LPRNet(charset.num_classes).to(dev, memory_format=fmt).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    step_model: nn.Module = torch.compile(model, dynamic=False) if compile else model
     ctc = make_ctc(charset)
     x = torch.randn(batch_size, 3, 24, 94, device=dev).contiguous(memory_format=fmt)
     targets = torch.randint(0, charset.blank_index, (batch_size * 7,))
@@ -679,7 +690,7 @@ def benchmark(batch_size: int = 64, steps: int = 20, warmup: int = 3, threads: i
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        loss = ctc_loss(model(x), targets, lengths, ctc)
+        loss = ctc_loss(step_model(x), targets, lengths, ctc)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -687,5 +698,6 @@ def benchmark(batch_size: int = 64, steps: int = 20, warmup: int = 3, threads: i
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     return {"plates_per_s": batch_size * steps / dt, "ms_per_step": 1000 * dt / steps,
-            "threads": torch.get_num_threads(), "batch_size": batch_size, "channels_last": channels_last}
+            "threads": torch.get_num_threads(), "batch_size": batch_size, "channels_last": channels_last,
+            "compile": compile}
 
