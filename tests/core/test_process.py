@@ -323,6 +323,8 @@ def test_province_scores_are_the_best_layout_path_per_first_province():
     assert np.isinf(province_scores(lg[:, :, :1], cs, formats, provinces="皖桂")).all()  # one frame fits nothing
     with pytest.raises(ValueError, match="lacks"):
         province_scores(lg, cs, formats, provinces="皖京")
+    with pytest.raises(ValueError, match="second position"):  # 皖皖... would need a blank between
+        province_scores(lg, cs, [("皖桂", "皖A", "12")], provinces="皖桂")
 
 
 def test_province_scores_agree_with_plate_decoding_under_a_prior():

@@ -465,6 +465,8 @@ def province_scores(logits: np.ndarray, charset: Charset, formats: Sequence[Sequ
     for m in masks:
         if m.shape[0] < 2 or not m[0, prov].any():
             continue
+        if m[1, prov[m[0, prov]]].any():  # the split below needs a blank-free boundary
+            raise ValueError("province scores need layouts whose second position cannot hold a province")
         rest = _prefix_scores(logp[:, ::-1], m[1:][::-1], blank)[:, ::-1]  # [., s]: frames s..T-1
         with np.errstate(invalid="ignore"):
             best = (pre[:, :-1] + rest[:, 1:, None]).max(axis=1)  # split after frame t = 0..T-2
