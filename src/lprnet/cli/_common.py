@@ -22,6 +22,10 @@ ProvincesOpt = Annotated[str | None, typer.Option(
     "'皖=0.6,苏=0.2' (the rest split equally among the others; a bare '皖' reads only 皖). Weighs the "
     "province reading with plate decoding.")]
 
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", help="torch, onnxruntime or openvino (weights exported once to a checked cache; "
+    ".onnx/.xml files used as is)")]
+
 
 def fail(msg: str, code: int = 2) -> NoReturn:
     """Print an error to stderr and exit non-zero."""

@@ -11,11 +11,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail
-
-BackendOpt = Annotated[str, typer.Option(
-    "--backend", help="torch, onnxruntime or openvino (weights exported once to a checked cache; "
-    ".onnx/.xml files used as is)")]
+from lprnet.cli._common import BackendOpt, DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail
 
 
 class Fmt(str, Enum):
