@@ -77,6 +77,48 @@ def test_rectify_recovers_a_warped_plate() -> None:
     assert wide[:, :10].mean() < back[:, :10].mean()
 
 
+def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[list[float]]]:
+    """A textured 220x60 plate warped into a 600x400 dark scene with a tilted quad (TL, TR, BR, BL)."""
+    rng = np.random.default_rng(seed)
+    plate = cv2.resize(rng.integers(60, 255, (6, 22, 3), dtype=np.uint8), (220, 60), interpolation=cv2.INTER_NEAREST)
+    quad = np.float32([[200, 150], [420, 175], [415, 240], [195, 212]])
+    m = cv2.getPerspectiveTransform(np.float32([[0, 0], [220, 0], [220, 60], [0, 60]]), quad)
+    scene = cv2.warpPerspective(plate, m, (600, 400), borderValue=(10, 10, 10))
+    return scene, plate, quad.tolist()
+
+
+def test_plate_region_keeps_what_a_rectified_crop_needs() -> None:
+    scene, _, quad = _scene()
+    region, q = real.plate_region(scene, quad)
+    assert region.shape[0] < scene.shape[0] and region.shape[1] < scene.shape[1]
+    full = real.rectify(scene, quad, (94, 24), margin=0.1)
+    assert np.abs(real.rectify(region, q, (94, 24), margin=0.1).astype(int) - full).max() <= 1
+    # a plate wider than max_plate_width is stored scaled down, its corners scaled with it
+    small, qs = real.plate_region(scene, quad, max_plate_width=110)
+    assert small.shape[1] < region.shape[1] / 1.6
+    assert np.abs(real.rectify(small, qs, (94, 24)).astype(int) - real.rectify(scene, quad, (94, 24))).mean() < 8
+    # clipped at the image edge: a plate in the corner keeps its corners' offsets
+    edge = [[p[0] - 190, p[1] - 140] for p in quad]
+    r2, q2 = real.plate_region(scene[140:, 190:], edge)
+    assert np.allclose(np.asarray(q2)[0], [10 - 0, 10 - 0], atol=1e-6) and r2.shape[0] > 0
+
+
+def test_scene_view_jitters_deterministically() -> None:
+    scene, _, quad = _scene()
+    rng = lambda k: np.random.default_rng([7, k])  # noqa: E731
+    a, b, c = (real.scene_view(scene, quad, rng(k)) for k in (1, 1, 2))
+    assert a.shape == (24, 94, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    # no jitter, no margin, no box: exactly the rectified crop
+    still = real.scene_view(scene, quad, rng(3), corner=(0.0, 0.0), margin=(0.0, 0.0), box_p=0.0)
+    assert np.array_equal(still, real.rectify(scene, quad, (94, 24)))
+    # the axis-aligned box of a tilted plate shows the dark scene in its corners; the quad does not
+    box = real.scene_view(scene, quad, rng(3), corner=(0.0, 0.0), margin=(0.0, 0.0), box_p=1.0)
+    assert box[:3, -6:].mean() < 40 < still[:3, -6:].mean()
+    views = np.stack([real.scene_view(scene, quad, rng(k)) for k in range(20)])
+    assert len({v.tobytes() for v in views}) == 20
+
+
 def test_all_ccpd_samples_decode_and_rectify() -> None:
     need_shared(CCPD)
     samples = real.load_ccpd(CCPD)

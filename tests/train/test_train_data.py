@@ -68,6 +68,40 @@ def test_real_dataset_caches_and_filters(tmp_path: Path) -> None:
     assert img.shape == (24, 94, 3) and text == "皖A12345" and 0 in ds.cache
 
 
+def test_real_dataset_scene_views(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    plate = cv2.resize(rng.integers(60, 255, (6, 22, 3), dtype=np.uint8), (220, 60), interpolation=cv2.INTER_NEAREST)
+    quad = np.float32([[200, 150], [420, 175], [415, 240], [195, 212]])
+    m = cv2.getPerspectiveTransform(np.float32([[0, 0], [220, 0], [220, 60], [0, 60]]), quad)
+    cv2.imwrite(str(tmp_path / "scene.png"), cv2.warpPerspective(plate, m, (600, 400)))
+    cv2.imwrite(str(tmp_path / "crop.png"), cv2.resize(plate, (94, 24)))
+    q = tuple((float(x), float(y)) for x, y in quad)
+    scene = real.Sample(tmp_path / "scene.png", "皖A12345", source="ccpd", quad=q)  # type: ignore[arg-type]
+    crop = real.Sample(tmp_path / "crop.png", "京AD12345")
+    ds = D.RealDataset([scene, crop], (94, 24), Charset.chinese())
+    ds.preload(1)
+    assert 0 in ds._regions and 1 not in ds._regions  # only scenes keep a region
+    r = lambda k: np.random.default_rng([1, k])  # noqa: E731
+    v1, v1b, v2 = ds.augmented(0, r(1)), ds.augmented(0, r(1)), ds.augmented(0, r(2))
+    assert v1[1] == "皖A12345" and v1[0].shape == (24, 94, 3)
+    assert np.array_equal(v1[0], v1b[0]) and not np.array_equal(v1[0], v2[0])
+    # views come from the scene, not from augmenting the fixed rectified crop
+    assert not np.array_equal(v1[0], D.augment(ds[0][0], r(1)))
+    # crops, and scenes with scene_jitter off, get the plain augmentation of the cached crop
+    assert np.array_equal(ds.augmented(1, r(1))[0], D.augment(ds[1][0], r(1)))
+    fixed = D.RealDataset([scene], (94, 24), Charset.chinese(), scene_jitter=False)
+    assert np.array_equal(fixed.augmented(0, r(1))[0], D.augment(fixed[0][0], r(1)))
+    # MixedDataset draws the scene views, seeded by the stream position
+    mixed = D.MixedDataset([ds], augment=[True], seed=1)
+    assert np.array_equal(mixed[(5, 0, 0)][0], ds.augmented(0, np.random.default_rng([1, 0xA06, 5]))[0])
+    # a scene that cannot be read names its file
+    gone = real.Sample(tmp_path / "gone.png", "皖A12345", source="ccpd", quad=q)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="gone.png"):
+        D.RealDataset([gone], (94, 24)).augmented(0, r(1))
+    with pytest.raises(ValueError, match="crop.png: not a scene"):
+        real.load_plate_region(crop)
+
+
 def test_mix_sampler_ratios_epochs_and_positions() -> None:
     s = D.MixSampler([10, 3], [0.8, 0.2], seed=5)
     items = [s.item(k) for k in range(1000)]

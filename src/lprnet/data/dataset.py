@@ -44,6 +44,7 @@ from lprnet.data import real
 Item = tuple[np.ndarray, str]
 ShardMode = Literal["auto", "memory", "mmap"]
 MEMORY_LIMIT_BYTES = 2 << 30  # "auto" keeps shards in memory below this many image bytes
+SCENE_CACHE_LIMIT = 50_000  # RealDataset keeps the plate regions of at most this many scenes in memory
 
 
 # --------------------------------------------------------------------------- sources
@@ -169,7 +170,8 @@ class RealDataset(Dataset[Item]):
     """
 
     def __init__(self, samples: Sequence[real.Sample], input_size: tuple[int, int] = (94, 24),
-                 charset: Charset | None = None, margin: float = 0.0, cache: bool = True) -> None:
+                 charset: Charset | None = None, margin: float = 0.0, cache: bool = True,
+                 scene_jitter: bool = True) -> None:
         samples = list(samples)
         if charset is not None:
             ok = [s for s in samples if s.plate and not charset.invalid_chars(s.plate)]
@@ -183,9 +185,30 @@ class RealDataset(Dataset[Item]):
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.margin = float(margin)
         self.cache: dict[int, np.ndarray] | None = {} if cache else None
+        self.scene_jitter = bool(scene_jitter)
+        self._regions: dict[int, tuple[np.ndarray, tuple[real.Point, ...]]] = {}
+        self._cache_regions = cache and len(samples) <= SCENE_CACHE_LIMIT
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def _region(self, i: int) -> tuple[np.ndarray, tuple[real.Point, ...]]:
+        got = self._regions.get(i)
+        if got is None:
+            got = real.load_plate_region(self.samples[i])
+            if self._cache_regions:
+                self._regions[i] = got
+        return got
+
+    def augmented(self, i: int, rng: np.random.Generator) -> Item:
+        """Sample ``i`` as a training view: scenes (CCPD) re-cropped with jittered corners and margin
+        (:func:`~lprnet.data.real.scene_view`, when ``scene_jitter``), then :func:`augment`."""
+        if self.scene_jitter and self.samples[i].quad is not None:
+            region, quad = self._region(i)
+            img = real.scene_view(region, quad, rng, self.input_size)
+        else:
+            img = self[i][0]
+        return augment(img, rng), self.labels[i]
 
     def _load(self, i: int) -> np.ndarray:
         return real.load_crop(self.samples[i], self.input_size, self.margin)
@@ -208,6 +231,9 @@ class RealDataset(Dataset[Item]):
         with ThreadPoolExecutor(max(1, workers)) as ex:
             for i, img in zip(todo, ex.map(self._load, todo), strict=True):
                 self.cache[i] = img
+            if self.scene_jitter and self._cache_regions:
+                scenes = [i for i, s in enumerate(self.samples) if s.quad is not None and i not in self._regions]
+                list(ex.map(self._region, scenes))
 
 
 class ArrayDataset(Dataset[Item]):
@@ -267,7 +293,7 @@ def parse_source(spec: str) -> SourceSpec:
 
 
 def build_source(spec: SourceSpec, charset: Charset, input_size: tuple[int, int],
-                 margin: float = 0.0, shard_mode: ShardMode = "auto") -> Dataset[Item]:
+                 margin: float = 0.0, shard_mode: ShardMode = "auto", scene_jitter: bool = True) -> Dataset[Item]:
     """The dataset for one source spec."""
     if spec.kind == "synth":
         return ShardDataset(spec.path, charset=charset, mode=shard_mode)
@@ -275,7 +301,7 @@ def build_source(spec: SourceSpec, charset: Charset, input_size: tuple[int, int]
     samples = real.load_source(spec.path, kind, strict=False)
     if not samples:
         raise real.DataError(f"{spec.path}: no usable samples (see `lprnet check-data {spec.path}`)")
-    return RealDataset(samples, input_size, charset, margin)
+    return RealDataset(samples, input_size, charset, margin, scene_jitter=scene_jitter)
 
 
 # --------------------------------------------------------------------------- mixing
@@ -360,10 +386,14 @@ class MixedDataset(Dataset[Item]):
 
     def __getitem__(self, key: tuple[int, int, int]) -> Item:
         k, s, i = key
-        img, text = self.sources[s][i]
         if self.augment[s]:
-            img = augment(img, np.random.default_rng([self.seed, 0xA06, k]))
-        return img, text
+            rng = np.random.default_rng([self.seed, 0xA06, k])
+            src = self.sources[s]
+            if isinstance(src, RealDataset):
+                return src.augmented(i, rng)
+            img, text = src[i]
+            return augment(img, rng), text
+        return self.sources[s][i]
 
 
 def augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

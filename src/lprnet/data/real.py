@@ -204,6 +204,56 @@ def rectify(image: np.ndarray, quad: Sequence[Point], out_size: tuple[int, int] 
     return cv2.warpPerspective(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def plate_region(image: np.ndarray, quad: Sequence[Point], pad: tuple[float, float] = (0.5, 1.0),
+                 max_plate_width: int = 376) -> tuple[np.ndarray, tuple[Point, Point, Point, Point]]:
+    """The part of a scene around the plate, and the plate corners in it.
+
+    Keeps ``pad`` (x, y) times the plate's width and height of surroundings on each side (clipped to
+    the image) and scales the region down so the plate is at most ``max_plate_width`` pixels wide:
+    all a jittered re-crop (:func:`scene_view`) needs, at a fraction of the scene's memory.
+    """
+    q = np.asarray(quad, dtype=np.float64).reshape(4, 2)
+    pw = max(float(np.linalg.norm(q[1] - q[0]) + np.linalg.norm(q[2] - q[3])) / 2, 1.0)
+    ph = max(float(np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1])) / 2, 1.0)
+    h, w = image.shape[:2]
+    x0 = max(int(np.floor(q[:, 0].min() - pad[0] * pw)), 0)
+    y0 = max(int(np.floor(q[:, 1].min() - pad[1] * ph)), 0)
+    x1 = min(int(np.ceil(q[:, 0].max() + pad[0] * pw)) + 1, w)
+    y1 = min(int(np.ceil(q[:, 1].max() + pad[1] * ph)) + 1, h)
+    region = image[y0:y1, x0:x1]
+    q = q - (x0, y0)
+    s = min(1.0, max_plate_width / pw)
+    if s < 1.0:
+        size = (max(1, round(region.shape[1] * s)), max(1, round(region.shape[0] * s)))
+        region = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+        q = q * (size[0] / (x1 - x0), size[1] / (y1 - y0))
+    pts = tuple((float(x), float(y)) for x, y in q)
+    return np.ascontiguousarray(region), pts  # type: ignore[return-value]
+
+
+def scene_view(image: np.ndarray, quad: Sequence[Point], rng: np.random.Generator,
+               out_size: tuple[int, int] = (94, 24), corner: tuple[float, float] = (0.025, 0.10),
+               margin: tuple[float, float] = (0.02, 0.12), box_p: float = 0.25) -> np.ndarray:
+    """A training view of a labelled scene's plate, different on every draw.
+
+    Each corner moves by up to ``corner`` (x, y) of the plate's width and height, a margin drawn
+    from ``margin`` is kept around it, and with probability ``box_p`` the axis-aligned box around
+    the moved corners is cropped instead of the plate quadrilateral (a detector's box, with the
+    background a tilted plate leaves in its corners).  From one annotated scene it draws the
+    tight, loose, shifted, rectified and unrectified crops a recognizer meets behind different
+    detectors, where a fixed rectified crop teaches one framing.
+    """
+    q = np.asarray(quad, dtype=np.float64).reshape(4, 2)
+    pw = float(np.linalg.norm(q[1] - q[0]) + np.linalg.norm(q[2] - q[3])) / 2
+    ph = float(np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1])) / 2
+    q = q + rng.uniform(-1.0, 1.0, (4, 2)) * (corner[0] * pw, corner[1] * ph)
+    if rng.random() < box_p:
+        (x0, y0), (x1, y1) = q.min(axis=0), q.max(axis=0)
+        q = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+    pts = [(float(x), float(y)) for x, y in q]
+    return rectify(image, pts, out_size, float(rng.uniform(*margin)))
+
+
 def _quad_problem(quad: Sequence[Point], shape: tuple[int, ...]) -> str | None:
     """Why a quad cannot be rectified (degenerate, not convex, outside the image), or None."""
     q = np.asarray(quad, dtype=np.float64).reshape(4, 2)
@@ -235,6 +285,17 @@ def load_crop(sample: Sample, out_size: tuple[int, int] | None = None, margin: f
     if out_size is not None and img.shape[:2] != (out_size[1], out_size[0]):
         img = cv2.resize(img, tuple(out_size))
     return img
+
+
+def load_plate_region(sample: Sample) -> tuple[np.ndarray, tuple[Point, Point, Point, Point]]:
+    """:func:`plate_region` of a scene sample (one with ``quad``); errors name the file."""
+    if sample.quad is None:
+        raise ValueError(f"{sample.path}: not a scene with plate corners")
+    img = read_image(sample.path)
+    why = _quad_problem(sample.quad, img.shape)
+    if why:
+        raise ImageError(f"{sample.path}: {why}")
+    return plate_region(img, sample.quad)
 
 
 # --------------------------------------------------------------------------- loaders

@@ -40,6 +40,9 @@ class TrainConfig(BaseModel):
     augment_real: bool = True
     augment_synth: bool = False
     ccpd_margin: float = Field(0.0, ge=0.0, le=0.5)
+    ccpd_jitter: bool = Field(True, description="with augment_real, re-crop CCPD scenes on every draw with jittered "
+                              "corners, a random margin and sometimes the axis-aligned box (not the fixed "
+                              "rectified crop)")
     shard_mode: Literal["auto", "memory", "mmap"] = "auto"
     # model
     charset: str | None = Field(None, description="characters in class order (blank '-' appended); "

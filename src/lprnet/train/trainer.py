@@ -317,7 +317,7 @@ def build_train_data(cfg: TrainConfig, charset: Charset) -> tuple[D.MixedDataset
     sources: list[Dataset[D.Item]] = []
     descs = []
     for spec in specs:
-        ds = D.build_source(spec, charset, cfg.input_size, cfg.ccpd_margin, cfg.shard_mode)
+        ds = D.build_source(spec, charset, cfg.input_size, cfg.ccpd_margin, cfg.shard_mode, cfg.ccpd_jitter)
         if isinstance(ds, D.RealDataset):
             ds.preload(max(1, cfg.workers))
         if len(ds) == 0:  # type: ignore[arg-type]
@@ -356,7 +356,7 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) ->
     if cfg.val_dir and main:
         path, kind = real.split_kind_prefix(cfg.val_dir)
         samples = real.load_source(path, kind, strict=False)
-        ds = D.RealDataset(samples, cfg.input_size, charset, cfg.ccpd_margin)
+        ds = D.RealDataset(samples, cfg.input_size, charset, cfg.ccpd_margin, scene_jitter=False)
         ds.preload(max(1, cfg.workers))
         vals["dir"] = ds
     if cfg.select_on == "val-dir" and cfg.val_dir and "plates-cn-1k" in str(cfg.val_dir):
