@@ -42,7 +42,7 @@ def test_default_weights_on_fresh_synthetic_plates(kind: str, floor: float) -> N
     assert acc >= floor, f"{kind}: {acc:.3f} < {floor}"
 
 
-def test_default_weights_estimate_a_local_cameras_provinces() -> None:
+def test_default_weights_estimate_a_local_cameras_provinces(tmp_path) -> None:
     """Plates where 80 % are from 皖: the shares estimated without labels find it, and reading
     with them reads more plates right than without."""
     import numpy as np
@@ -66,3 +66,19 @@ def test_default_weights_estimate_a_local_cameras_provinces() -> None:
     local = lprnet.load(provinces=est.option()).recognize(images, channel_order="bgr", batch_size=50)
     right = [sum(r.plate == t for r, t in zip(res, texts)) for res in (plain, local)]
     assert right[1] > right[0], right  # measured: 137 -> 145 of 150
+    # `recognize --provinces auto` does both steps on a folder of the camera's crops
+    import csv
+    import io
+
+    import cv2
+    from typer.testing import CliRunner
+
+    from lprnet.cli import app
+
+    for i, im in enumerate(images):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), im)
+    r = CliRunner().invoke(app, ["recognize", str(tmp_path), "--format", "csv", "--provinces", "auto", "-b", "50"])
+    assert r.exit_code == 0, r.output
+    rows = sorted(csv.DictReader(io.StringIO(r.stdout)), key=lambda row: row["path"])
+    assert [row["plate"] for row in rows] == [x.plate for x in local]
+    assert f"--provinces auto: {est.option()} " in r.stderr

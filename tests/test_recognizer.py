@@ -227,3 +227,16 @@ def test_estimate_provinces_is_batch_independent_and_names_bad_inputs(weights_fi
         rec.estimate_provinces([bad])
     with pytest.raises(ValueError, match="plate decoding"):
         lprnet.load(weights_file, decode="greedy").estimate_provinces(images, channel_order="bgr")
+
+
+def test_with_provinces_shares_the_model_and_reads_like_load(weights_file, images):
+    rec = lprnet.load(weights_file)
+    local = rec.with_provinces("皖=0.9")
+    assert local.backend is rec.backend and local.decode == rec.decode and local.provinces == {"皖": 0.9}
+    want = lprnet.load(weights_file, provinces={"皖": 0.9}).recognize(images, channel_order="bgr")
+    got = local.recognize(images, channel_order="bgr")
+    assert [r.plate for r in got] == [r.plate for r in want]
+    assert [r.plate for r in local.with_provinces(None).recognize(images, channel_order="bgr")] == [
+        r.plate for r in rec.recognize(images, channel_order="bgr")]
+    assert sum(r.plate.startswith("皖") for r in got) >= sum(
+        r.plate.startswith("皖") for r in rec.recognize(images, channel_order="bgr"))

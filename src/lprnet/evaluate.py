@@ -120,6 +120,21 @@ def labelled_samples(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Samp
     return samples, problems, repeats
 
 
+def unlabelled_images(paths: Sequence[str | os.PathLike[str]]) -> Iterator[Path | np.ndarray]:
+    """The images :func:`evaluate` would read under ``paths`` (CCPD scenes rectified), without their
+    labels, skipping what cannot be read: the input for estimating province shares
+    (``--provinces auto``) from the test images themselves, as a deployed camera would."""
+    samples, _, _ = labelled_samples(paths)
+    for s in samples:
+        if s.quad is None:
+            yield s.path
+            continue
+        try:
+            yield load_crop(s)
+        except ImageError:
+            continue
+
+
 def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], batch_size: int = 100) -> EvalReport:
     """Recognize every labelled plate under ``paths`` (see the module docstring) and score it.
 

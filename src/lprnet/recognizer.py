@@ -105,6 +105,11 @@ class Recognizer:
                 raise ValueError("province shares need plate decoding, and this charset cannot write every "
                                  "plate layout")
 
+    def with_provinces(self, provinces: Mapping[str, float] | str | None) -> Recognizer:
+        """The same model and decoding under other province shares (e.g. an estimate's
+        :meth:`ProvinceEstimate.option`); the backend is shared, nothing is reloaded."""
+        return Recognizer(self.backend, self.config, self.meta, decode=self.decode, provinces=provinces)
+
     def decode_logits(self, logits: np.ndarray) -> list[Prediction]:
         """``N x C x T`` logits -> predictions, with this recognizer's decoding (``self.decode``,
         under the province shares ``self.provinces`` when set)."""
@@ -230,6 +235,10 @@ def resolve_provinces(provinces: Mapping[str, float] | str | None) -> dict[str, 
     if provinces is None or (isinstance(provinces, str) and not provinces.strip()):
         return None
     if isinstance(provinces, str):
+        if provinces.strip() == "auto":
+            raise ValueError("provinces 'auto' is estimated from the plates being read, by `lprnet recognize` and "
+                             "`lprnet eval`; elsewhere give the shares (`lprnet provinces DIR` estimates them; in "
+                             "Python: rec.with_provinces(rec.estimate_provinces(images).option()))")
         return parse_province_shares(provinces)
     return {str(k): float(v) for k, v in provinces.items()} or None
 

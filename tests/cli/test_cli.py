@@ -101,6 +101,29 @@ def test_province_shares_option(setup):
     assert r.exit_code == 2 and "plate decoding" in r.stderr
 
 
+def test_provinces_auto_estimates_then_reads(setup):
+    w, imgs = setup
+    readable = sorted(p for p in imgs.rglob("*.*") if p.name != "broken.jpg")
+    rec = lprnet.load(w)
+    opt = rec.estimate_provinces(readable).option(0.02)
+    assert opt  # this random model's readings lean somewhere
+    want = {str(p): r.plate for p, r in zip(readable, rec.with_provinces(opt).recognize(readable))}
+    r = runner.invoke(app, ["recognize", str(imgs), "-w", str(w), "--format", "csv", "--provinces", "auto"])
+    assert r.exit_code == 1, r.output  # the broken file still gets its error row
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert {row["path"]: row["plate"] for row in rows if not row["error"]} == want
+    assert any(row["path"].endswith("broken.jpg") and row["error"] for row in rows)
+    assert f"--provinces auto: {opt} (estimated from 3 plates)" in r.stderr
+    r = runner.invoke(app, ["eval", str(imgs), "-w", str(w), "--json", "--provinces", "auto"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["provinces"] == lprnet.recognizer.resolve_provinces(opt) and d["provinces_estimated"] is True
+    r = runner.invoke(app, ["recognize", str(imgs), "-w", str(w), "--provinces", "auto", "--decode", "greedy"])
+    assert r.exit_code == 2 and "plate decoding" in r.stderr
+    with pytest.raises(ValueError, match="lprnet provinces"):  # services and batch jobs take given shares
+        lprnet.load(w, provinces="auto")
+
+
 def test_provinces_command_estimates_shares_and_prints_the_option(setup, tmp_path):
     w, imgs = setup
     r = runner.invoke(app, ["provinces", str(imgs), "-w", str(w), "--json", "--min-share", "0.01"])

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    from lprnet.recognizer import ImageInput, Recognizer
 
 WeightsOpt = Annotated[
     Path | None,
@@ -19,8 +23,46 @@ DecodeOpt = Annotated[str, typer.Option(
 
 ProvincesOpt = Annotated[str | None, typer.Option(
     "--provinces", help="Share of plates from named provinces where the camera stands, e.g. '皖=0.8' or "
-    "'皖=0.6,苏=0.2' (the rest split equally among the others; a bare '皖' reads only 皖). Weighs the "
+    "'皖=0.6,苏=0.2' (the rest split equally among the others; a bare '皖' reads only 皖), or 'auto': "
+    "estimated from the plates being read (a first pass, as `lprnet provinces` does). Weighs the "
     "province reading with plate decoding.")]
+
+AUTO_MIN_SHARE = 0.02  # --provinces auto names the provinces estimated at this share or more
+
+
+def load_recognizer(weights: Path | None, provinces: str | None, **kw: Any) -> tuple[Recognizer, bool]:
+    """``lprnet.load`` for a face, ``--provinces auto`` deferred: returns (recognizer, auto)."""
+    import lprnet
+    from lprnet.weights import WeightsError
+
+    auto = provinces is not None and provinces.strip() == "auto"
+    if auto and kw.get("decode") == "greedy":
+        fail("--provinces auto needs plate decoding, not --decode greedy")
+    try:
+        rec = lprnet.load(weights, provinces=None if auto else provinces, **kw)
+    except (WeightsError, ValueError, RuntimeError, ImportError) as e:
+        fail(str(e))
+    if auto and rec.decode != "plate":
+        fail("--provinces auto needs plate decoding, and this charset cannot write every plate layout")
+    return rec, auto
+
+
+def apply_auto_provinces(rec: Recognizer, images: Iterable[ImageInput], batch_size: int,
+                         quiet: bool = False) -> Recognizer:
+    """``--provinces auto``: estimate the shares from ``images`` and return the recognizer under them
+    (unchanged when no province reaches :data:`AUTO_MIN_SHARE` or nothing can be read: the reading
+    pass then reports every bad file)."""
+    from tqdm import tqdm
+
+    items = tqdm(images, desc="estimating provinces", unit="plate", disable=quiet, file=sys.stderr)
+    try:
+        est = rec.estimate_provinces(items, channel_order="bgr", batch_size=batch_size)
+    except ValueError:
+        return rec
+    opt = est.option(AUTO_MIN_SHARE)
+    print(f"--provinces auto: {opt or 'no province reaches ' + str(AUTO_MIN_SHARE)} "
+          f"(estimated from {est.n} plates)", file=sys.stderr)
+    return rec.with_provinces(opt or None)
 
 BackendOpt = Annotated[str, typer.Option(
     "--backend", help="torch, onnxruntime or openvino (weights exported once to a checked cache; "

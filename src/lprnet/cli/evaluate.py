@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import BackendOpt, DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail
+from lprnet.cli._common import BackendOpt, DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail, load_recognizer
 
 
 def evaluate_cmd(
@@ -25,20 +25,18 @@ def evaluate_cmd(
     backend: BackendOpt = "torch",
 ) -> None:
     """Whole-plate accuracy, per-character accuracy and a confusion summary."""
-    import lprnet
-    from lprnet.evaluate import evaluate
-    from lprnet.weights import WeightsError
+    from lprnet.cli._common import apply_auto_provinces
+    from lprnet.evaluate import evaluate, unlabelled_images
 
-    try:
-        rec = lprnet.load(weights, backend=backend, device=device, threads=threads, decode=decode,
-                          provinces=provinces)
-    except (WeightsError, ValueError, RuntimeError, ImportError) as e:
-        fail(str(e))
+    rec, auto = load_recognizer(weights, provinces, backend=backend, device=device, threads=threads, decode=decode)
+    if auto:  # shares from the plates' images alone, never their labels
+        rec = apply_auto_provinces(rec, unlabelled_images(paths), batch_size, quiet=as_json)
     rep = evaluate(rec, paths, batch_size=batch_size)
     if rep.n == 0 and not rep.unreadable:
         fail(f"no images found under {', '.join(map(str, paths))}")
     if as_json:
-        print(json.dumps({**rep.to_json(top), "decode": rec.decode, "provinces": rec.provinces}, ensure_ascii=False))
+        print(json.dumps({**rep.to_json(top), "decode": rec.decode, "provinces": rec.provinces,
+                          "provinces_estimated": auto}, ensure_ascii=False))
         return
     from rich.console import Console
     from rich.table import Table
@@ -46,7 +44,7 @@ def evaluate_cmd(
     con = Console()
     con.print(f"plates: {rep.n}   whole-plate accuracy: [bold]{rep.accuracy:.4f}[/] "
               f"({rep.correct}/{rep.n})   per-character accuracy: {rep.char_accuracy:.4f}   decoding: {rec.decode}"
-              + (f" (provinces {rec.provinces})" if rec.provinces else ""))
+              + (f" (provinces {rec.provinces}{', estimated' if auto else ''})" if rec.provinces else ""))
     con.print(f"dropped characters: {rep.deletions}   inserted characters: {rep.insertions}   "
               f"unreadable files: {len(rep.unreadable)}"
               + (f"   repeats skipped: {rep.repeats}" if rep.repeats else ""))

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import BackendOpt, DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail
+from lprnet.cli._common import BackendOpt, DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail, load_recognizer
 
 
 class Fmt(str, Enum):
@@ -32,18 +32,15 @@ def recognize(
     backend: BackendOpt = "torch",
 ) -> None:
     """Recognize plates; unreadable files get an error line and the rest complete."""
-    import lprnet
+    from lprnet.cli._common import apply_auto_provinces
     from lprnet.core.process import list_images
-    from lprnet.weights import WeightsError
 
-    try:
-        rec = lprnet.load(weights, backend=backend, device=device, threads=threads, decode=decode,
-                          provinces=provinces)
-    except (WeightsError, ValueError, RuntimeError, ImportError) as e:
-        fail(str(e))
+    rec, auto = load_recognizer(weights, provinces, backend=backend, device=device, threads=threads, decode=decode)
     files = list_images(paths)
     if not files:
         fail(f"no images found under {', '.join(map(str, paths))}")
+    if auto:
+        rec = apply_auto_provinces(rec, files, batch_size)
     n_err = 0
     writer = csv.writer(sys.stdout) if fmt is Fmt.csv else None
     if writer:
