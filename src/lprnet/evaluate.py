@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,15 +124,23 @@ def unlabelled_images(paths: Sequence[str | os.PathLike[str]]) -> Iterator[Path 
     """The images :func:`evaluate` would read under ``paths`` (CCPD scenes rectified), without their
     labels, skipping what cannot be read: the input for estimating province shares
     (``--provinces auto``) from the test images themselves, as a deployed camera would."""
-    samples, _, _ = labelled_samples(paths)
+    for _, item in _inputs(labelled_samples(paths)[0], lambda s, e: None):
+        yield item
+
+
+def _inputs(samples: Sequence[Sample], on_error: Callable[[Sample, ImageError], None]
+            ) -> Iterator[tuple[Sample, Path | np.ndarray]]:
+    """``(sample, what the recognizer reads)``: a crop's path (the recognizer reads it and reports a bad
+    file) or a scene's rectified crop (BGR, as OpenCV reads it); scenes that cannot be cropped go to
+    ``on_error``."""
     for s in samples:
         if s.quad is None:
-            yield s.path
+            yield s, s.path
             continue
         try:
-            yield load_crop(s)
-        except ImageError:
-            continue
+            yield s, load_crop(s)
+        except ImageError as e:
+            on_error(s, e)
 
 
 def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], batch_size: int = 100) -> EvalReport:
@@ -147,19 +155,10 @@ def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], ba
     fed: list[Sample] = []
 
     def images() -> Iterator[Path | np.ndarray]:
-        for s in samples:
-            if s.quad is None:
-                item: Path | np.ndarray = s.path  # the recognizer reads it and reports a bad file
-            else:
-                try:
-                    item = load_crop(s)
-                except ImageError as e:
-                    rep.unreadable.append({"path": str(s.path), "error": str(e)})
-                    continue
+        for s, item in _inputs(samples, lambda s, e: rep.unreadable.append({"path": str(s.path), "error": str(e)})):
             fed.append(s)
             yield item
 
-    # paths are read by the recognizer, CCPD crops are rectified here (BGR, as OpenCV reads them)
     for k, res in enumerate(recognizer.iter_recognize(images(), channel_order="bgr", batch_size=batch_size)):
         sample = fed[k]
         f = sample.path

@@ -27,6 +27,10 @@ ProvincesOpt = Annotated[str | None, typer.Option(
     "estimated from the plates being read (a first pass, as `lprnet provinces` does). Weighs the "
     "province reading with plate decoding.")]
 
+BackendOpt = Annotated[str, typer.Option(
+    "--backend", help="torch, onnxruntime or openvino (weights exported once to a checked cache; "
+    ".onnx/.xml files used as is)")]
+
 AUTO_MIN_SHARE = 0.02  # --provinces auto names the provinces estimated at this share or more
 
 
@@ -36,14 +40,13 @@ def load_recognizer(weights: Path | None, provinces: str | None, **kw: Any) -> t
     from lprnet.weights import WeightsError
 
     auto = provinces is not None and provinces.strip() == "auto"
-    if auto and kw.get("decode") == "greedy":
-        fail("--provinces auto needs plate decoding, not --decode greedy")
     try:
         rec = lprnet.load(weights, provinces=None if auto else provinces, **kw)
     except (WeightsError, ValueError, RuntimeError, ImportError) as e:
         fail(str(e))
     if auto and rec.decode != "plate":
-        fail("--provinces auto needs plate decoding, and this charset cannot write every plate layout")
+        fail("--provinces auto needs plate decoding" + (", not --decode greedy" if kw.get("decode") == "greedy"
+                                                        else ", and this charset cannot write every plate layout"))
     return rec, auto
 
 
@@ -63,10 +66,6 @@ def apply_auto_provinces(rec: Recognizer, images: Iterable[ImageInput], batch_si
     print(f"--provinces auto: {opt or 'no province reaches ' + str(AUTO_MIN_SHARE)} "
           f"(estimated from {est.n} plates)", file=sys.stderr)
     return rec.with_provinces(opt or None)
-
-BackendOpt = Annotated[str, typer.Option(
-    "--backend", help="torch, onnxruntime or openvino (weights exported once to a checked cache; "
-    ".onnx/.xml files used as is)")]
 
 
 def fail(msg: str, code: int = 2) -> NoReturn:

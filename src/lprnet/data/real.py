@@ -204,6 +204,12 @@ def rectify(image: np.ndarray, quad: Sequence[Point], out_size: tuple[int, int] 
     return cv2.warpPerspective(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def _plate_size(q: np.ndarray) -> tuple[float, float]:
+    """Mean width (top and bottom edges) and height (left and right) of corners TL, TR, BR, BL."""
+    return (float(np.linalg.norm(q[1] - q[0]) + np.linalg.norm(q[2] - q[3])) / 2,
+            float(np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1])) / 2)
+
+
 def plate_region(image: np.ndarray, quad: Sequence[Point], pad: tuple[float, float] = (0.5, 1.0),
                  max_plate_width: int = 376) -> tuple[np.ndarray, tuple[Point, Point, Point, Point]]:
     """The part of a scene around the plate, and the plate corners in it.
@@ -213,8 +219,7 @@ def plate_region(image: np.ndarray, quad: Sequence[Point], pad: tuple[float, flo
     all a jittered re-crop (:func:`scene_view`) needs, at a fraction of the scene's memory.
     """
     q = np.asarray(quad, dtype=np.float64).reshape(4, 2)
-    pw = max(float(np.linalg.norm(q[1] - q[0]) + np.linalg.norm(q[2] - q[3])) / 2, 1.0)
-    ph = max(float(np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1])) / 2, 1.0)
+    pw, ph = (max(v, 1.0) for v in _plate_size(q))
     h, w = image.shape[:2]
     x0 = max(int(np.floor(q[:, 0].min() - pad[0] * pw)), 0)
     y0 = max(int(np.floor(q[:, 1].min() - pad[1] * ph)), 0)
@@ -244,8 +249,7 @@ def scene_view(image: np.ndarray, quad: Sequence[Point], rng: np.random.Generato
     detectors, where a fixed rectified crop teaches one framing.
     """
     q = np.asarray(quad, dtype=np.float64).reshape(4, 2)
-    pw = float(np.linalg.norm(q[1] - q[0]) + np.linalg.norm(q[2] - q[3])) / 2
-    ph = float(np.linalg.norm(q[3] - q[0]) + np.linalg.norm(q[2] - q[1])) / 2
+    pw, ph = _plate_size(q)
     q = q + rng.uniform(-1.0, 1.0, (4, 2)) * (corner[0] * pw, corner[1] * ph)
     if rng.random() < box_p:
         (x0, y0), (x1, y1) = q.min(axis=0), q.max(axis=0)
@@ -276,14 +280,20 @@ def load_crop(sample: Sample, out_size: tuple[int, int] | None = None, margin: f
     ``out_size`` when given; scenes with a ``quad`` are rectified to ``out_size``
     (default 94x24). Raises :class:`~lprnet.core.process.ImageError` naming the file.
     """
-    img = read_image(sample.path)
     if sample.quad is not None:
-        why = _quad_problem(sample.quad, img.shape)
-        if why:
-            raise ImageError(f"{sample.path}: {why}")
-        return rectify(img, sample.quad, out_size or (94, 24), margin)
+        return rectify(_read_scene(sample), sample.quad, out_size or (94, 24), margin)
+    img = read_image(sample.path)
     if out_size is not None and img.shape[:2] != (out_size[1], out_size[0]):
         img = cv2.resize(img, tuple(out_size))
+    return img
+
+
+def _read_scene(sample: Sample) -> np.ndarray:
+    """The scene image of a sample with ``quad``, its corners checked against it; errors name the file."""
+    img = read_image(sample.path)
+    why = _quad_problem(sample.quad, img.shape)  # type: ignore[arg-type]
+    if why:
+        raise ImageError(f"{sample.path}: {why}")
     return img
 
 
@@ -291,11 +301,7 @@ def load_plate_region(sample: Sample) -> tuple[np.ndarray, tuple[Point, Point, P
     """:func:`plate_region` of a scene sample (one with ``quad``); errors name the file."""
     if sample.quad is None:
         raise ValueError(f"{sample.path}: not a scene with plate corners")
-    img = read_image(sample.path)
-    why = _quad_problem(sample.quad, img.shape)
-    if why:
-        raise ImageError(f"{sample.path}: {why}")
-    return plate_region(img, sample.quad)
+    return plate_region(_read_scene(sample), sample.quad)
 
 
 # --------------------------------------------------------------------------- loaders
