@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import lprnet
+from ccpd_scene import write_ccpd_scene
 from lprnet.charset import Charset, fits_format
 from lprnet.core.process import ctc_greedy_decode, ctc_plate_decode, preprocess, province_log_prior
 from lprnet.evaluate import edit_ops, evaluate
@@ -129,17 +130,6 @@ def test_evaluate_counts(weights_file, images, tmp_path, monkeypatch):
     assert rep.to_json()["accuracy"] == pytest.approx(expect_correct / 3)
 
 
-def _ccpd_name(text: str, quad: np.ndarray) -> str:
-    """A CCPD file name for ``text`` with the plate at ``quad`` (TL, TR, BR, BL)."""
-    from lprnet.data import real
-
-    idx = [real.PROVINCES.index(text[0]), real.ALPHABETS.index(text[1])] + [real.ADS.index(c) for c in text[2:]]
-    tl, tr, br, bl = (f"{int(x)}&{int(y)}" for x, y in quad)
-    x0, y0 = quad.min(axis=0).astype(int)
-    x1, y1 = quad.max(axis=0).astype(int)
-    return f"02-90_90-{x0}&{y0}_{x1}&{y1}-{br}_{bl}_{tl}_{tr}-{'_'.join(map(str, idx))}-100-10.jpg"
-
-
 def test_evaluate_reads_manifests_and_ccpd_scenes(tmp_path):
     """Crop folders, manifests and CCPD scenes are scored against their own labels; bad entries are named."""
     from typer.testing import CliRunner
@@ -162,13 +152,9 @@ def test_evaluate_reads_manifests_and_ccpd_scenes(tmp_path):
     # a CCPD scene: the plate warped into a larger picture; its name carries the corners and the plate
     scenes = tmp_path / "ccpd"
     scenes.mkdir()
-    big = cv2.resize(crop_c, (282, 72), interpolation=cv2.INTER_CUBIC)
-    quad = np.float32([[60, 50], [330, 62], [326, 130], [56, 120]])
-    m = cv2.getPerspectiveTransform(np.float32([[0, 0], [282, 0], [282, 72], [0, 72]]), quad)
-    scene = cv2.warpPerspective(big, m, (400, 200), borderValue=(40, 40, 40))
-    cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tofile(str(scenes / _ccpd_name(c, quad)))
+    write_ccpd_scene(scenes, crop_c, c)
     other = "皖A00000" if c != "皖A00000" else "皖B00000"  # the same picture, labelled as another plate
-    cv2.imencode(".jpg", scene, [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tofile(str(scenes / _ccpd_name(other, quad)))
+    write_ccpd_scene(scenes, crop_c, other)
 
     rep = evaluate(rec, [folder, man / "labels.csv", f"ccpd:{scenes}"], batch_size=2)
     assert rep.n == 4 and rep.correct == 3, rep.wrong

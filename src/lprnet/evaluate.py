@@ -120,11 +120,17 @@ def labelled_samples(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Samp
     return samples, problems, repeats
 
 
-def unlabelled_images(paths: Sequence[str | os.PathLike[str]]) -> Iterator[Path | np.ndarray]:
+def unlabelled_images(paths: Sequence[str | os.PathLike[str]],
+                      on_error: Callable[[str], None] | None = None) -> Iterator[Path | np.ndarray]:
     """The images :func:`evaluate` would read under ``paths`` (CCPD scenes rectified), without their
-    labels, skipping what cannot be read: the input for estimating province shares
-    (``--provinces auto``) from the test images themselves, as a deployed camera would."""
-    for _, item in _inputs(labelled_samples(paths)[0], lambda s, e: None):
+    labels: the input for estimating province shares (``--provinces auto``, ``lprnet provinces
+    ccpd:DIR``) from the images themselves, as a deployed camera would.  What cannot become an image
+    is skipped and, with ``on_error``, named to it as ``"PATH: why"``."""
+    samples, problems, _ = labelled_samples(paths)
+    report = on_error or (lambda msg: None)
+    for pr in problems:
+        report(f"{pr.where}: {pr.message}")
+    for _, item in _inputs(samples, lambda s, e: report(str(e))):  # an ImageError names its file
         yield item
 
 

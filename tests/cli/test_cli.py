@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 import lprnet
+from ccpd_scene import write_ccpd_scene
 from lprnet.cli import app
 from lprnet.model import LPRNet
 from lprnet.weights import WeightsMeta, save_weights
@@ -144,6 +145,40 @@ def test_provinces_command_estimates_shares_and_prints_the_option(setup, tmp_pat
     assert r.exit_code == 2 and "no readable plate" in r.stderr and "missing" in r.stderr
     r = runner.invoke(app, ["provinces", str(good), "-w", str(w), "--min-share", "0"])
     assert r.exit_code == 2 and "min-share" in r.stderr
+
+
+def test_provinces_command_reads_ccpd_scenes_rectified(setup, tmp_path):
+    """``ccpd:DIR`` scenes are estimated from their rectified plates (as eval reads them), plain crops
+    beside them as given; a file that is not a CCPD scene is named and the rest still estimated."""
+    from lprnet.data.real import load_ccpd, load_crop
+    from lprnet.data.synth import generate
+
+    _, imgs = setup
+    rec = lprnet.load()  # the bundled weights, on plates they read right as crops
+    good = [(img, text) for img, text, _ in generate(30, seed=8, province_smudge=0)
+            if rec.recognize(img, channel_order="bgr")[0].plate == text][:4]
+    scenes = tmp_path / "ccpd"
+    scenes.mkdir()
+    for img, text in good:
+        write_ccpd_scene(scenes, img, text)
+    (scenes / "junk.jpg").write_bytes(b"\xff\xd8\xff not a scene")
+    crop = imgs / "皖A12345.jpg"
+    r = runner.invoke(app, ["provinces", f"ccpd:{scenes}", str(crop), "--json", "--min-share", "0.01"])
+    assert r.exit_code == 1, r.output
+    d = json.loads(r.stdout)
+    assert len(d["errors"]) == 1 and "junk.jpg" in d["errors"][0] and "junk.jpg" in r.stderr
+    rectified = [load_crop(s) for s in load_ccpd(scenes, strict=False)]
+    want = rec.estimate_provinces([*rectified, crop], channel_order="bgr")
+    assert d["n"] == 5 and d["provinces"] == want.option(0.01)
+    assert d["shares"] == pytest.approx({p: round(v, 6) for p, v in want.shares.items()}, abs=1e-6)
+    assert sum(d["shares"][text[0]] for _, text in good) > 0.6  # the scenes' provinces carry the mass
+    whole = rec.estimate_provinces([*sorted(scenes.glob("0*.jpg")), crop])  # the scenes unrectified
+    assert max(abs(whole.shares[p] - v) for p, v in want.shares.items()) > 0.01
+    (scenes / "junk.jpg").unlink()
+    for f in scenes.iterdir():
+        f.write_bytes(b"")
+    r = runner.invoke(app, ["provinces", f"ccpd:{scenes}"])
+    assert r.exit_code == 2 and "no readable plate" in r.stderr and "02-90" in r.stderr
 
 
 def test_import_weights_and_info(tmp_path):

@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from lprnet.cli._common import BackendOpt, ThreadsOpt, WeightsOpt, fail
 
+if TYPE_CHECKING:
+    import numpy as np
+
 
 def provinces_cmd(
-    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (recursed) of plate crops "
-                                                     "from one camera or site; file names are not read.")],
+    paths: Annotated[list[str], typer.Argument(help="Image files and/or folders (recursed) of plate crops "
+                                                    "from one camera or site (file names are not read); "
+                                                    "KIND:PATH reads a dataset as eval does, e.g. ccpd:DIR "
+                                                    "for CCPD scenes, each rectified from its file name.")],
     weights: WeightsOpt = None,
     min_share: Annotated[float, typer.Option(
         "--min-share", min=0.0, max=1.0, help="Name the provinces with at least this share in the "
@@ -30,6 +35,8 @@ def provinces_cmd(
     and print the --provinces value that weighs readings by it."""
     import lprnet
     from lprnet.core.process import list_images
+    from lprnet.data.real import split_kind_prefix
+    from lprnet.evaluate import unlabelled_images
     from lprnet.weights import WeightsError
 
     if min_share <= 0.0:
@@ -38,13 +45,20 @@ def provinces_cmd(
         rec = lprnet.load(weights, backend=backend, device=device, threads=threads, decode="plate")
     except (WeightsError, ValueError, RuntimeError, ImportError) as e:
         fail(str(e))
-    files = list_images(paths)
-    if not files:
-        fail(f"no images found under {', '.join(map(str, paths))}")
+    bad: list[str] = []  # dataset entries that cannot become a plate image, by name
+    items: list[Path | np.ndarray] = []
+    for raw in paths:
+        if split_kind_prefix(raw)[1] is None:
+            items.extend(list_images([Path(raw)]))
+        else:
+            items.extend(unlabelled_images([raw], on_error=bad.append))
+    if not items and not bad:
+        fail(f"no images found under {', '.join(paths)}")
     try:
-        est = rec.estimate_provinces(_progress(files, not as_json), batch_size=batch_size)
+        est = rec.estimate_provinces(_progress(items, not as_json), channel_order="bgr", batch_size=batch_size)
     except ValueError as e:
-        fail(str(e))
+        fail("; ".join([str(e), *bad]))
+    est.errors[:0] = bad
     for err in est.errors:
         print(f"unreadable: {err}", file=sys.stderr)
     if as_json:
@@ -66,7 +80,7 @@ def provinces_cmd(
         raise typer.Exit(1)
 
 
-def _progress(files: list[Path], enabled: bool):
+def _progress(files: list[Path | np.ndarray], enabled: bool):
     from tqdm import tqdm
 
     return tqdm(files, desc="reading plates", unit="plate", disable=not enabled, file=sys.stderr)
