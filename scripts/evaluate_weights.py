@@ -2,7 +2,7 @@
 
     python scripts/evaluate_weights.py --weights src/lprnet/weights/default.safetensors \\
         [--real ../shared/data/plates-cn-1k] [--n-per-kind 1000] [--seed 3] [--json out.json] [--decode auto] \\
-        [--cjk-face FONT ...]
+        [--cjk-face FONT ...] [--baseline W]
 
 Accuracies are with the recognizer's decoding (``auto`` = GA 36 plate-constrained for the Chinese
 charset) and, beside them, with plain greedy CTC decoding.  For the synthetic kinds it also reports how
@@ -10,6 +10,8 @@ many plates read right apart from the province (``plate[1:]``) and how many misr
 only at the province.  ``--cjk-face FONT`` (repeatable) draws the synthetic plates' province and special
 characters from font files of your own instead of the shipped faces: a face no weights were trained on, as the
 real plate face is (e.g. WenQuanYi Zen Hei, ``apt-get install fonts-wqy-zenhei``, with ``--seed 5``).
+``--baseline W`` also reads the same synthetic plates with weights ``W`` and reports the pair: plates only
+one of them reads right, and the exact sign test on that split — whether a difference is more than noise.
 
 The synthetic test seeds (3; 5 for a face of your own) differ from every training (1, 11, 14, 16, 18, 20, 22, 24,
 26, 28, 30, 32, 33, 34, 35, 36, 40) and validation (2, 12, 15, 17, 19, 21, 23, 25, 29, 31, 37, 41) seed of the
@@ -28,7 +30,7 @@ import torch
 import lprnet
 from lprnet.core.process import ctc_greedy_decode
 from lprnet.data.synth import PLATE_KINDS, cjk_faces, generate
-from lprnet.evaluate import evaluate
+from lprnet.evaluate import evaluate, sign_test
 from lprnet.recognizer import Recognizer
 
 
@@ -43,10 +45,14 @@ def main() -> None:
     ap.add_argument("--decode", default="auto", help="auto, plate or greedy (greedy is always reported beside it)")
     ap.add_argument("--cjk-face", type=Path, action="append", default=[],
                     help="font file for the synthetic plates' Chinese characters instead of the shipped faces")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="weights to compare with, plate by plate, on the same synthetic plates")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rec = lprnet.load(args.weights, decode=args.decode)
     greedy = Recognizer(rec.backend, rec.config, rec.meta, decode="greedy")  # same loaded model
+    base = lprnet.load(args.baseline, decode=args.decode) if args.baseline else None
+    only_new = only_base = 0
     out: dict = {"weights": str(args.weights or "default"), "decode": rec.decode, "synthetic": {}, "real": {},
                  "seed": args.seed, "cjk_faces": [str(p) for p in args.cjk_face]}
     # one face table for all kinds: glyphs are rendered once, not once per kind
@@ -61,11 +67,21 @@ def main() -> None:
                 ok += sum(p == t for p, t in pairs)
                 tail += sum(p[1:] == t[1:] for p, t in pairs)
                 ok_g += sum(p.plate == t for p, t in zip(ctc_greedy_decode(logits, rec.charset), truth[i:i + 100]))
+                if base is not None:
+                    for (p, t), b in zip(pairs, base.recognize([im for im, _, _ in items[i:i + 100]], channel_order="bgr")):
+                        only_new += p == t and b.plate != t
+                        only_base += p != t and b.plate == t
             n, prov_only = len(items), tail - ok  # a plate read right is right without its province too
             out["synthetic"][kind] = {"n": n, "accuracy": ok / n, "accuracy_greedy": ok_g / n,
                                       "accuracy_without_province": tail / n, "province_only_errors": prov_only}
             print(f"synthetic {kind:6s}: {ok / n:.4f} ({ok}/{n}; greedy {ok_g / n:.4f}; without the province "
                   f"{tail / n:.4f}, {prov_only} of {n - ok} misread only at the province)", flush=True)
+    if base is not None and out["synthetic"]:
+        p_value = sign_test(only_new, only_base)
+        out["paired"] = {"baseline": str(args.baseline), "only_these": only_new, "only_baseline": only_base,
+                         "sign_test_p": p_value}
+        print(f"paired with {args.baseline}: {only_new} plates only these weights read, {only_base} only the "
+              f"baseline (sign test p = {p_value:.3f})", flush=True)
     for d in args.real:
         accs = {}
         for bs in (1, 100):

@@ -14,7 +14,7 @@ import lprnet
 from ccpd_scene import write_ccpd_scene
 from lprnet.charset import Charset, fits_format
 from lprnet.core.process import ctc_greedy_decode, ctc_plate_decode, preprocess, province_log_prior
-from lprnet.evaluate import edit_ops, evaluate
+from lprnet.evaluate import edit_ops, evaluate, sign_test
 from lprnet.model import LPRNet
 from lprnet.recognizer import resolve_decode
 from lprnet.weights import WeightsMeta, save_weights
@@ -226,3 +226,13 @@ def test_with_provinces_shares_the_model_and_reads_like_load(weights_file, image
         r.plate for r in rec.recognize(images, channel_order="bgr")]
     assert sum(r.plate.startswith("皖") for r in got) >= sum(
         r.plate.startswith("皖") for r in rec.recognize(images, channel_order="bgr"))
+
+
+def test_sign_test_exact_values():
+    """Two readers of the same plates: the exact two-sided binomial tail of the plates only one reads."""
+    assert sign_test(2, 8) == sign_test(8, 2) == pytest.approx(2 * (1 + 10 + 45) / 1024)
+    assert sign_test(5, 0) == pytest.approx(2 / 32)
+    assert sign_test(3, 3) == 1.0 and sign_test(0, 0) == 1.0  # an even split, or nothing between them
+    assert sign_test(48, 24) < 0.01 < sign_test(40, 24) < 0.1
+    with pytest.raises(ValueError, match="counts"):
+        sign_test(-1, 3)

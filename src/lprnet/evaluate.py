@@ -13,6 +13,7 @@ file) is scored once; the repeats are counted, and a repeat with another label i
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -43,6 +44,19 @@ def edit_ops(truth: str, pred: str) -> tuple[int, list[tuple[str, str]], int, in
         elif tag == "insert":
             ins += j2 - j1
     return len(subs) + dels + ins, subs, dels, ins
+
+
+def sign_test(only_a: int, only_b: int) -> float:
+    """Two-sided exact sign test (McNemar's, exact) for two readers of the same plates: ``only_a`` plates
+    only reader A reads right, ``only_b`` only B.  The probability, if both were equally good, of a split at
+    least this uneven; 1.0 when no plate separates them."""
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"counts must be >= 0, got {only_a}, {only_b}")
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return min(1.0, 2 * tail / 2**n)
 
 
 @dataclass
