@@ -68,7 +68,8 @@ def main() -> None:
                 tail += sum(p[1:] == t[1:] for p, t in pairs)
                 ok_g += sum(p.plate == t for p, t in zip(ctc_greedy_decode(logits, rec.charset), truth[i:i + 100]))
                 if base is not None:
-                    for (p, t), b in zip(pairs, base.recognize([im for im, _, _ in items[i:i + 100]], channel_order="bgr")):
+                    theirs = base.recognize([im for im, _, _ in items[i:i + 100]], channel_order="bgr")
+                    for (p, t), b in zip(pairs, theirs):
                         only_new += p == t and b.plate != t
                         only_base += p != t and b.plate == t
             n, prov_only = len(items), tail - ok  # a plate read right is right without its province too
