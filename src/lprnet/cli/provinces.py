@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lprnet.cli._common import BackendOpt, ThreadsOpt, WeightsOpt, fail
+from lprnet.cli._common import BackendOpt, ThreadsOpt, WeightsOpt, fail, load_recognizer
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,18 +33,13 @@ def provinces_cmd(
 ) -> None:
     """Estimate which provinces' plates a camera sees (EM over the model's readings, no labels)
     and print the --provinces value that weighs readings by it."""
-    import lprnet
     from lprnet.core.process import list_images
     from lprnet.data.real import split_kind_prefix
     from lprnet.evaluate import unlabelled_images
-    from lprnet.weights import WeightsError
 
     if min_share <= 0.0:
         fail("--min-share must be > 0")
-    try:
-        rec = lprnet.load(weights, backend=backend, device=device, threads=threads, decode="plate")
-    except (WeightsError, ValueError, RuntimeError, ImportError) as e:
-        fail(str(e))
+    rec, _ = load_recognizer(weights, None, backend=backend, device=device, threads=threads, decode="plate")
     bad: list[str] = []  # dataset entries that cannot become a plate image, by name
     items: list[Path | np.ndarray] = []
     for raw in paths:
