@@ -100,3 +100,53 @@ def test_metadata_is_json(tmp_path):
     with safe_open(str(p), "pt") as f:
         d = json.loads(f.metadata()["lprnet"])
     assert d["format"] == "lprnet-weights" and d["config"]["input_size"] == [94, 24]
+
+
+def test_average_weights_is_the_mean_of_every_float_tensor(tmp_path):
+    from lprnet.weights import average_weights
+
+    sds = [_random_model(seed=s).state_dict() for s in (1, 2, 3)]
+    for i, sd in enumerate(sds):  # BatchNorm statistics differ too, and are averaged like parameters
+        for k in sd:
+            if k.endswith("running_var"):
+                sd[k] = sd[k] + i
+    paths = [save_weights(tmp_path / f"w{i}.safetensors", sd, WeightsMeta(provenance={"trainer": "lprnet.train",
+                                                                                     "seed": i}))
+             for i, sd in enumerate(sds)]
+    avg, meta = average_weights(paths)
+    assert set(avg) == {k for k in sds[0] if not k.endswith("num_batches_tracked")}
+    for k, v in avg.items():
+        want = ((sds[0][k].double() + sds[1][k].double() + sds[2][k].double()) / 3).float()
+        assert v.dtype == torch.float32 and torch.equal(v, want), k
+    assert meta.provenance["trainer"] == "lprnet.train"
+    assert [i["provenance"]["seed"] for i in meta.provenance["ingredients"]] == [0, 1, 2]
+    assert all(len(i["sha256"]) == 64 for i in meta.provenance["ingredients"])
+    # a file averaged with itself is itself, bit for bit
+    same, _ = average_weights([paths[0], paths[0]])
+    for k, v in same.items():
+        assert torch.equal(v.view(torch.int32), sds[0][k].view(torch.int32)), k
+
+
+def test_average_weights_refuses_what_cannot_be_averaged(tmp_path):
+    from lprnet.weights import average_weights
+
+    a = save_weights(tmp_path / "a.safetensors", _random_model().state_dict(), WeightsMeta())
+    other_cs = Charset.from_string("0123456789")
+    b = save_weights(tmp_path / "digits.safetensors", _random_model(other_cs.num_classes).state_dict(),
+                     WeightsMeta(config=ModelConfig(charset=other_cs)))
+    with pytest.raises(WeightsError, match="digits.safetensors: form, context normalisation or config differ"):
+        average_weights([a, b])
+    sd = _random_model().state_dict()
+    sd["extra"] = torch.zeros(3)
+    c = save_weights(tmp_path / "extra.safetensors", sd, WeightsMeta())
+    with pytest.raises(WeightsError, match="extra.safetensors: tensor names or shapes differ"):
+        average_weights([a, c])
+    with pytest.raises(WeightsError, match="at least two"):
+        average_weights([a])
+    d = save_weights(tmp_path / "batch.safetensors", _random_model().state_dict(), WeightsMeta(context_norm="batch"))
+    with pytest.raises(WeightsError, match="batch.safetensors"):
+        average_weights([a, d])
+    pth = tmp_path / "ref.pth"
+    torch.save(_random_model().state_dict(), pth)
+    with pytest.raises(WeightsError, match="ref.pth: import it first"):
+        average_weights([a, pth])

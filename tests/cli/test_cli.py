@@ -237,3 +237,23 @@ def test_rewrite_refuses_reference_form_without_context_rule(tmp_path):
     assert r.exit_code == 2 and "whole batch" in r.stderr and not out.exists()
     r = runner.invoke(app, ["rewrite", "-w", str(REF_PTH), "--out", str(out), "--rules", "no-such-rule"])
     assert r.exit_code == 2 and "no-such-rule" in r.stderr
+
+
+def test_average_weights_command_writes_the_soup_and_names_bad_files(tmp_path):
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        paths.append(str(save_weights(tmp_path / f"w{seed}.safetensors", LPRNet().eval().state_dict(),
+                                      WeightsMeta(provenance={"trainer": "lprnet.train"}))))
+    out = tmp_path / "soup.safetensors"
+    r = runner.invoke(app, ["average-weights", *paths, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    a, b, soup = (lprnet.weights.read_weights(p)[0] for p in (*paths, out))
+    k = "backbone.0.weight"
+    assert torch.allclose(soup[k], (a[k] + b[k]) / 2) and not torch.equal(soup[k], a[k])
+    info = json.loads(runner.invoke(app, ["info", str(out)]).output)
+    assert info["provenance"]["method"] == "uniform weight average"
+    bad = tmp_path / "junk.safetensors"
+    bad.write_bytes(b"not weights at all")
+    r = runner.invoke(app, ["average-weights", paths[0], str(bad), "--out", str(tmp_path / "x.safetensors")])
+    assert r.exit_code != 0 and "junk.safetensors" in r.output and not (tmp_path / "x.safetensors").exists()

@@ -1,4 +1,4 @@
-"""``lprnet import-weights`` and ``lprnet info``: convert reference ``.pth`` files, inspect weights."""
+"""``lprnet import-weights``, ``info``, ``average-weights``: import reference ``.pth`` files, inspect, average."""
 
 from __future__ import annotations
 
@@ -54,6 +54,22 @@ def info(weights: Annotated[Path, typer.Argument(help="Weights file.")]) -> None
     print(json.dumps(d, ensure_ascii=False, indent=2))
 
 
+def average_weights_cmd(
+    weights: Annotated[list[Path], typer.Argument(help="Two or more weights files of one architecture.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors")],
+) -> None:
+    """Average weights files uniformly (a "model soup"): every float tensor, BatchNorm statistics included."""
+    from lprnet.weights import WeightsError, average_weights, save_weights
+
+    try:
+        sd, meta = average_weights(list(weights))
+    except WeightsError as e:
+        fail(str(e))
+    save_weights(out, sd, meta)
+    print(f"wrote {out} (the average of {len(weights)} weights files)")
+
+
 def register(app: typer.Typer) -> None:
     app.command("import-weights")(import_weights)
     app.command("info")(info)
+    app.command("average-weights")(average_weights_cmd)

@@ -94,6 +94,50 @@ def save_weights(path: str | os.PathLike[str], state_dict: dict[str, Tensor], me
     return Path(path)
 
 
+def average_weights(paths: list[str | os.PathLike[str]]) -> tuple[dict[str, Tensor], WeightsMeta]:
+    """The uniform average of several weights files of one architecture ("model soup").
+
+    Every floating-point tensor (parameters and BatchNorm statistics) is averaged in float64 and
+    cast back; other tensors are taken from the last file.  All files must share the form, context
+    normalisation, config and tensor names and shapes; the error names the first file that does not.
+    The result's provenance lists each ingredient's file name, SHA-256 and provenance.
+    """
+    import hashlib
+
+    if len(paths) < 2:
+        raise WeightsError(f"average needs at least two weights files, got {len(paths)}")
+    sds, metas, ingredients = [], [], []
+    for path in paths:
+        sd, meta = read_weights(path)
+        if meta.source_format != "safetensors":
+            raise WeightsError(f"{path}: import it first (lprnet import-weights); averaging reads our format only")
+        if sds:
+            first, m0 = sds[0], metas[0]
+            if (meta.form, meta.context_norm, meta.config.to_json()) != (m0.form, m0.context_norm,
+                                                                          m0.config.to_json()):
+                raise WeightsError(f"{path}: form, context normalisation or config differ from {paths[0]}")
+            if set(sd) != set(first) or any(sd[k].shape != first[k].shape for k in sd):
+                raise WeightsError(f"{path}: tensor names or shapes differ from {paths[0]}")
+        sds.append(sd)
+        metas.append(meta)
+        ingredients.append({"file": Path(path).name,
+                            "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+                            "provenance": meta.provenance})
+    out = {}
+    for k, last in sds[-1].items():
+        if last.is_floating_point():
+            out[k] = (sum(sd[k].double() for sd in sds) / len(sds)).to(last.dtype)
+        else:
+            out[k] = last.clone()
+    trainers = {m.provenance.get("trainer") for m in metas}
+    prov: dict[str, Any] = {"method": "uniform weight average", "ingredients": ingredients}
+    if len(trainers) == 1 and None not in trainers:
+        prov["trainer"] = trainers.pop()  # every ingredient came from the same trainer
+    m = metas[-1]
+    return out, WeightsMeta(config=m.config, form=m.form, context_norm=m.context_norm, provenance=prov,
+                            rules=list(m.rules))
+
+
 def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     for prefix in ("module.", "_orig_mod."):
         if sd and all(k.startswith(prefix) for k in sd):
