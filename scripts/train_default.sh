@@ -8,6 +8,12 @@
 # weights were made that way (see the model card for the exact chain of runs).
 # BATCH and LR (environment, default 64 and 1e-3) size the step: a GPU is better used at e.g.
 #   BATCH=256 LR=2e-3 scripts/train_default.sh /tmp/run 10000 cuda
+# REAL (environment, optional) mixes labelled real data into the stream beside the synthetic plates (share 1),
+#   as the bundled weights' last stages did with the 16 CCPD sample scenes:
+#   REAL=ccpd:../shared/data/ccpd-samples:0.1 scripts/train_default.sh /tmp/ft 4000 cpu default
+#   (any --data source: real:DIR:W, manifest:FILE.csv:W, ccpd:DIR:W; space-separated for several).
+# N_TRAIN and N_VAL (environment) override the number of training and validation plates rendered, WARMUP
+#   (default 100) the warm-up steps.
 set -euo pipefail
 RUN=${1:-$HOME/.cache/lprnet/runs/default}
 STEPS=${2:-4000}
@@ -16,20 +22,23 @@ INIT=${4:-}
 BATCH=${BATCH:-64}
 LR=${LR:-1e-3}
 WORKERS=$(nproc)
-N_TRAIN=$(( STEPS * BATCH / 3 < 200000 ? 200000 : STEPS * BATCH / 3 ))
+N_TRAIN=${N_TRAIN:-$(( STEPS * BATCH / 3 < 200000 ? 200000 : STEPS * BATCH / 3 ))}
+N_VAL=${N_VAL:-3000}
+WARMUP=${WARMUP:-100}
 mkdir -p "$RUN"
 # shards are written atomically and skipped when present: a rerun resumes an interrupted render
 # green and yellow plates at 20 % each (their synthetic accuracy target is 0.98; real traffic is mostly blue)
 MIX=0.6,0.2,0.2
 lprnet synth --n "$N_TRAIN" --out "$RUN/synth-train" --seed 14 --weights "$MIX" --format shards \
   --workers "$WORKERS" --no-progress
-lprnet synth --n 3000 --out "$RUN/synth-val" --seed 15 --weights "$MIX" --province-smudge 0 --format shards \
-  --shard-size 3000 --no-progress
+lprnet synth --n "$N_VAL" --out "$RUN/synth-val" --seed 15 --weights "$MIX" --province-smudge 0 --format shards \
+  --shard-size "$N_VAL" --no-progress
 EXTRA=()
 [ -f "$RUN/train/checkpoints/last.pt" ] && EXTRA+=(--resume)
 [ -n "$INIT" ] && EXTRA+=(--init-weights "$INIT")
+for SRC in ${REAL:-}; do EXTRA+=(--data "$SRC"); done
 lprnet train --data "synth:$RUN/synth-train" --val-synth "$RUN/synth-val" \
-  --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps 100 --out "$RUN/train" \
+  --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps "$WARMUP" --out "$RUN/train" \
   --device "$DEVICE" --workers "$([ "$DEVICE" = cpu ] && echo 0 || echo 8)" --eval-every 400 --ckpt-every 50 \
   "${EXTRA[@]}"
 echo "weights: $RUN/train/best.safetensors"
