@@ -134,8 +134,12 @@ def test_average_weights_refuses_what_cannot_be_averaged(tmp_path):
     other_cs = Charset.from_string("0123456789")
     b = save_weights(tmp_path / "digits.safetensors", _random_model(other_cs.num_classes).state_dict(),
                      WeightsMeta(config=ModelConfig(charset=other_cs)))
-    with pytest.raises(WeightsError, match="digits.safetensors: form, context normalisation or config differ"):
+    with pytest.raises(WeightsError, match="digits.safetensors: form, context normalisation, config or rewrite"):
         average_weights([a, b])
+    r = save_weights(tmp_path / "rewritten.safetensors", _random_model().state_dict(),
+                     WeightsMeta(rules=["flush-subnormals"]))
+    with pytest.raises(WeightsError, match="rewritten.safetensors"):
+        average_weights([a, r])
     sd = _random_model().state_dict()
     sd["extra"] = torch.zeros(3)
     c = save_weights(tmp_path / "extra.safetensors", sd, WeightsMeta())

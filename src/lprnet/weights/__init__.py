@@ -99,7 +99,8 @@ def average_weights(paths: list[str | os.PathLike[str]]) -> tuple[dict[str, Tens
 
     Every floating-point tensor (parameters and BatchNorm statistics) is averaged in float64 and
     cast back; other tensors are taken from the last file.  All files must share the form, context
-    normalisation, config and tensor names and shapes; the error names the first file that does not.
+    normalisation, config, applied rewrite rules and tensor names and shapes; the error names the first
+    file that does not.
     The result's provenance lists each ingredient's file name, SHA-256 and provenance.
     """
     import hashlib
@@ -113,9 +114,10 @@ def average_weights(paths: list[str | os.PathLike[str]]) -> tuple[dict[str, Tens
             raise WeightsError(f"{path}: import it first (lprnet import-weights); averaging reads our format only")
         if sds:
             first, m0 = sds[0], metas[0]
-            if (meta.form, meta.context_norm, meta.config.to_json()) != (m0.form, m0.context_norm,
-                                                                          m0.config.to_json()):
-                raise WeightsError(f"{path}: form, context normalisation or config differ from {paths[0]}")
+            if (meta.form, meta.context_norm, meta.config.to_json(), meta.rules) != (
+                    m0.form, m0.context_norm, m0.config.to_json(), m0.rules):
+                raise WeightsError(f"{path}: form, context normalisation, config or rewrite rules differ from "
+                                   f"{paths[0]}")
             if set(sd) != set(first) or any(sd[k].shape != first[k].shape for k in sd):
                 raise WeightsError(f"{path}: tensor names or shapes differ from {paths[0]}")
         sds.append(sd)
