@@ -62,13 +62,14 @@ def main() -> None:
             truth = [t for _, t, _ in items]
             ok = ok_g = tail = 0
             for i in range(0, len(items), 100):  # one forward pass, both decodings
-                logits = rec.predict_logits([im for im, _, _ in items[i:i + 100]])
+                batch = [im for im, _, _ in items[i:i + 100]]
+                logits = rec.predict_logits(batch)
                 pairs = [(p.plate, t) for p, t in zip(rec.decode_logits(logits), truth[i:i + 100])]
                 ok += sum(p == t for p, t in pairs)
                 tail += sum(p[1:] == t[1:] for p, t in pairs)
                 ok_g += sum(p.plate == t for p, t in zip(ctc_greedy_decode(logits, rec.charset), truth[i:i + 100]))
                 if base is not None:
-                    theirs = base.recognize([im for im, _, _ in items[i:i + 100]], channel_order="bgr")
+                    theirs = base.decode_logits(base.predict_logits(batch))  # the same plates, same path
                     for (p, t), b in zip(pairs, theirs):
                         only_new += p == t and b.plate != t
                         only_base += p != t and b.plate == t
