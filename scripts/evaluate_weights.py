@@ -15,7 +15,8 @@ one of them reads right, and the exact sign test on that split — whether a dif
 
 The synthetic test seeds (3; 5 for a face of your own) differ from every training (1, 11, 14, 16, 18, 20, 22, 24,
 26, 28, 30, 32, 33, 34, 35, 36, 40, 42, 44, 46, 48, 50) and validation (2, 12, 15, 17, 19, 21, 23, 25, 29, 31, 37,
-41, 43, 49) seed of the bundled weights and their candidates. The real folder is evaluated only — never used to train, select or tune.
+41, 43, 49) seed of the bundled weights and their candidates. The real folder is evaluated only — never used to
+train, select or tune.
 """
 
 from __future__ import annotations
