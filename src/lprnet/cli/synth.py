@@ -49,6 +49,16 @@ def synth(
             "Default: the training share (0.08); pass 0 for a test set.",
         ),
     ] = None,
+    loose_crops: Annotated[
+        float | None,
+        typer.Option(
+            "--loose-crops",
+            min=0.0,
+            max=1.0,
+            help="Share of loose crops (margins around the plate, as a looser detector box gives) instead of "
+            "detector-tight ones. Default: the training share (0.08); 1 for a test set of loose crops.",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Render N synthetic Chinese plate crops (94x24 BGR by default) into OUT."""
@@ -68,7 +78,8 @@ def synth(
             raise typer.BadParameter("give one weight per kind", param_hint="--weights")
     size = (width, height)
     # what every writer and the preview share: which plates, how they are drawn
-    plates = dict(kinds=kind_list, weights=weight_list, out_size=size, province_smudge=province_smudge)
+    plates = dict(kinds=kind_list, weights=weight_list, out_size=size, province_smudge=province_smudge,
+                  loose_crops=loose_crops)
     if format is SynthFormat.shards:
         paths = S.write_shards(out, n, seed, shard_size=shard_size, workers=workers, progress=progress, **plates)
         typer.echo(f"{n} plates in {len(paths)} shard(s) under {out}")

@@ -88,6 +88,7 @@ _CJK_GAMMAS = (0.75, 0.85, 1.0, 1.15, 1.3)
 #: where a real province is unreadable the model spreads its belief over the provinces instead of
 #: guessing one with confidence, and province shares (``--provinces``) can then decide.
 _PROVINCE_SMUDGE_P = 0.08
+_LOOSE_CROPS_P = 0.08  # share of loose crops (margins around the plate) in training data
 #: Letter / digit faces (all stretched to the 45 x 90 mm cell and normalised to one stem width),
 #: with how often a plate uses each: the DIN-like face is closest to GA 36, the others add variety.
 _LATIN_FONTS = {
@@ -521,12 +522,15 @@ def _rot(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return rz @ rx @ ry
 
 
-def _geometry(rng: np.random.Generator, plate_w: float, plate_h: float, out_w: int, out_h: int) -> np.ndarray:
+def _geometry(rng: np.random.Generator, plate_w: float, plate_h: float, out_w: int, out_h: int,
+              loose_p: float = _LOOSE_CROPS_P) -> np.ndarray:
     """Project the plate rectangle like a camera would and crop its bounding box.
 
     Returns the 4 destination points (float32, in the out_w x out_h canvas) of the plate
     corners TL, TR, BR, BL.  The crop is the quad's bounding box with small random margins
-    (mostly tight, sometimes cutting into the plate border, as detector / CCPD crops are).
+    (mostly tight, sometimes cutting into the plate border, as detector / CCPD crops are); a share
+    ``loose_p`` of crops is loose instead (up to 8 % of the width beside the plate, 30 % of the height
+    above and below it, as a looser detector box is).
     """
     corners = np.array([[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]], np.float64)
     corners[:, 0] *= plate_w / 2.0
@@ -547,7 +551,7 @@ def _geometry(rng: np.random.Generator, plate_w: float, plate_h: float, out_w: i
     x0, y0 = uv.min(axis=0)
     x1, y1 = uv.max(axis=0)
     bw, bh = x1 - x0, y1 - y0
-    if rng.random() < 0.92:  # detector-tight: around the plate corners, sometimes inside
+    if rng.random() < 1.0 - loose_p:  # detector-tight: around the plate corners, sometimes inside
         ml, mr = rng.uniform(-0.025, 0.025, 2) * bw
         mt, mb = rng.uniform(-0.1, 0.05, 2) * bh
     else:  # loose crops
@@ -624,6 +628,14 @@ def _photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+def _loose_share(loose_crops: float | None) -> float:
+    """The loose-crop share to use: the training default for ``None``; must lie in [0, 1]."""
+    p = _LOOSE_CROPS_P if loose_crops is None else float(loose_crops)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"loose_crops must lie in [0, 1], got {loose_crops!r}")
+    return p
+
+
 def _smudge_share(province_smudge: float | None) -> float:
     """The province smudge share to use: the training default for ``None``; must lie in [0, 1]."""
     p = _PROVINCE_SMUDGE_P if province_smudge is None else float(province_smudge)
@@ -638,12 +650,15 @@ def render_plate(
     rng: np.random.Generator,
     out_size: tuple[int, int] = (94, 24),
     province_smudge: float | None = None,
+    loose_crops: float | None = None,
 ) -> np.ndarray:
     """Render ``text`` as a ``kind`` plate and degrade it into a detector-style crop.
 
     Returns a BGR uint8 array of shape ``(out_size[1], out_size[0], 3)``.  ``province_smudge``
     is the chance that the province is smudged past reading (default ``_PROVINCE_SMUDGE_P``,
     0.08, for training data); test sets pass 0, since an unreadable province cannot be scored.
+    ``loose_crops`` is the chance of a loose crop, with margins around the plate, instead of a
+    detector-tight one (default ``_LOOSE_CROPS_P``, 0.08; 1 for a test set of loose crops).
     """
     if kind not in PLATE_KINDS:
         raise ValueError(f"unknown plate kind {kind!r}; expected one of {PLATE_KINDS}")
@@ -654,6 +669,7 @@ def render_plate(
         raise ValueError(f"plate text must have 7 or 8 characters, got {text!r}")
     out_w, out_h = out_size
     smudge_p = _smudge_share(province_smudge)
+    loose_p = _loose_share(loose_crops)
     plate, pad_x, pad_y = _draw_plate(text, kind, rng, smudge_p)
     ph, pw = plate.shape[:2]
     plate_w, plate_h = pw - 2 * pad_x, ph - 2 * pad_y
@@ -668,7 +684,7 @@ def render_plate(
     # down to the sensor's pixels
     k = max(1, math.ceil(2.0 * out_w / nw))
     cw, ch = nw * k, nh * k
-    dst = _geometry(rng, plate_w, plate_h, cw, ch)
+    dst = _geometry(rng, plate_w, plate_h, cw, ch, loose_p)
     src = np.array(
         [[pad_x, pad_y], [pad_x + plate_w, pad_y], [pad_x + plate_w, pad_y + plate_h], [pad_x, pad_y + plate_h]],
         np.float32,
@@ -740,12 +756,12 @@ def _kind_probs(kinds: Sequence[str], weights: Sequence[float] | None) -> np.nda
 
 def _sample(
     seed: int, i: int, kinds: tuple[str, ...], probs: np.ndarray, out_size: tuple[int, int],
-    province_smudge: float | None = None,
+    province_smudge: float | None = None, loose_crops: float | None = None,
 ) -> tuple[np.ndarray, str, str]:
     rng = np.random.default_rng([seed, i])
     kind = kinds[int(rng.choice(len(kinds), p=probs))] if len(kinds) > 1 else kinds[0]
     text = random_plate_text(kind, rng)
-    return render_plate(text, kind, rng, out_size, province_smudge), text, kind
+    return render_plate(text, kind, rng, out_size, province_smudge, loose_crops), text, kind
 
 
 @contextmanager
@@ -782,26 +798,28 @@ def generate(
     out_size: tuple[int, int] = (94, 24),
     start: int = 0,
     province_smudge: float | None = None,
+    loose_crops: float | None = None,
 ) -> Iterator[tuple[np.ndarray, str, str]]:
     """Yield ``n`` samples ``(image, text, kind)`` with indices ``start .. start + n - 1``.
 
     Sample ``i`` depends only on ``(seed, i)`` (and the other arguments), so a stream can be
     split across processes.  ``weights`` default to :data:`DEFAULT_WEIGHTS`; ``province_smudge``
-    is passed to :func:`render_plate` (0 for test sets).
+    and ``loose_crops`` are passed to :func:`render_plate` (``province_smudge=0`` for test sets).
     """
     kinds = tuple(kinds)
     probs = _kind_probs(kinds, weights)
     for i in range(start, start + n):
-        yield _sample(seed, i, kinds, probs, tuple(out_size), province_smudge)  # type: ignore[arg-type]
+        yield _sample(seed, i, kinds, probs, tuple(out_size), province_smudge,  # type: ignore[arg-type]
+                      loose_crops)
 
 
 def _render_chunk(
-    args: tuple[int, int, int, tuple[str, ...], np.ndarray, tuple[int, int], float | None],
+    args: tuple[int, int, int, tuple[str, ...], np.ndarray, tuple[int, int], float | None, float | None],
 ) -> tuple[np.ndarray, list[str], list[str]]:
-    seed, start, n, kinds, probs, out_size, province_smudge = args
+    seed, start, n, kinds, probs, out_size, province_smudge, loose_crops = args
     imgs, texts, ks = [], [], []
     for i in range(start, start + n):
-        img, text, kind = _sample(seed, i, kinds, probs, out_size, province_smudge)
+        img, text, kind = _sample(seed, i, kinds, probs, out_size, province_smudge, loose_crops)
         imgs.append(img)
         texts.append(text)
         ks.append(kind)
@@ -821,10 +839,11 @@ def _chunks(
     workers: int,
     province_smudge: float | None = None,
     chunk: int = 200,
+    loose_crops: float | None = None,
 ) -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
     """Render index ranges in order, in ``workers`` processes; yields one result per chunk."""
     jobs = [
-        (seed, s, min(chunk, e - s), kinds, probs, out_size, province_smudge)
+        (seed, s, min(chunk, e - s), kinds, probs, out_size, province_smudge, loose_crops)
         for a, e in ranges
         for s in range(a, e, chunk)
     ]
@@ -853,6 +872,7 @@ def write_shards(
     out_size: tuple[int, int] = (94, 24),
     progress: bool = True,
     province_smudge: float | None = None,
+    loose_crops: float | None = None,
 ) -> list[Path]:
     """Pre-render ``n`` samples into ``shard-XXXXX.npz`` files of ``shard_size`` samples.
 
@@ -863,11 +883,13 @@ def write_shards(
     ones raises ``ValueError`` instead of mixing datasets.  ``workers > 1`` renders in spawned
     processes (in scripts, call it under ``if __name__ == "__main__":``).  ``province_smudge``
     is the share of plates whose province is smudged past reading (default: the training
-    share, ``_PROVINCE_SMUDGE_P``; 0 for test sets).  Returns all shard paths in order.
+    share, ``_PROVINCE_SMUDGE_P``; 0 for test sets); ``loose_crops`` the share of loose crops (default:
+    the training share, ``_LOOSE_CROPS_P``).  Returns all shard paths in order.
     """
     if n < 0 or shard_size <= 0:
         raise ValueError("n must be >= 0 and shard_size > 0")
     smudge = _smudge_share(province_smudge)
+    loose = _loose_share(loose_crops)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kinds = tuple(kinds)
@@ -881,12 +903,15 @@ def write_shards(
         "weights": [round(float(p), 12) for p in probs],
         "out_size": [int(v) for v in out_size],
         "province_smudge": smudge,
+        "loose_crops": loose,
     }
     meta_path = out / "meta.json"
     if meta_path.exists():
         old = json.loads(meta_path.read_text(encoding="utf-8"))
         if "province_smudge" not in old:  # written before the share was recorded: compare the rest
             old = {**old, "province_smudge": smudge}
+        if "loose_crops" not in old:  # written before the share was a setting: it was the default
+            old = {**old, "loose_crops": _LOOSE_CROPS_P}
         if old != meta:
             raise ValueError(f"{out} holds shards made with other settings ({old}); use another directory")
     else:
@@ -898,7 +923,8 @@ def write_shards(
     todo = [k for k, p in enumerate(paths) if not p.exists()]
     ranges = [(k * shard_size, min(n, (k + 1) * shard_size)) for k in todo]
     bar = _progress(sum(e - s for s, e in ranges), f"shards -> {out}", progress)
-    results = _chunks(seed, ranges, kinds, probs, tuple(out_size), workers, smudge)  # type: ignore[arg-type]
+    results = _chunks(seed, ranges, kinds, probs, tuple(out_size), workers, smudge,  # type: ignore[arg-type]
+                      loose_crops=loose)
     try:
         for k, (s, e) in zip(todo, ranges, strict=True):
             imgs, texts, ks, got = [], [], [], 0
@@ -943,13 +969,15 @@ def write_folder(
     quality: int = 95,
     progress: bool = True,
     province_smudge: float | None = None,
+    loose_crops: float | None = None,
 ) -> Path:
     """Write ``n`` labelled JPEG crops ``{plate}_{i}.jpg`` and ``labels.csv`` (path,plate,kind).
 
-    The label is the file-name stem up to the last ``_``; ``province_smudge`` as in
+    The label is the file-name stem up to the last ``_``; ``province_smudge`` and ``loose_crops`` as in
     :func:`write_shards`.  Returns the CSV path.
     """
     smudge = _smudge_share(province_smudge)
+    loose = _loose_share(loose_crops)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kinds = tuple(kinds)
@@ -958,7 +986,8 @@ def write_folder(
     rows: list[tuple[str, str, str]] = []
     i = 0
     try:
-        chunks = _chunks(seed, [(0, n)], kinds, probs, tuple(out_size), workers, smudge)  # type: ignore[arg-type]
+        chunks = _chunks(seed, [(0, n)], kinds, probs, tuple(out_size), workers, smudge,  # type: ignore[arg-type]
+                         loose_crops=loose)
         for imgs, texts, ks in chunks:
             for img, text, kind in zip(imgs, texts, ks, strict=True):
                 name = f"{text}_{i}.jpg"
