@@ -536,3 +536,74 @@ def test_smudge_share_outside_unit_interval_rejected(tmp_path: Path, share: floa
     args = ["synth", "--n", "2", "--out", str(tmp_path / "c"), "--province-smudge", str(share)]
     bad = CliRunner().invoke(_app(), args)
     assert bad.exit_code != 0
+
+
+def _fill(dst: np.ndarray, out_w: int, out_h: int) -> tuple[float, float]:
+    """How much of the crop's width and height the plate quad spans (above 1: the crop cuts into it)."""
+    return float(np.ptp(dst[:, 0])) / out_w, float(np.ptp(dst[:, 1])) / out_h
+
+
+def test_loose_crops_leave_margins_around_the_plate() -> None:
+    """``loose_p`` is the share of loose crops: at 0 every crop hugs the plate, at 1 every crop has margins."""
+    fills: dict[float, list[tuple[float, float]]] = {}
+    for p in (0.0, 1.0):
+        fills[p] = [_fill(synth._geometry(np.random.default_rng(s), 440.0, 140.0, 376, 96, p), 376, 96)
+                    for s in range(300)]
+    tight_w, tight_h = np.array(fills[0.0]).T
+    loose_w, loose_h = np.array(fills[1.0]).T
+    # tight: margins within 2.5 % of the width per side, 5 % of the height above/below
+    assert tight_w.min() >= 1 / 1.05 - 1e-6 and tight_h.min() >= 1 / 1.1 - 1e-6
+    # loose: never cuts more than 1 % per side into the width, and leaves room on average
+    assert loose_w.max() <= 1 / 0.98 + 1e-6
+    assert loose_h.mean() < 0.85 < tight_h.mean() and loose_w.mean() < tight_w.mean()
+    assert (loose_h < 1 / 1.1).mean() > 0.5  # most loose crops show more than the tight range ever does
+    # the default share is the training share, 8 %, drawn from the same stream as before it was a setting
+    a = synth._geometry(np.random.default_rng(9), 440.0, 140.0, 376, 96)
+    b = synth._geometry(np.random.default_rng(9), 440.0, 140.0, 376, 96, 0.08)
+    assert a.tobytes() == b.tobytes()
+
+
+def test_cli_loose_crops_reach_the_worker_renders(tmp_path: Path) -> None:
+    """``--loose-crops`` travels through the worker chunks into the shards and their meta; the labels stay."""
+    app, runner = _app(), CliRunner()
+    got = {}
+    for share in ("0", "1"):
+        out = tmp_path / share
+        args = ["synth", "--n", "6", "--seed", "5", "--out", str(out), "--workers", "2", "--no-progress"]
+        res = runner.invoke(app, [*args, "--loose-crops", share])
+        assert res.exit_code == 0, res.output
+        images, labels, _ = synth.load_shard(out / "shard-00000.npz")
+        expected = list(synth.generate(6, seed=5, loose_crops=float(share)))
+        assert all(a.tobytes() == b.tobytes() for a, (b, _, _) in zip(images, expected, strict=True))
+        assert labels.tolist() == [t for _, t, _ in expected]
+        assert json.loads((out / "meta.json").read_text(encoding="utf-8"))["loose_crops"] == float(share)
+        got[share] = (images, labels.tolist())
+    assert got["0"][1] == got["1"][1]  # the same plates, only cropped differently
+    assert all(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() > 1.0 for a, b in zip(got["0"][0], got["1"][0]))
+
+
+def test_shard_meta_records_the_loose_share(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    synth.write_shards(out, 3, seed=1, shard_size=3, progress=False, loose_crops=0.5)
+    with pytest.raises(ValueError, match="other settings"):  # a restart with another share must not mix sets
+        synth.write_shards(out, 3, seed=1, shard_size=3, progress=False)
+    # a folder written before the share was a setting holds default-share plates: resumed under the default only
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    del meta["loose_crops"]
+    (out / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert synth.write_shards(out, 3, seed=1, shard_size=3, progress=False) == [out / "shard-00000.npz"]
+    with pytest.raises(ValueError, match="other settings"):
+        synth.write_shards(out, 3, seed=1, shard_size=3, progress=False, loose_crops=0.5)
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
+def test_loose_share_outside_unit_interval_rejected(tmp_path: Path, share: float) -> None:
+    with pytest.raises(ValueError, match="loose_crops"):
+        synth.write_shards(tmp_path / "s", 2, seed=1, progress=False, loose_crops=share)
+    with pytest.raises(ValueError, match="loose_crops"):
+        synth.write_folder(tmp_path / "f", 2, seed=1, progress=False, loose_crops=share)
+    with pytest.raises(ValueError, match="loose_crops"):
+        synth.render_plate("皖A12345", "blue", np.random.default_rng(0), loose_crops=share)
+    assert not (tmp_path / "s").exists() and not (tmp_path / "f").exists()  # rejected before anything is written
+    bad = CliRunner().invoke(_app(), ["synth", "--n", "2", "--out", str(tmp_path / "c"), "--loose-crops", str(share)])
+    assert bad.exit_code != 0 and not (tmp_path / "c").exists()
