@@ -514,16 +514,23 @@ def test_cli_province_smudge_reaches_the_worker_renders(tmp_path: Path, fmt: str
     assert all(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() > 1.0 for a, b in zip(*got.values(), strict=True))
 
 
-def test_shard_meta_records_the_smudge_share(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("field", "other_share_resumes"), [("province_smudge", True), ("loose_crops", False)])
+def test_shard_meta_records_the_share(tmp_path: Path, field: str, other_share_resumes: bool) -> None:
     out = tmp_path / "s"
-    synth.write_shards(out, 3, seed=1, shard_size=3, progress=False, province_smudge=0.0)
+    synth.write_shards(out, 3, seed=1, shard_size=3, progress=False, **{field: 0.5})
     with pytest.raises(ValueError, match="other settings"):  # a restart with another share must not mix sets
         synth.write_shards(out, 3, seed=1, shard_size=3, progress=False)
-    # a folder written before the share was recorded is resumed under any share
+    # a folder written before the share was recorded: resumed under the default share; under any other share
+    # too for the smudge (recorded late, its share unknown), not for loose crops (before the setting: the default)
     meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
-    del meta["province_smudge"]
+    del meta[field]
     (out / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     assert synth.write_shards(out, 3, seed=1, shard_size=3, progress=False) == [out / "shard-00000.npz"]
+    if other_share_resumes:
+        assert synth.write_shards(out, 3, seed=1, shard_size=3, progress=False, **{field: 0.5})
+    else:
+        with pytest.raises(ValueError, match="other settings"):
+            synth.write_shards(out, 3, seed=1, shard_size=3, progress=False, **{field: 0.5})
 
 
 @pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
@@ -580,20 +587,6 @@ def test_cli_loose_crops_reach_the_worker_renders(tmp_path: Path) -> None:
         got[share] = (images, labels.tolist())
     assert got["0"][1] == got["1"][1]  # the same plates, only cropped differently
     assert all(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() > 1.0 for a, b in zip(got["0"][0], got["1"][0]))
-
-
-def test_shard_meta_records_the_loose_share(tmp_path: Path) -> None:
-    out = tmp_path / "s"
-    synth.write_shards(out, 3, seed=1, shard_size=3, progress=False, loose_crops=0.5)
-    with pytest.raises(ValueError, match="other settings"):  # a restart with another share must not mix sets
-        synth.write_shards(out, 3, seed=1, shard_size=3, progress=False)
-    # a folder written before the share was a setting holds default-share plates: resumed under the default only
-    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
-    del meta["loose_crops"]
-    (out / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-    assert synth.write_shards(out, 3, seed=1, shard_size=3, progress=False) == [out / "shard-00000.npz"]
-    with pytest.raises(ValueError, match="other settings"):
-        synth.write_shards(out, 3, seed=1, shard_size=3, progress=False, loose_crops=0.5)
 
 
 @pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
