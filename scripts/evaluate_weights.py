@@ -2,7 +2,7 @@
 
     python scripts/evaluate_weights.py --weights src/lprnet/weights/default.safetensors \\
         [--real ../shared/data/plates-cn-1k] [--n-per-kind 1000] [--seed 3] [--json out.json] [--decode auto] \\
-        [--cjk-face FONT ...] [--loose-crops P] [--baseline W]
+        [--cjk-face FONT ...] [--loose-crops P] [--grayscale P] [--baseline W]
 
 Accuracies are with the recognizer's decoding (``auto`` = GA 36 plate-constrained for the Chinese
 charset) and, beside them, with plain greedy CTC decoding.  For the synthetic kinds it also reports how
@@ -12,14 +12,14 @@ characters from font files of your own instead of the shipped faces: a face no w
 real plate face is (e.g. WenQuanYi Zen Hei, ``apt-get install fonts-wqy-zenhei``, with ``--seed 5``).
 ``--loose-crops 1`` makes every synthetic test crop a loose one (margins around the plate, as a looser detector
 box than the training data's mostly tight crops gives; seed 7), a test of how the weights cope with another
-detector.
+detector.  ``--grayscale 1`` makes every crop a monochrome-camera one (night / infrared traffic cameras; seed 9).
 ``--baseline W`` also reads the same synthetic plates with weights ``W`` and reports the pair: plates only
 one of them reads right, and the exact sign test on that split — whether a difference is more than noise.
 
-The synthetic test seeds (3; 5 for a face of your own; 7 for loose crops) differ from every training (1, 11, 14,
-16, 18, 20, 22, 24, 26, 28, 30, 32, 33, 34, 35, 36, 40, 42, 44, 46, 48, 50, 52) and validation (2, 12, 15, 17, 19,
-21, 23, 25, 29, 31, 37, 41, 43, 49, 53) seed of the bundled weights and their candidates. The real folder is
-evaluated only — never used to train, select or tune.
+The synthetic test seeds (3; 5 for a face of your own; 7 for loose crops; 9 for monochrome crops) differ from
+every training (1, 11, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 33, 34, 35, 36, 40, 42, 44, 46, 48, 50, 52)
+and validation (2, 12, 15, 17, 19, 21, 23, 25, 29, 31, 37, 41, 43, 49, 53) seed of the bundled weights and their
+candidates. The real folder is evaluated only — never used to train, select or tune.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def main() -> None:
                     help="font file for the synthetic plates' Chinese characters instead of the shipped faces")
     ap.add_argument("--loose-crops", type=float, default=None,
                     help="share of loose synthetic test crops (default: the generator's, 0.08; 1: all loose)")
+    ap.add_argument("--grayscale", type=float, default=None,
+                    help="share of monochrome-camera synthetic test crops (default: the generator's, 0; 1: all)")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="weights to compare with, plate by plate, on the same synthetic plates")
     args = ap.parse_args()
@@ -61,12 +63,12 @@ def main() -> None:
     only_new = only_base = 0
     out: dict = {"weights": str(args.weights or "default"), "decode": rec.decode, "synthetic": {}, "real": {},
                  "seed": args.seed, "cjk_faces": [str(p) for p in args.cjk_face],
-                 "loose_crops": args.loose_crops}
+                 "loose_crops": args.loose_crops, "grayscale": args.grayscale}
     # one face table for all kinds: glyphs are rendered once, not once per kind
     with cjk_faces(args.cjk_face) if args.cjk_face else contextlib.nullcontext():
         for kind in PLATE_KINDS if args.n_per_kind > 0 else ():  # --n-per-kind 0: real folders only
             items = list(generate(args.n_per_kind, seed=args.seed, kinds=(kind,), province_smudge=0.0,
-                                  loose_crops=args.loose_crops))
+                                  loose_crops=args.loose_crops, grayscale=args.grayscale))
             truth = [t for _, t, _ in items]
             ok = ok_g = tail = 0
             for i in range(0, len(items), 100):  # one forward pass, both decodings

@@ -514,7 +514,8 @@ def test_cli_province_smudge_reaches_the_worker_renders(tmp_path: Path, fmt: str
     assert all(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean() > 1.0 for a, b in zip(*got.values(), strict=True))
 
 
-@pytest.mark.parametrize(("field", "other_share_resumes"), [("province_smudge", True), ("loose_crops", False)])
+@pytest.mark.parametrize(("field", "other_share_resumes"),
+                         [("province_smudge", True), ("loose_crops", False), ("grayscale", False)])
 def test_shard_meta_records_the_share(tmp_path: Path, field: str, other_share_resumes: bool) -> None:
     out = tmp_path / "s"
     synth.write_shards(out, 3, seed=1, shard_size=3, progress=False, **{field: 0.5})
@@ -599,4 +600,57 @@ def test_loose_share_outside_unit_interval_rejected(tmp_path: Path, share: float
         synth.render_plate("皖A12345", "blue", np.random.default_rng(0), loose_crops=share)
     assert not (tmp_path / "s").exists() and not (tmp_path / "f").exists()  # rejected before anything is written
     bad = CliRunner().invoke(_app(), ["synth", "--n", "2", "--out", str(tmp_path / "c"), "--loose-crops", str(share)])
+    assert bad.exit_code != 0 and not (tmp_path / "c").exists()
+
+
+def _mono(img: np.ndarray) -> bool:
+    return bool((img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all())
+
+
+def test_grayscale_share_makes_monochrome_crops_of_the_same_plates() -> None:
+    """``grayscale`` is the share of monochrome-camera crops: three equal channels; 0 (the default) draws
+    nothing extra, so a stream renders bit for bit as it did before the setting existed."""
+    default = list(synth.generate(40, seed=11))
+    zero = list(synth.generate(40, seed=11, grayscale=0.0))
+    mono = list(synth.generate(40, seed=11, grayscale=1.0))
+    half = list(synth.generate(200, seed=11, grayscale=0.5))
+    assert all(a.tobytes() == b.tobytes() for (a, _, _), (b, _, _) in zip(default, zero, strict=True))
+    assert not any(_mono(img) for img, _, _ in default)
+    assert all(_mono(img) for img, _, _ in mono)
+    assert [t for _, t, _ in mono] == [t for _, t, _ in default]  # the same plates, only the camera differs
+    share = np.mean([_mono(img) for img, _, _ in half])
+    assert 0.38 < share < 0.62
+    # the same scene: a monochrome crop is close to the luminance of its colour twin, not to another plate's
+    for (c, _, _), (m, _, _), (other, _, _) in zip(default, mono, default[1:] + default[:1], strict=True):
+        lum = cv2.cvtColor(c, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        # normalised correlation: invariant to the mix's gain and offset
+        def corr(x: np.ndarray, y: np.ndarray) -> float:
+            x, y = x - x.mean(), y - y.mean()
+            return float((x * y).sum() / (np.sqrt((x * x).sum() * (y * y).sum()) + 1e-6))
+        assert corr(lum, m[..., 0].astype(np.float32)) > corr(
+            cv2.cvtColor(other, cv2.COLOR_BGR2GRAY).astype(np.float32), m[..., 0].astype(np.float32))
+
+
+def test_cli_grayscale_reaches_the_worker_renders(tmp_path: Path) -> None:
+    out = tmp_path / "g"
+    args = ["synth", "--n", "6", "--seed", "5", "--out", str(out), "--workers", "2", "--no-progress"]
+    res = CliRunner().invoke(_app(), [*args, "--grayscale", "1"])
+    assert res.exit_code == 0, res.output
+    images, labels, _ = synth.load_shard(out / "shard-00000.npz")
+    expected = list(synth.generate(6, seed=5, grayscale=1.0))
+    assert all(a.tobytes() == b.tobytes() for a, (b, _, _) in zip(images, expected, strict=True))
+    assert all(_mono(img) for img in images) and labels.tolist() == [t for _, t, _ in expected]
+    assert json.loads((out / "meta.json").read_text(encoding="utf-8"))["grayscale"] == 1.0
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
+def test_grayscale_share_outside_unit_interval_rejected(tmp_path: Path, share: float) -> None:
+    with pytest.raises(ValueError, match="grayscale"):
+        synth.write_shards(tmp_path / "s", 2, seed=1, progress=False, grayscale=share)
+    with pytest.raises(ValueError, match="grayscale"):
+        synth.write_folder(tmp_path / "f", 2, seed=1, progress=False, grayscale=share)
+    with pytest.raises(ValueError, match="grayscale"):
+        synth.render_plate("皖A12345", "blue", np.random.default_rng(0), grayscale=share)
+    assert not (tmp_path / "s").exists() and not (tmp_path / "f").exists()
+    bad = CliRunner().invoke(_app(), ["synth", "--n", "2", "--out", str(tmp_path / "c"), "--grayscale", str(share)])
     assert bad.exit_code != 0 and not (tmp_path / "c").exists()

@@ -59,6 +59,16 @@ def synth(
             "detector-tight ones. Default: the training share (0.08); 1 for a test set of loose crops.",
         ),
     ] = None,
+    grayscale: Annotated[
+        float | None,
+        typer.Option(
+            "--grayscale",
+            min=0.0,
+            max=1.0,
+            help="Share of crops from a monochrome (night / infrared) camera, fed as three equal channels. "
+            "Default 0; 1 for a test set of monochrome crops.",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Render N synthetic Chinese plate crops (94x24 BGR by default) into OUT."""
@@ -79,7 +89,7 @@ def synth(
     size = (width, height)
     # what every writer and the preview share: which plates, how they are drawn
     plates = dict(kinds=kind_list, weights=weight_list, out_size=size, province_smudge=province_smudge,
-                  loose_crops=loose_crops)
+                  loose_crops=loose_crops, grayscale=grayscale)
     if format is SynthFormat.shards:
         paths = S.write_shards(out, n, seed, shard_size=shard_size, workers=workers, progress=progress, **plates)
         typer.echo(f"{n} plates in {len(paths)} shard(s) under {out}")

@@ -89,6 +89,7 @@ _CJK_GAMMAS = (0.75, 0.85, 1.0, 1.15, 1.3)
 #: guessing one with confidence, and province shares (``--provinces``) can then decide.
 _PROVINCE_SMUDGE_P = 0.08
 _LOOSE_CROPS_P = 0.08  # share of loose crops (margins around the plate) in training data
+_GRAYSCALE_P = 0.0  # share of monochrome (night / infrared camera) crops; 0 draws nothing extra
 #: Letter / digit faces (all stretched to the 45 x 90 mm cell and normalised to one stem width),
 #: with how often a plate uses each: the DIN-like face is closest to GA 36, the others add variety.
 _LATIN_FONTS = {
@@ -636,6 +637,14 @@ def _loose_share(loose_crops: float | None) -> float:
     return p
 
 
+def _gray_share(grayscale: float | None) -> float:
+    """The monochrome-crop share to use: the default (0) for ``None``; must lie in [0, 1]."""
+    p = _GRAYSCALE_P if grayscale is None else float(grayscale)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"grayscale must lie in [0, 1], got {grayscale!r}")
+    return p
+
+
 def _smudge_share(province_smudge: float | None) -> float:
     """The province smudge share to use: the training default for ``None``; must lie in [0, 1]."""
     p = _PROVINCE_SMUDGE_P if province_smudge is None else float(province_smudge)
@@ -651,6 +660,7 @@ def render_plate(
     out_size: tuple[int, int] = (94, 24),
     province_smudge: float | None = None,
     loose_crops: float | None = None,
+    grayscale: float | None = None,
 ) -> np.ndarray:
     """Render ``text`` as a ``kind`` plate and degrade it into a detector-style crop.
 
@@ -659,6 +669,10 @@ def render_plate(
     0.08, for training data); test sets pass 0, since an unreadable province cannot be scored.
     ``loose_crops`` is the chance of a loose crop, with margins around the plate, instead of a
     detector-tight one (default ``_LOOSE_CROPS_P``, 0.08; 1 for a test set of loose crops).
+    ``grayscale`` is the chance that the camera is a monochrome one (night / infrared traffic cameras):
+    the frame becomes one channel, a random mix of B, G and R (the sensor's spectral response; half of
+    them plain luminance), before compression, and reaches the model as three equal channels (default
+    0: no such crops, and no extra random draw, so the other plates of a stream stay bit for bit).
     """
     if kind not in PLATE_KINDS:
         raise ValueError(f"unknown plate kind {kind!r}; expected one of {PLATE_KINDS}")
@@ -670,6 +684,7 @@ def render_plate(
     out_w, out_h = out_size
     smudge_p = _smudge_share(province_smudge)
     loose_p = _loose_share(loose_crops)
+    gray_p = _gray_share(grayscale)
     plate, pad_x, pad_y = _draw_plate(text, kind, rng, smudge_p)
     ph, pw = plate.shape[:2]
     plate_w, plate_h = pw - 2 * pad_x, ph - 2 * pad_y
@@ -724,6 +739,13 @@ def render_plate(
             noise = noise + rng.normal(0.0, sigma * 0.5, (nh, nw, 3)).astype(np.float32)
         cam = cam + noise
     frame = np.clip(cam + 0.5, 0, 255).astype(np.uint8)
+    if gray_p > 0.0 and rng.random() < gray_p:  # monochrome camera: one channel of some spectral mix
+        if rng.random() < 0.5:
+            mono = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        else:
+            w = rng.dirichlet((1.0, 1.0, 1.0)).astype(np.float32)
+            mono = np.clip(frame.astype(np.float32) @ w + 0.5, 0, 255).astype(np.uint8)
+        frame = cv2.cvtColor(mono, cv2.COLOR_GRAY2BGR)
     # compression, on the camera's frame
     if rng.random() < 0.8:
         q = int(rng.integers(25, 96))
@@ -756,12 +778,12 @@ def _kind_probs(kinds: Sequence[str], weights: Sequence[float] | None) -> np.nda
 
 def _sample(
     seed: int, i: int, kinds: tuple[str, ...], probs: np.ndarray, out_size: tuple[int, int],
-    province_smudge: float | None = None, loose_crops: float | None = None,
+    province_smudge: float | None = None, loose_crops: float | None = None, grayscale: float | None = None,
 ) -> tuple[np.ndarray, str, str]:
     rng = np.random.default_rng([seed, i])
     kind = kinds[int(rng.choice(len(kinds), p=probs))] if len(kinds) > 1 else kinds[0]
     text = random_plate_text(kind, rng)
-    return render_plate(text, kind, rng, out_size, province_smudge, loose_crops), text, kind
+    return render_plate(text, kind, rng, out_size, province_smudge, loose_crops, grayscale), text, kind
 
 
 @contextmanager
@@ -799,27 +821,29 @@ def generate(
     start: int = 0,
     province_smudge: float | None = None,
     loose_crops: float | None = None,
+    grayscale: float | None = None,
 ) -> Iterator[tuple[np.ndarray, str, str]]:
     """Yield ``n`` samples ``(image, text, kind)`` with indices ``start .. start + n - 1``.
 
     Sample ``i`` depends only on ``(seed, i)`` (and the other arguments), so a stream can be
-    split across processes.  ``weights`` default to :data:`DEFAULT_WEIGHTS`; ``province_smudge``
-    and ``loose_crops`` are passed to :func:`render_plate` (``province_smudge=0`` for test sets).
+    split across processes.  ``weights`` default to :data:`DEFAULT_WEIGHTS`; ``province_smudge``,
+    ``loose_crops`` and ``grayscale`` are passed to :func:`render_plate` (``province_smudge=0`` for test sets).
     """
     kinds = tuple(kinds)
     probs = _kind_probs(kinds, weights)
     for i in range(start, start + n):
         yield _sample(seed, i, kinds, probs, tuple(out_size), province_smudge,  # type: ignore[arg-type]
-                      loose_crops)
+                      loose_crops, grayscale)
 
 
 def _render_chunk(
-    args: tuple[int, int, int, tuple[str, ...], np.ndarray, tuple[int, int], float | None, float | None],
+    args: tuple[int, int, int, tuple[str, ...], np.ndarray, tuple[int, int], float | None, float | None,
+                float | None],
 ) -> tuple[np.ndarray, list[str], list[str]]:
-    seed, start, n, kinds, probs, out_size, province_smudge, loose_crops = args
+    seed, start, n, kinds, probs, out_size, province_smudge, loose_crops, grayscale = args
     imgs, texts, ks = [], [], []
     for i in range(start, start + n):
-        img, text, kind = _sample(seed, i, kinds, probs, out_size, province_smudge, loose_crops)
+        img, text, kind = _sample(seed, i, kinds, probs, out_size, province_smudge, loose_crops, grayscale)
         imgs.append(img)
         texts.append(text)
         ks.append(kind)
@@ -840,10 +864,11 @@ def _chunks(
     province_smudge: float | None = None,
     chunk: int = 200,
     loose_crops: float | None = None,
+    grayscale: float | None = None,
 ) -> Iterator[tuple[np.ndarray, list[str], list[str]]]:
     """Render index ranges in order, in ``workers`` processes; yields one result per chunk."""
     jobs = [
-        (seed, s, min(chunk, e - s), kinds, probs, out_size, province_smudge, loose_crops)
+        (seed, s, min(chunk, e - s), kinds, probs, out_size, province_smudge, loose_crops, grayscale)
         for a, e in ranges
         for s in range(a, e, chunk)
     ]
@@ -873,6 +898,7 @@ def write_shards(
     progress: bool = True,
     province_smudge: float | None = None,
     loose_crops: float | None = None,
+    grayscale: float | None = None,
 ) -> list[Path]:
     """Pre-render ``n`` samples into ``shard-XXXXX.npz`` files of ``shard_size`` samples.
 
@@ -884,12 +910,14 @@ def write_shards(
     processes (in scripts, call it under ``if __name__ == "__main__":``).  ``province_smudge``
     is the share of plates whose province is smudged past reading (default: the training
     share, ``_PROVINCE_SMUDGE_P``; 0 for test sets); ``loose_crops`` the share of loose crops (default:
-    the training share, ``_LOOSE_CROPS_P``).  Returns all shard paths in order.
+    the training share, ``_LOOSE_CROPS_P``); ``grayscale`` the share of monochrome-camera crops (default 0).
+    Returns all shard paths in order.
     """
     if n < 0 or shard_size <= 0:
         raise ValueError("n must be >= 0 and shard_size > 0")
     smudge = _smudge_share(province_smudge)
     loose = _loose_share(loose_crops)
+    gray = _gray_share(grayscale)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kinds = tuple(kinds)
@@ -904,6 +932,7 @@ def write_shards(
         "out_size": [int(v) for v in out_size],
         "province_smudge": smudge,
         "loose_crops": loose,
+        "grayscale": gray,
     }
     meta_path = out / "meta.json"
     if meta_path.exists():
@@ -912,6 +941,8 @@ def write_shards(
             old = {**old, "province_smudge": smudge}
         if "loose_crops" not in old:  # written before the share was a setting: it was the default
             old = {**old, "loose_crops": _LOOSE_CROPS_P}
+        if "grayscale" not in old:  # written before the share was a setting: there were no such crops
+            old = {**old, "grayscale": _GRAYSCALE_P}
         if old != meta:
             raise ValueError(f"{out} holds shards made with other settings ({old}); use another directory")
     else:
@@ -924,7 +955,7 @@ def write_shards(
     ranges = [(k * shard_size, min(n, (k + 1) * shard_size)) for k in todo]
     bar = _progress(sum(e - s for s, e in ranges), f"shards -> {out}", progress)
     results = _chunks(seed, ranges, kinds, probs, tuple(out_size), workers, smudge,  # type: ignore[arg-type]
-                      loose_crops=loose)
+                      loose_crops=loose, grayscale=gray)
     try:
         for k, (s, e) in zip(todo, ranges, strict=True):
             imgs, texts, ks, got = [], [], [], 0
@@ -970,14 +1001,16 @@ def write_folder(
     progress: bool = True,
     province_smudge: float | None = None,
     loose_crops: float | None = None,
+    grayscale: float | None = None,
 ) -> Path:
     """Write ``n`` labelled JPEG crops ``{plate}_{i}.jpg`` and ``labels.csv`` (path,plate,kind).
 
-    The label is the file-name stem up to the last ``_``; ``province_smudge`` and ``loose_crops`` as in
+    The label is the file-name stem up to the last ``_``; ``province_smudge``, ``loose_crops`` and ``grayscale`` as in
     :func:`write_shards`.  Returns the CSV path.
     """
     smudge = _smudge_share(province_smudge)
     loose = _loose_share(loose_crops)
+    gray = _gray_share(grayscale)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kinds = tuple(kinds)
@@ -987,7 +1020,7 @@ def write_folder(
     i = 0
     try:
         chunks = _chunks(seed, [(0, n)], kinds, probs, tuple(out_size), workers, smudge,  # type: ignore[arg-type]
-                         loose_crops=loose)
+                         loose_crops=loose, grayscale=gray)
         for imgs, texts, ks in chunks:
             for img, text, kind in zip(imgs, texts, ks, strict=True):
                 name = f"{text}_{i}.jpg"
