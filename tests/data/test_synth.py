@@ -591,15 +591,17 @@ def test_cli_loose_crops_reach_the_worker_renders(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
-def test_loose_share_outside_unit_interval_rejected(tmp_path: Path, share: float) -> None:
-    with pytest.raises(ValueError, match="loose_crops"):
-        synth.write_shards(tmp_path / "s", 2, seed=1, progress=False, loose_crops=share)
-    with pytest.raises(ValueError, match="loose_crops"):
-        synth.write_folder(tmp_path / "f", 2, seed=1, progress=False, loose_crops=share)
-    with pytest.raises(ValueError, match="loose_crops"):
-        synth.render_plate("皖A12345", "blue", np.random.default_rng(0), loose_crops=share)
+@pytest.mark.parametrize(("setting", "flag"), [("loose_crops", "--loose-crops"), ("grayscale", "--grayscale")])
+def test_share_outside_unit_interval_rejected(tmp_path: Path, setting: str, flag: str, share: float) -> None:
+    kw = {setting: share}
+    with pytest.raises(ValueError, match=setting):
+        synth.write_shards(tmp_path / "s", 2, seed=1, progress=False, **kw)
+    with pytest.raises(ValueError, match=setting):
+        synth.write_folder(tmp_path / "f", 2, seed=1, progress=False, **kw)
+    with pytest.raises(ValueError, match=setting):
+        synth.render_plate("皖A12345", "blue", np.random.default_rng(0), **kw)
     assert not (tmp_path / "s").exists() and not (tmp_path / "f").exists()  # rejected before anything is written
-    bad = CliRunner().invoke(_app(), ["synth", "--n", "2", "--out", str(tmp_path / "c"), "--loose-crops", str(share)])
+    bad = CliRunner().invoke(_app(), ["synth", "--n", "2", "--out", str(tmp_path / "c"), flag, str(share)])
     assert bad.exit_code != 0 and not (tmp_path / "c").exists()
 
 
@@ -641,16 +643,3 @@ def test_cli_grayscale_reaches_the_worker_renders(tmp_path: Path) -> None:
     assert all(a.tobytes() == b.tobytes() for a, (b, _, _) in zip(images, expected, strict=True))
     assert all(_mono(img) for img in images) and labels.tolist() == [t for _, t, _ in expected]
     assert json.loads((out / "meta.json").read_text(encoding="utf-8"))["grayscale"] == 1.0
-
-
-@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
-def test_grayscale_share_outside_unit_interval_rejected(tmp_path: Path, share: float) -> None:
-    with pytest.raises(ValueError, match="grayscale"):
-        synth.write_shards(tmp_path / "s", 2, seed=1, progress=False, grayscale=share)
-    with pytest.raises(ValueError, match="grayscale"):
-        synth.write_folder(tmp_path / "f", 2, seed=1, progress=False, grayscale=share)
-    with pytest.raises(ValueError, match="grayscale"):
-        synth.render_plate("皖A12345", "blue", np.random.default_rng(0), grayscale=share)
-    assert not (tmp_path / "s").exists() and not (tmp_path / "f").exists()
-    bad = CliRunner().invoke(_app(), ["synth", "--n", "2", "--out", str(tmp_path / "c"), "--grayscale", str(share)])
-    assert bad.exit_code != 0 and not (tmp_path / "c").exists()
