@@ -89,3 +89,14 @@ def test_train_cli_end_to_end(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["train", "--steps", "0", "--data", "synth:/x"])
     assert res.exit_code == 2 and "steps" in res.output
+    # the teacher flags reach the config and the run
+    kd_args = [a if a != str(tmp_path / "run") else str(tmp_path / "kd") for a in args]
+    res = runner.invoke(app, [*kd_args, "--teacher", "default", "--distill-weight", "0.5", "--distill-temperature",
+                              "2", "--distill-on", "all"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((tmp_path / "kd" / "config.json").read_text())
+    assert (cfg["teacher"], cfg["distill_weight"], cfg["distill_temperature"], cfg["distill_on"]) == (
+        "default", 0.5, 2.0, "all")
+    assert "distill weight 0.5, temperature 2.0, on every sample" in (tmp_path / "kd" / "train.log").read_text()
+    res = runner.invoke(app, ["train", "--data", "synth:/x", "--teacher", "default", "--distill-on", "some"])
+    assert res.exit_code == 2 and "distill_on" in res.output

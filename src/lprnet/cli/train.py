@@ -66,6 +66,14 @@ def train_command(
     amp: Annotated[OptStr, typer.Option(help="CUDA mixed precision: auto, bf16, fp16, off")] = None,
     ema_decay: Annotated[OptFloat, typer.Option(help="Evaluate and export an exponential moving average of "
                                                 "the weights with this decay, e.g. 0.999 (0: off)")] = None,
+    teacher: Annotated[OptStr, typer.Option(help="Frozen teacher weights ('default': the bundled ones): learning "
+                                            "without forgetting, the loss adds the KL divergence from its "
+                                            "readings, e.g. when fine-tuning the default on your own crops")] = None,
+    distill_weight: Annotated[OptFloat, typer.Option(help="Weight of the teacher's term (default 1)")] = None,
+    distill_temperature: Annotated[OptFloat, typer.Option(help="Softmax temperature of the teacher's term "
+                                                          "(default 1)")] = None,
+    distill_on: Annotated[OptStr, typer.Option(help="correct (default: only samples whose label the teacher "
+                                               "reads right) or all")] = None,
     channels_last: Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last",
                                                           help="NHWC memory layout (default on: faster on "
                                                           "x86 CPUs, same results to rounding)")] = None,
@@ -86,7 +94,8 @@ def train_command(
         lr=lr, out=out, resume=True if resume else None, device=device, init_weights=init_weights,
         workers=workers, threads=threads, seed=seed, select_on=select_on, eval_every=eval_every, ckpt_every=ckpt_every,
         log_every=log_every, warmup_steps=warmup_steps, amp=amp, ema_decay=ema_decay, channels_last=channels_last,
-        compile=compile_, progress=False if no_progress else None)
+        compile=compile_, progress=False if no_progress else None, teacher=teacher, distill_weight=distill_weight,
+        distill_temperature=distill_temperature, distill_on=distill_on)
     try:
         cfg = make_config(config, **overrides)
         if not cfg.data:

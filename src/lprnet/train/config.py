@@ -61,6 +61,15 @@ class TrainConfig(BaseModel):
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0,
                              description="keep an exponential moving average of the weights with this decay "
                              "(e.g. 0.999); evaluation, best and final weights then use the average (0: off)")
+    teacher: str | None = Field(None, description="weights of a frozen teacher (path or 'default'): learning without "
+                                "forgetting, the loss adds distill_weight x the KL divergence from the teacher's "
+                                "per-step class distribution to the student's (e.g. fine-tuning the default on new "
+                                "crops while keeping what it reads)")
+    distill_weight: float = Field(1.0, ge=0.0, description="weight of the distillation term (with a teacher)")
+    distill_temperature: float = Field(1.0, gt=0.0, description="softmax temperature of the distillation term; the "
+                                       "term is scaled by its square (Hinton et al.)")
+    distill_on: Literal["correct", "all"] = Field("correct", description="samples the teacher is distilled on: those "
+                                                  "whose label its greedy reading matches, or all of them")
     amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="CUDA only; auto = bf16 when supported")
     channels_last: bool = Field(True, description="train in the channels-last (NHWC) memory layout: the same "
                                 "model to float rounding, 1.3-1.4x the plates/s of NCHW on x86 CPUs")

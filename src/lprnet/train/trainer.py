@@ -22,6 +22,11 @@ evaluate; checkpoint; export.  Facts worth knowing:
 * ``compile`` wraps the training step's model in ``torch.compile`` (checkpoints, evaluation and
   exports use the plain module, so a run may be resumed with or without it; compiled dropout draws
   its masks differently, so switching it on resume is warned as a change of the run);
+* with a ``teacher`` (learning without forgetting, Li & Hoiem 2017) the frozen teacher reads each batch
+  in eval mode and the loss adds ``distill_weight * T^2 * KL(teacher || student)`` of the per-step class
+  distributions at temperature ``T``, averaged over the CTC steps and the batch, counting by default only
+  samples whose label the teacher reads right (``distill_on``); ``train_loss`` stays the CTC term and
+  ``train_distill`` logs the KL term;
 * with ``ema_decay > 0`` an exponential moving average of the weights (PyTorch's
   ``AveragedModel``) is what is evaluated, selected and exported; it is checkpointed too;
 * under ``torchrun`` (``WORLD_SIZE > 1``) it runs DDP (gloo on CPU, nccl on CUDA), each rank
@@ -64,7 +69,7 @@ from lprnet.weights import WeightsMeta, atomic_write_bytes, save_weights
 VAL_SEED = 0x7A11D  # generated validation plates; keep training shards on other seeds
 CKPT_VERSION = 1
 METRIC_FIELDS = ["step", "samples", "time_s", "lr", "train_loss", "plates_per_s",
-                 "val_synth_loss", "val_synth_acc", "val_dir_loss", "val_dir_acc"]
+                 "val_synth_loss", "val_synth_acc", "val_dir_loss", "val_dir_acc", "train_distill"]
 
 
 class TrainError(RuntimeError):
@@ -136,6 +141,28 @@ def ctc_loss(logits: Tensor, targets: Tensor, target_lengths: Tensor, ctc: nn.CT
     log_probs = logits.float().permute(2, 0, 1).log_softmax(2)
     input_lengths = torch.full((n,), t, dtype=torch.long, device=logits.device)
     return ctc(log_probs, targets.to(logits.device), input_lengths, target_lengths.to(logits.device))
+
+
+def distill_loss(student: Tensor, teacher: Tensor, mask: Tensor, temperature: float = 1.0) -> Tensor:
+    """``T^2 * sum(mask * KL(teacher || student)) / N`` for ``N x C x T`` logits.
+
+    The KL divergence of the per-step class distributions (softmax over ``C`` at ``temperature``) is
+    averaged over the ``T`` CTC steps; ``mask`` (``N``, 0/1 or weights) picks the samples, and the sum is
+    divided by the whole batch, so the weight of the term does not depend on how many samples it counts.
+    """
+    t = float(temperature)
+    log_s = torch.log_softmax(student.float() / t, dim=1)
+    log_t = torch.log_softmax(teacher.detach().float() / t, dim=1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(dim=1).mean(dim=1)  # N
+    return (kl * mask.to(kl)).sum() / max(1, kl.shape[0]) * (t * t)
+
+
+def teacher_mask(teacher_logits: Tensor, texts: list[str], charset: Charset, on: str) -> Tensor:
+    """1 for the samples the teacher is distilled on: all, or those whose label its greedy reading matches."""
+    if on == "all":
+        return torch.ones(len(texts), device=teacher_logits.device)
+    read = greedy_strings(teacher_logits.detach().float().cpu().numpy(), charset)
+    return torch.tensor([float(a == b) for a, b in zip(read, texts)], device=teacher_logits.device)
 
 
 def make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
@@ -269,12 +296,13 @@ class MetricsLog:
             return [p[0] for p in pts], [p[1] for p in pts]
 
         fig, ax = plt.subplots(1, 3, figsize=(15, 4))
-        for key, label in (("train_loss", "train"), ("val_synth_loss", "val synth"), ("val_dir_loss", "val dir")):
+        for key, label in (("train_loss", "train"), ("val_synth_loss", "val synth"), ("val_dir_loss", "val dir"),
+                           ("train_distill", "train distill (KL)")):
             xs, ys = series(key)
             if xs:
                 ax[0].plot(xs, ys, label=label)
         ax[0].set_yscale("log")
-        ax[0].set_title("CTC loss")
+        ax[0].set_title("loss (CTC; KL to the teacher)" if series("train_distill")[0] else "CTC loss")
         for key, label in (("val_synth_acc", "val synth"), ("val_dir_acc", "val dir")):
             xs, ys = series(key)
             if xs:
@@ -468,6 +496,21 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
         except WeightsError as e:
             raise TrainError(f"--init-weights: {e}") from None
         log(f"initialised from {init}" + (" (the bundled default weights)" if init != cfg.init_weights else ""))
+    teacher: nn.Module | None = None
+    if cfg.teacher:
+        from lprnet.weights import WeightsError, default_weights_path, load_state, read_weights
+
+        tpath = str(default_weights_path()) if cfg.teacher == "default" else cfg.teacher
+        with torch.random.fork_rng(devices=[]):  # its random init is overwritten; keep the run's stream
+            teacher = LPRNet.from_config(mcfg)
+        try:
+            sd, _ = read_weights(tpath, charset)
+            load_state(teacher, sd, tpath)
+        except WeightsError as e:
+            raise TrainError(f"--teacher: {e}") from None
+        teacher = teacher.to(device, memory_format=fmt).eval().requires_grad_(False)
+        log(f"teacher {tpath}: distill weight {cfg.distill_weight}, temperature {cfg.distill_temperature}, "
+            f"on {'the samples it reads right' if cfg.distill_on == 'correct' else 'every sample'}")
     model: nn.Module = raw_model
     if env.ddp:
         model = nn.parallel.DistributedDataParallel(
@@ -559,20 +602,30 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     it = iter(loader)
     last: dict[str, float] = {}
     best_path = out / "best.safetensors" if (out / "best.safetensors").exists() and best is not None else None
-    win_loss, win_n, win_t = 0.0, 0, 0.0
+    win_loss, win_n, win_t, win_kd = 0.0, 0, 0.0, 0.0
     model.train()
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else nullcontext
     try:
         while step < cfg.steps:
             t0 = time.perf_counter()
-            x, targets, lengths, _ = next(it)
+            x, targets, lengths, texts = next(it)
             x = x.to(device, non_blocking=True, memory_format=fmt)
             model.train()
             with autocast():
                 logits = model(x)
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_logits = teacher(x)
             loss = ctc_loss(logits, targets, lengths, ctc)
+            total = loss
+            if teacher is not None:
+                mask = teacher_mask(t_logits, texts, charset, cfg.distill_on)
+                if bool(mask.any()):  # a batch with no such sample trains exactly as without a teacher
+                    kd = distill_loss(logits, t_logits, mask, cfg.distill_temperature)
+                    total = loss + cfg.distill_weight * kd
+                    win_kd += float(kd.detach())
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(total).backward()
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
@@ -593,11 +646,13 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
             if step % cfg.log_every == 0 or step == cfg.steps:
                 row = {"step": step, "samples": step * per_step, "time_s": round(train_time, 2), "lr": lr,
                        "train_loss": win_loss / win_n, "plates_per_s": win_n * per_step / max(win_t, 1e-9)}
+                if teacher is not None:
+                    row["train_distill"] = win_kd / win_n
                 bar.set_postfix(loss=f"{row['train_loss']:.4f}", lr=f"{lr:.2e}",
                                 plates_s=f"{row['plates_per_s']:.0f}")
                 if metrics:
                     metrics.append(row)
-                win_loss, win_n, win_t = 0.0, 0, 0.0
+                win_loss, win_n, win_t, win_kd = 0.0, 0, 0.0, 0.0
 
             if env.main and val_loaders and (step % cfg.eval_every == 0 or step == cfg.steps):
                 last = run_eval()
