@@ -13,8 +13,9 @@ real plate face is (e.g. WenQuanYi Zen Hei, ``apt-get install fonts-wqy-zenhei``
 ``--loose-crops 1`` makes every synthetic test crop a loose one (margins around the plate, as a looser detector
 box than the training data's mostly tight crops gives; seed 7), a test of how the weights cope with another
 detector.  ``--grayscale 1`` makes every crop a monochrome-camera one (night / infrared traffic cameras; seed 9).
-``--baseline W`` also reads the same synthetic plates with weights ``W`` and reports the pair: plates only
-one of them reads right, and the exact sign test on that split — whether a difference is more than noise.
+``--baseline W`` also reads the same synthetic plates and real folders with weights ``W`` and reports the pair:
+plates only one of them reads right, and the exact sign test on that split — whether a difference is more than
+noise.  ``--provinces 皖=0.8`` (or ``auto``) reads the real folders with province shares, both weights alike.
 
 The synthetic test seeds (3; 5 for a face of your own; 7 for loose crops; 9 for monochrome crops; since stage 32
 also 63, 65, 67 and 61 for the same four kinds, since stage 33 71, 73, 75 and 69) differ from every training (1, 11,
@@ -36,7 +37,7 @@ import torch
 import lprnet
 from lprnet.core.process import ctc_greedy_decode
 from lprnet.data.synth import PLATE_KINDS, cjk_faces, generate
-from lprnet.evaluate import evaluate, sign_test
+from lprnet.evaluate import evaluate, paired, sign_test
 from lprnet.recognizer import Recognizer
 
 
@@ -56,7 +57,9 @@ def main() -> None:
     ap.add_argument("--grayscale", type=float, default=None,
                     help="share of monochrome-camera synthetic test crops (default: the generator's, 0; 1: all)")
     ap.add_argument("--baseline", type=Path, default=None,
-                    help="weights to compare with, plate by plate, on the same synthetic plates")
+                    help="weights to compare with, plate by plate, on the same synthetic plates and real folders")
+    ap.add_argument("--provinces", default=None,
+                    help="province shares for reading the real folders only (e.g. 皖=0.8 or auto; default none)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rec = lprnet.load(args.weights, decode=args.decode)
@@ -96,10 +99,11 @@ def main() -> None:
                          "sign_test_p": p_value}
         print(f"paired with {args.baseline}: {only_new} plates only these weights read, {only_base} only the "
               f"baseline (sign test p = {p_value:.3f})", flush=True)
+    rec_real = lprnet.load(args.weights, decode=args.decode, provinces=args.provinces) if args.provinces else rec
     for d in args.real:
         accs = {}
         for bs in (1, 100):
-            rep = evaluate(rec, [d], batch_size=bs)
+            rep = evaluate(rec_real, [d], batch_size=bs)
             accs[bs] = rep.accuracy
         rep_g = evaluate(greedy, [d], batch_size=100)
         out["real"][str(d.name)] = {"n": rep.n, "accuracy": rep.accuracy, "char_accuracy": rep.char_accuracy,
@@ -108,7 +112,17 @@ def main() -> None:
                                     "top_confusions": rep.to_json(8)["confusions"],
                                     "deletions": rep.deletions, "insertions": rep.insertions}
         print(f"real {d.name}: {rep.accuracy:.4f} (batch 1: {accs[1]:.4f}; greedy {rep_g.accuracy:.4f}), "
-              f"chars {rep.char_accuracy:.4f}, dropped {rep.deletions}, inserted {rep.insertions}", flush=True)
+              f"chars {rep.char_accuracy:.4f}, dropped {rep.deletions}, inserted {rep.insertions}"
+              + (f", provinces {args.provinces}" if args.provinces else ""), flush=True)
+        if args.baseline is not None:
+            base_real = lprnet.load(args.baseline, decode=args.decode, provinces=args.provinces)
+            rep_b = evaluate(base_real, [d], batch_size=100)
+            a, b = paired(rep, rep_b)
+            out["real"][str(d.name)]["paired"] = {"baseline": str(args.baseline), "baseline_accuracy":
+                                                 rep_b.accuracy, "only_these": a, "only_baseline": b,
+                                                 "sign_test_p": sign_test(a, b)}
+            print(f"real {d.name} paired with {args.baseline} ({rep_b.accuracy:.4f}): {a} plates only these "
+                  f"weights read, {b} only the baseline (sign test p = {sign_test(a, b):.3f})", flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, ensure_ascii=False, indent=2))
 

@@ -14,7 +14,7 @@ import lprnet
 from ccpd_scene import write_ccpd_scene
 from lprnet.charset import Charset, fits_format
 from lprnet.core.process import ctc_greedy_decode, ctc_plate_decode, preprocess, province_log_prior
-from lprnet.evaluate import edit_ops, evaluate, sign_test
+from lprnet.evaluate import EvalReport, edit_ops, evaluate, paired, sign_test
 from lprnet.model import LPRNet
 from lprnet.recognizer import resolve_decode
 from lprnet.weights import WeightsMeta, save_weights
@@ -236,3 +236,17 @@ def test_sign_test_exact_values():
     assert sign_test(48, 24) < 0.01 < sign_test(40, 24) < 0.1
     with pytest.raises(ValueError, match="counts"):
         sign_test(-1, 3)
+
+
+def test_paired_counts_the_plates_only_one_reader_reads() -> None:
+    def report(n: int, wrong: list[tuple[str, str]]) -> EvalReport:
+        return EvalReport(n=n, correct=n - len(wrong),
+                          wrong=[{"path": f, "true": t, "read": "x"} for f, t in wrong])
+
+    a = report(5, [("1.jpg", "皖A1"), ("2.jpg", "皖A2")])
+    b = report(5, [("2.jpg", "皖A2"), ("3.jpg", "皖A3"), ("4.jpg", "皖A4")])
+    assert paired(a, b) == (2, 1)  # a alone reads 3 and 4, b alone reads 1; both miss 2
+    assert paired(b, a) == (1, 2) and paired(a, a) == (0, 0)
+    assert a.correct - b.correct == paired(a, b)[0] - paired(a, b)[1]
+    with pytest.raises(ValueError, match="not a pair"):
+        paired(a, report(4, []))

@@ -96,6 +96,19 @@ class EvalReport:
         }
 
 
+def paired(a: EvalReport, b: EvalReport) -> tuple[int, int]:
+    """Plates only reader ``a`` reads right and plates only ``b`` does, from two reports on the same plates.
+
+    The plates are matched by file name and label (what a report keeps of a misread plate), so two
+    files of one name and label in different folders count as one; feed the pair to :func:`sign_test`.
+    """
+    if a.n != b.n:
+        raise ValueError(f"the reports score different plates ({a.n} and {b.n}): not a pair")
+    wrong_a = Counter((w["path"], w["true"]) for w in a.wrong)
+    wrong_b = Counter((w["path"], w["true"]) for w in b.wrong)
+    return sum((wrong_b - wrong_a).values()), sum((wrong_a - wrong_b).values())
+
+
 def labelled_samples(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Sample], list[Problem], int]:
     """The labelled plates under ``paths``, by name what could not become one, and the repeats skipped.
 
