@@ -15,7 +15,7 @@ box than the training data's mostly tight crops gives; seed 7), a test of how th
 detector.  ``--grayscale 1`` makes every crop a monochrome-camera one (night / infrared traffic cameras; seed 9).
 ``--baseline W`` also reads the same synthetic plates and real folders with weights ``W`` and reports the pair:
 plates only one of them reads right, and the exact sign test on that split — whether a difference is more than
-noise.  ``--provinces 皖=0.8`` (or ``auto``) reads the real folders with province shares, both weights alike.
+noise.  ``--provinces 皖=0.8`` reads the real folders with province shares, both weights alike.
 
 The synthetic test seeds (3; 5 for a face of your own; 7 for loose crops; 9 for monochrome crops; since stage 32
 also 63, 65, 67 and 61 for the same four kinds, since stage 33 71, 73, 75 and 69) differ from every training (1, 11,
@@ -59,7 +59,7 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, default=None,
                     help="weights to compare with, plate by plate, on the same synthetic plates and real folders")
     ap.add_argument("--provinces", default=None,
-                    help="province shares for reading the real folders only (e.g. 皖=0.8 or auto; default none)")
+                    help="province shares for reading the real folders only (e.g. 皖=0.8; default none)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rec = lprnet.load(args.weights, decode=args.decode)
@@ -99,7 +99,8 @@ def main() -> None:
                          "sign_test_p": p_value}
         print(f"paired with {args.baseline}: {only_new} plates only these weights read, {only_base} only the "
               f"baseline (sign test p = {p_value:.3f})", flush=True)
-    rec_real = lprnet.load(args.weights, decode=args.decode, provinces=args.provinces) if args.provinces else rec
+    rec_real = rec.with_provinces(args.provinces)  # the loaded model, nothing reloaded
+    base_real = base.with_provinces(args.provinces) if base is not None else None
     for d in args.real:
         accs = {}
         for bs in (1, 100):
@@ -114,8 +115,7 @@ def main() -> None:
         print(f"real {d.name}: {rep.accuracy:.4f} (batch 1: {accs[1]:.4f}; greedy {rep_g.accuracy:.4f}), "
               f"chars {rep.char_accuracy:.4f}, dropped {rep.deletions}, inserted {rep.insertions}"
               + (f", provinces {args.provinces}" if args.provinces else ""), flush=True)
-        if args.baseline is not None:
-            base_real = lprnet.load(args.baseline, decode=args.decode, provinces=args.provinces)
+        if base_real is not None:
             rep_b = evaluate(base_real, [d], batch_size=100)
             a, b = paired(rep, rep_b)
             out["real"][str(d.name)]["paired"] = {"baseline": str(args.baseline), "baseline_accuracy":

@@ -165,6 +165,21 @@ def teacher_mask(teacher_logits: Tensor, texts: list[str], charset: Charset, on:
     return torch.tensor([float(a == b) for a, b in zip(read, texts)], device=teacher_logits.device)
 
 
+def load_weights_into(model: nn.Module, spec: str, charset: Charset, flag: str) -> str:
+    """Load weights ``spec`` (a file, or ``"default"``: the bundled weights) into ``model``; return the path read.
+
+    Errors are :class:`TrainError` naming ``flag`` and the file."""
+    from lprnet.weights import WeightsError, default_weights_path, load_state, read_weights
+
+    path = str(default_weights_path()) if spec == "default" else spec
+    try:
+        sd, _ = read_weights(path, charset)
+        load_state(model, sd, path)
+    except WeightsError as e:
+        raise TrainError(f"{flag}: {e}") from None
+    return path
+
+
 def make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
     """An exponential moving average of ``model``'s parameters and buffers (``None`` when ``decay`` is 0).
 
@@ -487,27 +502,13 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
             else:
                 log("warning: the checkpoint has no weight average; --ema-decay starts one from its weights")
     elif cfg.init_weights:
-        from lprnet.weights import WeightsError, default_weights_path, load_state, read_weights
-
-        init = str(default_weights_path()) if cfg.init_weights == "default" else cfg.init_weights
-        try:
-            sd, _ = read_weights(init, charset)
-            load_state(raw_model, sd, init)
-        except WeightsError as e:
-            raise TrainError(f"--init-weights: {e}") from None
+        init = load_weights_into(raw_model, cfg.init_weights, charset, "--init-weights")
         log(f"initialised from {init}" + (" (the bundled default weights)" if init != cfg.init_weights else ""))
     teacher: nn.Module | None = None
     if cfg.teacher:
-        from lprnet.weights import WeightsError, default_weights_path, load_state, read_weights
-
-        tpath = str(default_weights_path()) if cfg.teacher == "default" else cfg.teacher
         with torch.random.fork_rng(devices=[]):  # its random init is overwritten; keep the run's stream
             teacher = LPRNet.from_config(mcfg)
-        try:
-            sd, _ = read_weights(tpath, charset)
-            load_state(teacher, sd, tpath)
-        except WeightsError as e:
-            raise TrainError(f"--teacher: {e}") from None
+        tpath = load_weights_into(teacher, cfg.teacher, charset, "--teacher")
         teacher = teacher.to(device, memory_format=fmt).eval().requires_grad_(False)
         log(f"teacher {tpath}: distill weight {cfg.distill_weight}, temperature {cfg.distill_temperature}, "
             f"on {'the samples it reads right' if cfg.distill_on == 'correct' else 'every sample'}")
