@@ -102,8 +102,33 @@ def test_metadata_is_json(tmp_path):
     assert d["format"] == "lprnet-weights" and d["config"]["input_size"] == [94, 24]
 
 
+def test_tensor_digest_ignores_metadata_and_sees_one_bit(tmp_path):
+    from lprnet.weights import tensor_digest
+
+    sd = _random_model().state_dict()
+    a = save_weights(tmp_path / "a.safetensors", sd, WeightsMeta(provenance={"git_commit": "1" * 40}))
+    b = save_weights(tmp_path / "b.safetensors", sd, WeightsMeta(provenance={"git_commit": "2" * 40}))
+    assert a.read_bytes() != b.read_bytes()  # the files differ by their metadata ...
+    da, db = (tensor_digest(read_weights(p)[0]) for p in (a, b))
+    assert da == db == tensor_digest(sd)  # ... the tensors do not
+    k = next(k for k, v in sd.items() if v.is_floating_point() and v.numel() > 1)
+    flipped = dict(sd)
+    bits = sd[k].clone().view(torch.int32)
+    bits.view(-1)[0] ^= 1  # the lowest mantissa bit of one value
+    flipped[k] = bits.view(torch.float32)
+    assert tensor_digest(flipped) != da
+    renamed = {("x" + n if n == k else n): v for n, v in sd.items()}
+    assert tensor_digest(renamed) != da
+    from typer.testing import CliRunner
+
+    from lprnet.cli import app
+
+    info = json.loads(CliRunner().invoke(app, ["info", str(a)]).output)
+    assert info["tensors_sha256"] == da
+
+
 def test_average_weights_is_the_mean_of_every_float_tensor(tmp_path):
-    from lprnet.weights import average_weights
+    from lprnet.weights import average_weights, tensor_digest
 
     sds = [_random_model(seed=s).state_dict() for s in (1, 2, 3)]
     for i, sd in enumerate(sds):  # BatchNorm statistics differ too, and are averaged like parameters
@@ -121,6 +146,7 @@ def test_average_weights_is_the_mean_of_every_float_tensor(tmp_path):
     assert meta.provenance["trainer"] == "lprnet.train"
     assert [i["provenance"]["seed"] for i in meta.provenance["ingredients"]] == [0, 1, 2]
     assert all(len(i["sha256"]) == 64 for i in meta.provenance["ingredients"])
+    assert [i["tensors_sha256"] for i in meta.provenance["ingredients"]] == [tensor_digest(sd) for sd in sds]
     # a file averaged with itself is itself, bit for bit
     same, _ = average_weights([paths[0], paths[0]])
     for k, v in same.items():

@@ -34,10 +34,10 @@ def import_weights(
 
 
 def info(weights: Annotated[Path, typer.Argument(help="Weights file.")]) -> None:
-    """Print a weights file's metadata and parameter statistics as JSON."""
+    """Print a weights file's metadata, parameter statistics and tensor digest (metadata-free) as JSON."""
     import torch
 
-    from lprnet.weights import WeightsError, read_weights
+    from lprnet.weights import WeightsError, read_weights, tensor_digest
 
     try:
         sd, meta = read_weights(weights)
@@ -50,7 +50,7 @@ def info(weights: Annotated[Path, typer.Argument(help="Weights file.")]) -> None
     d = meta.to_json()
     d["config"]["charset"] = d["config"]["charset"]["chars"]
     d.update(source_format=meta.source_format, parameters=n, subnormal_parameters=sub,
-             output_length=meta.config.output_length)
+             output_length=meta.config.output_length, tensors_sha256=tensor_digest(sd))
     print(json.dumps(d, ensure_ascii=False, indent=2))
 
 

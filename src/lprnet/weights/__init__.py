@@ -9,6 +9,7 @@ tensors, and no CUDA is needed.  The bundled default weights live beside this mo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -94,6 +95,24 @@ def save_weights(path: str | os.PathLike[str], state_dict: dict[str, Tensor], me
     return Path(path)
 
 
+def tensor_digest(state_dict: dict[str, Tensor]) -> str:
+    """SHA-256 of the tensors alone: names, dtypes, shapes and bytes, in name order.
+
+    A file's own hash also covers its metadata (provenance records the git commit and the
+    command), so two runs that produce the same weights write different files; this digest
+    is equal exactly when the tensors are bit-identical (``num_batches_tracked`` is not saved
+    and not counted).
+    """
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        if k.endswith("num_batches_tracked"):
+            continue
+        v = state_dict[k].detach().cpu().contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def average_weights(paths: list[str | os.PathLike[str]]) -> tuple[dict[str, Tensor], WeightsMeta]:
     """The uniform average of several weights files of one architecture ("model soup").
 
@@ -103,8 +122,6 @@ def average_weights(paths: list[str | os.PathLike[str]]) -> tuple[dict[str, Tens
     file that does not.
     The result's provenance lists each ingredient's file name, SHA-256 and provenance.
     """
-    import hashlib
-
     if len(paths) < 2:
         raise WeightsError(f"average needs at least two weights files, got {len(paths)}")
     sds, metas, ingredients = [], [], []
@@ -124,6 +141,7 @@ def average_weights(paths: list[str | os.PathLike[str]]) -> tuple[dict[str, Tens
         metas.append(meta)
         ingredients.append({"file": Path(path).name,
                             "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+                            "tensors_sha256": tensor_digest(sd),
                             "provenance": meta.provenance})
     out = {}
     for k, last in sds[-1].items():
