@@ -180,3 +180,16 @@ def test_average_weights_refuses_what_cannot_be_averaged(tmp_path):
     torch.save(_random_model().state_dict(), pth)
     with pytest.raises(WeightsError, match="ref.pth: import it first"):
         average_weights([a, pth])
+
+
+def test_file_sha256_streams_blocks_to_the_whole_file_hash(tmp_path):
+    import hashlib
+
+    from lprnet.weights import file_sha256
+
+    p = tmp_path / "blob.bin"
+    data = bytes(range(256)) * 9000 + b"tail"  # > 2 MiB: three 1 MiB blocks, the last one short
+    p.write_bytes(data)
+    assert file_sha256(p) == hashlib.sha256(data).hexdigest()
+    p.write_bytes(data[:-1] + b"T")
+    assert file_sha256(p) != hashlib.sha256(data).hexdigest()

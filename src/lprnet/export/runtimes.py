@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from lprnet.export.onnx import ExportError, read_onnx_meta
-from lprnet.weights import WeightsMeta
+from lprnet.weights import WeightsMeta, file_sha256
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 CACHE_ENV = "LPRNET_CACHE"
@@ -166,12 +166,8 @@ def _versions() -> str:
 
 def cache_path(weights: Path, fmt: str) -> Path:
     """Cache file for ``weights`` exported to ``fmt`` (``onnx`` or ``openvino``)."""
-    h = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    h.update(f"|{fmt}|{_versions()}".encode())
-    return cache_dir() / f"{weights.stem}-{h.hexdigest()[:16]}.{'xml' if fmt == 'openvino' else 'onnx'}"
+    key = hashlib.sha256(f"{file_sha256(weights)}|{fmt}|{_versions()}".encode()).hexdigest()
+    return cache_dir() / f"{weights.stem}-{key[:16]}.{'xml' if fmt == 'openvino' else 'onnx'}"
 
 
 def _meta_for(path: Path) -> WeightsMeta:

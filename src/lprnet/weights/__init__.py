@@ -95,6 +95,15 @@ def save_weights(path: str | os.PathLike[str], state_dict: dict[str, Tensor], me
     return Path(path)
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks (weights, exports and caches alike)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def tensor_digest(state_dict: dict[str, Tensor]) -> str:
     """SHA-256 of the tensors alone: names, dtypes, shapes and bytes, in name order.
 
@@ -140,7 +149,7 @@ def average_weights(paths: list[str | os.PathLike[str]]) -> tuple[dict[str, Tens
         sds.append(sd)
         metas.append(meta)
         ingredients.append({"file": Path(path).name,
-                            "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+                            "sha256": file_sha256(path),
                             "tensors_sha256": tensor_digest(sd),
                             "provenance": meta.provenance})
     out = {}
