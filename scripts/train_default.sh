@@ -14,6 +14,9 @@
 #   (any --data source: real:DIR:W, manifest:FILE.csv:W, ccpd:DIR:W; space-separated for several).
 # N_TRAIN and N_VAL (environment) override the number of training and validation plates rendered, WARMUP
 #   (default 100) the warm-up steps.
+# TIME_BUDGET (environment, e.g. 6m, 2h, 1h30m) trains for about that much training time: STEPS becomes a cap and
+#   the run plans its own length (the cosine schedule's end) from its measured step time -- a GPU run that has to
+#   fit a lease (scripts/gpu_lease_train.sh; "A GPU lease" in docs/model-card.md).
 set -euo pipefail
 RUN=${1:-$HOME/.cache/lprnet/runs/default}
 STEPS=${2:-4000}
@@ -37,6 +40,7 @@ EXTRA=()
 [ -f "$RUN/train/checkpoints/last.pt" ] && EXTRA+=(--resume)
 [ -n "$INIT" ] && EXTRA+=(--init-weights "$INIT")
 for SRC in ${REAL:-}; do EXTRA+=(--data "$SRC"); done
+[ -n "${TIME_BUDGET:-}" ] && EXTRA+=(--time-budget "$TIME_BUDGET")
 lprnet train --data "synth:$RUN/synth-train" --val-synth "$RUN/synth-val" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps "$WARMUP" --out "$RUN/train" \
   --device "$DEVICE" --workers "$([ "$DEVICE" = cpu ] && echo 0 || echo 8)" --eval-every 400 --ckpt-every 50 \

@@ -100,3 +100,32 @@ def test_train_cli_end_to_end(tmp_path: Path) -> None:
     assert "distill weight 0.5, temperature 2.0, on every sample" in (tmp_path / "kd" / "train.log").read_text()
     res = runner.invoke(app, ["train", "--data", "synth:/x", "--teacher", "default", "--distill-on", "some"])
     assert res.exit_code == 2 and "distill_on" in res.output
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("600", 600.0), ("45s", 45.0), ("90m", 5400.0), ("2h", 7200.0),
+                                               ("1h30m", 5400.0), ("0.5h", 1800.0), (" 10M ", 600.0)])
+def test_time_budget_durations(text: str, seconds: float) -> None:
+    from lprnet.cli.train import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+def test_time_budget_flag_reaches_the_config_and_bad_values_are_named(tmp_path: Path) -> None:
+    from lprnet.cli import train as cli_train
+
+    app = typer.Typer()
+    cli_train.register(app)
+    rng = np.random.default_rng(0)
+    (tmp_path / "s").mkdir()
+    np.savez_compressed(tmp_path / "s" / "shard-00000.npz", images=rng.integers(0, 256, (4, 24, 94, 3), dtype=np.uint8),
+                        labels=np.array(["皖A12345", "京AD12345", "沪C21F13", "粤B8888Z"]))
+    runner = CliRunner()
+    args = ["train", "--data", f"synth:{tmp_path / 's'}", "--steps", "2", "--batch-size", "2", "--workers", "0",
+            "--threads", "1", "--warmup-steps", "0", "--set", "val_synth_n=0", "--out", str(tmp_path / "run"),
+            "--no-progress"]
+    res = runner.invoke(app, [*args, "--time-budget", "1h30m"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["time_budget_s"] == 5400.0
+    for bad in ("soon", "0", "-5m"):
+        res = runner.invoke(app, [*args, "--time-budget", bad])
+        assert res.exit_code == 2 and "--time-budget" in res.output, (bad, res.output)

@@ -19,9 +19,53 @@ import json, os, sys
 import torch
 from lprnet.train import make_config, train
 
+if os.environ.get("STEP_SECONDS"):  # each rank's steps take this long (comma-separated, by rank)
+    import time as real
+    from types import SimpleNamespace
+
+    from lprnet.train import trainer
+
+    dt = float(os.environ["STEP_SECONDS"].split(",")[int(os.environ["RANK"])])
+    clock = {"t": 0.0}
+
+    def perf_counter():
+        clock["t"] += dt
+        return clock["t"]
+
+    trainer.time = SimpleNamespace(perf_counter=perf_counter, time=real.time, strftime=real.strftime)
 res = train(make_config(**json.loads(sys.argv[1])))
 torch.save(res.state_dict, os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))
 """
+
+
+def _torchrun(tmp_path: Path, cfg: dict, **env_extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", **env_extra)
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(tmp_path / "worker.py"), json.dumps(cfg), str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_time_budget_plan_is_rank_zeros_on_every_rank(tmp_path: Path) -> None:
+    """Rank 1 measures 100x slower steps than rank 0; both follow rank 0's plan (else one rank would stop
+    while the other waits in its next all-reduce)."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "synth").mkdir()
+    np.savez_compressed(tmp_path / "synth" / "shard-00000.npz",
+                        images=rng.integers(0, 256, (8, 24, 94, 3), dtype=np.uint8), labels=np.array(PLATES))
+    (tmp_path / "worker.py").write_text(WORKER)
+    # rank 0: 0.01 s a step, budget 0.5 s -> 50 steps, planned at step 30; rank 1 alone would stop at step 30
+    cfg = dict(data=[f"synth:{tmp_path / 'synth'}"], val_synth_n=0, steps=1000, time_budget_s=0.5,
+               batch_size=2, lr=3e-3, warmup_steps=1, workers=0, threads=1, seed=3, log_every=1,
+               eval_every=1000, ckpt_every=1000, progress=False, out=str(tmp_path / "run"), device="cpu")
+    proc = _torchrun(tmp_path, cfg, STEP_SECONDS="0.01,1.0")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ck = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert ck["step"] == ck["planned_steps"] == 50
 
 
 def test_two_process_gloo_run_keeps_ranks_identical(tmp_path: Path) -> None:
@@ -34,12 +78,7 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path: Path) -> None:
                steps=3, batch_size=2, lr=3e-3, warmup_steps=1, workers=0, threads=1, seed=3, log_every=1,
                eval_every=3, ckpt_every=2, eval_batch_size=8, progress=False, out=str(tmp_path / "run"),
                device="cpu")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(tmp_path / "worker.py"), json.dumps(cfg), str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=240)
+    proc = _torchrun(tmp_path, cfg)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)
     b = torch.load(tmp_path / "rank1.pt", weights_only=True)

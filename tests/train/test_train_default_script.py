@@ -1,5 +1,6 @@
 """``scripts/train_default.sh``, the documented one-liner, end to end at toy size: it renders its plates,
-mixes the real sources named in ``REAL`` into the stream, and leaves trained weights that say so."""
+mixes the real sources named in ``REAL`` into the stream, passes ``TIME_BUDGET`` on, and leaves trained weights
+that say so."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def test_train_default_script_mixes_real_data_and_resumes(tmp_path: Path) -> Non
         t = random_plate_text("blue", rng)
         cv2.imwrite(str(real / f"{t}.jpg"), render_plate(t, "blue", rng))
     run = tmp_path / "run"
-    env = dict(os.environ, N_TRAIN="48", N_VAL="16", BATCH="8", WARMUP="1", REAL=f"real:{real}:0.5",
+    env = dict(os.environ, N_TRAIN="48", N_VAL="16", BATCH="8", WARMUP="1", REAL=f"real:{real}:0.5", TIME_BUDGET="1h",
                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
                OMP_NUM_THREADS="1")
     proc = subprocess.run(["bash", str(SCRIPT), str(run), "3", "cpu"], env=env, capture_output=True, text=True,
@@ -39,6 +40,7 @@ def test_train_default_script_mixes_real_data_and_resumes(tmp_path: Path) -> Non
     data = meta.provenance["config"]["data"]
     assert data == [f"synth:{run}/synth-train", f"real:{real}:0.5"], data
     assert meta.provenance["steps"] == 3 and meta.provenance["batch_size"] == 8
+    assert meta.provenance["config"]["time_budget_s"] == 3600.0  # TIME_BUDGET reaches the trainer (STEPS caps it)
     assert any("6 real samples" in d for d in meta.provenance["data"]), meta.provenance["data"]
     # a second call finds the run's checkpoint and resumes it instead of starting over
     proc = subprocess.run(["bash", str(SCRIPT), str(run), "5", "cpu"], env=env, capture_output=True, text=True,
@@ -46,3 +48,31 @@ def test_train_default_script_mixes_real_data_and_resumes(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, meta = read_weights(run / "train" / "final.safetensors")
     assert meta.provenance["steps"] == 5 and meta.provenance["config"]["resume"] is True
+
+
+LEASE = SCRIPT.parent / "gpu_lease_train.sh"
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_lease_script_runs_from_src_and_keeps_to_its_time_budget(tmp_path: Path) -> None:
+    """The lease script at toy size on the CPU: the package runs from src/ through ``python -m lprnet`` (nothing
+    installed), the time budget, not the step cap, ends the run, and the results land in OUT."""
+    out, run = tmp_path / "out", tmp_path / "run"
+    env = dict(os.environ, OUT=str(out), RUN=str(run), PY=sys.executable, DEVICE="cpu", STEPS="5000",
+               TIME_BUDGET="6s", BATCH="8", N_TRAIN="200", N_VAL="16", WARMUP="2", WHEELS=str(tmp_path / "none"),
+               OMP_NUM_THREADS="1", PATH="/usr/bin:/bin")  # no lprnet entry point on PATH
+    proc = subprocess.run(["bash", str(LEASE)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for f in ("best.safetensors", "final.safetensors", "metrics.csv", "curves.png", "config.json", "run.log"):
+        assert (out / f).is_file(), f
+    _, meta = read_weights(out / "final.safetensors")
+    assert meta.provenance["config"]["time_budget_s"] == 6.0
+    steps, spent = meta.provenance["steps"], meta.provenance["train_time_s"]
+    assert 30 <= steps < 5000  # planned from the measured step time: first at step 30 (20 measured, 10 more)
+    assert spent <= 6.0 + 11 * spent / steps  # over the budget by at most a re-planning interval (and rounding)
+
+
+def test_python_dash_m_lprnet_is_the_cli() -> None:
+    proc = subprocess.run([sys.executable, "-m", "lprnet", "info", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "Usage: python -m lprnet info" in proc.stdout, proc.stdout + proc.stderr

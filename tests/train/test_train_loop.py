@@ -307,3 +307,64 @@ def test_the_trainer_runs_in_channels_last_and_stores_contiguous_weights(data: P
         stored, _ = read_weights(run.out / "final.safetensors")
         assert all(v.is_contiguous() for v in stored.values())
         assert all(v.is_contiguous() for v in run.state_dict.values())
+
+
+class _StepClock:
+    """A stand-in for the trainer's ``time`` module whose ``perf_counter`` advances ``dt`` per call: the
+    trainer reads it at the start and the end of a step, so every step takes ``dt`` seconds of training time."""
+
+    def __init__(self, dt: float) -> None:
+        import time as real
+
+        self.dt, self.t, self.time, self.strftime = dt, 0.0, real.time, real.strftime
+
+    def perf_counter(self) -> float:
+        self.t += self.dt
+        return self.t
+
+
+def test_time_budget_plans_the_run_length_and_completes_the_schedule(
+        data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lprnet.train import trainer
+
+    monkeypatch.setattr(trainer, "time", _StepClock(0.5))  # 0.5 s per step
+    # measured from step 20 (past the warm-up), re-planned every 10 steps from step 30: 25 s / 0.5 s = 50 steps
+    kw = dict(steps=1000, warmup_steps=1, log_every=5, eval_every=1000, ckpt_every=1000, time_budget_s=25.0)
+    res = train(cfg_for(data, **kw))
+    assert res.step == 50
+    rows = [r for r in read_metrics(res.out) if r["train_loss"]]
+    assert [int(r["step"]) for r in rows] == list(range(5, 55, 5))
+    assert float(rows[-1]["time_s"]) == pytest.approx(25.0)
+    # the cosine schedule was planned to end at step 50, so the last step ran at (nearly) the lowest lr
+    assert float(rows[-1]["lr"]) == pytest.approx(3e-3 * trainer.lr_factor(49, 1, 50, 0.05), rel=1e-5)
+    assert float(rows[-1]["lr"]) < 3e-3 * 0.06
+    assert load_checkpoint(res.out / "checkpoints" / "last.pt")["planned_steps"] == 50
+    # the budget never raises the step count above --steps, and without a budget --steps decides alone
+    assert train(cfg_for(data, out=str(data / "capped"), **{**kw, "steps": 24})).step == 24
+    assert train(cfg_for(data, out=str(data / "plain"), **{**kw, "steps": 33, "time_budget_s": None})).step == 33
+
+
+def test_time_budget_survives_a_kill_and_resume(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lprnet.train import trainer
+
+    kw = dict(steps=1000, warmup_steps=1, log_every=5, eval_every=1000, ckpt_every=5, time_budget_s=25.0)
+    monkeypatch.setattr(trainer, "time", _StepClock(0.5))
+    straight = train(cfg_for(data, out=str(data / "straight"), **kw))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at(step: int) -> None:
+        if step == 37:  # the checkpoint at step 35 holds the plan (50 steps) and 17.5 s of training time
+            raise Killed
+
+    monkeypatch.setattr(trainer, "time", _StepClock(0.5))
+    with pytest.raises(Killed):
+        train(cfg_for(data, out=str(data / "resumed"), **kw), on_step=kill_at)
+    ck = load_checkpoint(data / "resumed" / "checkpoints" / "last.pt")
+    assert (ck["step"], ck["planned_steps"], ck["train_time_s"]) == (35, 50, pytest.approx(17.5))
+    monkeypatch.setattr(trainer, "time", _StepClock(2.0))  # a slower machine after the restart: 2 s per step
+    resumed = train(cfg_for(data, out=str(data / "resumed"), resume=True, **kw))
+    assert straight.step == resumed.step == 50  # the checkpointed plan is kept until it can be re-measured
+    for k, v in straight.state_dict.items():
+        assert torch.equal(v, resumed.state_dict[k]), k

@@ -10,6 +10,7 @@ command runs DDP::
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -35,6 +36,21 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: ``600``, ``45s``, ``90m``, ``2h`` or ``1h30m``; a clear error otherwise."""
+    m = _DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or m is None or not any(m.groups()):
+        raise typer.BadParameter(f"--time-budget expects seconds or a duration like 90m, 2h or 1h30m; got {text!r}")
+    h, mi, se = (float(g) if g else 0.0 for g in m.groups())
+    total = 3600.0 * h + 60.0 * mi + se
+    if total <= 0:
+        raise typer.BadParameter(f"--time-budget must be positive, got {text!r}")
+    return total
+
+
 def train_command(
     data: Annotated[Optional[list[str]], typer.Option(
         "--data", help="Training source KIND:PATH[:RATIO], repeatable; KIND is synth (shard folder), "
@@ -46,6 +62,9 @@ def train_command(
                                             "ccpd:DIR); reported, used for selection only with "
                                             "--select-on val-dir")] = None,
     steps: Annotated[OptInt, typer.Option(help="Optimizer steps")] = None,
+    time_budget: Annotated[OptStr, typer.Option(help="Train for about this long (training time, evaluation not "
+                                                "counted: 600, 90m, 2h, 1h30m): the run plans its steps, the "
+                                                "schedule's end, from its measured step time, at most --steps")] = None,
     batch_size: Annotated[OptInt, typer.Option(help="Batch size per process")] = None,
     lr: Annotated[OptFloat, typer.Option(help="Peak learning rate (AdamW)")] = None,
     out: Annotated[OptStr, typer.Option(help="Run folder (default ~/.cache/lprnet/runs/<time>, "
@@ -95,7 +114,8 @@ def train_command(
         workers=workers, threads=threads, seed=seed, select_on=select_on, eval_every=eval_every, ckpt_every=ckpt_every,
         log_every=log_every, warmup_steps=warmup_steps, amp=amp, ema_decay=ema_decay, channels_last=channels_last,
         compile=compile_, progress=False if no_progress else None, teacher=teacher, distill_weight=distill_weight,
-        distill_temperature=distill_temperature, distill_on=distill_on)
+        distill_temperature=distill_temperature, distill_on=distill_on,
+        time_budget_s=parse_duration(time_budget) if time_budget is not None else None)
     try:
         cfg = make_config(config, **overrides)
         if not cfg.data:

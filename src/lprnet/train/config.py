@@ -51,6 +51,10 @@ class TrainConfig(BaseModel):
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     # optimisation
     steps: int = Field(20000, gt=0)
+    time_budget_s: float | None = Field(None, gt=0.0, description="train for about this many seconds of training "
+                                        "time (evaluation not counted): after the warm-up the number of steps, the "
+                                        "cosine schedule's end, is re-planned from the measured step time, never "
+                                        "above steps")
     batch_size: int = Field(64, gt=0, description="per process")
     lr: float = Field(1e-3, gt=0.0)
     min_lr_ratio: float = Field(0.05, ge=0.0, le=1.0)

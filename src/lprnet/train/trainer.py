@@ -29,6 +29,10 @@ evaluate; checkpoint; export.  Facts worth knowing:
   ``train_distill`` logs the KL term;
 * with ``ema_decay > 0`` an exponential moving average of the weights (PyTorch's
   ``AveragedModel``) is what is evaluated, selected and exported; it is checkpointed too;
+* with ``time_budget_s`` the run plans its own length: from the end of the warm-up (at least 20 steps) it
+  re-plans the number of steps every ``REPLAN_EVERY`` steps from the measured time per step, so that the training
+  time (checkpointed, evaluation not counted) ends near the budget with the cosine schedule complete; the plan is
+  checkpointed, never exceeds ``steps``, and a run whose budget is spent stops at the next re-planning;
 * under ``torchrun`` (``WORLD_SIZE > 1``) it runs DDP (gloo on CPU, nccl on CUDA), each rank
   taking interleaved items of the stream; only rank 0 evaluates and writes files.
 """
@@ -141,6 +145,19 @@ def ctc_loss(logits: Tensor, targets: Tensor, target_lengths: Tensor, ctc: nn.CT
     log_probs = logits.float().permute(2, 0, 1).log_softmax(2)
     input_lengths = torch.full((n,), t, dtype=torch.long, device=logits.device)
     return ctc(log_probs, targets.to(logits.device), input_lengths, target_lengths.to(logits.device))
+
+
+#: Steps between re-plannings of a run with a time budget (each one a broadcast under DDP).
+REPLAN_EVERY = 10
+
+
+def sync_plan(steps: int, env: Dist, device: torch.device) -> int:
+    """Rank 0's planned step count on every rank (each rank measures its own step time)."""
+    if not env.ddp:
+        return steps
+    t = torch.tensor([steps], dtype=torch.long, device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
 
 
 def distill_loss(student: Tensor, teacher: Tensor, mask: Tensor, temperature: float = 1.0) -> Tensor:
@@ -484,8 +501,10 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
         amp_dtype = torch.bfloat16 if bf16 else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     optimizer = make_optimizer(raw_model, cfg, fused=device.type == "cuda")
+    # the schedule's end: cfg.steps, or planned from the measured step time under a time budget
+    plan: dict[str, Any] = {"steps": cfg.steps, "measured": False}
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.min_lr_ratio))
+        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, plan["steps"], cfg.min_lr_ratio))
     ctc = make_ctc(charset)
     ema = make_ema(raw_model, cfg.ema_decay)
 
@@ -496,6 +515,8 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         step, best, train_time = int(ckpt["step"]), ckpt.get("best_metric"), float(ckpt.get("train_time_s", 0.0))
+        if cfg.time_budget_s is not None and ckpt.get("planned_steps") is not None:
+            plan.update(steps=min(cfg.steps, max(step, int(ckpt["planned_steps"]))), measured=True)
         if ema is not None:
             if ckpt.get("ema") is not None:
                 ema.load_state_dict(ckpt["ema"])
@@ -598,7 +619,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     # ---- loop
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (env.main and cfg.progress), dynamic_ncols=True,
+    bar = tqdm(total=plan["steps"], initial=step, disable=not (env.main and cfg.progress), dynamic_ncols=True,
                unit="step", file=sys.stderr)
     it = iter(loader)
     last: dict[str, float] = {}
@@ -606,8 +627,9 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     win_loss, win_n, win_t, win_kd = 0.0, 0, 0.0, 0.0
     model.train()
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else nullcontext
+    plan_from = (step + max(20, cfg.warmup_steps - step), train_time)  # re-planning measures steps after this
     try:
-        while step < cfg.steps:
+        while step < plan["steps"]:
             t0 = time.perf_counter()
             x, targets, lengths, texts = next(it)
             x = x.to(device, non_blocking=True, memory_format=fmt)
@@ -644,7 +666,15 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
             win_t += dt
             bar.update(1)
 
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if cfg.time_budget_s is not None:
+                if step == plan_from[0]:
+                    plan_from = (step, train_time)
+                elif step > plan_from[0] and (step - plan_from[0]) % REPLAN_EVERY == 0:
+                    per = (train_time - plan_from[1]) / (step - plan_from[0])
+                    left = int(max(0.0, cfg.time_budget_s - train_time) / max(per, 1e-9) + 1e-6)  # 8.99999 is 9
+                    plan.update(steps=sync_plan(min(cfg.steps, step + left), env, device), measured=True)
+                    bar.total = plan["steps"]
+            if step % cfg.log_every == 0 or step == plan["steps"]:
                 row = {"step": step, "samples": step * per_step, "time_s": round(train_time, 2), "lr": lr,
                        "train_loss": win_loss / win_n, "plates_per_s": win_n * per_step / max(win_t, 1e-9)}
                 if teacher is not None:
@@ -655,7 +685,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                     metrics.append(row)
                 win_loss, win_n, win_t, win_kd = 0.0, 0, 0.0, 0.0
 
-            if env.main and val_loaders and (step % cfg.eval_every == 0 or step == cfg.steps):
+            if env.main and val_loaders and (step % cfg.eval_every == 0 or step == plan["steps"]):
                 last = run_eval()
                 if metrics:
                     metrics.append({"step": step, "samples": step * per_step, "time_s": round(train_time, 2),
@@ -669,7 +699,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                     msg += " (best)"
                 log(f"step {step}: {msg}")
 
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            if step % cfg.ckpt_every == 0 or step == plan["steps"]:
                 states = [rng_state()]
                 if env.ddp:
                     gathered: list[Any] = [None] * env.world_size
@@ -683,6 +713,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                         "sampler": {"position": step * per_step, "sizes": sizes, "ratios": ratios,
                                     "seed": cfg.seed},
                         "best_metric": best, "train_time_s": train_time,
+                        "planned_steps": plan["steps"] if plan["measured"] else None,
                         "ema": ema.state_dict() if ema is not None else None,
                         "config": cfg.model_dump(mode="json")})
             if on_step is not None:

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One training run on a lent GPU machine with no network (docs/model-card.md, "A GPU lease"):
+#   bash scripts/gpu_lease_train.sh [INIT]          (the device tool: carry [".whl"], timeout_s about 570)
+# Installs nothing system-wide: the carried wheels (scripts/device_wheels.sh, run where pip works) go to /tmp/site,
+# the package is used from src/ through `python -m lprnet`, so neither network nor a recent setuptools is needed.
+# Then scripts/train_default.sh renders the plates on all cores and trains for TIME_BUDGET, and the weights,
+# curves, log and config land in $OUT (default ./gpu-run). Environment, with the defaults for a 15-minute lease:
+#   TIME_BUDGET=6m BATCH=256 LR=2e-3 N_TRAIN=300000 STEPS=100000 (a cap) DEVICE=cuda PY=python3 WHEELS=.whl
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+OUT=${OUT:-$PWD/gpu-run}
+RUN=${RUN:-/tmp/lprnet-run}
+export TIME_BUDGET=${TIME_BUDGET:-6m} BATCH=${BATCH:-256} LR=${LR:-2e-3} N_TRAIN=${N_TRAIN:-300000}
+WHEELS=${WHEELS:-.whl}
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$WHEELS"/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+mkdir -p /tmp/lprnet-bin "$OUT"
+printf '#!/bin/sh\nexec "%s" -m lprnet "$@"\n' "$(command -v "$PY")" > /tmp/lprnet-bin/lprnet
+chmod +x /tmp/lprnet-bin/lprnet
+export PATH=/tmp/lprnet-bin:$PATH
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
+set +e
+scripts/train_default.sh "$RUN" "${STEPS:-100000}" "${DEVICE:-cuda}" "${1:-}" > "$OUT/run.log" 2>&1
+rc=$?
+set -e
+tr '\r' '\n' < "$OUT/run.log" | grep -v 'step/s\]\|s/step\]\|it/s\]' | tail -n 40 || true
+for f in best.safetensors final.safetensors metrics.csv curves.png config.json; do
+  if [ -f "$RUN/train/$f" ]; then cp "$RUN/train/$f" "$OUT/"; fi
+done
+ls -l "$OUT"
+exit "$rc"
