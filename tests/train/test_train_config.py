@@ -64,7 +64,8 @@ def test_bad_files(tmp_path: Path) -> None:
         make_config(tmp_path / "missing.yaml")
 
 
-def test_train_cli_end_to_end(tmp_path: Path) -> None:
+def _train_app_with_a_shard(tmp_path: Path) -> typer.Typer:
+    """A Typer app with the train command, and a four-plate shard in ``tmp_path / "s"``."""
     from lprnet.cli import train as cli_train
 
     app = typer.Typer()
@@ -73,6 +74,11 @@ def test_train_cli_end_to_end(tmp_path: Path) -> None:
     (tmp_path / "s").mkdir()
     np.savez_compressed(tmp_path / "s" / "shard-00000.npz", images=rng.integers(0, 256, (4, 24, 94, 3), dtype=np.uint8),
                         labels=np.array(["皖A12345", "京AD12345", "沪C21F13", "粤B8888Z"]))
+    return app
+
+
+def test_train_cli_end_to_end(tmp_path: Path) -> None:
+    app = _train_app_with_a_shard(tmp_path)
     (tmp_path / "c.yaml").write_text("steps: 50\nwarmup_steps: 0\nthreads: 1\nval_synth_n: 0\n")
     runner = CliRunner()
     args = ["train", "--data", f"synth:{tmp_path / 's'}", "--steps", "2", "--batch-size", "2", "--workers", "0",
@@ -111,14 +117,7 @@ def test_time_budget_durations(text: str, seconds: float) -> None:
 
 
 def test_time_budget_flag_reaches_the_config_and_bad_values_are_named(tmp_path: Path) -> None:
-    from lprnet.cli import train as cli_train
-
-    app = typer.Typer()
-    cli_train.register(app)
-    rng = np.random.default_rng(0)
-    (tmp_path / "s").mkdir()
-    np.savez_compressed(tmp_path / "s" / "shard-00000.npz", images=rng.integers(0, 256, (4, 24, 94, 3), dtype=np.uint8),
-                        labels=np.array(["皖A12345", "京AD12345", "沪C21F13", "粤B8888Z"]))
+    app = _train_app_with_a_shard(tmp_path)
     runner = CliRunner()
     args = ["train", "--data", f"synth:{tmp_path / 's'}", "--steps", "2", "--batch-size", "2", "--workers", "0",
             "--threads", "1", "--warmup-steps", "0", "--set", "val_synth_n=0", "--out", str(tmp_path / "run"),
