@@ -18,10 +18,11 @@ if compgen -G "$WHEELS/*.whl" > /dev/null; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
-mkdir -p /tmp/lprnet-bin "$OUT"
-printf '#!/bin/sh\nexec "%s" -m lprnet "$@"\n' "$(command -v "$PY")" > /tmp/lprnet-bin/lprnet
-chmod +x /tmp/lprnet-bin/lprnet
-export PATH=/tmp/lprnet-bin:$PATH
+mkdir -p "$OUT"
+BIN=$(mktemp -d)  # an `lprnet` command for train_default.sh: the package from src/, nothing installed
+printf '#!/bin/sh\nexec "%s" -m lprnet "$@"\n' "$(command -v "$PY")" > "$BIN/lprnet"
+chmod +x "$BIN/lprnet"
+export PATH=$BIN:$PATH
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
 set +e
 scripts/train_default.sh "$RUN" "${STEPS:-100000}" "${DEVICE:-cuda}" "${1:-}" > "$OUT/run.log" 2>&1
