@@ -239,6 +239,14 @@ def test_rewrite_refuses_reference_form_without_context_rule(tmp_path):
     assert r.exit_code == 2 and "no-such-rule" in r.stderr
 
 
+def test_rewrite_refuses_dead_channels_before_any_work(setup, tmp_path):
+    w, _ = setup
+    out = tmp_path / "x.safetensors"
+    r = runner.invoke(app, ["rewrite", "-w", str(w), "--out", str(out), "--rules", "deploy,dead-channels"])
+    assert r.exit_code == 2 and "export --dead-channels" in r.stderr and not out.exists()
+    assert "reload check" not in r.output  # refused up front, not after verifying every rule
+
+
 def test_average_weights_command_writes_the_soup_and_names_bad_files(tmp_path):
     paths = []
     for seed in (1, 2):

@@ -60,6 +60,14 @@ def test_bench_rejects_bad_batches(weights: Path) -> None:
     assert r.exit_code != 0
 
 
+@pytest.mark.parametrize("extra", [["--backends", "torch", "--no-int8"], ["--device", "cpu"]])
+def test_bench_missing_data_folder_is_a_clean_error(weights: Path, tmp_path: Path, extra: list[str]) -> None:
+    r = runner.invoke(app, ["bench", "--weights", str(weights), "--data", str(tmp_path / "nope"), "--no-docs",
+                            "--batches", "1", "--repeats", "1", *extra])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert "nope: parity data folder not found" in r.output
+
+
 def test_write_docs(tmp_path: Path) -> None:
     rep = BenchReport(1, 2.0, 288_000_000, 100.0, 3, [1, 32], "synthetic", [
         {"name": "reference (ReferenceLPRNet, eager)", "backend": "torch", "precision": "fp32", "batch": b,

@@ -13,6 +13,7 @@ from lprnet.bench import count_flops
 from lprnet.charset import DEFAULT_CHARSET
 from lprnet.core.process import greedy_strings, preprocess
 from lprnet.data.synth import generate
+from lprnet.layers import SlicePool2d
 from lprnet.model import LPRNet, ReferenceLPRNet
 from lprnet.model.lprnet import BN_INDICES
 from lprnet.rewrite.dead_channels import dead_channel_report
@@ -103,6 +104,48 @@ def test_guard_skips_padded_consumer() -> None:
     rr = next(r for r in rep.rules if r.name == "dead-channels")
     assert rr.sites == [] and any("padding" in s.reason for s in rr.skipped)
     assert rep.ok
+
+
+class _PoolAfterDead(nn.Module):
+    def __init__(self, pool: nn.Module, dead: list[int], channels: int = 8, consumer_in: int = 8) -> None:
+        super().__init__()
+        self.c1, self.bn, self.pool = nn.Conv2d(3, channels, 1), nn.BatchNorm2d(channels), pool
+        self.c2 = nn.Conv2d(consumer_in, 5, 1)
+        with torch.no_grad():
+            self.bn.weight[dead] = 0.0
+            self.bn.bias[dead] = 1.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c2(self.pool(torch.relu(self.bn(self.c1(x)))))
+
+
+class _FunctionalAvg(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(x, 2, divisor_override=1)
+
+
+@pytest.mark.parametrize("pool, dead, consumer_in, reason", [
+    (nn.AvgPool2d(2, divisor_override=1), [1], 8, "divisor_override"),  # sum, not mean: k is scaled
+    (_FunctionalAvg(), [1], 8, "divisor_override"),
+    (SlicePool2d(2, (3, 3), (1, 1)), [0, 2, 4, 6], 4, "strided pool keeps"),  # nothing live left after it
+])
+def test_guard_refuses_sites_it_cannot_rewrite(pool: nn.Module, dead: list[int], consumer_in: int,
+                                                reason: str) -> None:
+    m = _PoolAfterDead(pool, dead, consumer_in=consumer_in).eval()
+    x = torch.randn(2, 3, 7, 9)
+    gm, rep = rewrite.apply(m, (x,), ["dead-channels"])
+    rr = next(r for r in rep.rules if r.name == "dead-channels")
+    assert rr.sites == [] and any(reason in s.reason for s in rr.skipped), [s.reason for s in rr.skipped]
+    assert rep.ok and torch.equal(gm(x), m(x))
+
+
+def test_plain_avg_pool_after_dead_channel_is_rewritten() -> None:
+    """The guard's other side: without divisor_override the same site is rewritten, within the bound."""
+    m = _PoolAfterDead(nn.AvgPool2d(2, ceil_mode=True), [1]).eval()
+    x = torch.randn(2, 3, 7, 9)
+    gm, rep = rewrite.apply(m, (x,), ["dead-channels"])
+    assert len(next(r for r in rep.rules if r.name == "dead-channels").sites) == 1
+    assert rep.ok and torch.allclose(gm(x), m(x), atol=1e-5)
 
 
 def test_slim_graph_exports_to_onnx(crops: torch.Tensor, tmp_path) -> None:

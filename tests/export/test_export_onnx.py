@@ -4,6 +4,7 @@ PyTorch, ``lprnet.load(backend="onnxruntime")`` and ``lprnet recognize --backend
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -187,5 +188,8 @@ def test_export_cli_onnx(random_weights: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["ok"] and d["parity"][0]["passed"] and out.exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file the user writes, not mkstemp's 0600
     r = runner.invoke(app, ["export", "--weights", str(random_weights), "--out", str(out), "--batch", "zero"])
     assert r.exit_code != 0

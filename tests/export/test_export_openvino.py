@@ -76,3 +76,17 @@ def test_openvino_parity_reference_real_crops(tmp_path: Path) -> None:
     assert p.source.startswith("real") and p.n == 100
     assert p.max_abs_diff <= 1e-4, p.to_text()
     assert p.agreement == 1.0 and p.passed
+
+
+def test_export_cli_int8_openvino_prints_the_int8_graphs_ops(random_weights: Path, tmp_path: Path) -> None:
+    """The ops line names the graph OpenVINO was given (QDQ INT8), not the fp32 one it was quantised from.
+    (Random weights: INT8 parity is not what this checks, so the exit code is not asserted.)"""
+    from typer.testing import CliRunner
+
+    from lprnet.cli import app
+
+    r = CliRunner().invoke(app, ["export", "--weights", str(random_weights), "--format", "openvino", "--int8",
+                                 "--out", str(tmp_path / "q.xml"), "--parity-data", "synthetic", "--parity-n", "8",
+                                 "--threads", "1", "--keep-failed"])
+    ops = next(line for line in r.stdout.splitlines() if line.startswith("ops: "))
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops, r.output

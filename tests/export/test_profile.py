@@ -41,6 +41,13 @@ def test_profile_finds_maxpool3d_only_in_reference(weights: Path, tmp_path: Path
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_profile_missing_data_folder_is_a_clean_error(weights: Path, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["profile", "--weights", str(weights), "--data", str(tmp_path / "nope"), "--no-docs",
+                            "--iters", "1"])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert "nope: parity data folder not found" in r.output
+
+
 def test_profile_cli_json_onnxruntime(weights: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     r = runner.invoke(app, ["profile", "--weights", str(weights), "--backend", "onnxruntime", "--iters", "2",

@@ -236,6 +236,37 @@ def test_per_sample_context_guards() -> None:
                    and n.name != "mean_2" for n in gm.graph.nodes)
 
 
+class ParamMean(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) / self.conv.weight.pow(2).mean()  # a constant: not batch-coupled
+
+
+def test_per_sample_context_leaves_a_mean_of_parameters_alone() -> None:
+    """A weight of shape [3, ...] beside a batch of 3 passes the shape test; it must not pass the input test."""
+    x = torch.randn(3, 3, 5, 5)
+    gm, report = apply(ParamMean().eval(), x, ["per-sample-context"])
+    r = report.rule("per-sample-context")
+    assert r.sites == [] and any("does not depend on the model's input" in s.reason for s in r.skipped)
+    assert report.ok and gm(x[:1]).shape == (1, 3, 5, 5)
+
+
+def test_grouped_transposed_conv_batchnorm_is_not_folded() -> None:
+    model = nn.Sequential(nn.ConvTranspose2d(4, 6, 3, groups=2), nn.BatchNorm2d(6),
+                          nn.ConvTranspose2d(6, 6, 3), nn.BatchNorm2d(6)).eval()
+    for bn in (model[1], model[3]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    _, report = apply(model, torch.randn(2, 4, 5, 5), ["fold-batchnorm"])
+    r = report.rule("fold-batchnorm")
+    assert [s.target for s in r.sites] == ["3"]  # the ungrouped one still folds
+    assert [s.target for s in r.skipped] == ["1"] and "grouped transposed" in r.skipped[0].reason
+    assert report.ok
+
+
 def test_semantic_rules_are_opt_in_and_exclusive() -> None:
     assert all(get_rule(n).tier != "semantic" for n in PRESETS["safe"])
     assert "per-sample-context" in PRESETS["deploy"]

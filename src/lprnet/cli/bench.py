@@ -63,6 +63,7 @@ def bench_cmd(
 ) -> None:
     """Benchmark; writes OUT/bench.md and OUT/bench.png unless --no-docs (with --device:
     OUT/bench-gpu.md and .png on CUDA)."""
+    from lprnet.export.onnx import ExportError
     from lprnet.weights import WeightsError
 
     if device is not None:
@@ -80,7 +81,7 @@ def bench_cmd(
     try:
         rep = run_bench(weights, threads=threads, batches=bs, repeats=repeats, backends=names, int8=int8,
                         data=data, accuracy_n=accuracy_n, progress=say)
-    except (WeightsError, ValueError, ImportError) as e:
+    except (WeightsError, ExportError, ValueError, ImportError) as e:
         fail(str(e))
     _report(rep, write_docs, out, no_docs, as_json)
 
@@ -101,6 +102,7 @@ def _device_sweep(weights: Path | None, device: str, batches: str | None, varian
                   min_time: float, threads: int, data: Path | None, compile_backend: str, out: Path | None,
                   no_docs: bool, as_json: bool) -> None:
     from lprnet.bench_gpu import DEFAULT_BATCHES, DeviceUnavailableError, run_device_bench, write_device_docs
+    from lprnet.export.onnx import ExportError
     from lprnet.weights import WeightsError
 
     bs = _ints(batches, "--batches") if batches else list(DEFAULT_BATCHES)
@@ -110,7 +112,7 @@ def _device_sweep(weights: Path | None, device: str, batches: str | None, varian
         rep = run_device_bench(weights, device=device, batches=bs, variants=names, repeats=repeats,
                                min_time=min_time, threads=threads, data=data, compile_backend=compile_backend,
                                progress=say)
-    except (DeviceUnavailableError, WeightsError, ValueError, ImportError) as e:
+    except (DeviceUnavailableError, WeightsError, ExportError, ValueError, ImportError) as e:
         fail(str(e))
     _report(rep, write_device_docs, out, no_docs, as_json)
 

@@ -30,13 +30,14 @@ def profile_cmd(
     = None,
 ) -> None:
     """Top-N operators by self time (torch.profiler) for each form, as a table and a chart."""
+    from lprnet.export.onnx import ExportError
     from lprnet.profile import run_profile, to_markdown, write_png
     from lprnet.weights import WeightsError
 
     try:
         profs = run_profile(weights, backend=backend, compare_rewrite=compare_rewrite, batch=batch, iters=iters,
                             threads=threads, data=data)
-    except (WeightsError, ValueError, ImportError) as e:
+    except (WeightsError, ExportError, ValueError, ImportError) as e:
         fail(str(e))
     cmd = "lprnet profile " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     md = to_markdown(profs, top, cmd)

@@ -64,7 +64,9 @@ def rewrite(
         form = "reference" if meta.form == "reference" else "deploy"
         model, meta = build_model(weights, form=form)
         rule_list = [r.strip() for r in rules.split(",") if r.strip()]
-        rw.resolve_rules(rule_list)
+        if "dead-channels" in [r.name for r in rw.resolve_rules(rule_list)]:
+            raise ValueError("dead-channels narrows layers, which the deploy weights layout written here cannot "
+                             "hold; use `lprnet export --dead-channels` (ONNX/OpenVINO) instead")
     except (WeightsError, ValueError, KeyError) as e:
         fail(str(e))
     cfg = meta.config

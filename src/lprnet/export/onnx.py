@@ -72,6 +72,7 @@ from torch import nn
 from lprnet.config import ModelConfig
 from lprnet.core.backend import Backend
 from lprnet.core.process import IMAGE_EXTENSIONS, ctc_greedy_decode, label_from_filename, preprocess, read_image
+from lprnet.weights import chmod_as_created
 
 if TYPE_CHECKING:
     import onnx as onnx_t
@@ -247,6 +248,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike[str], *, input_size: tu
     x = torch.zeros(batch or 2, 3, h, w)
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
+    chmod_as_created(tmp_name)  # mkstemp makes it 0600; an export is for other users too
     tmp = Path(tmp_name)
     used = exporter
     try:

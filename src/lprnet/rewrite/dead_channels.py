@@ -163,9 +163,13 @@ def _walk(gm: fx.GraphModule, v: Node, k: Tensor, plan: _Plan, stride: int) -> N
                 plan.pool, plan.stride = u, m.depth_stride
             _walk(gm, u, k, plan, stride * m.depth_stride)
         elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) and _zero_pad(m.padding):
+            if getattr(m, "divisor_override", None):
+                raise _Skip(f"{u.target}: average pool with divisor_override (a constant channel is scaled)")
             _walk(gm, u, k, plan, stride)
         elif u.op == "call_function" and u.target in _AVG_FNS | _MAX_FNS and _zero_pad(
                 u.args[3] if len(u.args) > 3 else u.kwargs.get("padding", 0)):
+            if u.target in _AVG_FNS and (u.args[6] if len(u.args) > 6 else u.kwargs.get("divisor_override")):
+                raise _Skip(f"{u.name}: average pool with divisor_override (a constant channel is scaled)")
             _walk(gm, u, k, plan, stride)
         elif isinstance(m, nn.Conv2d) and u.args[0] is v and len(u.args) == 1:
             if m.groups != 1 or not _zero_pad(m.padding):
@@ -195,6 +199,9 @@ def analyse(gm: fx.GraphModule, conv: Node) -> _Plan:
     _walk(gm, bn if bn is not None else conv, k, plan, 1)
     if plan.pool is not None and not any(s > 1 for _, _, s in plan.convs):
         raise _Skip("strided pool without conv consumers")
+    if plan.pool is not None and bool(dead[::plan.stride].all()):
+        raise _Skip(f"every channel the strided pool keeps (every {plan.stride}th) is dead (the pooled tensor is a "
+                    "constant; not handled)")
     return plan
 
 

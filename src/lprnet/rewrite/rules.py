@@ -389,6 +389,9 @@ def _guard_bn_conv(node: Node, gm: fx.GraphModule, ctx: RewriteContext) -> str |
     out_ch = conv.out_channels
     if getattr(bn, "num_features", out_ch) != out_ch:
         return f"channel mismatch: conv has {out_ch} outputs, BatchNorm {bn.num_features}"  # type: ignore[union-attr]
+    if isinstance(conv, _ConvTransposeNd) and conv.groups != 1:
+        return (f"grouped transposed convolution (groups={conv.groups}): "
+                "torch.nn.utils.fusion.fuse_conv_bn_eval does not fold it")
     ndim = len(conv.kernel_size)
     expected = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}.get(ndim)
     if expected is None or not isinstance(bn, expected):
@@ -501,6 +504,21 @@ def _check_context_users(v: Node, rank: int, batch: int, feeds: list[str]) -> st
     return None
 
 
+def _depends_on_input(node: Node) -> bool:
+    """Whether a graph input (placeholder) is among ``node``'s ancestors."""
+    seen: set[Node] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.op == "placeholder":
+            return True
+        for a in n.all_input_nodes:
+            if a not in seen:
+                seen.add(a)
+                stack.append(a)
+    return False
+
+
 def _context_analysis(node: Node) -> tuple[str | None, list[str]]:
     feeds: list[str] = []
     if not _is_full_mean(node):
@@ -514,6 +532,8 @@ def _context_analysis(node: Node) -> tuple[str | None, list[str]]:
         return "input shape unknown (no shape-propagation result for this site)", feeds
     if len(shape) < 2:
         return f"input rank {len(shape)} < 2 (no batch axis to keep)", feeds
+    if not _depends_on_input(node):
+        return "the mean's input does not depend on the model's input (a constant, not batch-coupled)", feeds
     return _check_context_users(node, len(shape), shape[0], feeds), feeds
 
 

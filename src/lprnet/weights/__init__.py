@@ -64,6 +64,13 @@ class WeightsMeta:
         )
 
 
+def chmod_as_created(path: str | os.PathLike[str]) -> None:
+    """Give a ``tempfile.mkstemp`` file (mode 0600) the mode a plain ``open`` would: 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
     path = Path(path)
@@ -74,9 +81,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        chmod_as_created(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
