@@ -185,11 +185,13 @@ def test_evaluate_scores_a_plate_reached_twice_once(tmp_path):
     relabel = "皖A00000" if text2 != "皖A00000" else "皖B00000"
     (tmp_path / "b.csv").write_text(f"path,plate\ncrops/x.png,{relabel}\n", encoding="utf-8")
     rep = evaluate(rec, [single, folder, str(single), tmp_path / "a.csv", tmp_path / "b.csv"])
-    # the folder scan skips x.png (no plate in its name) and names it; the manifest brings it in once
+    # the folder scan names x.png unscored (no plate in its name); the manifest brings it in once
     assert rep.n == 2, (rep.n, rep.wrong, rep.unreadable)
     assert rep.repeats == 3  # single again via the folder, via str(single), via a.csv
     relabelled = [u for u in rep.unreadable if relabel in u["error"]]
     assert len(relabelled) == 1 and "x.png" in relabelled[0]["path"]
+    unscored = [u for u in rep.unreadable if "not scored" in u["error"]]
+    assert len(unscored) == 1 and unscored[0]["path"].endswith("x.png") and "label 'x'" in unscored[0]["error"]
     assert rep.to_json()["repeats_skipped"] == 3
 
 

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from lprnet.charset import DEFAULT_CHARSET, Charset
 from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, label_from_filename
-from lprnet.data.real import DataError, Problem, Sample, load_crop, scan_source, split_kind_prefix
+from lprnet.data.real import DataError, Problem, Sample, label_problems, load_crop, scan_source, split_kind_prefix
 from lprnet.recognizer import Recognizer
 
 
@@ -109,13 +110,16 @@ def paired(a: EvalReport, b: EvalReport) -> tuple[int, int]:
     return sum((wrong_b - wrong_a).values()), sum((wrong_a - wrong_b).values())
 
 
-def labelled_samples(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Sample], list[Problem], int]:
+def labelled_samples(paths: Sequence[str | os.PathLike[str]], charset: Charset | None = None
+                     ) -> tuple[list[Sample], list[Problem], int]:
     """The labelled plates under ``paths``, by name what could not become one, and the repeats skipped.
 
     A single image file is labelled by its name; anything else goes through
     :func:`lprnet.data.real.scan_source` (layout detected unless prefixed ``KIND:``).  A plate
     (file, and corners for a scene) reached again is kept once; a repeat that carries another label
-    is a problem, since no reading can be right for both.
+    is a problem, since no reading can be right for both.  With ``charset``, a label it cannot write
+    (or, for the Chinese charset, not 7 or 8 characters long: a stray ``IMG_0001.jpg``) is a problem too,
+    named rather than scored as a misreading.
     """
     found: list[Sample] = []
     problems: list[Problem] = []
@@ -131,6 +135,9 @@ def labelled_samples(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Samp
             continue
         found.extend(got)
         problems.extend(bad)
+    if charset is not None:
+        found, unlabelled = _scorable(found, charset)
+        problems.extend(unlabelled)
     samples: list[Sample] = []
     first: dict[tuple[str, Any], Sample] = {}
     repeats = 0
@@ -176,13 +183,27 @@ def _inputs(samples: Sequence[Sample], on_error: Callable[[Sample, ImageError], 
             on_error(s, e)
 
 
+def _scorable(samples: list[Sample], charset: Charset) -> tuple[list[Sample], list[Problem]]:
+    """Samples whose label the charset can write (and, for the Chinese charset, 7 or 8 characters long);
+    the others as problems."""
+    lengths = (7, 8) if charset == DEFAULT_CHARSET else None
+    keep, bad = [], []
+    for s in samples:
+        why = label_problems(s.plate, charset, lengths)
+        if why:
+            bad.append(Problem(str(s.path), "; ".join(why) + " (not scored)"))
+        else:
+            keep.append(s)
+    return keep, bad
+
+
 def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], batch_size: int = 100) -> EvalReport:
     """Recognize every labelled plate under ``paths`` (see the module docstring) and score it.
 
     Files that cannot be read and dataset entries that cannot become a plate are listed in
     ``unreadable`` by name; everything else is still scored.
     """
-    samples, problems, repeats = labelled_samples(paths)
+    samples, problems, repeats = labelled_samples(paths, recognizer.charset)
     rep = EvalReport(repeats=repeats)
     rep.unreadable.extend({"path": pr.where, "error": pr.message} for pr in problems)
     fed: list[Sample] = []

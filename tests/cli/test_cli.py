@@ -85,6 +85,22 @@ def test_eval_json(setup):
     assert 0.0 <= d["accuracy"] <= 1.0 and {"confusions", "char_accuracy", "deletions"} <= set(d)
 
 
+def test_eval_names_unlabelled_files_and_fails_when_nothing_is_scored(setup, tmp_path):
+    w, imgs = setup
+    d = tmp_path / "ev"
+    d.mkdir()
+    (d / "皖A12345.jpg").write_bytes((imgs / "皖A12345.jpg").read_bytes())
+    (d / "IMG_0001.jpg").write_bytes((imgs / "皖A12345.jpg").read_bytes())  # a stray photo: no plate label
+    r = runner.invoke(app, ["eval", str(d), "-w", str(w), "--json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert rep["n"] == 1 and [u["path"] for u in rep["unreadable"]] == [str(d / "IMG_0001.jpg")]
+    assert "label 'IMG'" in rep["unreadable"][0]["error"] and "not scored" in rep["unreadable"][0]["error"]
+    for target in (tmp_path / "missing", d / "IMG_0001.jpg"):  # nothing scored: no 0/0 accuracy, exit 2
+        r = runner.invoke(app, ["eval", str(target), "-w", str(w)])
+        assert r.exit_code == 2 and "no labelled plate could be scored" in r.stderr, r.output
+
+
 def test_province_shares_option(setup):
     w, imgs = setup
     r = runner.invoke(app, ["recognize", str(imgs), "-w", str(w), "--format", "csv", "--provinces", "皖"])

@@ -32,8 +32,10 @@ def evaluate_cmd(
     if auto:  # shares from the plates' images alone, never their labels
         rec = apply_auto_provinces(rec, unlabelled_images(paths), batch_size, quiet=as_json)
     rep = evaluate(rec, paths, batch_size=batch_size)
-    if rep.n == 0 and not rep.unreadable:
-        fail(f"no images found under {', '.join(map(str, paths))}")
+    if rep.n == 0:  # nothing scored: an accuracy of 0/0 must not pass a CI job
+        why = "; ".join(f"{u['path']}: {u['error']}" for u in rep.unreadable[:5])
+        fail(f"no labelled plate could be scored under {', '.join(map(str, paths))}" + (f" ({why}"
+             + (f"; and {len(rep.unreadable) - 5} more" if len(rep.unreadable) > 5 else "") + ")" if why else ""))
     if as_json:
         print(json.dumps({**rep.to_json(top), "decode": rec.decode, "provinces": rec.provinces,
                           "provinces_estimated": auto}, ensure_ascii=False))
