@@ -76,6 +76,18 @@ def test_not_weights(tmp_path):
         build_model(tmp_path / "absent.safetensors")
 
 
+def test_nonfinite_weights_are_refused_by_name(tmp_path):
+    """A diverged run's NaN weights would read every plate as "" at confidence 0, with exit 0: refuse them."""
+    sd = _random_model().state_dict()
+    sd["backbone.4.block.2.weight"][0, 0, 0, 0] = float("nan")
+    for p in (save_weights(tmp_path / "nan.safetensors", sd, WeightsMeta()), tmp_path / "nan.PTH"):
+        if p.suffix == ".PTH":
+            torch.save(sd, p, _use_new_zipfile_serialization=False)  # legacy format, upper-case suffix: a .pth
+        with pytest.raises(WeightsError, match=rf"{p.name}: 1 tensor\(s\) hold NaN or inf values "
+                                               r"\(backbone.4.block.2.weight\)"):
+            build_model(p)
+
+
 def test_module_prefix_stripped(tmp_path):
     sd = {f"module.{k}": v for k, v in _random_model().state_dict().items()}
     p = tmp_path / "ddp.pth"

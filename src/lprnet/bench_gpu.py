@@ -41,13 +41,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lprnet.core.backend import DeviceUnavailableError, resolve_device
+
 DEFAULT_BATCHES: tuple[int, ...] = (1, 8, 32, 128, 512, 1024, 4096)
 FORMS: tuple[str, ...] = ("reference", "deploy")
 Fn = Callable[[Tensor], Tensor]
-
-
-class DeviceUnavailableError(ValueError):
-    """The requested device cannot be used here; the message names it and says why."""
 
 
 @dataclass(frozen=True)
@@ -90,32 +88,6 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant("compile", "fp32", mode="compile", description="torch.compile (default mode), fp32"),
     Variant("compile-half", "fp16", mode="compile", description="torch.compile (default mode), model.half()"),
 )}
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``spec`` as a usable ``torch.device`` (``cpu``, ``cuda``, ``cuda:N``), or
-    :class:`DeviceUnavailableError` naming what was requested and why it cannot be used."""
-    try:
-        dev = torch.device(spec)
-    except (RuntimeError, TypeError):
-        raise DeviceUnavailableError(f"device {spec!r} was requested: not a device name (use cpu, cuda "
-                                     "or cuda:N)") from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type != "cuda":
-        raise DeviceUnavailableError(f"device {spec!r} was requested: only cpu and cuda are supported")
-    if not torch.cuda.is_available():
-        why = (f"this torch ({torch.__version__}) was built without CUDA" if torch.version.cuda is None else
-               f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU: torch.cuda.is_available() "
-               "is False (no NVIDIA driver or device visible)")
-        raise DeviceUnavailableError(f"device {spec!r} was requested but CUDA is not available: {why}. "
-                                     "Run the same sweep on the CPU with --device cpu, or run "
-                                     "scripts/gpu_bench.sh on a machine with an NVIDIA GPU.")
-    n = torch.cuda.device_count()
-    if dev.index is not None and dev.index >= n:
-        raise DeviceUnavailableError(f"device {spec!r} was requested but only {n} CUDA device(s) are visible "
-                                     f"(cuda:0..cuda:{n - 1})")
-    return dev if dev.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
 def device_name(dev: torch.device) -> str:

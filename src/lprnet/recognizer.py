@@ -26,6 +26,7 @@ from lprnet.core.process import (
     ctc_greedy_decode,
     ctc_plate_decode,
     decode_image_bytes,
+    display_path,
     estimate_province_shares,
     format_masks,
     format_province_shares,
@@ -167,7 +168,7 @@ class Recognizer:
 
     @staticmethod
     def _name(item: ImageInput) -> str | None:
-        return str(item) if isinstance(item, (str, os.PathLike)) else None
+        return display_path(item) if isinstance(item, (str, os.PathLike)) else None
 
     def predict_logits(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """BGR uint8 images -> logits ``N x C x T`` (no decoding)."""

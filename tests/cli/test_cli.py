@@ -101,6 +101,14 @@ def test_eval_names_unlabelled_files_and_fails_when_nothing_is_scored(setup, tmp
         assert r.exit_code == 2 and "no labelled plate could be scored" in r.stderr, r.output
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cuda_device_without_cuda_is_a_clean_error(setup):
+    w, imgs = setup
+    r = runner.invoke(app, ["recognize", str(imgs), "-w", str(w), "--device", "cuda"])
+    assert r.exit_code == 2 and "'cuda' was requested but CUDA is not available" in r.stderr, r.output
+    assert "--device cpu" in r.stderr
+
+
 def test_province_shares_option(setup):
     w, imgs = setup
     r = runner.invoke(app, ["recognize", str(imgs), "-w", str(w), "--format", "csv", "--provinces", "皖"])

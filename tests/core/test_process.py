@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -14,6 +17,8 @@ from lprnet.core.process import (
     ImageError,
     ctc_greedy_decode,
     ctc_plate_decode,
+    decode_image_bytes,
+    display_path,
     estimate_province_shares,
     format_masks,
     format_province_shares,
@@ -84,6 +89,41 @@ def test_read_image_errors_name_the_file(tmp_path):
     ok = tmp_path / "皖A12345.png"
     cv2.imencode(".png", _img())[1].tofile(str(ok))
     assert read_image(ok).shape == (30, 100, 3)
+
+
+def test_pil_16_bit_and_float_images_scale_like_arrays(tmp_path):
+    """A 16-bit PNG opened by Pillow (mode I;16 or I) or a float image (mode F) reads as the same array would,
+    not clipped to white by Image.convert("RGB")."""
+    gray16 = (np.arange(30 * 100).reshape(30, 100) * 21 % 65536).astype(np.uint16)
+    want = to_bgr(gray16)
+    p = tmp_path / "g16.png"
+    cv2.imwrite(str(p), gray16)
+    with Image.open(p) as im:
+        assert im.mode.startswith("I")
+        assert np.array_equal(to_bgr(im), want)
+    assert np.array_equal(read_image(p), want)
+    f = gray16.astype(np.float32) / 65535
+    assert np.array_equal(to_bgr(Image.fromarray(f)), to_bgr(f))
+
+
+def test_a_bomb_header_is_refused_before_decoding(tmp_path):
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    head = struct.pack(">IIBBBBB", 9000, 8000, 8, 2, 0, 0, 0)  # claims 72 M RGB pixels; holds almost none
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    with pytest.raises(ImageError, match=r"bomb.png: image header claims 9000x8000 pixels.*before decoding"):
+        read_image(bomb)
+    with pytest.raises(ImageError, match="claims 9000x8000"):
+        decode_image_bytes(bomb.read_bytes(), "upload")
+    assert decode_image_bytes(cv2.imencode(".png", _img())[1].tobytes()).shape == (30, 100, 3)  # the guard passes it
+
+
+def test_display_path_escapes_bytes_that_are_not_utf8():
+    odd = os.fsdecode(b"/d/\xff\xfeplate.jpg")
+    assert display_path(odd) == "/d/\\xff\\xfeplate.jpg" and display_path("/d/皖A12345.jpg") == "/d/皖A12345.jpg"
 
 
 def _logits_for(path: list[int], c: int = 68) -> np.ndarray:

@@ -124,6 +124,26 @@ def test_path_only_manifest_to_parquet_folder(ray_session, job, tmp_path):
     assert res.exit_code == 2 and "not empty" in res.output
 
 
+def test_non_utf8_file_name_is_read_and_written_escaped(ray_session, job, tmp_path):
+    """A file name that is not valid UTF-8 (bytes Python keeps as surrogates) neither kills the job nor loses
+    its row: it is read and recognized, its path written with the bad bytes as \\x escapes."""
+    w, _, files, _, expected = job
+    d = tmp_path / "names"
+    d.mkdir()
+    odd = os.path.join(os.fsencode(d), b"\xff\xfeplate.jpg")
+    Path(os.fsdecode(odd)).write_bytes(Path(files[0]).read_bytes())
+    Path(d / "ok.jpg").write_bytes(Path(files[1]).read_bytes())
+    out = tmp_path / "r.csv"
+    res = runner.invoke(app, ["batch", str(d), "--out", str(out), "--weights", str(w), *COMMON])
+    assert res.exit_code == 0, res.output
+    with out.open(encoding="utf-8") as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    escaped = str(d / "\\xff\\xfeplate.jpg")
+    assert set(rows) == {escaped, str(d / "ok.jpg")}
+    assert rows[escaped]["plate"] == expected[files[0]].plate and not rows[escaped]["error"]
+    assert [r.path for r in lprnet.load(w).recognize([os.fsdecode(odd)])] == [escaped]  # the API names it alike
+
+
 def test_decode_option(ray_session, job, tmp_path):
     """``--decode greedy`` reaches the actors: rows equal a greedy recognizer's, not the default's."""
     w, _, files, bad, expected = job
@@ -170,7 +190,12 @@ def test_inputs_and_arguments(job, tmp_path):
     assert paths == files and not warnings
     tsv = tmp_path / "list.tsv"
     tsv.write_text("id\tpath\n1\t/x/a.jpg\n2\trel/b.png\n3\t\n", encoding="utf-8")  # no plate column is fine
-    assert collect_inputs(tsv) == (["/x/a.jpg", str(tmp_path / "rel" / "b.png")], [])
+    assert collect_inputs(tsv) == (["/x/a.jpg", str(tmp_path / "rel" / "b.png")],
+                                   [f"{tsv}:4: no path in this row; skipped"])
+    # a plate column is ignored, empty or not, and so is any other column: one input per listed path
+    man = tmp_path / "m.csv"
+    man.write_text("path,plate,camera\na.jpg,,cam1\nb.jpg,皖A12345,cam2\nc.jpg,bad label,\n", encoding="utf-8")
+    assert collect_inputs(man) == ([str(tmp_path / n) for n in ("a.jpg", "b.jpg", "c.jpg")], [])
     (tmp_path / "nopath.csv").write_text("file,plate\na.jpg,皖A12345\n", encoding="utf-8")
     with pytest.raises(BatchJobError, match="'path' column"):
         collect_inputs(tmp_path / "nopath.csv")

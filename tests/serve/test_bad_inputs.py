@@ -38,7 +38,7 @@ def test_per_image_errors_inside_200(client: httpx.Client, images) -> None:
         "half.jpg": (jpeg[: len(jpeg) // 2], "truncated"),
         "no-eoi.jpg": (jpeg[:-2], "truncated"),
         "bomb.png": (png_header(50_000, 50_000), "decompression bomb"),
-        "big.png": (png_header(9_000, 8_000), "9000x8000 pixels exceeds the limit"),
+        "big.png": (png_header(9_000, 8_000), "claims 9000x8000 pixels, more than the limit"),
     }
     files = [("files", (good_name, good))] + [("files", (n, d)) for n, (d, _) in bad.items()]
     r = client.post("/v1/recognize", files=files)
@@ -75,7 +75,8 @@ MULTIPART_HEAD = (b'--BOUNDARY\r\ncontent-disposition: form-data; name="files"; 
 @pytest.mark.parametrize("case", ["wrong-type", "no-type", "too-large", "too-large-chunked", "too-large-file",
                                   "too-large-chunked-multipart",
                                   "too-many-files", "too-many-json", "bad-base64", "no-files-field",
-                                  "empty-images", "no-images-key", "bad-json", "item-without-data"])
+                                  "empty-images", "no-images-key", "bad-json", "item-without-data",
+                                  "deeply-nested-json"])
 def test_request_errors(client: httpx.Client, settings: ServeSettings, images, case: str) -> None:
     max_body, max_images = settings.max_body_bytes, settings.max_images
     name, data = images[0]
@@ -105,6 +106,9 @@ def test_request_errors(client: httpx.Client, settings: ServeSettings, images, c
         "bad-json": (422, "not valid JSON", {"content": b"{\"images\": [", "headers": {"content-type":
                                                                                        "application/json"}}),
         "item-without-data": (422, "images[0]", {"json": {"images": [{"name": "a"}]}}),
+        "deeply-nested-json": (422, "nested too deeply", {  # json.loads recurses: not a 500
+            "content": b'{"images": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "headers": {"content-type": "application/json"}}),
     }[case]
     r = client.post("/v1/recognize", **req)
     assert r.status_code == status, r.text

@@ -13,6 +13,35 @@ import torch
 from torch import nn
 
 
+class DeviceUnavailableError(ValueError):
+    """The requested device cannot be used here; the message names it and says why."""
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``spec`` as a usable ``torch.device`` (``cpu``, ``cuda``, ``cuda:N``), or
+    :class:`DeviceUnavailableError` naming what was requested and why it cannot be used."""
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, TypeError):
+        raise DeviceUnavailableError(f"device {spec!r} was requested: not a device name (use cpu, cuda "
+                                     "or cuda:N)") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise DeviceUnavailableError(f"device {spec!r} was requested: only cpu and cuda are supported")
+    if not torch.cuda.is_available():
+        why = (f"this torch ({torch.__version__}) was built without CUDA" if torch.version.cuda is None else
+               f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU: torch.cuda.is_available() "
+               "is False (no NVIDIA driver or device visible)")
+        raise DeviceUnavailableError(f"device {spec!r} was requested but CUDA is not available: {why}. "
+                                     "Use --device cpu here, or run on a machine with an NVIDIA GPU.")
+    n = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= n:
+        raise DeviceUnavailableError(f"device {spec!r} was requested but only {n} CUDA device(s) are visible "
+                                     f"(cuda:0..cuda:{n - 1})")
+    return dev if dev.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
 class Backend(Protocol):
     """Runs the network: float32 ``N x 3 x H x W`` -> logits ``N x C x T`` (numpy)."""
 
@@ -26,8 +55,8 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, device: str = "cpu") -> None:
-        self.device = torch.device(device)
+    def __init__(self, model: nn.Module, device: str | torch.device = "cpu") -> None:
+        self.device = resolve_device(str(device))
         self.model = model.to(self.device).eval()
 
     @torch.inference_mode()

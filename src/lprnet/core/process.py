@@ -16,7 +16,9 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +38,40 @@ class ImageError(ValueError):
     """An input that cannot be turned into an image; the message names the input."""
 
 
-def _decode_bytes(data: bytes, name: str) -> np.ndarray:
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as printable text: a file name that is not valid UTF-8 (its bytes kept by Python as
+    surrogates) gets its bad bytes written as ``\\xff`` escapes, so it can be printed, put in JSON/CSV/Arrow."""
+    s = os.fspath(path)
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(s).decode("utf-8", "backslashreplace")
+    return s
+
+
+def header_size(data: bytes) -> tuple[int, int, str] | None:
+    """``(width, height, format)`` from an encoded image's header, without decoding its pixels (None when
+    Pillow cannot parse the header; OpenCV may still decode it)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size[0], im.size[1], str(im.format)
+    except Image.DecompressionBombError:
+        return 1 << 31, 1, "?"  # Pillow's own limit (twice its warning size) is far above ours
+    except Exception:
+        return None
+
+
+def _decode_bytes(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     if not data:
         raise ImageError(f"{name}: empty file")
+    head = header_size(data)
+    if head is not None and head[0] * head[1] > max_pixels:
+        raise ImageError(f"{name}: image header claims {head[0]}x{head[1]} pixels, more than the limit of "
+                         f"{max_pixels} (refused before decoding, as a possible decompression bomb)")
     buf = np.frombuffer(data, np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None:
@@ -48,24 +81,26 @@ def _decode_bytes(data: bytes, name: str) -> np.ndarray:
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as 8-bit BGR (any channel count/bit depth); errors name the file."""
-    p = Path(path)
+    p, name = Path(path), display_path(path)
     try:
         data = p.read_bytes()
     except FileNotFoundError:
-        raise ImageError(f"{p}: no such file") from None
+        raise ImageError(f"{name}: no such file") from None
     except IsADirectoryError:
-        raise ImageError(f"{p}: is a directory") from None
+        raise ImageError(f"{name}: is a directory") from None
     except OSError as e:
-        raise ImageError(f"{p}: cannot read ({e.strerror or e})") from None
-    return to_bgr(_decode_bytes(data, str(p)), "bgr", name=str(p))
-
-
-def decode_image_bytes(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Decode an encoded image (JPEG/PNG/...) held in memory to 8-bit BGR."""
+        raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
     return to_bgr(_decode_bytes(data, name), "bgr", name=name)
 
 
-def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<array>") -> np.ndarray:
+def decode_image_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an encoded image (JPEG/PNG/...) held in memory to 8-bit BGR; a header claiming more than
+    ``max_pixels`` pixels is refused before any pixel is decoded."""
+    return to_bgr(_decode_bytes(data, name, max_pixels), "bgr", name=name, max_pixels=max_pixels)
+
+
+def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<array>",
+           max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Convert a numpy array or PIL image to a contiguous ``H x W x 3`` uint8 BGR array.
 
     Numpy colour arrays need ``channel_order`` ("bgr" as OpenCV gives, or "rgb");
@@ -77,10 +112,15 @@ def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<ar
     except ImportError:  # pragma: no cover - Pillow is a dependency
         Image = None  # type: ignore[assignment]
     if Image is not None and isinstance(img, Image.Image):
-        if img.width * img.height > MAX_IMAGE_PIXELS:
+        if img.width * img.height > max_pixels:
             raise ImageError(f"{name}: {img.width}x{img.height} pixels exceeds the limit")
-        img = np.asarray(img.convert("RGB"))
-        channel_order = "rgb"
+        if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit gray (PNG, TIFF): scaled like a uint16 array
+            img = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
+        elif img.mode == "F":  # 32-bit float gray: taken to be in [0, 1], like a float array
+            img = np.asarray(img)
+        else:
+            img = np.asarray(img.convert("RGB"))
+            channel_order = "rgb"
     if not isinstance(img, np.ndarray):
         raise ImageError(f"{name}: expected a path, bytes, numpy array or PIL image, got {type(img).__name__}")
     a = img
@@ -90,7 +130,7 @@ def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<ar
         raise ImageError(f"{name}: unsupported image shape {a.shape} (need HxW, HxWx1, HxWx3 or HxWx4)")
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise ImageError(f"{name}: empty image {a.shape}")
-    if a.shape[0] * a.shape[1] > MAX_IMAGE_PIXELS:
+    if a.shape[0] * a.shape[1] > max_pixels:
         raise ImageError(f"{name}: {a.shape[1]}x{a.shape[0]} pixels exceeds the limit")
     if a.dtype == np.uint16:
         a = (a >> 8).astype(np.uint8)

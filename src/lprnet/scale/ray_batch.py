@@ -6,8 +6,8 @@ The pipeline (:func:`run_batch`)::
           (one Recognizer per actor: decode, recognize a batch) --> driver writes Parquet/CSV
 
 * Inputs come from :func:`collect_inputs`: a folder (recursed, as ``lprnet recognize`` does) or
-  a CSV/TSV manifest read by :mod:`lprnet.data.real` (a ``path`` column; paths relative to the
-  manifest's folder).
+  a CSV/TSV manifest (its ``path`` column, paths relative to the manifest's folder; other columns
+  ignored). A file name that is not valid UTF-8 is read, and written to the results escaped.
 * Every input path gives exactly one output row ``path, plate, confidence, error``
   (:data:`SCHEMA`). A file that is missing, empty, corrupt or not an image -- or a batch whose
   inference raises -- gets ``error`` set, ``plate`` empty and ``confidence`` null; the job
@@ -37,7 +37,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, decode_image_bytes, list_images
+from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, decode_image_bytes, display_path, list_images
 from lprnet.recognizer import DECODE_MODES
 
 SCHEMA = pa.schema([
@@ -57,33 +57,39 @@ class BatchJobError(ValueError):
 # --------------------------------------------------------------------------- inputs
 
 
-def _path_column(manifest: Path) -> list[str] | None:
-    """The ``path`` column of a manifest without a ``plate`` column (None when it has none)."""
-    lines = manifest.read_text(encoding="utf-8-sig").splitlines()
+def _path_column(manifest: Path) -> tuple[list[str], list[str]]:
+    """The ``path`` column of a CSV/TSV manifest (other columns, ``plate`` included, ignored), relative
+    paths taken from the manifest's folder; rows without a path become warnings naming their line."""
+    try:
+        lines = manifest.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BatchJobError(f"{manifest}: cannot read the manifest ({e})") from None
     delim = "\t" if (manifest.suffix.lower() == ".tsv" or (lines and "\t" in lines[0])) else ","
     rows = list(csv.reader(lines, delimiter=delim))
     header = [h.strip().lower() for h in rows[0]] if rows else []
     if "path" not in header:
-        return None
+        raise BatchJobError(f"{manifest}: the manifest header must name a 'path' column")
     ip = header.index("path")
-    out = []
-    for row in rows[1:]:
+    out, warnings = [], []
+    for n, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
         rel = row[ip].strip() if len(row) > ip else ""
-        if rel:
-            p = Path(rel)
-            out.append(str(p if p.is_absolute() else manifest.parent / p))
-    return out
+        if not rel:
+            warnings.append(f"{manifest}:{n}: no path in this row; skipped")
+            continue
+        p = Path(rel)
+        out.append(str(p if p.is_absolute() else manifest.parent / p))
+    return out, warnings
 
 
 def collect_inputs(source: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
     """Image paths of a folder (recursive) or a CSV/TSV manifest, and warnings about skipped rows.
 
-    Manifests are read by :func:`lprnet.data.real.scan_source` (``path,plate[,kind]``); a
-    manifest with a ``path`` column but no ``plate`` column is accepted too, since
-    recognition needs no labels. Raises :class:`BatchJobError` when nothing can be listed.
+    A manifest needs a ``path`` column; any other column (a ``plate`` label, a camera id) is ignored,
+    since recognition needs no labels: one input per listed path. Raises :class:`BatchJobError` when
+    nothing can be listed.
     """
-    from lprnet.data.real import scan_source
-
     p = Path(source)
     if p.is_dir():
         return [str(q) for q in list_images([p])], []
@@ -91,15 +97,10 @@ def collect_inputs(source: str | os.PathLike[str]) -> tuple[list[str], list[str]
         raise BatchJobError(f"{p}: no such file or directory")
     if p.suffix.lower() in IMAGE_EXTENSIONS:
         raise BatchJobError(f"{p}: is an image; give its folder or a manifest (CSV/TSV with a 'path' column)")
-    samples, problems = scan_source(p, "manifest")
-    if not samples and len(problems) == 1 and problems[0].where == f"{p}:1":
-        paths = _path_column(p)  # header problem: fine as long as there is a 'path' column
-        if paths is None:
-            raise BatchJobError(f"{p}: the manifest header must name a 'path' column")
-        return paths, []
-    if not samples and problems:
-        raise BatchJobError(str(problems[0]))
-    return [str(s.path) for s in samples], [str(q) for q in problems]
+    paths, warnings = _path_column(p)
+    if not paths:
+        raise BatchJobError(f"{p}: the manifest lists no path" + (f" ({warnings[0]})" if warnings else ""))
+    return paths, warnings
 
 
 # --------------------------------------------------------------------------- stages
@@ -110,19 +111,20 @@ def read_files(batch: pa.Table) -> pa.Table:
     paths = batch.column("path").to_pylist()
     data: list[bytes] = []
     errors: list[str | None] = []
-    for p in paths:
+    for i, p in enumerate(paths):
+        paths[i] = shown = display_path(p)  # a name that is not UTF-8 is read, and written escaped
         try:
             data.append(Path(p).read_bytes())
             errors.append(None)
         except FileNotFoundError:
             data.append(b"")
-            errors.append(f"{p}: no such file")
+            errors.append(f"{shown}: no such file")
         except IsADirectoryError:
             data.append(b"")
-            errors.append(f"{p}: is a directory")
+            errors.append(f"{shown}: is a directory")
         except OSError as e:
             data.append(b"")
-            errors.append(f"{p}: cannot read ({e.strerror or e})")
+            errors.append(f"{shown}: cannot read ({e.strerror or e})")
     return pa.table({"path": pa.array(paths, pa.string()), "data": pa.array(data, pa.binary()),
                      "error": pa.array(errors, pa.string())})
 

@@ -24,7 +24,6 @@ import asyncio
 import base64
 import binascii
 import functools
-import io
 import json
 import logging
 import os
@@ -41,12 +40,11 @@ import cv2
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lprnet.core.process import MAX_IMAGE_PIXELS, ImageError, Prediction, decode_image_bytes
+from lprnet.core.process import MAX_IMAGE_PIXELS, ImageError, Prediction, decode_image_bytes, header_size
 from lprnet.recognizer import Recognizer
 from lprnet.serve.batcher import Batcher, BatcherClosed
 
@@ -228,20 +226,12 @@ def decode_upload(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) ->
     """
     if not data:
         raise ImageError(f"{name}: empty file")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            (w, h), fmt = im.size, im.format
-    except Image.DecompressionBombError:
-        raise ImageError(f"{name}: image header claims more than {max_pixels} pixels "
-                         "(refused as a possible decompression bomb)") from None
-    except Exception:
-        raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format)") from None
-    if w * h > max_pixels:
-        raise ImageError(f"{name}: {w}x{h} pixels exceeds the limit of {max_pixels} "
-                         "(refused as a possible decompression bomb)")
-    if fmt == "JPEG" and not _jpeg_complete(data):
+    head = header_size(data)
+    if head is None:  # an upload must be a format Pillow can at least parse the header of
+        raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
+    if head[2] == "JPEG" and head[0] * head[1] <= max_pixels and not _jpeg_complete(data):
         raise ImageError(f"{name}: truncated JPEG (no end-of-image marker after the last scan)")
-    return decode_image_bytes(data, name)
+    return decode_image_bytes(data, name, max_pixels)
 
 
 def _decode_all(items: list[tuple[str, bytes]], max_pixels: int,
@@ -304,6 +294,8 @@ async def _read_json(request: Request, max_images: int) -> list[tuple[str, bytes
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise HTTPException(422, f"body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise HTTPException(422, "body is not valid JSON for this service: nested too deeply") from None
     if not isinstance(doc, dict) or "images" not in doc:
         raise HTTPException(422, "JSON body must be an object with an 'images' list")
     images = doc["images"]

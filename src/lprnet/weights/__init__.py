@@ -205,7 +205,7 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
     if p.is_dir():
         raise WeightsError(f"{p}: is a directory, not a weights file")
     head = p.read_bytes()[:8] if p.stat().st_size >= 8 else b""
-    if p.suffix in (".pth", ".pt") or head[:2] == b"PK":
+    if p.suffix.lower() in (".pth", ".pt") or head[:2] == b"PK":
         sd = _read_pth(p)
         meta = WeightsMeta(config=ModelConfig(charset=charset or DEFAULT_CHARSET), form="reference",
                            context_norm="batch", source_format="pth",
@@ -235,6 +235,11 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
                 raise WeightsError(f"{p}: weights were trained for charset {str(meta.config.charset)!r}, "
                                    f"not {str(charset)!r}")
     _check_classes(p, sd, meta.config)
+    nonfinite = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if nonfinite:
+        raise WeightsError(f"{p}: {len(nonfinite)} tensor(s) hold NaN or inf values ({', '.join(nonfinite[:3])}"
+                           f"{', ...' if len(nonfinite) > 3 else ''}): a diverged training run? Every plate "
+                           "would read empty")
     return sd, meta
 
 
