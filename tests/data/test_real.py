@@ -202,7 +202,8 @@ def test_check_dataset_reports_every_problem_by_name(tmp_path: Path) -> None:
     r = real.check_dataset([root, man])
     assert not r.ok
     bad = {Path(w).name for w in r.bad_files}
-    assert bad == {"警A1234X.jpg", "皖A123.jpg", "皖B77777.jpg", "皖C88888.jpg", "missing.jpg", "皖A12345.jpg"}
+    # the manifest's bad label is located by its row, the file it names is fine
+    assert bad == {"警A1234X.jpg", "皖A123.jpg", "皖B77777.jpg", "皖C88888.jpg", "missing.jpg", "m.csv:4"}
     text = "\n".join(map(str, r.problems))
     assert "outside the charset: '警'" in text
     assert "has 5 characters" in text
@@ -210,6 +211,9 @@ def test_check_dataset_reports_every_problem_by_name(tmp_path: Path) -> None:
     assert "皖C88888.jpg: empty file" in text
     assert "missing.jpg: no such file" in text
     assert "'a'" in text  # lower-case letter in the manifest label
+    assert f"{man}:4: label '皖a12345' has characters outside the charset: 'a' (image {root / '皖A12345.jpg'})" in text
+    assert f"missing.jpg: no such file (row {man}:3)" in text
+    assert r.bad_entries == 6 and "9 entries checked, 3 good, 6 with problems (6 problems)" == r.summary()
     assert sorted(s.plate for s in r.samples) == ["京AD12345", "皖A12345", "皖A12345"]
     assert r.checked == 9
     # labels only
@@ -218,6 +222,23 @@ def test_check_dataset_reports_every_problem_by_name(tmp_path: Path) -> None:
     # lengths off, custom charset
     r3 = real.check_dataset(root, check_images=False, lengths=None, charset=Charset.from_string("皖A12345BC78"))
     assert {Path(w).name for w in r3.bad_files} == {"警A1234X.jpg", "京AD12345.png"}
+
+
+def test_check_dataset_counts_entries_not_files(tmp_path: Path) -> None:
+    """A file on several manifest rows counts once per row; each bad label names its row."""
+    _write(tmp_path / "imgs" / "a.jpg")
+    man = tmp_path / "m.csv"
+    man.write_text("path,plate\nimgs/a.jpg,皖A1\nimgs/a.jpg,皖A2\nimgs/zz.jpg,皖A13H25\nimgs/zz.jpg,皖A13H26\n"
+                   "imgs/a.jpg,皖A12345\nimgs/a.jpg\n", encoding="utf-8")
+    r = real.check_dataset(man)
+    assert r.checked == 6 and r.bad_entries == 5 and len(r.samples) == 1
+    assert r.summary() == "6 entries checked, 1 good, 5 with problems (5 problems)"
+    assert [p.where for p in r.problems] == [f"{man}:7", f"{man}:2", f"{man}:3", str(tmp_path / "imgs" / "zz.jpg"),
+                                             str(tmp_path / "imgs" / "zz.jpg")]
+    assert all(str(tmp_path / "imgs" / "a.jpg") in p.message for p in r.problems[1:3])
+    # without decoding, the missing files are not looked at: only the labels
+    r2 = real.check_dataset(man, check_images=False)
+    assert r2.summary() == "6 entries checked, 3 good, 3 with problems (3 problems)"
 
 
 def test_check_dataset_ccpd_names(tmp_path: Path) -> None:

@@ -643,3 +643,35 @@ def test_cli_grayscale_reaches_the_worker_renders(tmp_path: Path) -> None:
     assert all(a.tobytes() == b.tobytes() for a, (b, _, _) in zip(images, expected, strict=True))
     assert all(_mono(img) for img in images) and labels.tolist() == [t for _, t, _ in expected]
     assert json.loads((out / "meta.json").read_text(encoding="utf-8"))["grayscale"] == 1.0
+
+
+@pytest.mark.parametrize("size", [(0, 24), (94, 0), (-1, 24), (94.0, 24), (94,)])
+def test_bad_out_size_rejected_before_anything_is_written(tmp_path: Path, size: tuple) -> None:
+    with pytest.raises(ValueError, match="out_size"):
+        synth.write_shards(tmp_path / "s", 2, seed=1, progress=False, out_size=size)
+    with pytest.raises(ValueError, match="out_size"):
+        synth.write_folder(tmp_path / "f", 2, seed=1, progress=False, out_size=size)
+    with pytest.raises(ValueError, match="out_size"):
+        synth.generate(2, seed=1, out_size=size)  # on the call, not at the first sample
+    assert not (tmp_path / "s").exists() and not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("weights", [(0, 0, 0), (1, float("nan"), 1), (1, float("inf"), 1), (1, -1, 1)])
+def test_bad_weights_rejected_before_anything_is_written(tmp_path: Path, weights: tuple) -> None:
+    with pytest.raises(ValueError, match="weights"):
+        synth.write_shards(tmp_path / "s", 2, seed=1, progress=False, weights=weights)
+    with pytest.raises(ValueError, match="weights"):
+        synth.write_folder(tmp_path / "f", 2, seed=1, progress=False, weights=weights)
+    with pytest.raises(ValueError, match="weights"):
+        synth.generate(2, seed=1, weights=weights)
+    assert not (tmp_path / "s").exists() and not (tmp_path / "f").exists()
+
+
+def test_writers_refuse_a_file_as_output_folder(tmp_path: Path) -> None:
+    f = tmp_path / "afile"
+    f.write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match="not a directory"):
+        synth.write_shards(f, 2, seed=1, progress=False)
+    with pytest.raises(NotADirectoryError, match="not a directory"):
+        synth.write_folder(f, 2, seed=1, progress=False)
+    assert f.read_bytes() == b"x"

@@ -24,6 +24,7 @@ def check_data_command(
     Prints one line per problem and a summary; exits 1 when anything is wrong.
     """
     from lprnet.charset import Charset
+    from lprnet.cli._common import fail
     from lprnet.data.real import SOURCE_KINDS, check_dataset
 
     if kind is not None and kind not in SOURCE_KINDS:
@@ -32,7 +33,10 @@ def check_data_command(
         lens = tuple(int(v) for v in lengths.split(",") if v.strip()) or None
     except ValueError:
         raise typer.BadParameter(f"--lengths must be integers separated by commas, got {lengths!r}") from None
-    cs = Charset.from_string(charset) if charset else Charset.chinese()
+    try:
+        cs = Charset.from_string(charset) if charset else Charset.chinese()
+    except ValueError as e:
+        fail(f"--charset: {e}")
     report = check_dataset(paths, kind=kind, charset=cs, lengths=lens, check_images=images, workers=workers)
     shown = report.problems if max_problems <= 0 else report.problems[:max_problems]
     for p in shown:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from lprnet.cli._common import fail
 
 
 class SynthFormat(str, Enum):
@@ -17,7 +20,7 @@ class SynthFormat(str, Enum):
 def _parse_list(value: str, what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
-        raise typer.BadParameter(f"{what} must not be empty")
+        fail(f"{what} must not be empty")
     return items
 
 
@@ -34,8 +37,8 @@ def synth(
     ] = SynthFormat.shards,
     shard_size: Annotated[int, typer.Option("--shard-size", min=1, help="Samples per .npz shard.")] = 10000,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Rendering processes.")] = 1,
-    width: Annotated[int, typer.Option(help="Output crop width.")] = 94,
-    height: Annotated[int, typer.Option(help="Output crop height.")] = 24,
+    width: Annotated[int, typer.Option(min=1, help="Output crop width.")] = 94,
+    height: Annotated[int, typer.Option(min=1, help="Output crop height.")] = 24,
     preview: Annotated[
         Path | None, typer.Option("--preview", help="Also write a PNG grid of the first (up to 48) samples.")
     ] = None,
@@ -74,32 +77,47 @@ def synth(
     """Render N synthetic Chinese plate crops (94x24 BGR by default) into OUT."""
     from lprnet.data import synth as S
 
+    # every setting is checked before anything is written (a folder's meta.json pins its settings)
     kind_list = _parse_list(kinds, "--kinds")
     bad = [k for k in kind_list if k not in S.PLATE_KINDS]
     if bad:
-        raise typer.BadParameter(f"unknown kinds {bad}; choose from {', '.join(S.PLATE_KINDS)}", param_hint="--kinds")
+        fail(f"--kinds: unknown kinds {bad}; choose from {', '.join(S.PLATE_KINDS)}")
     weight_list: list[float] | None = None
     if weights is not None:
         try:
             weight_list = [float(w) for w in _parse_list(weights, "--weights")]
-        except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--weights") from None
+        except ValueError:
+            fail(f"--weights must be numbers separated by commas, got {weights!r}")
         if len(weight_list) != len(kind_list):
-            raise typer.BadParameter("give one weight per kind", param_hint="--weights")
+            fail(f"--weights: give one weight per kind ({len(kind_list)} for --kinds {','.join(kind_list)}), "
+                 f"got {len(weight_list)}")
+        if not all(math.isfinite(w) and w >= 0 for w in weight_list) or sum(weight_list) <= 0:
+            fail(f"--weights must be finite non-negative numbers with a positive sum, got {weights!r}")
+    for flag, share in (("--province-smudge", province_smudge), ("--loose-crops", loose_crops),
+                        ("--grayscale", grayscale)):
+        if share is not None and not 0.0 <= share <= 1.0:  # NaN too
+            fail(f"{flag} must lie in [0, 1], got {share}")
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} exists and is not a directory")
+    if preview is not None and preview.is_dir():
+        fail(f"--preview {preview} is a directory; give a .png file name")
     size = (width, height)
     # what every writer and the preview share: which plates, how they are drawn
     plates = dict(kinds=kind_list, weights=weight_list, out_size=size, province_smudge=province_smudge,
                   loose_crops=loose_crops, grayscale=grayscale)
-    if format is SynthFormat.shards:
-        paths = S.write_shards(out, n, seed, shard_size=shard_size, workers=workers, progress=progress, **plates)
-        typer.echo(f"{n} plates in {len(paths)} shard(s) under {out}")
-    else:
-        csv_path = S.write_folder(out, n, seed, workers=workers, progress=progress, **plates)
-        typer.echo(f"{n} plates as JPEG under {out} (labels: {csv_path})")
-    if preview is not None:
-        samples = list(S.generate(min(n, 48), seed, **plates))
-        S.preview_grid([s[0] for s in samples], [s[1] for s in samples], preview)
-        typer.echo(f"preview: {preview}")
+    try:
+        if format is SynthFormat.shards:
+            paths = S.write_shards(out, n, seed, shard_size=shard_size, workers=workers, progress=progress, **plates)
+            typer.echo(f"{n} plates in {len(paths)} shard(s) under {out}")
+        else:
+            csv_path = S.write_folder(out, n, seed, workers=workers, progress=progress, **plates)
+            typer.echo(f"{n} plates as JPEG under {out} (labels: {csv_path})")
+        if preview is not None:
+            samples = list(S.generate(min(n, 48), seed, **plates))
+            S.preview_grid([s[0] for s in samples], [s[1] for s in samples], preview)
+            typer.echo(f"preview: {preview}")
+    except (ValueError, OSError) as e:  # e.g. a folder of shards made with other settings, a full disk
+        fail(str(e))
 
 
 def register(app: typer.Typer) -> None:

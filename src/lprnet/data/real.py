@@ -82,6 +82,7 @@ class CheckReport:
     checked: int = 0
     samples: list[Sample] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    bad_entries: int = 0  # entries (files, manifest rows, unreadable sources) with at least one problem
 
     @property
     def ok(self) -> bool:
@@ -89,11 +90,12 @@ class CheckReport:
 
     @property
     def bad_files(self) -> list[str]:
+        """The distinct places named by the problems (files, ``manifest:line``, sources)."""
         return sorted({p.where for p in self.problems})
 
     def summary(self) -> str:
-        good = self.checked - len(self.bad_files)
-        return (f"{self.checked} entries checked, {good} good, {len(self.bad_files)} with problems "
+        good = self.checked - self.bad_entries
+        return (f"{self.checked} entries checked, {good} good, {self.bad_entries} with problems "
                 f"({len(self.problems)} problems)")
 
 
@@ -324,24 +326,32 @@ def _scan_folder(root: Path) -> tuple[list[Sample], list[Problem]]:
 
 
 def _scan_manifest(path: Path) -> tuple[list[Sample], list[Problem]]:
+    samples, _, problems = _scan_manifest_rows(path)
+    return samples, problems
+
+
+def _scan_manifest_rows(path: Path) -> tuple[list[Sample], list[str], list[Problem]]:
+    """:func:`_scan_manifest` plus, per sample, its ``manifest:line`` (for check reports)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        return [], [Problem(str(path), "no such manifest")]
+        return [], [], [Problem(str(path), "no such manifest")]
     except (OSError, UnicodeDecodeError) as e:
-        return [], [Problem(str(path), f"cannot read manifest ({e})")]
+        return [], [], [Problem(str(path), f"cannot read manifest ({e})")]
     lines = text.splitlines()
     if not lines:
-        return [], [Problem(str(path), "empty manifest (expected a 'path,plate' header)")]
+        return [], [], [Problem(str(path), "empty manifest (expected a 'path,plate' header)")]
     delim = "\t" if (path.suffix.lower() == ".tsv" or "\t" in lines[0]) else ","
     rows = list(csv.reader(lines, delimiter=delim))
     header = [h.strip().lower() for h in rows[0]]
     if "path" not in header or "plate" not in header:
-        return [], [Problem(f"{path}:1", f"header {rows[0]!r} must name the columns 'path' and 'plate'")]
+        return [], [], [Problem(f"{path}:1", f"header {rows[0]!r} must name the columns 'path' and 'plate'")]
     ip, il = header.index("path"), header.index("plate")
     ik = header.index("kind") if "kind" in header else None
     base = path.parent
-    samples, problems = [], []
+    samples: list[Sample] = []
+    wheres: list[str] = []
+    problems: list[Problem] = []
     for n, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue
@@ -355,7 +365,8 @@ def _scan_manifest(path: Path) -> tuple[list[Sample], list[Problem]]:
         kind = (row[ik].strip() or None) if ik is not None else None
         p = Path(rel)
         samples.append(Sample(p if p.is_absolute() else base / p, plate, kind, "manifest"))
-    return samples, problems
+        wheres.append(f"{path}:{n}")
+    return samples, wheres, problems
 
 
 def _scan_ccpd(root: Path) -> tuple[list[Sample], list[Problem]]:
@@ -475,36 +486,54 @@ def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
     Reports, by file name: malformed manifest rows or CCPD names, labels with characters
     outside ``charset`` or of a length not in ``lengths``, missing/unreadable/corrupt images
     (decoded in ``workers`` threads when ``check_images``) and CCPD vertices that cannot be
-    rectified. ``report.samples`` holds the samples without problems.
+    rectified.  A manifest row's label problems name the row (``manifest:line``) and its image.
+    ``report.samples`` holds the samples without problems; the summary counts entries (files,
+    manifest rows), so a file listed on two bad rows counts twice.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     lengths = tuple(lengths) if lengths is not None else None
     report = CheckReport()
     candidates: list[Sample] = []
+    rows: list[str | None] = []  # per candidate: its ``manifest:line``, None for a file that is its own label
     for path in paths:
+        wheres: Sequence[str | None]
         try:
-            samples, problems = scan_source(path, kind)
+            k = kind or detect_kind(path)
+            if k == "manifest":
+                samples, wheres, problems = _scan_manifest_rows(Path(path))
+            else:
+                samples, problems = scan_source(path, k)
+                wheres = [None] * len(samples)
         except DataError as e:
             report.problems.append(Problem(str(path), str(e).removeprefix(f"{path}: ")))
             report.checked += 1
+            report.bad_entries += 1
             continue
         report.problems.extend(problems)
         report.checked += len(samples) + len(problems)
+        report.bad_entries += len(problems)  # each a manifest row, a CCPD name or a whole source
         candidates.extend(samples)
-    bad: dict[int, list[str]] = {}
+        rows.extend(wheres)
+    bad: dict[int, list[Problem]] = {}
     for i, s in enumerate(candidates):
-        msgs = label_problems(s.plate, charset, lengths)
-        if msgs:
-            bad[i] = msgs
+        row = rows[i]
+        # a manifest row's label is wrong in the manifest: name the row (a file may be listed on several rows)
+        bad_label = [Problem(str(s.path), m) if row is None else Problem(row, f"{m} (image {s.path})")
+                     for m in label_problems(s.plate, charset, lengths)]
+        if bad_label:
+            bad[i] = bad_label
     if check_images and candidates:
         with ThreadPoolExecutor(max(1, workers)) as ex:
             for i, why in enumerate(ex.map(_image_problem, candidates)):
-                if why:
-                    bad.setdefault(i, []).append(why)
+                if why:  # the file is what is wrong: name it, and the manifest row that lists it
+                    row = rows[i]
+                    bad.setdefault(i, []).append(Problem(str(candidates[i].path),
+                                                         why if row is None else f"{why} (row {row})"))
     for i, s in enumerate(candidates):
         if i in bad:
-            report.problems.extend(Problem(str(s.path), m) for m in bad[i])
+            report.bad_entries += 1
+            report.problems.extend(bad[i])
         else:
             report.samples.append(s)
     return report

@@ -771,9 +771,18 @@ def _kind_probs(kinds: Sequence[str], weights: Sequence[float] | None) -> np.nda
     if unknown:
         raise ValueError(f"unknown plate kinds {unknown}; expected a subset of {PLATE_KINDS}")
     w = np.array([DEFAULT_WEIGHTS[k] for k in kinds] if weights is None else list(weights), np.float64)
-    if w.shape != (len(kinds),) or (w < 0).any() or w.sum() <= 0:
+    if w.shape != (len(kinds),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"weights must be {len(kinds)} non-negative numbers with a positive sum")
     return w / w.sum()
+
+
+def _check_out_size(out_size: Sequence[int]) -> tuple[int, int]:
+    """``out_size`` as ``(width, height)``, both positive integers, or ``ValueError``."""
+    size = tuple(out_size)
+    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+                                 for v in size):
+        raise ValueError(f"out_size must be (width, height), two integers >= 1; got {out_size!r}")
+    return int(size[0]), int(size[1])
 
 
 def _sample(
@@ -828,12 +837,23 @@ def generate(
     Sample ``i`` depends only on ``(seed, i)`` (and the other arguments), so a stream can be
     split across processes.  ``weights`` default to :data:`DEFAULT_WEIGHTS`; ``province_smudge``,
     ``loose_crops`` and ``grayscale`` are passed to :func:`render_plate` (``province_smudge=0`` for test sets).
+    Bad arguments raise ``ValueError`` on the call, not at the first sample.
     """
     kinds = tuple(kinds)
     probs = _kind_probs(kinds, weights)
+    size = _check_out_size(out_size)
+    _smudge_share(province_smudge)
+    _loose_share(loose_crops)
+    _gray_share(grayscale)
+    return _generate(n, seed, kinds, probs, size, start, province_smudge, loose_crops, grayscale)
+
+
+def _generate(
+    n: int, seed: int, kinds: tuple[str, ...], probs: np.ndarray, out_size: tuple[int, int], start: int,
+    province_smudge: float | None, loose_crops: float | None, grayscale: float | None,
+) -> Iterator[tuple[np.ndarray, str, str]]:
     for i in range(start, start + n):
-        yield _sample(seed, i, kinds, probs, tuple(out_size), province_smudge,  # type: ignore[arg-type]
-                      loose_crops, grayscale)
+        yield _sample(seed, i, kinds, probs, out_size, province_smudge, loose_crops, grayscale)
 
 
 def _render_chunk(
@@ -886,6 +906,15 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="plate", disable=not enabled, dynamic_ncols=True)
 
 
+def _out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """Create the output folder; ``NotADirectoryError`` when ``out_dir`` is a file."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def write_shards(
     out_dir: str | os.PathLike[str],
     n: int,
@@ -918,10 +947,10 @@ def write_shards(
     smudge = _smudge_share(province_smudge)
     loose = _loose_share(loose_crops)
     gray = _gray_share(grayscale)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     kinds = tuple(kinds)
     probs = _kind_probs(kinds, weights)
+    out_size = _check_out_size(out_size)  # all checked before anything is written
+    out = _out_dir(out_dir)
     meta = {
         "format": "lprnet-synth-shards/1",
         "n": n,
@@ -954,7 +983,7 @@ def write_shards(
     todo = [k for k, p in enumerate(paths) if not p.exists()]
     ranges = [(k * shard_size, min(n, (k + 1) * shard_size)) for k in todo]
     bar = _progress(sum(e - s for s, e in ranges), f"shards -> {out}", progress)
-    results = _chunks(seed, ranges, kinds, probs, tuple(out_size), workers, smudge,  # type: ignore[arg-type]
+    results = _chunks(seed, ranges, kinds, probs, out_size, workers, smudge,
                       loose_crops=loose, grayscale=gray)
     try:
         for k, (s, e) in zip(todo, ranges, strict=True):
@@ -1008,18 +1037,22 @@ def write_folder(
     The label is the file-name stem up to the last ``_``; ``province_smudge``, ``loose_crops`` and ``grayscale`` as in
     :func:`write_shards`.  Returns the CSV path.
     """
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    if not 0 <= quality <= 100:
+        raise ValueError(f"quality must lie in [0, 100], got {quality!r}")
     smudge = _smudge_share(province_smudge)
     loose = _loose_share(loose_crops)
     gray = _gray_share(grayscale)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     kinds = tuple(kinds)
     probs = _kind_probs(kinds, weights)
+    out_size = _check_out_size(out_size)  # all checked before anything is written
+    out = _out_dir(out_dir)
     bar = _progress(n, f"jpg -> {out}", progress)
     rows: list[tuple[str, str, str]] = []
     i = 0
     try:
-        chunks = _chunks(seed, [(0, n)], kinds, probs, tuple(out_size), workers, smudge,  # type: ignore[arg-type]
+        chunks = _chunks(seed, [(0, n)], kinds, probs, out_size, workers, smudge,
                          loose_crops=loose, grayscale=gray)
         for imgs, texts, ks in chunks:
             for img, text, kind in zip(imgs, texts, ks, strict=True):

@@ -1,0 +1,101 @@
+"""``lprnet synth`` and ``lprnet check-data`` through Typer's runner: one-line errors, exit codes, counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lprnet.cli import app
+
+runner = CliRunner()
+
+
+def _synth(out: Path, *args: str):
+    return runner.invoke(app, ["synth", "--n", "2", "--no-progress", "--out", str(out), *args])
+
+
+def _clean_error(r, *words: str) -> None:
+    """Exit 2 with a one-line ``error: ...`` or usage error naming ``words``: no traceback."""
+    assert r.exit_code == 2, r.output
+    assert isinstance(r.exception, SystemExit), r.exception  # not an exception escaping the command
+    assert "Traceback" not in r.output
+    for w in words:
+        assert w in r.stderr, r.stderr
+
+
+def test_synth_into_a_folder_of_other_settings_is_a_one_line_error(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    assert _synth(out, "--seed", "1").exit_code == 0
+    meta = (out / "meta.json").read_bytes()
+    r = _synth(out, "--seed", "2")
+    _clean_error(r, "error: ", "other settings", "use another directory")
+    assert (out / "meta.json").read_bytes() == meta
+
+
+@pytest.mark.parametrize("weights", ["0,0,0", "1,-1,1", "1,nan,1", "1,inf,1", "a,b,c", "1,2"])
+def test_synth_bad_weights_name_the_flag_and_write_nothing(tmp_path: Path, weights: str) -> None:
+    out = tmp_path / "w"
+    _clean_error(_synth(out, "--weights", weights), "--weights")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--width", "0"), ("--height", "0"), ("--width", "-5"),
+                                             ("--loose-crops", "1.5"), ("--grayscale", "-0.1"),
+                                             ("--province-smudge", "nan"), ("--n", "0")])
+def test_synth_bad_size_or_share_is_refused_before_anything_is_written(tmp_path: Path, flag: str, value: str) -> None:
+    out = tmp_path / "z"
+    _clean_error(_synth(out, flag, value), flag)
+    assert not out.exists()
+    # the folder is not poisoned: a correct run into it works
+    r = _synth(out)
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "meta.json").read_text(encoding="utf-8"))["out_size"] == [94, 24]
+
+
+@pytest.mark.parametrize("fmt", ["shards", "jpg"])
+def test_synth_out_is_a_file_is_a_one_line_error(tmp_path: Path, fmt: str) -> None:
+    f = tmp_path / "afile"
+    f.write_bytes(b"")
+    _clean_error(_synth(f, "--format", fmt), "error: ", "not a directory")
+    assert f.read_bytes() == b""
+
+
+def test_check_data_duplicate_charset_names_the_flag(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    _clean_error(runner.invoke(app, ["check-data", "--charset", "AAB", str(tmp_path / "d")]),
+                 "error: ", "--charset", "duplicate")
+
+
+def _jpg(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imencode(".jpg", np.full((24, 94, 3), 120, np.uint8))[1].tofile(str(path))
+
+
+def test_check_data_counts_manifest_rows_and_names_the_row_of_a_bad_label(tmp_path: Path) -> None:
+    _jpg(tmp_path / "man" / "imgs" / "a.jpg")
+    man = tmp_path / "man" / "m.csv"
+    man.write_text("path,plate\nimgs/a.jpg,皖A1\nimgs/a.jpg,皖A2\nimgs/zz.jpg,皖A13H25\nimgs/zz.jpg,皖A13H26\n"
+                   "imgs/a.jpg,皖A12345\n", encoding="utf-8")
+    r = runner.invoke(app, ["check-data", str(man)])
+    assert r.exit_code == 1, r.output
+    assert "5 entries checked, 1 good, 4 with problems (4 problems)" in r.stdout
+    img = tmp_path / "man" / "imgs" / "a.jpg"
+    assert f"{man}:2: label '皖A1' has 3 characters" in r.stdout and f"(image {img})" in r.stdout
+    assert f"{man}:3: label '皖A2' has 3 characters" in r.stdout
+    missing = tmp_path / "man" / "imgs" / "zz.jpg"
+    assert f"{missing}: no such file (row {man}:4)" in r.stdout
+    assert f"{missing}: no such file (row {man}:5)" in r.stdout
+
+
+def test_check_data_folder_files_keep_their_path(tmp_path: Path) -> None:
+    _jpg(tmp_path / "d" / "皖A123.jpg")
+    _jpg(tmp_path / "d" / "皖A12345.jpg")
+    r = runner.invoke(app, ["check-data", str(tmp_path / "d")])
+    assert r.exit_code == 1, r.output
+    assert f"{tmp_path / 'd' / '皖A123.jpg'}: label '皖A123' has 5 characters" in r.stdout
+    assert "2 entries checked, 1 good, 1 with problems" in r.stdout
