@@ -121,6 +121,22 @@ def test_a_bomb_header_is_refused_before_decoding(tmp_path):
     assert decode_image_bytes(cv2.imencode(".png", _img())[1].tobytes()).shape == (30, 100, 3)  # the guard passes it
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_viewers_do(tmp_path, orientation):
+    """A phone photo stored sideways with an EXIF orientation tag reads upright, as PIL's exif_transpose shows it."""
+    from PIL import ImageOps
+
+    rgb = _img(30, 50)[:, :, ::-1]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    p = tmp_path / "o.png"
+    Image.fromarray(rgb).save(p, exif=exif)  # PNG: lossless, so the pixels compare exactly
+    with Image.open(p) as im:
+        want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))[:, :, ::-1]
+    got = read_image(p)
+    assert got.shape == want.shape and np.array_equal(got, want)
+
+
 def test_display_path_escapes_bytes_that_are_not_utf8():
     odd = os.fsdecode(b"/d/\xff\xfeplate.jpg")
     assert display_path(odd) == "/d/\\xff\\xfeplate.jpg" and display_path("/d/皖A12345.jpg") == "/d/皖A12345.jpg"

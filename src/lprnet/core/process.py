@@ -52,31 +52,50 @@ def display_path(path: str | os.PathLike[str]) -> str:
 def header_size(data: bytes) -> tuple[int, int, str] | None:
     """``(width, height, format)`` from an encoded image's header, without decoding its pixels (None when
     Pillow cannot parse the header; OpenCV may still decode it)."""
+    head = _header(data)
+    return None if head is None else head[:3]
+
+
+def _header(data: bytes) -> tuple[int, int, str, int] | None:
+    """:func:`header_size` plus the EXIF orientation (1 = as stored)."""
     from PIL import Image
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
-                return im.size[0], im.size[1], str(im.format)
+                try:
+                    orientation = int(im.getexif().get(0x0112, 1))
+                except Exception:  # a broken EXIF block: the pixels are still fine
+                    orientation = 1
+                return im.size[0], im.size[1], str(im.format), orientation
     except Image.DecompressionBombError:
-        return 1 << 31, 1, "?"  # Pillow's own limit (twice its warning size) is far above ours
+        return 1 << 31, 1, "?", 1  # Pillow's own limit (twice its warning size) is far above ours
     except Exception:
         return None
+
+
+def _exif_upright(img: np.ndarray, orientation: int) -> np.ndarray:
+    """The pixels as a viewer shows them, for EXIF orientation 2-8 (as ``PIL.ImageOps.exif_transpose``)."""
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+           8: lambda a: np.rot90(a, 1)}
+    op = ops.get(orientation)
+    return np.ascontiguousarray(op(img)) if op is not None else img
 
 
 def _decode_bytes(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     if not data:
         raise ImageError(f"{name}: empty file")
-    head = header_size(data)
+    head = _header(data)
     if head is not None and head[0] * head[1] > max_pixels:
         raise ImageError(f"{name}: image header claims {head[0]}x{head[1]} pixels, more than the limit of "
                          f"{max_pixels} (refused before decoding, as a possible decompression bomb)")
     buf = np.frombuffer(data, np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # keeps bit depth and alpha, but ignores EXIF orientation
     if img is None:
         raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
-    return img
+    return _exif_upright(img, head[3]) if head is not None else img
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
