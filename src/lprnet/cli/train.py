@@ -1,8 +1,9 @@
 """``lprnet train`` and ``lprnet train-bench``: the command line of :mod:`lprnet.train`.
 
-Flags override a ``--config`` file (YAML or JSON with the :class:`~lprnet.train.TrainConfig`
-field names); ``--set key=value`` reaches any other field.  Under ``torchrun`` the same
-command runs DDP::
+Settings come from, in increasing priority: the defaults, a ``--config`` file (YAML or JSON with
+the :class:`~lprnet.train.TrainConfig` field names), ``--set key=value`` (any field, also those
+with a flag) and the flags that are given.  Everything is validated by the schema.  Under
+``torchrun`` the same command runs DDP::
 
     torchrun --nproc_per_node 2 -m lprnet.cli.train train --data synth:/data/shards ...
 """
@@ -98,17 +99,18 @@ def train_command(
                                                           "x86 CPUs, same results to rounding)")] = None,
     compile_: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the "
                                                      "training step (CPU: needs a C++ compiler)")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON config file; flags "
-                                                   "override it")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any other config field, "
-                                                      "KEY=VALUE (JSON values), repeatable")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON config file; --set and "
+                                                   "flags override it")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any config field, KEY=VALUE (JSON "
+                                                      "values: 1e-3, true, null, [..]), repeatable. "
+                                                      "Precedence: --config file < --set < flags")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar")] = False,
 ) -> None:
     """Train LPRNet with CTC on synthetic shards and/or real data."""
     from lprnet.train import ConfigError, TrainError, make_config, train
 
-    overrides: dict[str, Any] = _parse_sets(set_ or [])
-    overrides.update(
+    sets = _parse_sets(set_ or [])
+    flags: dict[str, Any] = dict(  # None: not given, so --set or the config file decide
         data=data or None, val_synth=val_synth, val_dir=val_dir, steps=steps, batch_size=batch_size,
         lr=lr, out=out, resume=True if resume else None, device=device, init_weights=init_weights,
         workers=workers, threads=threads, seed=seed, select_on=select_on, eval_every=eval_every, ckpt_every=ckpt_every,
@@ -117,7 +119,7 @@ def train_command(
         distill_temperature=distill_temperature, distill_on=distill_on,
         time_budget_s=parse_duration(time_budget) if time_budget is not None else None)
     try:
-        cfg = make_config(config, **overrides)
+        cfg = make_config(config, sets=sets, **flags)
         if not cfg.data:
             raise ConfigError("no training data: pass --data synth:DIR (repeatable) or set 'data' in --config")
         train(cfg, command=shlex.join(sys.argv))

@@ -1,8 +1,9 @@
 """Training configuration: one validated schema, loadable from YAML/JSON, overridable by flags.
 
-:func:`make_config` merges, in increasing priority, the defaults, a config file and explicit
-overrides (CLI flags that were given), then validates everything with pydantic, so a typo or
-an impossible value fails before any data is read.
+:func:`make_config` merges, in increasing priority, the defaults, a config file, ``sets``
+(``lprnet train --set KEY=VALUE``) and explicit overrides (CLI flags that were given), then
+validates everything with pydantic, so a typo or an impossible value (a negative count, a
+non-finite float, ``true`` where a number belongs) fails before any data is read.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lprnet.charset import Charset
 from lprnet.config import ModelConfig
@@ -27,7 +29,8 @@ class ConfigError(ValueError):
 class TrainConfig(BaseModel):
     """Everything a training run needs; see the field descriptions."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: an inf/nan float (``--lr inf``, ``weight_decay: .nan``) is refused, naming the field
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # data
     data: list[str] = Field(default_factory=list,
@@ -83,7 +86,8 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: int = Field(2, ge=0)
     threads: int | None = Field(None, gt=0, description="torch intra-op threads")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of init, data order and augmentation (numpy takes "
+                      "0 to 2**32 - 1)")
     out: str | None = Field(None, description="run folder (default: outside the repo, ~/.cache/lprnet/runs/<time>)")
     resume: bool = False
     init_weights: str | None = Field(None, description="start from these weights (safetensors or .pth with the "
@@ -94,6 +98,14 @@ class TrainConfig(BaseModel):
     ckpt_every: int = Field(1000, gt=0)
     eval_batch_size: int = Field(256, gt=0)
     progress: bool = True
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """``steps: true`` is not 1 step: booleans only where the field is a boolean."""
+        if isinstance(v, bool) and info.field_name is not None and info.field_name not in _BOOL_FIELDS:
+            raise ValueError(f"expected a number or text, got the boolean {str(v).lower()}")
+        return v
 
     @field_validator("data")
     @classmethod
@@ -134,6 +146,9 @@ class TrainConfig(BaseModel):
         return Path(self.out).expanduser() if self.out else default_out_dir()
 
 
+_BOOL_FIELDS = frozenset(k for k, f in TrainConfig.model_fields.items() if f.annotation is bool)
+
+
 def default_out_dir() -> Path:
     """``$LPRNET_RUNS/<time>``, else ``~/.cache/lprnet/runs/<time>`` (never inside the repo)."""
     root = os.environ.get("LPRNET_RUNS") or str(Path("~/.cache/lprnet/runs").expanduser())
@@ -166,9 +181,15 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in d.items()}
 
 
-def make_config(file: str | os.PathLike[str] | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults <- ``file`` <- ``overrides`` (``None`` values are ignored), validated."""
+def make_config(file: str | os.PathLike[str] | None = None, *, sets: Mapping[str, Any] | None = None,
+                **overrides: Any) -> TrainConfig:
+    """Defaults <- ``file`` <- ``sets`` <- ``overrides``, validated.
+
+    ``sets`` (``--set KEY=VALUE``) apply as given, ``None`` included (``--set threads=null``);
+    ``None`` values of ``overrides`` (flags that were not given) are ignored.
+    """
     d: dict[str, Any] = load_config_file(file) if file else {}
+    d.update(sets or {})
     d.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return TrainConfig.model_validate(d)

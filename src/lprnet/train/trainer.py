@@ -33,6 +33,14 @@ evaluate; checkpoint; export.  Facts worth knowing:
   re-plans the number of steps every ``REPLAN_EVERY`` steps from the measured time per step, so that the training
   time (checkpointed, evaluation not counted) ends near the budget with the cosine schedule complete; the plan is
   checkpointed, never exceeds ``steps``, and a run whose budget is spent stops at the next re-planning;
+* a non-finite training loss (the batch mean, after ``zero_infinity`` has zeroed the impossible
+  alignments), distillation term or -- without a GradScaler, which skips such steps by design --
+  gradient norm stops the run with a :class:`TrainError` naming the step and the value; weights that
+  are not finite are never checkpointed or exported, so ``checkpoints/last.pt`` stays the last good
+  state to ``--resume`` from (with a lower ``--lr``);
+* the partial loss window of ``metrics.csv`` (the steps since the last logged row) is checkpointed, so
+  a resumed run logs the same ``train_loss`` rows as an uninterrupted one whatever ``log_every`` and
+  ``ckpt_every`` are;
 * under ``torchrun`` (``WORLD_SIZE > 1``) it runs DDP (gloo on CPU, nccl on CUDA), each rank
   taking interleaved items of the stream; only rank 0 evaluates and writes files.
 """
@@ -180,6 +188,20 @@ def teacher_mask(teacher_logits: Tensor, texts: list[str], charset: Charset, on:
         return torch.ones(len(texts), device=teacher_logits.device)
     read = greedy_strings(teacher_logits.detach().float().cpu().numpy(), charset)
     return torch.tensor([float(a == b) for a, b in zip(read, texts)], device=teacher_logits.device)
+
+
+def nonfinite_tensors(state: dict[str, Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` holding an inf or a NaN."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def any_rank(flag: bool, env: Dist, device: torch.device) -> bool:
+    """``flag`` or'ed over the ranks (itself without DDP): every rank takes the same way out."""
+    if not env.ddp:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def load_weights_into(model: nn.Module, spec: str, charset: Charset, flag: str) -> str:
@@ -602,6 +624,9 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
         return ema.module if ema is not None and int(ema.n_averaged) > 0 else raw_model
 
     def export(name: str, extra: dict[str, Any]) -> Path:
+        bad = nonfinite_tensors(published().state_dict())
+        if bad:  # the loop stops before this; a last guard against publishing NaN weights
+            raise TrainError(f"{out / name}: not written, the weights hold non-finite values ({', '.join(bad[:3])})")
         prov = dict(provenance_base, steps=step, samples=step * per_step,
                     train_time_s=round(train_time, 1), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra)
         if ema is not None:
@@ -624,7 +649,21 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     it = iter(loader)
     last: dict[str, float] = {}
     best_path = out / "best.safetensors" if (out / "best.safetensors").exists() and best is not None else None
+    # the steps since the last metrics row: checkpointed, so a resumed run logs the rows of an uninterrupted one
     win_loss, win_n, win_t, win_kd = 0.0, 0, 0.0, 0.0
+    if ckpt is not None and ckpt.get("window"):  # older checkpoints lack it: the window starts empty
+        w = ckpt["window"]
+        win_loss, win_n, win_t, win_kd = float(w["loss"]), int(w["n"]), float(w["time_s"]), float(w["distill"])
+    last_ckpt = step if ckpt is not None else None
+
+    def stop(what: str) -> TrainError:
+        """The error that ends a run gone non-finite at ``step`` (logged too): nothing of it is saved."""
+        kept = (f"the last checkpoint ({ckpt_path}, step {last_ckpt}) is kept: lower --lr and continue with --resume"
+                if last_ckpt is not None else "no checkpoint was written yet: start again with a lower --lr")
+        msg = f"step {step}: {what}; training stopped without saving this state, {kept}"
+        log(f"error: {msg}")
+        return TrainError(msg)
+
     model.train()
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else nullcontext
     plan_from = (step + max(20, cfg.warmup_steps - step), train_time)  # re-planning measures steps after this
@@ -640,18 +679,18 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                     with torch.no_grad():
                         t_logits = teacher(x)
             loss = ctc_loss(logits, targets, lengths, ctc)
-            total = loss
+            total, kd = loss, None
             if teacher is not None:
                 mask = teacher_mask(t_logits, texts, charset, cfg.distill_on)
                 if bool(mask.any()):  # a batch with no such sample trains exactly as without a teacher
                     kd = distill_loss(logits, t_logits, mask, cfg.distill_temperature)
                     total = loss + cfg.distill_weight * kd
-                    win_kd += float(kd.detach())
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
+            grad_norm = None
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
+                grad_norm = nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             if ema is not None:
@@ -659,7 +698,21 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             step += 1
-            win_loss += float(loss.detach())
+            # read after the step (no extra sync); a bad step stops the run before anything is written
+            loss_v = float(loss.detach())
+            kd_v = float(kd.detach()) if kd is not None else 0.0
+            trouble = None
+            if not math.isfinite(loss_v):  # zero_infinity zeroes impossible alignments: this is divergence
+                trouble = f"the training loss (mean CTC loss of the batch) is {loss_v}"
+            elif not math.isfinite(kd_v):
+                trouble = f"the distillation term is {kd_v}"
+            elif grad_norm is not None and not scaler.is_enabled() and not math.isfinite(float(grad_norm)):
+                # (a GradScaler skips steps with inf/nan gradients and lowers its scale: expected under fp16)
+                trouble = f"the gradient norm is {float(grad_norm)}"
+            if any_rank(trouble is not None, env, device):
+                raise stop(trouble or "another rank's loss or gradients are not finite")
+            win_loss += loss_v
+            win_kd += kd_v
             win_n += 1
             dt = time.perf_counter() - t0
             train_time += dt
@@ -684,6 +737,14 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                 if metrics:
                     metrics.append(row)
                 win_loss, win_n, win_t, win_kd = 0.0, 0, 0.0, 0.0
+
+            if step % cfg.eval_every == 0 or step % cfg.ckpt_every == 0 or step == plan["steps"]:
+                # before anything is evaluated, exported or checkpointed: never save non-finite weights
+                bad = nonfinite_tensors(raw_model.state_dict())
+                if ema is not None:
+                    bad += [f"average {k}" for k in nonfinite_tensors(ema.state_dict())]
+                if any_rank(bool(bad), env, device):
+                    raise stop(f"the weights hold non-finite values ({', '.join(bad[:3]) or 'on another rank'})")
 
             if env.main and val_loaders and (step % cfg.eval_every == 0 or step == plan["steps"]):
                 last = run_eval()
@@ -715,7 +776,9 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                         "best_metric": best, "train_time_s": train_time,
                         "planned_steps": plan["steps"] if plan["measured"] else None,
                         "ema": ema.state_dict() if ema is not None else None,
+                        "window": {"loss": win_loss, "n": win_n, "time_s": win_t, "distill": win_kd},
                         "config": cfg.model_dump(mode="json")})
+                last_ckpt = step
             if on_step is not None:
                 on_step(step)
     finally:

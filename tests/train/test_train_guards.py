@@ -1,0 +1,248 @@
+"""Guards of a run: --set beside the flags, non-finite values, bad seeds and counts, the metrics window on resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from lprnet.train import ConfigError, TrainConfig, TrainError, make_config, train
+from lprnet.train import trainer as trainer_mod
+from lprnet.train.trainer import load_checkpoint, save_checkpoint
+from lprnet.weights import read_weights
+from train.test_train_loop import PLATES, cfg_for, make_shard, read_metrics
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    make_shard(tmp_path / "synth" / "shard-00000.npz", PLATES, seed=0)
+    make_shard(tmp_path / "val" / "shard-00000.npz", PLATES[:4], seed=9)
+    return tmp_path
+
+
+# --------------------------------------------------------------------------- --set and the flags
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> tuple[int, str, TrainConfig | None]:
+    """Run ``lprnet train ARGS`` with the training itself replaced: the exit code, the output and the config."""
+    import lprnet.train
+    from lprnet.cli import train as cli_train
+
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr(lprnet.train, "train", lambda cfg, command=None: seen.append(cfg))
+    app = typer.Typer()
+    cli_train.register(app)
+    res = CliRunner().invoke(app, ["train", "--data", "synth:/x", *args])
+    return res.exit_code, res.output, (seen[0] if seen else None)
+
+
+def test_set_reaches_fields_that_have_flags_and_given_flags_win(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    sets = ["--set", "lr=0.01", "--set", "batch_size=2", "--set", "seed=7", "--set", "ema_decay=0.5",
+            "--set", "warmup_steps=0", "--set", "workers=0", "--set", "steps=3", "--set", "val_synth_n=0"]
+    rc, out, cfg = _cli(monkeypatch, sets)
+    assert rc == 0, out
+    assert cfg is not None
+    assert (cfg.lr, cfg.batch_size, cfg.seed, cfg.ema_decay, cfg.warmup_steps, cfg.workers, cfg.steps,
+            cfg.val_synth_n) == (0.01, 2, 7, 0.5, 0, 0, 3, 0)
+    # precedence: config file < --set < flags that are given
+    (tmp_path / "c.json").write_text(json.dumps({"lr": 0.5, "seed": 1, "threads": 2, "steps": 9}))
+    rc, out, cfg = _cli(monkeypatch, ["--config", str(tmp_path / "c.json"), *sets, "--seed", "9",
+                                      "--set", "threads=null"])
+    assert rc == 0, out
+    assert cfg is not None and (cfg.lr, cfg.seed, cfg.threads, cfg.steps) == (0.01, 9, None, 3)
+    # --set values are validated like everything else
+    for bad, field in (("lr=-5", "lr"), ("lr=inf", "lr"), ("batch_size=true", "batch_size"), ("seed=-1", "seed"),
+                       ("steps=null", "steps")):
+        rc, out, cfg = _cli(monkeypatch, ["--set", bad])
+        assert rc == 2 and field in out and cfg is None, (bad, out)
+
+
+def test_bad_flags_fail_before_the_run_folder_exists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from lprnet.cli import train as cli_train
+
+    app = typer.Typer()
+    cli_train.register(app)
+    for flag, value in (("--lr", "inf"), ("--lr", "nan"), ("--seed", "-1"), ("--seed", str(2**32))):
+        out = tmp_path / "run"
+        res = CliRunner().invoke(app, ["train", "--data", f"synth:{tmp_path}", "--out", str(out), "--no-progress",
+                                       flag, value])
+        assert res.exit_code == 2 and flag.lstrip("-") in res.output, (flag, value, res.output)
+        assert not out.exists()
+
+
+# --------------------------------------------------------------------------- the schema
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"lr": float("inf")}, "lr: Input should be a finite number"),
+    ({"lr": float("nan")}, "lr: Input should be a finite number"),
+    ({"weight_decay": "inf"}, "weight_decay: Input should be a finite number"),
+    ({"grad_clip": float("inf")}, "grad_clip"),
+    ({"time_budget_s": float("inf")}, "time_budget_s"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 2**32}, "seed"),
+    ({"steps": True}, "steps"),
+    ({"batch_size": True}, "batch_size"),
+    ({"seed": False}, "seed"),
+    ({"workers": True}, "workers"),
+    ({"log_every": True}, "log_every"),
+    ({"lr": True}, "lr"),
+])
+def test_non_finite_floats_bad_seeds_and_boolean_numbers_are_refused(kw: dict, msg: str) -> None:
+    with pytest.raises(ConfigError, match=msg):
+        make_config(**{"data": ["synth:/x"], **kw})
+
+
+def test_edge_seeds_and_switches_still_validate() -> None:
+    assert make_config(data=["synth:/x"], seed=2**32 - 1).seed == 2**32 - 1
+    assert make_config(data=["synth:/x"], seed=0, compile=True, progress=False).compile is True
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_config_file_with_boolean_steps_is_refused(tmp_path: Path, fmt: str) -> None:
+    p = tmp_path / f"c.{fmt}"
+    p.write_text('{"steps": true, "weight_decay": 0.01}' if fmt == "json" else "steps: true\nweight_decay: .inf\n")
+    with pytest.raises(ConfigError, match="steps") as e:
+        make_config(p, data=["synth:/x"])
+    if fmt == "yaml":
+        assert "weight_decay: Input should be a finite number" in str(e.value)
+
+
+# --------------------------------------------------------------------------- non-finite runs
+
+
+def test_a_nan_loss_stops_the_run_and_the_last_checkpoint_resumes(data: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    common: dict[str, Any] = dict(steps=5, ckpt_every=2, eval_every=100, log_every=1, val_synth=None)
+    straight = train(cfg_for(data, out=str(data / "straight"), **common))
+    real_ctc = trainer_mod.ctc_loss
+    calls = {"n": 0}
+
+    def nan_at_step_3(*a: Any, **k: Any) -> torch.Tensor:
+        calls["n"] += 1
+        loss = real_ctc(*a, **k)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(trainer_mod, "ctc_loss", nan_at_step_3)
+    run = data / "run"
+    with pytest.raises(TrainError, match=r"step 3: the training loss .* is nan.*last checkpoint .* step 2"):
+        train(cfg_for(data, out=str(run), **common))
+    monkeypatch.undo()
+    assert not (run / "final.safetensors").exists()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+    assert "step 3: the training loss" in (run / "train.log").read_text(encoding="utf-8")
+    assert [r["step"] for r in read_metrics(run)] == ["1", "2"]  # the bad step is not logged
+    # the last good checkpoint continues the run as if it had never failed
+    resumed = train(cfg_for(data, out=str(run), resume=True, **common))
+    assert resumed.step == 5
+    for k, v in straight.state_dict.items():
+        assert torch.equal(v, resumed.state_dict[k]), k
+    assert read_metrics(straight.out) == [dict(r, time_s=s["time_s"], plates_per_s=s["plates_per_s"])
+                                          for r, s in zip(read_metrics(run), read_metrics(straight.out), strict=True)]
+
+
+def test_non_finite_weights_are_never_checkpointed_or_exported(data: Path) -> None:
+    # lr=inf cannot pass the schema; forced past it, the first step turns the weights to inf/nan while its loss
+    # (computed before the update) is finite
+    cfg = cfg_for(data, steps=1, ckpt_every=1, eval_every=1, warmup_steps=0, ema_decay=0.5).model_copy(
+        update={"lr": float("inf")})
+    with pytest.raises(TrainError, match=r"step 1: the weights hold non-finite values.*no checkpoint"):
+        train(cfg)
+    run = Path(cfg.out or "")
+    assert not (run / "final.safetensors").exists() and not (run / "best.safetensors").exists()
+    assert not (run / "checkpoints" / "last.pt").exists()
+
+
+class _InfGrad(torch.autograd.Function):
+    """The identity whose gradient is inf: a finite loss with overflowing gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        return g * float("inf")
+
+
+def _inf_grads_at_step_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_ctc = trainer_mod.ctc_loss
+    calls = {"n": 0}
+
+    def ctc(*a: Any, **k: Any) -> torch.Tensor:
+        calls["n"] += 1
+        loss = real_ctc(*a, **k)
+        return _InfGrad.apply(loss) if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(trainer_mod, "ctc_loss", ctc)
+
+
+def test_a_non_finite_gradient_norm_stops_a_run_without_a_scaler(data: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _inf_grads_at_step_2(monkeypatch)
+    with pytest.raises(TrainError, match=r"step 2: the gradient norm is (inf|nan).*step 1"):
+        train(cfg_for(data, steps=4, ckpt_every=1, eval_every=100, val_synth=None))
+    assert load_checkpoint(data / "run" / "checkpoints" / "last.pt")["step"] == 1
+
+
+def test_a_grad_scaler_skips_overflowing_steps_without_stopping(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp16 on CUDA: the GradScaler skips a step whose gradients overflow and halves its scale; the run goes on
+    (a CPU scaler stands in for the CUDA one)."""
+    real_scaler = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda *a, **k: real_scaler("cpu", enabled=True))
+    _inf_grads_at_step_2(monkeypatch)
+    res = train(cfg_for(data, steps=4, ckpt_every=1, eval_every=100, val_synth=None))
+    assert res.step == 4
+    assert load_checkpoint(res.out / "checkpoints" / "last.pt")["scaler"]["scale"] == 2.0**15  # one skipped step
+    assert all(bool(torch.isfinite(v).all()) for v in res.state_dict.values())
+
+
+# --------------------------------------------------------------------------- metrics after --resume
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_at(n: int):
+    def on_step(step: int) -> None:
+        if step == n:
+            raise Killed
+
+    return on_step
+
+
+def _losses(run: Path) -> list[tuple[str, str]]:
+    return [(r["step"], r["train_loss"]) for r in read_metrics(run) if r["train_loss"]]
+
+
+def test_resumed_metrics_equal_an_uninterrupted_run_when_log_every_does_not_divide_ckpt_every(data: Path) -> None:
+    common: dict[str, Any] = dict(steps=8, log_every=2, ckpt_every=3, eval_every=100, val_synth=None)
+    straight = train(cfg_for(data, out=str(data / "straight"), **common))
+    with pytest.raises(Killed):  # the checkpoint at step 3 holds the window of step 3 (logged at step 4)
+        train(cfg_for(data, out=str(data / "resumed"), **common), on_step=_kill_at(5))
+    ck = load_checkpoint(data / "resumed" / "checkpoints" / "last.pt")
+    assert ck["step"] == 3 and ck["window"]["n"] == 1
+    train(cfg_for(data, out=str(data / "resumed"), resume=True, **common))
+    assert _losses(straight.out) == _losses(data / "resumed")
+    assert [s for s, _ in _losses(straight.out)] == ["2", "4", "6", "8"]
+
+
+def test_checkpoints_without_the_window_still_resume(data: Path) -> None:
+    common: dict[str, Any] = dict(steps=6, log_every=2, ckpt_every=3, eval_every=100, val_synth=None)
+    with pytest.raises(Killed):
+        train(cfg_for(data, **common), on_step=_kill_at(4))
+    path = data / "run" / "checkpoints" / "last.pt"
+    old = load_checkpoint(path)
+    del old["window"]  # as written before the window was checkpointed
+    save_checkpoint(path, old)
+    res = train(cfg_for(data, resume=True, **common))
+    assert res.step == 6 and [s for s, _ in _losses(res.out)] == ["2", "4", "6"]
+    sd, _ = read_weights(res.out / "final.safetensors")
+    assert all(bool(torch.isfinite(v).all()) for v in sd.values())
