@@ -645,25 +645,18 @@ def test_cli_grayscale_reaches_the_worker_renders(tmp_path: Path) -> None:
     assert json.loads((out / "meta.json").read_text(encoding="utf-8"))["grayscale"] == 1.0
 
 
-@pytest.mark.parametrize("size", [(0, 24), (94, 0), (-1, 24), (94.0, 24), (94,)])
-def test_bad_out_size_rejected_before_anything_is_written(tmp_path: Path, size: tuple) -> None:
-    with pytest.raises(ValueError, match="out_size"):
-        synth.write_shards(tmp_path / "s", 2, seed=1, progress=False, out_size=size)
-    with pytest.raises(ValueError, match="out_size"):
-        synth.write_folder(tmp_path / "f", 2, seed=1, progress=False, out_size=size)
-    with pytest.raises(ValueError, match="out_size"):
-        synth.generate(2, seed=1, out_size=size)  # on the call, not at the first sample
-    assert not (tmp_path / "s").exists() and not (tmp_path / "f").exists()
-
-
-@pytest.mark.parametrize("weights", [(0, 0, 0), (1, float("nan"), 1), (1, float("inf"), 1), (1, -1, 1)])
-def test_bad_weights_rejected_before_anything_is_written(tmp_path: Path, weights: tuple) -> None:
-    with pytest.raises(ValueError, match="weights"):
-        synth.write_shards(tmp_path / "s", 2, seed=1, progress=False, weights=weights)
-    with pytest.raises(ValueError, match="weights"):
-        synth.write_folder(tmp_path / "f", 2, seed=1, progress=False, weights=weights)
-    with pytest.raises(ValueError, match="weights"):
-        synth.generate(2, seed=1, weights=weights)
+@pytest.mark.parametrize("bad", [{"out_size": s} for s in [(0, 24), (94, 0), (-1, 24), (94.0, 24), (94,)]]
+                         + [{"weights": w} for w in [(0, 0, 0), (1, float("nan"), 1), (1, float("inf"), 1),
+                                                     (1, -1, 1)]])
+def test_bad_arguments_rejected_before_anything_is_written(tmp_path: Path, bad: dict) -> None:
+    """A bad size or kind weighting fails on the call (generate: not at the first sample), with no folder made."""
+    what = next(iter(bad))
+    with pytest.raises(ValueError, match=what):
+        synth.write_shards(tmp_path / "s", 2, seed=1, progress=False, **bad)
+    with pytest.raises(ValueError, match=what):
+        synth.write_folder(tmp_path / "f", 2, seed=1, progress=False, **bad)
+    with pytest.raises(ValueError, match=what):
+        synth.generate(2, seed=1, **bad)
     assert not (tmp_path / "s").exists() and not (tmp_path / "f").exists()
 
 

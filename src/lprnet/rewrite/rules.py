@@ -553,8 +553,8 @@ def _mean_candidates(gm: fx.GraphModule) -> list[Node]:
 
 _CONTEXT_GUARDS = (
     Guard("full-tensor mean (no dim)", _guard_full_mean),
-    Guard("input rank >= 2 and its result only feeds broadcasting elementwise ops "
-          "(through scalar elementwise ops) with a batched tensor of the same rank",
+    Guard("input rank >= 2, computed from the model's input (not a constant), and its result only feeds "
+          "broadcasting elementwise ops (through scalar elementwise ops) with a batched tensor of the same rank",
           _guard_context_uses),
 )
 
