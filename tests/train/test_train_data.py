@@ -122,12 +122,27 @@ def test_mix_sampler_ratios_epochs_and_positions() -> None:
     # resuming at a position continues the same stream; ranks interleave it
     it = iter(D.MixSampler([10, 3], [0.8, 0.2], seed=5, start=123))
     assert [next(it) for _ in range(50)] == items[123:173]
-    r0 = iter(D.MixSampler([10, 3], [0.8, 0.2], seed=5, rank=0, world_size=2))
-    r1 = iter(D.MixSampler([10, 3], [0.8, 0.2], seed=5, rank=1, world_size=2))
-    assert [next(r0) for _ in range(20)] == items[0:40:2]
-    assert [next(r1) for _ in range(20)] == items[1:40:2]
+    # ranks split the stream in per-rank batches: together they cover it once, each batch a stretch of it
+    r0 = iter(D.MixSampler([10, 3], [0.8, 0.2], seed=5, rank=0, world_size=2, block=4))
+    r1 = iter(D.MixSampler([10, 3], [0.8, 0.2], seed=5, rank=1, world_size=2, block=4))
+    assert [next(r0) for _ in range(8)] == items[0:4] + items[8:12]
+    assert [next(r1) for _ in range(8)] == items[4:8] + items[12:16]
     with pytest.raises(ValueError):
         D.MixSampler([10, 0], [1, 1])
+
+
+@pytest.mark.parametrize("ratios, world", [([0.5, 0.5], 2), ([0.75, 0.25], 4), ([1, 0.3, 0.2, 0.1], 2)])
+def test_mix_sampler_gives_every_rank_the_mix(ratios: list[float], world: int) -> None:
+    """Under DDP each rank's batch carries the requested mix: BatchNorm's batch statistics (and rank 0's
+    running statistics, which DDP broadcasts) see every source. (Every world-th item gave rank 0 one source.)"""
+    batch, steps = 16, 40
+    want = [r / sum(ratios) for r in ratios]
+    for rank in range(world):
+        it = iter(D.MixSampler([50] * len(ratios), ratios, seed=1, rank=rank, world_size=world, block=batch,
+                               start=3 * batch * world))  # resumed at a step boundary
+        got = Counter(next(it)[1] for _ in range(batch * steps))
+        for src, share in enumerate(want):
+            assert abs(got[src] / (batch * steps) - share) <= 1 / batch, (rank, got)
 
 
 def test_mixed_dataset_augmentation_is_deterministic(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from lprnet.train import ConfigError, TrainConfig, TrainError, make_config, trai
 from lprnet.train import trainer as trainer_mod
 from lprnet.train.trainer import load_checkpoint, save_checkpoint
 from lprnet.weights import read_weights
-from train.test_train_loop import PLATES, cfg_for, make_shard, read_metrics
+from train.test_train_loop import PLATES, cfg_for, make_folder, make_shard, read_metrics
 
 
 @pytest.fixture
@@ -246,3 +246,43 @@ def test_checkpoints_without_the_window_still_resume(data: Path) -> None:
     assert res.step == 6 and [s for s, _ in _losses(res.out)] == ["2", "4", "6"]
     sd, _ = read_weights(res.out / "final.safetensors")
     assert all(bool(torch.isfinite(v).all()) for v in sd.values())
+
+
+# --------------------------------------------------------------------------- validation and selection
+
+
+def test_a_val_dir_without_plates_is_an_error(data: Path) -> None:
+    """An accuracy over no plates reads 0.0; with --select-on val-dir it would choose best.safetensors."""
+    (data / "empty").mkdir()
+    for where in (str(data / "empty"), f"ccpd:{data / 'nope'}"):
+        with pytest.raises(TrainError, match="no labelled plates"):
+            train(cfg_for(data, val_dir=where, select_on="val-dir", steps=2))
+
+
+def test_resuming_with_another_selection_metric_starts_a_new_best(data: Path) -> None:
+    """best_metric was an accuracy on the synthetic set; after --select-on val-dir it must not be compared with
+    accuracies on the user's folder."""
+    make_folder(data / "real", PLATES[:3])
+    train(cfg_for(data, steps=3, eval_every=3, ckpt_every=3))
+    ck = load_checkpoint(data / "run" / "checkpoints" / "last.pt")
+    assert ck["best_on"] == "synth"
+    ck["best_metric"] = 2.0  # no accuracy beats it: under the old comparison nothing would count as a best
+    save_checkpoint(data / "run" / "checkpoints" / "last.pt", ck)
+    before = (data / "run" / "best.safetensors").stat().st_mtime_ns
+    res = train(cfg_for(data, steps=6, eval_every=3, ckpt_every=3, resume=True, val_dir=str(data / "real"),
+                        select_on="val-dir"))
+    assert res.best_metric is not None and res.best_metric <= 1.0
+    _, meta = read_weights(data / "run" / "best.safetensors")
+    assert meta.provenance["selected_on"] == "val_dir_acc"
+    assert (data / "run" / "best.safetensors").stat().st_mtime_ns != before
+    assert "selection is now on val_dir_acc" in (data / "run" / "train.log").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("args, msg", [(["--steps", "0"], "--steps"), (["--batch-size", "0"], "--batch-size"),
+                                       (["--device", "foo"], "not a device name")])
+def test_train_bench_bad_arguments_are_one_line_errors(args: list[str], msg: str) -> None:
+    from lprnet.cli import app
+
+    res = CliRunner().invoke(app, ["train-bench", "--threads", "1", *args])
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
+    assert msg in res.output

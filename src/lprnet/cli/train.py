@@ -5,7 +5,9 @@ the :class:`~lprnet.train.TrainConfig` field names), ``--set key=value`` (any fi
 with a flag) and the flags that are given.  Everything is validated by the schema.  Under
 ``torchrun`` the same command runs DDP::
 
-    torchrun --nproc_per_node 2 -m lprnet.cli.train train --data synth:/data/shards ...
+    torchrun --nproc_per_node 2 -m lprnet train --data synth:/data/shards ...
+
+(``-m lprnet.cli.train train`` works too, with a harmless runpy warning: the package imports the module first.)
 """
 
 from __future__ import annotations
@@ -129,9 +131,9 @@ def train_command(
 
 
 def train_bench_command(
-    batch_size: Annotated[int, typer.Option(help="Batch size")] = 64,
-    steps: Annotated[int, typer.Option(help="Timed steps")] = 20,
-    threads: Annotated[OptInt, typer.Option(help="torch intra-op threads")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size")] = 64,
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps")] = 20,
+    threads: Annotated[OptInt, typer.Option(min=1, help="torch intra-op threads")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     channels_last: Annotated[bool, typer.Option("--channels-last/--no-channels-last",
                                                 help="Memory layout, as lprnet train")] = True,
@@ -139,8 +141,14 @@ def train_bench_command(
                                            "lprnet train --compile (warm-up includes compiling)")] = False,
 ) -> None:
     """Measure training throughput (forward + CTC + backward + AdamW step) on random plates."""
+    from lprnet.cli._common import fail
+    from lprnet.core.backend import resolve_device
     from lprnet.train import benchmark
 
+    try:
+        resolve_device(device)
+    except ValueError as e:
+        fail(str(e))
     r = benchmark(batch_size=batch_size, steps=steps, threads=threads, device=device, channels_last=channels_last,
                   compile=compile_)
     typer.echo(f"{r['plates_per_s']:.1f} plates/s ({r['ms_per_step']:.1f} ms/step, batch {batch_size}, "

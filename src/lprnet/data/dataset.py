@@ -318,11 +318,14 @@ class MixSampler(Sampler[tuple[int, int, int]]):
     interleave (of every ``1/ratio`` items one goes to that source, nested for more than two
     sources), so every batch has the requested mix; the ``j``-th draw of source ``s`` is
     ``perm(seed, s, j // n_s)[j % n_s]``: each epoch of a source is a fresh shuffle.  Rank
-    ``r`` of ``world_size`` takes items ``k = start + r, start + r + world_size, ...``.
+    ``r`` of ``world_size`` takes the ``r``-th block of ``block`` consecutive items of every
+    ``block * world_size`` (``block`` = the per-rank batch size): each rank's batch is a stretch of the
+    interleave, so it has the mix too (taking every ``world_size``-th item instead would give each rank
+    one source of a 1:1 mix on two ranks).  One process takes every item, whatever ``block``.
     """
 
     def __init__(self, sizes: Sequence[int], ratios: Sequence[float], seed: int = 0,
-                 rank: int = 0, world_size: int = 1, start: int = 0) -> None:
+                 rank: int = 0, world_size: int = 1, start: int = 0, block: int = 1) -> None:
         if len(sizes) != len(ratios) or not sizes:
             raise ValueError("need one ratio per source and at least one source")
         if any(n <= 0 for n in sizes):
@@ -336,6 +339,9 @@ class MixSampler(Sampler[tuple[int, int, int]]):
         self._shares = [fr[i] / sum(fr[i:]) for i in range(len(fr))]
         self.ratios = [float(f / total) for f in fr]
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)
+        if block < 1:
+            raise ValueError(f"block must be >= 1, got {block}")
+        self.block = int(block)
         self.start = int(start)
         self._perm_cache: dict[int, tuple[int, np.ndarray]] = {}
 
@@ -363,10 +369,11 @@ class MixSampler(Sampler[tuple[int, int, int]]):
         self.start = int(start)
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
-        k = self.start + self.rank
-        while True:
-            yield self.item(k)
-            k += self.world_size
+        b, span = self.block, self.block * self.world_size
+        j = 0
+        while True:  # with start a multiple of span (a step boundary), rank r's batches are whole blocks
+            yield self.item(self.start + (j // b) * span + self.rank * b + j % b)
+            j += 1
 
 
 class MixedDataset(Dataset[Item]):

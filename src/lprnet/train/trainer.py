@@ -438,6 +438,8 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) ->
     if cfg.val_dir and main:
         path, kind = real.split_kind_prefix(cfg.val_dir)
         samples = real.load_source(path, kind, strict=False)
+        if not samples:  # an accuracy over no plates would read 0.0 and choose best.safetensors by it
+            raise TrainError(f"--val-dir {cfg.val_dir}: no labelled plates found there")
         ds = D.RealDataset(samples, cfg.input_size, charset, cfg.ccpd_margin, scene_jitter=False)
         ds.preload(max(1, cfg.workers))
         vals["dir"] = ds
@@ -576,7 +578,8 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
         import cv2
 
         cv2.setNumThreads(1)
-    sampler = D.MixSampler(sizes, ratios, cfg.seed, env.rank, env.world_size, start=step * per_step)
+    sampler = D.MixSampler(sizes, ratios, cfg.seed, env.rank, env.world_size, start=step * per_step,
+                           block=cfg.batch_size)
     if ckpt is not None and ckpt.get("sampler", {}).get("sizes") not in (None, sizes):
         log(f"warning: source sizes changed since the checkpoint ({ckpt['sampler']['sizes']} -> {sizes}); "
             "the data stream will differ from an uninterrupted run")
@@ -593,6 +596,12 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     for k, v in vals.items():
         log(f"validation {k}: {len(v)} plates")  # type: ignore[arg-type]
     select_key = "synth" if cfg.select_on == "synth" else "dir"
+    if ckpt is not None and best is not None:
+        was = ckpt.get("best_on") or ("synth" if ckpt.get("config", {}).get("select_on", "synth") == "synth" else "dir")
+        if was != select_key:  # a best accuracy on one set says nothing about another
+            log(f"note: best.safetensors was chosen on val_{was}_acc; selection is now on val_{select_key}_acc, "
+                "so the next evaluation starts a new best")
+            best = None
     if env.main and select_key not in vals:
         log(f"note: no {'synthetic validation set' if select_key == 'synth' else '--val-dir'}; "
             "best.safetensors will not be written, only final.safetensors")
@@ -773,7 +782,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                         "scaler": scaler.state_dict(), "rng": states,
                         "sampler": {"position": step * per_step, "sizes": sizes, "ratios": ratios,
                                     "seed": cfg.seed},
-                        "best_metric": best, "train_time_s": train_time,
+                        "best_metric": best, "best_on": select_key, "train_time_s": train_time,
                         "planned_steps": plan["steps"] if plan["measured"] else None,
                         "ema": ema.state_dict() if ema is not None else None,
                         "window": {"loss": win_loss, "n": win_n, "time_s": win_t, "distill": win_kd},
