@@ -99,3 +99,25 @@ def test_check_data_folder_files_keep_their_path(tmp_path: Path) -> None:
     assert r.exit_code == 1, r.output
     assert f"{tmp_path / 'd' / '皖A123.jpg'}: label '皖A123' has 5 characters" in r.stdout
     assert "2 entries checked, 1 good, 1 with problems" in r.stdout
+
+
+def test_check_data_and_export_parity_read_ccpd_scenes_by_prefix(tmp_path: Path) -> None:
+    """``ccpd:DIR`` works wherever labelled plates are read: check-data, and export's --parity-data."""
+    from ccpd_scene import write_ccpd_scene
+    from lprnet.data.synth import generate
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for img, text, _ in generate(3, seed=4, kinds=("blue",), province_smudge=0):
+        write_ccpd_scene(scenes, img, text)
+    r = runner.invoke(app, ["check-data", f"ccpd:{scenes}"])
+    assert r.exit_code == 0 and "3 entries checked, 3 good" in r.output, r.output
+    out = tmp_path / "m.onnx"
+    r = runner.invoke(app, ["export", "--format", "onnx", "--out", str(out), "--parity-data", f"ccpd:{scenes}",
+                            "--json", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    parity = json.loads(r.stdout)["parity"][0]
+    assert (parity["n"], parity["source"], parity["passed"]) == (3, f"ccpd:{scenes}", True)
+    r = runner.invoke(app, ["export", "--format", "onnx", "--out", str(out),
+                            "--parity-data", f"ccpd:{tmp_path / 'no'}"])
+    assert r.exit_code == 2 and "no labelled plates" in r.stderr, r.output

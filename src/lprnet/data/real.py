@@ -496,10 +496,11 @@ def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
     report = CheckReport()
     candidates: list[Sample] = []
     rows: list[str | None] = []  # per candidate: its ``manifest:line``, None for a file that is its own label
-    for path in paths:
+    for spec in paths:
         wheres: Sequence[str | None]
+        path, prefixed = split_kind_prefix(spec)  # ``ccpd:DIR`` as everywhere else
         try:
-            k = kind or detect_kind(path)
+            k = kind or prefixed or detect_kind(path)
             if k == "manifest":
                 samples, wheres, problems = _scan_manifest_rows(Path(path))
             else:

@@ -71,7 +71,14 @@ from torch import nn
 
 from lprnet.config import ModelConfig
 from lprnet.core.backend import Backend
-from lprnet.core.process import IMAGE_EXTENSIONS, ctc_greedy_decode, label_from_filename, preprocess, read_image
+from lprnet.core.process import (
+    IMAGE_EXTENSIONS,
+    ImageError,
+    ctc_greedy_decode,
+    label_from_filename,
+    preprocess,
+    read_image,
+)
 from lprnet.weights import chmod_as_created
 
 if TYPE_CHECKING:
@@ -324,7 +331,23 @@ def parity_images(n: int = 256, data: str | os.PathLike[str] | None = None, seed
 
     Real crops (evenly spread over the sorted folder) when :func:`find_parity_dir` finds a
     folder, else synthetic ones from :func:`lprnet.data.synth.generate` (labels = their text).
+    ``data`` may also name any labelled dataset ``lprnet eval`` reads: a ``path,plate`` manifest, or
+    ``ccpd:DIR`` (scenes rectified from their file names).
     """
+    if data is not None and str(data) != "synthetic":
+        from lprnet.data import real
+
+        path, kind = real.split_kind_prefix(data)
+        if kind is not None or path.is_file():
+            try:
+                samples = real.load_source(path, kind, strict=False)
+                if not samples:
+                    raise ExportError(f"{data}: no labelled plates for the parity check")
+                pick = samples[::max(1, len(samples) // max(1, n))][:n]
+                return ([real.load_crop(s, input_size if s.quad is not None else None) for s in pick],
+                        [s.plate for s in pick], f"{kind or 'manifest'}:{path}")
+            except (real.DataError, ImageError) as e:
+                raise ExportError(f"{data}: {e}") from None
     d = find_parity_dir(data)
     if d is not None:
         files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
