@@ -2,7 +2,10 @@
 
 Prints, does not assert.  Usage::
 
-    PYTHONPATH=src python scripts/bench_rewrite.py [--plates 32] [--repeat 5]
+    PYTHONPATH=src python scripts/bench_rewrite.py [--plates 32] [--repeat 5] [--data DIR]
+
+``--data`` is a folder of plate crops (default ``../shared/data/plates-cn-1k``; only timed, never scored, and any
+crops do: e.g. ``lprnet synth --n 32 --format jpg --out DIR``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 import torch
 
 from lprnet.charset import DEFAULT_CHARSET
-from lprnet.core.process import greedy_strings, preprocess, read_image
+from lprnet.core.process import IMAGE_EXTENSIONS, greedy_strings, preprocess, read_image
 from lprnet.rewrite import apply
 from lprnet.weights import build_model
 
@@ -38,9 +41,14 @@ def main() -> None:
     ap.add_argument("--weights", default=str(SHARED / "reference" / "lprnet_pytorch_final.pth"))
     ap.add_argument("--plates", type=int, default=32)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--data", type=Path, default=SHARED / "data" / "plates-cn-1k", help="folder of plate crops")
     args = ap.parse_args()
+    if args.plates < 1 or args.repeat < 1:
+        ap.error("--plates and --repeat must be >= 1")
     torch.set_num_threads(1)
-    files = sorted((SHARED / "data" / "plates-cn-1k").glob("*.jpg"))[: args.plates]
+    files = sorted(f for f in args.data.glob("*") if f.suffix.lower() in IMAGE_EXTENSIONS)[: args.plates]
+    if not files:
+        ap.error(f"--data {args.data}: no image files")
     x = torch.from_numpy(preprocess([read_image(f) for f in files], (94, 24)))
 
     def decode(o: torch.Tensor) -> list[str]:

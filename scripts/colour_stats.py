@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--kind", default="blue")
     args = ap.parse_args()
+    if args.n < 1:
+        ap.error("--n must be >= 1")
     path, kind = split_kind_prefix(args.real)
     real = np.array([crop_stats(load_crop(s, (94, 24))) for s in load_source(path, kind)])
     synth = np.array([crop_stats(im) for im, _, _ in generate(args.n, seed=args.seed, kinds=(args.kind,),

@@ -29,6 +29,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=4003)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    if args.n < 1:
+        ap.error("--n must be >= 1")
     if args.local not in PROVINCES:
         ap.error(f"--local must be one of {PROVINCES}")
     torch.set_num_threads(args.threads)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -62,10 +63,16 @@ def main() -> None:
     ap.add_argument("--provinces", default=None,
                     help="province shares for reading the real folders only (e.g. 皖=0.8; default none)")
     args = ap.parse_args()
+    if args.n_per_kind < 0 or args.threads < 1:
+        ap.error("--n-per-kind must be >= 0 and --threads >= 1")
     torch.set_num_threads(args.threads)
-    rec = lprnet.load(args.weights, decode=args.decode)
+    try:
+        rec = lprnet.load(args.weights, decode=args.decode)
+        base = lprnet.load(args.baseline, decode=args.decode) if args.baseline else None
+        rec.with_provinces(args.provinces)  # a bad value fails here, before any plate is read
+    except ValueError as e:  # WeightsError, a bad --decode or --provinces
+        ap.error(str(e))
     greedy = Recognizer(rec.backend, rec.config, rec.meta, decode="greedy")  # same loaded model
-    base = lprnet.load(args.baseline, decode=args.decode) if args.baseline else None
     only_new = only_base = 0
     out: dict = {"weights": str(args.weights or "default"), "decode": rec.decode, "synthetic": {}, "real": {},
                  "seed": args.seed, "cjk_faces": [str(p) for p in args.cjk_face],
@@ -107,6 +114,9 @@ def main() -> None:
         for bs in (1, 100):
             rep = evaluate(rec_real, [d], batch_size=bs)
             accs[bs] = rep.accuracy
+        if rep.n == 0:  # a typo in --real must not read as a model scoring 0
+            sys.exit(f"error: --real {d}: no labelled plate could be scored"
+                     + (f" ({rep.unreadable[0]['path']}: {rep.unreadable[0]['error']})" if rep.unreadable else ""))
         rep_g = evaluate(greedy, [d], batch_size=100)
         out["real"][str(d.name)] = {"n": rep.n, "accuracy": rep.accuracy, "char_accuracy": rep.char_accuracy,
                                     "accuracy_batch1": accs[1], "accuracy_batch100": accs[100],

@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=49)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.n < 1:
+        ap.error("--n must be >= 1")
     torch.set_num_threads(args.threads)
     rec = lprnet.load(args.weights)
     items = list(generate(args.n, seed=args.seed, weights=(0.6, 0.2, 0.2), province_smudge=0.0))

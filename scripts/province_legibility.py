@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    if args.n_per_kind < 1:
+        ap.error("--n-per-kind must be >= 1")
     torch.set_num_threads(args.threads)
     rec = lprnet.load(args.weights)
     out = {}

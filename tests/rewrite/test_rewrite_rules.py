@@ -57,6 +57,13 @@ def test_bitwise_comparator_nan_and_signed_zero() -> None:
     # shape and dtype must match too
     assert not bitwise_equal(torch.zeros(2), torch.zeros(2, dtype=torch.float64))
     assert not bitwise_equal(torch.zeros(2), torch.zeros(1, 2))
+    # a 0-dim complex128 (two int64 per element) compares too
+    z = torch.tensor(1 + 1j, dtype=torch.complex128)
+    assert bitwise_equal(z, z.clone()) and not bitwise_equal(z, torch.tensor(1 + 2j, dtype=torch.complex128))
+    # Python floats in an output tree follow the same rule as tensors
+    nan = float("nan")
+    assert compare((a, nan), (b, nan), "bitwise").passed
+    assert not compare((a, 0.0), (b, -0.0), "bitwise").passed
 
 
 def test_tolerance_comparator() -> None:

@@ -23,6 +23,7 @@ Owns
 from __future__ import annotations
 
 import math
+import struct
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -166,6 +167,8 @@ def bitwise_mismatches(a: Tensor, b: Tensor) -> int:
         return max(a.numel(), b.numel(), 1)
     if a.numel() == 0:
         return 0
+    if a.dim() == 0:  # a 0-dim complex128 cannot be viewed as int64 pairs; its 1-element reshape can
+        a, b = a.reshape(1), b.reshape(1)
     va, vb = bit_view(a).cpu(), bit_view(b).cpu()
     ne = va != vb
     if ne.shape != a.shape:  # complex128 view doubles the last axis
@@ -209,6 +212,13 @@ def _tensor_stats(a: Tensor, b: Tensor, bound: Bound | None) -> tuple[float, flo
     return max_abs, max_rel, nonfinite_match, within
 
 
+def _same_scalar(x: Any, y: Any) -> bool:
+    """Non-tensor outputs: floats by their bits (a NaN equals the same NaN, -0.0 is not +0.0), as tensors are."""
+    if isinstance(x, float) and isinstance(y, float):
+        return struct.pack("<d", x) == struct.pack("<d", y)
+    return bool(x == y)
+
+
 def compare(before: Any, after: Any, tier: str = "bitwise", bound: Bound | None = None,
             name: str = "", counts: bool = True) -> Check:
     """Compare two outputs (tensors or pytrees of them) under ``tier``.
@@ -230,7 +240,7 @@ def compare(before: Any, after: Any, tier: str = "bitwise", bound: Bound | None 
     notes = []
     for x, y in zip(la, lb, strict=True):
         if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-            if type(x) is not type(y) or x != y:
+            if type(x) is not type(y) or not _same_scalar(x, y):
                 mism += 1
                 within = False
                 notes.append(f"non-tensor output differs: {x!r} vs {y!r}")
