@@ -26,7 +26,7 @@ def main() -> None:
         for j in range(3):
             rng = np.random.default_rng([20261127, k, j])
             text = random_plate_text(kind, rng)
-            img = render_plate(text, kind, rng, out_size=(188, 48))
+            img = render_plate(text, kind, rng, out_size=(188, 48), province_smudge=0.0)  # a training device only
             cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tofile(str(OUT / f"{text}.jpg"))
             print(OUT / f"{text}.jpg")
 
