@@ -53,6 +53,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lprnet.model.flops import count_flops
+
 Runner = Callable[[np.ndarray], np.ndarray]
 #: a timed measurement covers at least this many plates (several calls at small batch sizes)
 MIN_PLATES = 32
@@ -60,36 +62,6 @@ MIN_PLATES = 32
 INT8_TARGET_MS = 1.5
 #: ... and at most this drop in whole-plate accuracy against the same runtime's fp32 model
 INT8_TARGET_DROP = 0.005
-
-
-# ---------------------------------------------------------------------------- FLOPs
-def count_flops(model: nn.Module, input_size: tuple[int, int] = (94, 24)) -> dict[str, Any]:
-    """FLOPs of one plate (batch 1): 2 x MACs of every ``Conv*d``/``Linear`` (bias adds and
-    elementwise ops are ignored: they are < 1 % here).  Works on ``nn.Module`` and
-    ``torch.fx.GraphModule`` (hooks fire on called submodules)."""
-    per_layer: dict[str, int] = {}
-    hooks = []
-
-    def hook(name: str) -> Callable[..., None]:
-        def fn(mod: nn.Module, inp: Any, out: torch.Tensor) -> None:
-            if isinstance(mod, nn.modules.conv._ConvNd):
-                k = int(np.prod(mod.kernel_size)) * (mod.in_channels // mod.groups)
-                per_layer[name] = per_layer.get(name, 0) + 2 * out.numel() * k
-            elif isinstance(mod, nn.Linear):
-                per_layer[name] = per_layer.get(name, 0) + 2 * out.numel() * mod.in_features
-        return fn
-
-    for name, mod in model.named_modules():
-        if isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)):
-            hooks.append(mod.register_forward_hook(hook(name)))
-    w, h = input_size
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, h, w))
-    finally:
-        for hd in hooks:
-            hd.remove()
-    return {"total": sum(per_layer.values()), "per_layer": per_layer}
 
 
 def matmul_gflops(seconds: float = 0.3, n: int = 256) -> float:

@@ -113,8 +113,8 @@ def _slim(model: Any, images: list[Any], res: ExportResult) -> Any:
     import torch
 
     from lprnet import rewrite
-    from lprnet.bench import count_flops
     from lprnet.core.process import preprocess
+    from lprnet.model.flops import count_flops
 
     x = torch.from_numpy(preprocess(images[:64], model.input_size))
     gm, rep = rewrite.apply(model, (x[:2],), ["safe", "dead-channels"], verify_inputs=x)

@@ -1,4 +1,5 @@
-"""The model: LPRNet (deploy and reference forms) and a small registry to build it by name."""
+"""The model: LPRNet (deploy and reference forms), a small registry to build it by name, and its FLOP count
+(:mod:`lprnet.model.flops`)."""
 
 from __future__ import annotations
 

@@ -362,8 +362,8 @@ register_rule(DeadChannels)
 
 
 def dead_channel_report(model: nn.Module, gm: nn.Module, input_size: tuple[int, int] = (94, 24)) -> dict[str, Any]:
-    """FLOPs per plate before/after (see :func:`lprnet.bench.count_flops`)."""
-    from lprnet.bench import count_flops
+    """FLOPs per plate before/after (see :func:`lprnet.model.flops.count_flops`)."""
+    from lprnet.model.flops import count_flops
 
     before = count_flops(model, input_size)["total"]
     after = count_flops(gm, input_size)["total"]
