@@ -91,6 +91,31 @@ def test_mixed_inputs_and_errors_keep_order(weights_file, images, tmp_path):
     assert res[1].to_json() == {"path": str(corrupt), "error": res[1].error}
 
 
+def test_one_path_or_buffer_is_one_input(weights_file, images, tmp_path):
+    """A single memoryview is one image, not one per byte; iter_recognize("a.png") reads a.png, not 'a', '.', ..."""
+    rec = lprnet.load(weights_file)
+    good = tmp_path / "a.png"
+    cv2.imwrite(str(good), images[0])
+    want = rec.recognize(good)[0].plate
+    assert [r.plate for r in rec.recognize(memoryview(good.read_bytes()))] == [want]
+    assert [r.plate for r in rec.iter_recognize(str(good))] == [want]
+
+
+def test_load_arguments_are_checked_and_runtimes_leave_torch_threads_alone(weights_file, tmp_path):
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        lprnet.load(weights_file, threads=0)
+    with pytest.raises(ValueError, match="unknown backend"):
+        lprnet.load(weights_file, backend="tensorrt", threads=before + 1)
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        lprnet.load(weights_file, backend="onnxruntime", device="cuda")
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"whatever")
+    with pytest.raises(ValueError, match="backend='onnxruntime' or 'openvino'"):
+        lprnet.load(onnx_file)
+    assert torch.get_num_threads() == before  # nothing above touched the process-wide setting
+
+
 def test_colour_array_needs_channel_order(weights_file, images):
     rec = lprnet.load(weights_file)
     (r,) = rec.recognize(images[0])

@@ -132,8 +132,7 @@ class Recognizer:
             raise ValueError("estimating province shares needs plate decoding (this recognizer decodes greedily)")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if isinstance(images, (str, os.PathLike, bytes, bytearray, np.ndarray)) or not isinstance(images, Iterable):
-            images = [images]
+        images = _items(images)
         scores: list[np.ndarray] = []
         errors: list[str] = []
         batch: list[np.ndarray] = []
@@ -181,8 +180,7 @@ class Recognizer:
         Items may be paths, encoded bytes, numpy arrays (colour arrays need
         ``channel_order="bgr"`` or ``"rgb"``) or PIL images, of any size.
         """
-        if isinstance(images, (str, os.PathLike, bytes, bytearray, np.ndarray)) or not isinstance(images, Iterable):
-            images = [images]
+        images = _items(images)
         return list(self.iter_recognize(images, channel_order=channel_order, batch_size=batch_size))
 
     def iter_recognize(self, images: Iterable[ImageInput], *, channel_order: ChannelOrder | None = None,
@@ -191,7 +189,7 @@ class Recognizer:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         pending: list[tuple[int, ImageInput, np.ndarray | None, str | None]] = []
-        for i, item in enumerate(images):
+        for i, item in enumerate(_items(images)):
             try:
                 img, err = self._to_bgr(item, channel_order, i), None
             except ImageError as e:
@@ -213,6 +211,15 @@ class Recognizer:
             else:
                 p = next(it)
                 yield Result(self._name(item), p.plate, p.confidence, p.chars)
+
+
+def _items(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
+    """``images`` as an iterable of inputs: one path, encoded buffer or array is one input (not its characters,
+    bytes or rows)."""
+    if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)) or not isinstance(
+            images, Iterable):
+        return [images]  # type: ignore[list-item]
+    return images
 
 
 def resolve_decode(decode: str, charset: Charset) -> str:
@@ -258,15 +265,28 @@ def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch
     provinces where the camera stands (``{"皖": 0.8}`` or ``"皖=0.8"``; a bare ``"皖"`` reads only
     皖): plate decoding then weighs the province reading by it
     (:func:`lprnet.core.process.province_log_prior`).
+
+    ``threads`` (>= 1) sizes the runtime's thread pool; for the torch backend that is PyTorch's
+    process-wide intra-op pool (``torch.set_num_threads``: it applies to the caller's other torch work
+    too), the runtimes keep theirs per model.  ``device`` is for the torch backend (``cpu``, ``cuda``,
+    ``cuda:N``); the ONNX Runtime and OpenVINO backends run on the CPU.
     """
-    if threads is not None:
-        torch.set_num_threads(int(threads))
     if backend not in ("torch", "onnxruntime", "openvino"):
         raise ValueError(f"unknown backend {backend!r}; available: torch, onnxruntime, openvino")
+    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+        raise ValueError(f"threads must be >= 1 (or None for the runtime's default), got {threads!r}")
     if backend != "torch":
+        if str(device) != "cpu":
+            raise ValueError(f"device {device!r}: the {backend} backend runs on the CPU here; use backend='torch' "
+                             "for a GPU")
         from lprnet.export.runtimes import load_backend
 
         runtime, meta = load_backend(weights, backend, threads)
         return Recognizer(runtime, meta.config, meta, decode=decode, provinces=provinces)
+    if weights is not None and Path(weights).suffix.lower() in (".onnx", ".xml"):
+        raise ValueError(f"{weights}: an exported model; load it with backend='onnxruntime' or 'openvino'")
     model, meta = build_model(Path(weights) if weights is not None else None, form="deploy")
-    return Recognizer(TorchBackend(model, device), meta.config, meta, decode=decode, provinces=provinces)
+    backend_ = TorchBackend(model, device)  # a bad device fails before the process-wide setting changes
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    return Recognizer(backend_, meta.config, meta, decode=decode, provinces=provinces)

@@ -26,6 +26,7 @@ from lprnet.export.onnx import (
     check_ops,
     check_parity,
     export_onnx,
+    find_parity_dir,
     parity_images,
     read_onnx_meta,
 )
@@ -162,6 +163,36 @@ def test_load_backend_onnxruntime(random_weights: Path, tmp_path: Path) -> None:
     assert [x.plate for x in a] == [x.plate for x in b] == [x.plate for x in c]
     with pytest.raises(ValueError, match="unknown backend"):
         lprnet.load(random_weights, backend="tensorrt")
+
+
+def test_runtime_load_reads_no_folder_it_was_not_given(random_weights: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """lprnet.load(backend=...) exports to the cache with synthetic parity crops: a ../shared/data/plates-cn-1k
+    beside the working directory (here a broken stand-in) is not read; LPRNET_PARITY_DATA=synthetic is honoured."""
+    fake = tmp_path / "shared" / "data" / "plates-cn-1k"
+    fake.mkdir(parents=True)
+    (fake / "皖A12345.jpg").write_bytes(b"not an image")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert find_parity_dir() == fake.resolve()  # the export command's default would take it
+    rec = lprnet.load(random_weights, backend="onnxruntime", threads=1)
+    assert rec.backend.name == "onnxruntime"
+    monkeypatch.setenv("LPRNET_PARITY_DATA", "synthetic")
+    assert find_parity_dir() is None
+
+
+def test_corrupt_onnx_files_are_named_and_a_corrupt_cache_is_made_again(random_weights: Path,
+                                                                        tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x01garbage that is not a protobuf model" * 3)
+    with pytest.raises(ExportError, match="bad.onnx: not a readable ONNX model"):
+        lprnet.load(bad, backend="onnxruntime")
+    lprnet.load(random_weights, backend="onnxruntime", threads=1)
+    (cached,) = (tmp_path / "cache").glob("*.onnx")
+    cached.write_bytes(b"\x08\x01damaged" * 3)
+    rec = lprnet.load(random_weights, backend="onnxruntime", threads=1)  # exported again, not trusted
+    files = sorted(SAMPLES.glob("*.jpg"))
+    assert [r.plate for r in rec.recognize(files)] == [r.plate for r in lprnet.load(random_weights).recognize(files)]
 
 
 def _json_plates(out: str) -> list[dict]:

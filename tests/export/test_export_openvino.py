@@ -69,6 +69,19 @@ def test_load_backend_openvino(random_weights: Path, tmp_path: Path) -> None:
         lprnet.load(xml, backend="onnxruntime")
 
 
+def test_openvino_backend_is_safe_across_threads(random_weights: Path) -> None:
+    """One InferRequest serves every caller: without a lock, threads got each other's results (or errors)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    be = lprnet.load(random_weights, backend="openvino", threads=1).backend
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((n, 3, 24, 94)).astype(np.float32) for n in (1, 2, 3, 5) * 10]
+    want = [be(b) for b in batches]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(be, batches))
+    assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
+
+
 def test_openvino_parity_reference_real_crops(tmp_path: Path) -> None:
     need_shared(REF_PTH, PLATES)
     res = export_weights(REF_PTH, "openvino", tmp_path / "ref.xml", parity_data=PLATES, parity_n=100, threads=1)

@@ -274,6 +274,30 @@ def test_grouped_transposed_conv_batchnorm_is_not_folded() -> None:
     assert report.ok
 
 
+def test_register_rule_refuses_to_shadow_a_registered_rule() -> None:
+    """A custom rule named like a built-in one would silently run inside the presets."""
+    from lprnet.rewrite import register_rule
+
+    class Impostor(Rule):
+        name = "fold-batchnorm"
+        tier = "bitwise"
+
+        def candidates(self, gm: fx.GraphModule, ctx: RewriteContext) -> Iterable[Node]:
+            return []
+
+    builtin = get_rule("fold-batchnorm")
+    with pytest.raises(ValueError, match="already registered; pass replace=True"):
+        register_rule(Impostor)
+    assert get_rule("fold-batchnorm") is builtin
+    with pytest.raises(TypeError, match="Rule subclass or instance"):
+        register_rule(object())  # type: ignore[arg-type]
+    try:
+        assert register_rule(Impostor, replace=True) is get_rule("fold-batchnorm")
+    finally:
+        register_rule(builtin, replace=True)
+    assert get_rule("fold-batchnorm") is builtin
+
+
 def test_semantic_rules_are_opt_in_and_exclusive() -> None:
     assert all(get_rule(n).tier != "semantic" for n in PRESETS["safe"])
     assert "per-sample-context" in PRESETS["deploy"]

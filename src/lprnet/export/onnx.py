@@ -306,7 +306,7 @@ def read_onnx_meta(path: str | os.PathLike[str]) -> tuple[WeightsMeta | None, di
 def find_parity_dir(data: str | os.PathLike[str] | None = None) -> Path | None:
     """The folder of labelled real crops to check parity on, or ``None``: ``data`` if given,
     else ``$LPRNET_PARITY_DATA``, else ``../shared/data/plates-cn-1k`` beside the working
-    directory or the repository.  ``data="synthetic"`` forces synthetic crops."""
+    directory or the repository.  ``data="synthetic"`` (or ``$LPRNET_PARITY_DATA=synthetic``) forces synthetic crops."""
     if data is not None and str(data) == "synthetic":
         return None
     if data is not None:
@@ -315,6 +315,8 @@ def find_parity_dir(data: str | os.PathLike[str] | None = None) -> Path | None:
             raise ExportError(f"{p}: parity data folder not found")
         return p
     env = os.environ.get(PARITY_ENV)
+    if env == "synthetic":
+        return None
     cands = [Path(env)] if env else []
     cands += [Path.cwd() / ".." / "shared" / "data" / "plates-cn-1k",
               _REPO_ROOT / ".." / "shared" / "data" / "plates-cn-1k"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -114,12 +115,14 @@ class OpenVinoBackend:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, device, config)
         self.request = self.compiled.create_infer_request()
+        self._lock = threading.Lock()  # one InferRequest: callers on several threads take turns
         shape = model.inputs[0].get_partial_shape()
         self.batch = shape[0].get_length() if shape[0].is_static else None
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        out = self.request.infer({0: x})
-        return np.array(out[self.compiled.outputs[0]], copy=True)
+        with self._lock:  # unlocked, two threads' results could swap (or the request fail) silently
+            out = self.request.infer({0: x})
+            return np.array(out[self.compiled.outputs[0]], copy=True)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return _fixed_batch(self._run, batch, self.batch)
@@ -177,6 +180,18 @@ def _meta_for(path: Path) -> WeightsMeta:
     return meta
 
 
+def _model_meta(path: Path) -> WeightsMeta:
+    """:func:`_meta_for`, with a corrupt file reported as an :class:`ExportError` naming it."""
+    try:
+        return _meta_for(path)
+    except ExportError:
+        raise
+    except Exception as e:  # protobuf / OpenVINO parse errors
+        kind = "OpenVINO IR" if path.suffix == ".xml" else "ONNX"
+        raise ExportError(f"{path}: not a readable {kind} model ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
 def load_backend(weights: str | os.PathLike[str] | None, backend: str, threads: int | None = None
                  ) -> tuple[OnnxRuntimeBackend | OpenVinoBackend, WeightsMeta]:
     """The runtime and metadata for ``weights`` (see the module docstring)."""
@@ -196,13 +211,19 @@ def load_backend(weights: str | os.PathLike[str] | None, backend: str, threads: 
     else:
         fmt = "openvino" if backend == "openvino" else "onnx"
         model_path = cache_path(p, fmt)
+        if model_path.exists():
+            try:
+                _model_meta(model_path)
+            except ExportError:  # a damaged cache file is made again, not trusted
+                model_path.unlink()
         if not model_path.exists():
             from lprnet.export.pipeline import export_weights
 
-            res = export_weights(p, fmt, model_path, parity_n=32)
+            # synthetic parity crops: a library call reads no folder it was not given
+            res = export_weights(p, fmt, model_path, parity_n=32, parity_data="synthetic")
             if not res.ok:
                 raise ExportError(f"export of {p} for {backend} failed its parity check: "
                                   + "; ".join(r.to_text() for r in res.parity))
-    meta = _meta_for(model_path)
+    meta = _model_meta(model_path)
     be = OpenVinoBackend(model_path, threads) if backend == "openvino" else OnnxRuntimeBackend(model_path, threads)
     return be, meta

@@ -310,15 +310,21 @@ PRESETS["deploy"] = PRESETS["safe"] + ["per-sample-context"]
 PRESETS["calibrated"] = PRESETS["safe"] + ["calibrated-context"]
 
 
-def register_rule(rule: Rule | type[Rule]) -> Rule:
-    """Add a rule (class or instance) to the registry; returns the instance."""
-    inst = rule() if isinstance(rule, type) else rule
+def register_rule(rule: Rule | type[Rule], replace: bool = False) -> Rule:
+    """Add a rule (class or instance) to the registry; returns the instance.  A name already registered
+    (a built-in rule's included, which the presets run) is refused unless ``replace=True``."""
+    inst = rule() if isinstance(rule, type) and issubclass(rule, Rule) else rule
+    if not isinstance(inst, Rule):
+        raise TypeError(f"register_rule needs a Rule subclass or instance, got {rule!r}")
     if not inst.name or inst.name != inst.name.lower() or " " in inst.name or "_" in inst.name:
         raise ValueError(f"rule names are kebab-case, got {inst.name!r}")
     if inst.tier not in ("bitwise", "tolerance", "semantic"):
         raise ValueError(f"rule {inst.name}: unknown tier {inst.tier!r}")
     if inst.tier == "tolerance" and inst.bound is None:
         raise ValueError(f"rule {inst.name}: a tolerance rule needs a bound")
+    if inst.name in _RULES and _RULES[inst.name] is not inst and not replace:
+        raise ValueError(f"rule {inst.name!r} is already registered; pass replace=True to replace it "
+                         "(the presets would then run yours)")
     _RULES[inst.name] = inst
     return inst
 
@@ -435,7 +441,8 @@ def apply(model: nn.Module, example_inputs: tuple[Any, ...] | Tensor,
             for the input-family checks, which use exactly these shapes.
         rules: rule names, :class:`Rule` instances and preset names (``"safe"``,
             ``"deploy"``, ``"calibrated"``); ``None`` means ``"safe"`` (every
-            non-semantic rule).  ``inline-forward-modules`` (the trace) always runs first.
+            non-semantic rule that keeps layer shapes: all but ``dead-channels``).
+            ``inline-forward-modules`` (the trace) always runs first.
         verify_inputs: real inputs (batch first) every rule is also verified on, in
             chunks of ``verify_batch``.
         decode: maps a model output to strings; decoded-string agreement is reported.
