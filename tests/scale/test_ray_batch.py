@@ -210,3 +210,31 @@ def test_inputs_and_arguments(job, tmp_path):
     res = runner.invoke(app, ["batch", str(root), "--out", str(tmp_path / "r.csv"),
                               "--weights", str(tmp_path / "nope.safetensors")])
     assert res.exit_code == 2 and "nope.safetensors" in res.output
+
+
+def test_an_output_that_cannot_be_written_fails_before_ray(job, tmp_path):
+    w, root, _, _, _ = job
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile" / "r.csv", f"{tmp_path / 'afile' / 'parts'}/"):
+        res = runner.invoke(app, ["batch", str(root), "--out", str(out), "--weights", str(w), *COMMON,
+                                  "--ray-address", "ray://127.0.0.1:1"])  # Ray is never reached
+        assert res.exit_code == 2 and "cannot be written there" in res.output, res.output
+
+
+def test_an_interrupted_stream_leaves_no_temp_file(tmp_path):
+    """Ctrl-C while results stream to OUT.csv: neither OUT.csv nor OUT.csv.tmp is left behind."""
+    import pyarrow as pa
+
+    from lprnet.scale.ray_batch import SCHEMA, _write_stream
+
+    class Interrupted:
+        def iter_batches(self, **kw):
+            yield pa.table({"path": ["a.jpg"], "plate": ["皖A12345"], "confidence": [0.9], "error": [None]},
+                           schema=SCHEMA)
+            raise KeyboardInterrupt
+
+    for name in ("r.csv", "r.parquet"):
+        out = tmp_path / name
+        with pytest.raises(KeyboardInterrupt):
+            _write_stream(Interrupted(), out, name.rsplit(".", 1)[1])
+        assert not out.exists() and not list(tmp_path.glob("*.tmp"))

@@ -114,3 +114,54 @@ def test_request_errors(client: httpx.Client, settings: ServeSettings, images, c
     assert r.status_code == status, r.text
     assert msg in r.json()["detail"], r.json()
     healthy(client)
+
+
+def _metric(client: httpx.Client, line_start: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_client_that_leaves_mid_upload_is_a_client_error(client: httpx.Client, server: str) -> None:
+    """Half a body, then the connection closes: logged as 499 (a client error), not as a server failure."""
+    import socket
+    import time
+
+    host, port = server.removeprefix("http://").split(":")
+    before_server = _metric(client, 'lprnet_errors_total{kind="server"}')
+    before_499 = _metric(client, 'lprnet_requests_total{path="/v1/recognize",status="499"}')
+    for _ in range(3):
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"POST /v1/recognize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 5000\r\n\r\n{\"images\": [")
+        time.sleep(0.2)
+    deadline = time.time() + 10
+    while _metric(client, 'lprnet_requests_total{path="/v1/recognize",status="499"}') < before_499 + 3:
+        assert time.time() < deadline, client.get("/metrics").text
+        time.sleep(0.1)
+    assert _metric(client, 'lprnet_errors_total{kind="server"}') == before_server
+    healthy(client)
+
+
+@pytest.mark.parametrize("kw", [{"max_wait_ms": float("inf")}, {"max_wait_ms": 1e308}, {"max_wait_ms": float("nan")}])
+def test_a_wait_no_request_could_live_through_is_refused(settings: ServeSettings, kw: dict) -> None:
+    import dataclasses
+
+    with pytest.raises(ValueError, match="max_wait_ms must be in"):
+        dataclasses.replace(settings, **kw)
+
+
+@pytest.mark.parametrize("args", [["--max-wait-ms", "inf"], ["--max-body-mb", "inf"]])
+def test_serve_refuses_unbounded_limits_at_startup(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from lprnet.cli import app
+
+    def no_server(*a: object, **k: object) -> None:  # a regression must fail here, not serve forever
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr(uvicorn, "run", no_server)
+    r = CliRunner().invoke(app, ["serve", *args])
+    assert r.exit_code == 2 and args[0] in r.output, r.output

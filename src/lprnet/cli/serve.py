@@ -21,8 +21,8 @@ def serve(
     provinces: ProvincesOpt = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images per network call.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(
-        min=0, help="How long the first queued image waits for batch-mates.")] = 5.0,
-    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, in MiB.")] = 10.0,
+        min=0, max=10_000, help="How long the first queued image waits for batch-mates.")] = 5.0,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, max=65_536, help="Largest request body, in MiB.")] = 10.0,
     max_pixels: Annotated[int, typer.Option(
         min=1, max=MAX_IMAGE_PIXELS, help="Largest image (width x height, read from its header).")] = MAX_IMAGE_PIXELS,
     max_images: Annotated[int, typer.Option(min=1, help="Most images per request.")] = 64,

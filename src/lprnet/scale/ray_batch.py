@@ -214,6 +214,16 @@ def output_kind(out: str | os.PathLike[str]) -> str:
     return suffix[1:]
 
 
+def _check_writable(folder: Path, out: Path) -> None:
+    """Create ``folder`` and write a probe file there, so an output that cannot be written fails before Ray starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lprnet-probe-"):
+            pass
+    except OSError as e:
+        raise BatchJobError(f"{out}: the output cannot be written there ({e.strerror or e})") from None
+
+
 def _weights_files(weights: str | os.PathLike[str] | None, backend: str) -> dict[str, bytes]:
     """The weights file (the bundled default when None) and its companions, as bytes.
 
@@ -252,8 +262,11 @@ def _write_stream(ds: Any, out: Path, kind: str) -> tuple[int, int]:
             writer.write_table(table)
             n += table.num_rows
             failures += table.num_rows - table.column("error").null_count
-    finally:
+    except BaseException:  # Ctrl-C included: no half-written .tmp is left behind
         writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    writer.close()
     os.replace(tmp, out)
     return n, failures
 
@@ -292,6 +305,7 @@ def run_batch(
     out = Path(out)
     if kind == "parquet-dir" and out.is_dir() and any(out.iterdir()):
         raise BatchJobError(f"{out}: the output folder is not empty")
+    _check_writable(out if kind == "parquet-dir" else out.parent, out)
     files = _weights_files(weights, backend)
     if decode == "plate" or provinces:  # fail here, not in every actor (a charset that cannot write
         from lprnet.recognizer import load  # plates, bad province shares)

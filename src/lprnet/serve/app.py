@@ -43,6 +43,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from lprnet.core.process import MAX_IMAGE_PIXELS, ImageError, Prediction, decode_image_bytes, header_size
 from lprnet.recognizer import Recognizer
@@ -81,8 +82,14 @@ class ServeSettings:
         for name in ("max_batch", "max_body_bytes", "max_pixels", "max_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:  # NaN too; a longer wait would hold a lone image forever
+            raise ValueError(f"max_wait_ms must be in [0, {MAX_WAIT_MS:g}], got {self.max_wait_ms}")
+
+
+#: the status recorded for a client that disconnects mid-upload (nginx's "client closed request")
+CLIENT_CLOSED = 499
+#: the longest --max-wait-ms: the wait for batch-mates is a latency budget, not a timeout
+MAX_WAIT_MS = 10_000.0
 
 
 class Metrics:
@@ -389,13 +396,16 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
         """Recognize plates in one or many images (multipart ``files`` or JSON base64)."""
         st = state(request)
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media == "multipart/form-data":
-            items = await _read_multipart(request, settings.max_images)
-        elif media == "application/json" or media.endswith("+json"):
-            items = await _read_json(request, settings.max_images)
-        else:
-            raise HTTPException(415, f"unsupported content type {media or '(none)'!r}: send multipart/form-data "
-                                     "(files in the 'files' field) or application/json ({\"images\": [...]})")
+        try:
+            if media == "multipart/form-data":
+                items = await _read_multipart(request, settings.max_images)
+            elif media == "application/json" or media.endswith("+json"):
+                items = await _read_json(request, settings.max_images)
+            else:
+                raise HTTPException(415, f"unsupported content type {media or '(none)'!r}: send multipart/form-data "
+                                         "(files in the 'files' field) or application/json ({\"images\": [...]})")
+        except ClientDisconnect:  # the client left mid-upload: its error, not ours (499, as nginx logs it)
+            raise HTTPException(CLIENT_CLOSED, "client disconnected before the request body was complete") from None
         if not items:
             raise HTTPException(422, "no images: the 'files' field is empty")
         if len(items) > settings.max_images:
