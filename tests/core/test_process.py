@@ -122,19 +122,39 @@ def test_a_bomb_header_is_refused_before_decoding(tmp_path):
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_is_applied_as_viewers_do(tmp_path, orientation):
-    """A phone photo stored sideways with an EXIF orientation tag reads upright, as PIL's exif_transpose shows it."""
+@pytest.mark.parametrize("ext", [".png", ".tiff"])
+def test_exif_orientation_is_applied_as_viewers_do(tmp_path, orientation, ext):
+    """A phone photo stored sideways with an EXIF orientation tag reads upright, as PIL's exif_transpose shows it
+    (once: OpenCV's TIFF reader turns TIFFs itself)."""
     from PIL import ImageOps
 
     rgb = _img(30, 50)[:, :, ::-1]
     exif = Image.Exif()
     exif[0x0112] = orientation
-    p = tmp_path / "o.png"
-    Image.fromarray(rgb).save(p, exif=exif)  # PNG: lossless, so the pixels compare exactly
+    p = tmp_path / f"o{ext}"
+    Image.fromarray(rgb).save(p, exif=exif)  # lossless, so the pixels compare exactly
     with Image.open(p) as im:
         want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))[:, :, ::-1]
     got = read_image(p)
     assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_a_png_over_the_limit_is_refused_without_decoding_a_pixel(tmp_path, monkeypatch):
+    """Reading a PNG's EXIF with getexif() decodes the whole image: the size check must come first, and the
+    orientation must come from the header chunks."""
+    from PIL import ImageFile
+
+    loads = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: loads.append(1) or real_load(self))
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), np.zeros((8100, 8000), np.uint8))  # 64.8 M pixels, a few hundred kB as PNG
+    with pytest.raises(ImageError, match="claims 8000x8100 pixels"):
+        read_image(big)
+    assert loads == []  # Pillow decoded nothing
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), _img())
+    assert read_image(small).shape == (30, 100, 3) and loads == []
 
 
 def test_display_path_escapes_bytes_that_are_not_utf8():

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import io
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,26 +48,27 @@ def display_path(path: str | os.PathLike[str]) -> str:
     return s
 
 
-def header_size(data: bytes) -> tuple[int, int, str] | None:
-    """``(width, height, format)`` from an encoded image's header, without decoding its pixels (None when
-    Pillow cannot parse the header; OpenCV may still decode it)."""
-    head = _header(data)
-    return None if head is None else head[:3]
-
-
-def _header(data: bytes) -> tuple[int, int, str, int] | None:
-    """:func:`header_size` plus the EXIF orientation (1 = as stored)."""
+def image_header(data: bytes) -> tuple[int, int, str, int] | None:
+    """``(width, height, format, EXIF orientation)`` of an encoded image without decoding its pixels (None when
+    Pillow cannot parse the header).  The orientation (1 = as stored) of a PNG comes from the ``eXIf`` chunk
+    Pillow has read with the header (its ``getexif()`` would decode every pixel to look for a later one)."""
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                try:
-                    orientation = int(im.getexif().get(0x0112, 1))
-                except Exception:  # a broken EXIF block: the pixels are still fine
-                    orientation = 1
-                return im.size[0], im.size[1], str(im.format), orientation
+        with Image.open(io.BytesIO(data)) as im:
+            w, h, fmt = im.size[0], im.size[1], str(im.format)
+            try:
+                if fmt == "PNG":
+                    raw = im.info.get("exif")
+                    exif = Image.Exif()
+                    if raw:
+                        exif.load(raw)
+                else:  # JPEG, WebP, TIFF: the EXIF block is in the header
+                    exif = im.getexif()
+                turn = int(exif.get(0x0112, 1))
+            except Exception:  # a broken EXIF block: the pixels are still fine
+                turn = 1
+            return w, h, fmt, turn
     except Image.DecompressionBombError:
         return 1 << 31, 1, "?", 1  # Pillow's own limit (twice its warning size) is far above ours
     except Exception:
@@ -84,18 +84,21 @@ def _exif_upright(img: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(op(img)) if op is not None else img
 
 
-def _decode_bytes(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+def _decode_bytes(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS,
+                  header: tuple[int, int, str, int] | None = None) -> np.ndarray:
     if not data:
         raise ImageError(f"{name}: empty file")
-    head = _header(data)
+    head = header or image_header(data)
     if head is not None and head[0] * head[1] > max_pixels:
         raise ImageError(f"{name}: image header claims {head[0]}x{head[1]} pixels, more than the limit of "
                          f"{max_pixels} (refused before decoding, as a possible decompression bomb)")
     buf = np.frombuffer(data, np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # keeps bit depth and alpha, but ignores EXIF orientation
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # keeps bit depth and alpha; applies EXIF only for TIFF
     if img is None:
         raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
-    return _exif_upright(img, head[3]) if head is not None else img
+    if head is None or head[2] == "TIFF":  # OpenCV's TIFF reader has turned it already
+        return img
+    return _exif_upright(img, head[3])
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -112,10 +115,12 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return to_bgr(_decode_bytes(data, name), "bgr", name=name)
 
 
-def decode_image_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode an encoded image (JPEG/PNG/...) held in memory to 8-bit BGR; a header claiming more than
-    ``max_pixels`` pixels is refused before any pixel is decoded."""
-    return to_bgr(_decode_bytes(data, name, max_pixels), "bgr", name=name, max_pixels=max_pixels)
+def decode_image_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS, *,
+                       header: tuple[int, int, str, int] | None = None) -> np.ndarray:
+    """Decode an encoded image (JPEG/PNG/...) held in memory to 8-bit BGR, upright by its EXIF orientation; a
+    header claiming more than ``max_pixels`` pixels is refused before any pixel is decoded.  ``header`` is
+    :func:`image_header`'s reading when the caller has it already."""
+    return to_bgr(_decode_bytes(data, name, max_pixels, header), "bgr", name=name, max_pixels=max_pixels)
 
 
 def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<array>",

@@ -45,7 +45,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from lprnet.core.process import MAX_IMAGE_PIXELS, ImageError, Prediction, decode_image_bytes, header_size
+from lprnet.core.process import MAX_IMAGE_PIXELS, ImageError, Prediction, decode_image_bytes, image_header
 from lprnet.recognizer import Recognizer
 from lprnet.serve.batcher import Batcher, BatcherClosed
 
@@ -233,12 +233,12 @@ def decode_upload(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) ->
     """
     if not data:
         raise ImageError(f"{name}: empty file")
-    head = header_size(data)
+    head = image_header(data)
     if head is None:  # an upload must be a format Pillow can at least parse the header of
         raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
     if head[2] == "JPEG" and head[0] * head[1] <= max_pixels and not _jpeg_complete(data):
         raise ImageError(f"{name}: truncated JPEG (no end-of-image marker after the last scan)")
-    return decode_image_bytes(data, name, max_pixels)
+    return decode_image_bytes(data, name, max_pixels, header=head)  # the header is not parsed twice
 
 
 def _decode_all(items: list[tuple[str, bytes]], max_pixels: int,
