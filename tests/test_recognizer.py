@@ -277,3 +277,11 @@ def test_paired_counts_the_plates_only_one_reader_reads() -> None:
     assert a.correct - b.correct == paired(a, b)[0] - paired(a, b)[1]
     with pytest.raises(ValueError, match="not a pair"):
         paired(a, report(4, []))
+
+
+def test_character_accuracy_is_floored_at_zero():
+    """Insertions can make more character errors than there are characters; 1 - CER then stays at 0."""
+    from lprnet.evaluate import EvalReport
+
+    rep = EvalReport(n=1, chars_total=6, char_errors=9)
+    assert rep.char_accuracy == 0.0 and EvalReport(n=1, chars_total=6, char_errors=3).char_accuracy == 0.5

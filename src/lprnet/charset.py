@@ -7,6 +7,7 @@ mapping and the blank index.  The default is the reference LPRNet's 68-class Chi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -30,6 +31,11 @@ CN_PLATE_FORMATS: tuple[tuple[str, ...], ...] = (
 def fits_format(text: str, formats: Sequence[Sequence[str]] = CN_PLATE_FORMATS) -> bool:
     """True when ``text`` has one of the layouts in ``formats`` (see :data:`CN_PLATE_FORMATS`)."""
     return any(len(text) == len(f) and all(c in allowed for c, allowed in zip(text, f)) for f in formats)
+
+
+def ctc_min_steps(text: str) -> int:
+    """CTC output steps a label needs at least: one per character, plus a blank between equal neighbours."""
+    return len(text) + sum(a == b for a, b in itertools.pairwise(text))
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,8 @@ class EvalReport:
 
     @property
     def char_accuracy(self) -> float:
-        return 1.0 - self.char_errors / self.chars_total if self.chars_total else 0.0
+        # 1 - character error rate, floored at 0 (insertions can exceed the characters there are)
+        return max(0.0, 1.0 - self.char_errors / self.chars_total) if self.chars_total else 0.0
 
     def to_json(self, top: int = 10) -> dict[str, Any]:
         return {
@@ -110,8 +111,8 @@ def paired(a: EvalReport, b: EvalReport) -> tuple[int, int]:
     return sum((wrong_b - wrong_a).values()), sum((wrong_a - wrong_b).values())
 
 
-def labelled_samples(paths: Sequence[str | os.PathLike[str]], charset: Charset | None = None
-                     ) -> tuple[list[Sample], list[Problem], int]:
+def labelled_samples(paths: Sequence[str | os.PathLike[str]], charset: Charset | None = None,
+                     max_steps: int | None = None) -> tuple[list[Sample], list[Problem], int]:
     """The labelled plates under ``paths``, by name what could not become one, and the repeats skipped.
 
     A single image file is labelled by its name; anything else goes through
@@ -136,7 +137,7 @@ def labelled_samples(paths: Sequence[str | os.PathLike[str]], charset: Charset |
         found.extend(got)
         problems.extend(bad)
     if charset is not None:
-        found, unlabelled = _scorable(found, charset)
+        found, unlabelled = _scorable(found, charset, max_steps)
         problems.extend(unlabelled)
     samples: list[Sample] = []
     first: dict[tuple[str, Any], Sample] = {}
@@ -183,13 +184,14 @@ def _inputs(samples: Sequence[Sample], on_error: Callable[[Sample, ImageError], 
             on_error(s, e)
 
 
-def _scorable(samples: list[Sample], charset: Charset) -> tuple[list[Sample], list[Problem]]:
+def _scorable(samples: list[Sample], charset: Charset, max_steps: int | None = None
+              ) -> tuple[list[Sample], list[Problem]]:
     """Samples whose label the charset can write (and, for the Chinese charset, 7 or 8 characters long);
     the others as problems."""
     lengths = (7, 8) if charset == DEFAULT_CHARSET else None
     keep, bad = [], []
     for s in samples:
-        why = label_problems(s.plate, charset, lengths)
+        why = label_problems(s.plate, charset, lengths, max_steps)
         if why:
             bad.append(Problem(str(s.path), "; ".join(why) + " (not scored)"))
         else:
@@ -203,7 +205,7 @@ def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], ba
     Files that cannot be read and dataset entries that cannot become a plate are listed in
     ``unreadable`` by name; everything else is still scored.
     """
-    samples, problems, repeats = labelled_samples(paths, recognizer.charset)
+    samples, problems, repeats = labelled_samples(paths, recognizer.charset, recognizer.config.output_length)
     rep = EvalReport(repeats=repeats)
     rep.unreadable.extend({"path": pr.where, "error": pr.message} for pr in problems)
     fed: list[Sample] = []

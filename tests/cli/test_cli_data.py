@@ -121,3 +121,15 @@ def test_check_data_and_export_parity_read_ccpd_scenes_by_prefix(tmp_path: Path)
     r = runner.invoke(app, ["export", "--format", "onnx", "--out", str(out),
                             "--parity-data", f"ccpd:{tmp_path / 'no'}"])
     assert r.exit_code == 2 and "no labelled plates" in r.stderr, r.output
+
+
+def test_check_data_applies_the_7_or_8_rule_only_to_the_chinese_charset(tmp_path: Path) -> None:
+    d = tmp_path / "eu"
+    d.mkdir()
+    for label in ("AB123C", "XY98765Z"):
+        cv2.imwrite(str(d / f"{label}.png"), np.full((24, 94, 3), 200, np.uint8))
+    r = runner.invoke(app, ["check-data", str(d), "--charset", "0123456789ABCDEFGHJKLMNPRSTUVWXYZ"])
+    assert r.exit_code == 0 and "2 good" in r.output, r.output
+    r = runner.invoke(app, ["check-data", str(d), "--charset", "0123456789ABCDEFGHJKLMNPRSTUVWXYZ",
+                            "--lengths", "7"])
+    assert r.exit_code == 1 and "AB123C" in r.output and "expected 7" in r.output, r.output

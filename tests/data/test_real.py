@@ -289,3 +289,18 @@ def test_split_kind_prefix(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "folder:odd").mkdir()
     assert real.split_kind_prefix("folder:odd") == (Path("folder:odd"), None)
+
+
+def test_labels_the_model_cannot_read_are_named() -> None:
+    """18 CTC steps hold at most 18 characters, fewer with doubled letters (CTC needs a blank between them);
+    the blank itself is no plate character."""
+    from lprnet.charset import Charset, ctc_min_steps
+
+    assert ctc_min_steps("AB123CD") == 7 and ctc_min_steps("皖A11111") == 11 and ctc_min_steps("") == 0
+    cs = Charset.from_string("0123456789ABCDEFGHJKLMNPRSTUVWXYZ")
+    assert real.label_problems("AB123CD", cs, None) == []
+    (why,) = real.label_problems("AB123CDAB123CDAB123CD", cs, None)
+    assert "needs 21 CTC steps and the model has 18" in why
+    (why,) = real.label_problems("AB-123", cs, None)
+    assert "'-' is the CTC blank" in why
+    assert real.label_problems("A" * 10, cs, None, max_steps=None) == []

@@ -286,3 +286,15 @@ def test_train_bench_bad_arguments_are_one_line_errors(args: list[str], msg: str
     res = CliRunner().invoke(app, ["train-bench", "--threads", "1", *args])
     assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
     assert msg in res.output
+
+
+def test_a_charset_without_chinese_plates_validates_on_no_synthetic_set(data: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """Our synthetic plates are Chinese: for a digits-only charset none is kept, so no best.safetensors is chosen
+    on an empty set (an accuracy over none read 0.0 and was called the best)."""
+    make_folder(data / "digits", ["1234567", "7654321", "1122334", "9988776"])
+    res = train(cfg_for(data, data=[f"real:{data / 'digits'}"], charset="0123456789", val_synth=None,
+                        val_synth_n=20, steps=2, eval_every=1, ckpt_every=2))
+    assert "no synthetic validation plate fits this charset" in capsys.readouterr().err
+    assert res.best_weights is None and not (data / "run" / "best.safetensors").exists()
+    assert (data / "run" / "final.safetensors").exists()

@@ -14,7 +14,8 @@ def check_data_command(
                                                 "per path)")] = None,
     charset: Annotated[Optional[str], typer.Option(help="Characters of the charset in class order "
                                                    "(default: the 68-class Chinese set)")] = None,
-    lengths: Annotated[str, typer.Option(help="Allowed plate lengths, comma-separated ('' = any)")] = "7,8",
+    lengths: Annotated[Optional[str], typer.Option(help="Allowed plate lengths, comma-separated ('' = any; "
+                                                   "default 7,8 for the Chinese charset, any for --charset)")] = None,
     images: Annotated[bool, typer.Option("--images/--no-images", help="Decode every image")] = True,
     workers: Annotated[int, typer.Option(help="Decoding threads")] = 4,
     max_problems: Annotated[int, typer.Option(help="Print at most this many problems (0 = all)")] = 0,
@@ -29,6 +30,8 @@ def check_data_command(
 
     if kind is not None and kind not in SOURCE_KINDS:
         raise typer.BadParameter(f"--kind must be one of {', '.join(SOURCE_KINDS)}")
+    if lengths is None:  # GA 36 plates have 7 or 8 characters; another charset's plates need not
+        lengths = "" if charset else "7,8"
     try:
         lens = tuple(int(v) for v in lengths.split(",") if v.strip()) or None
     except ValueError:

@@ -275,7 +275,8 @@ def _format_masks(charset: Charset, formats: tuple[tuple[str, ...], ...]) -> tup
             raise ValueError("a plate layout needs at least one position and one character per position")
         missing = sorted({c for allowed in f for c in allowed if c not in charset or c == charset.blank})
         if missing:
-            raise ValueError(f"plate layout uses characters outside the charset: {''.join(missing)!r}")
+            raise ValueError(f"plate layout uses characters outside the charset: {''.join(missing)!r} (GA 36 plate "
+                             "decoding needs the Chinese charset; use greedy decoding)")
         m = np.zeros((len(f), charset.num_classes), dtype=bool)
         for j, allowed in enumerate(f):
             m[j, [charset.index(c) for c in allowed]] = True
@@ -419,7 +420,8 @@ def province_log_prior(shares: Mapping[str, float], charset: Charset, provinces:
         raise ValueError(f"province shares: not a province: {''.join(bad)!r} (expected one of {provinces})")
     missing = sorted({p for p in provinces if p not in charset})
     if missing:
-        raise ValueError(f"province shares: the charset lacks {''.join(missing)!r}")
+        raise ValueError(f"province shares: the charset lacks {''.join(missing)!r} (province shares need the "
+                         "Chinese charset)")
     if any(not (0.0 < float(v) <= 1.0) for v in shares.values()):
         raise ValueError(f"province shares must be in (0, 1], got {dict(shares)}")
     total = float(sum(shares.values()))

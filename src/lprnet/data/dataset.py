@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from lprnet.charset import Charset
+from lprnet.charset import Charset, ctc_min_steps
+from lprnet.config import ModelConfig
 from lprnet.core.process import preprocess
 from lprnet.data import real
 
@@ -174,11 +175,17 @@ class RealDataset(Dataset[Item]):
                  scene_jitter: bool = True) -> None:
         samples = list(samples)
         if charset is not None:
-            ok = [s for s in samples if s.plate and not charset.invalid_chars(s.plate)]
+            steps = ModelConfig(charset=charset, input_size=tuple(input_size)).output_length  # type: ignore[arg-type]
+
+            def fits(s: real.Sample) -> bool:  # encodable, and short enough for the model's CTC steps
+                return bool(s.plate) and not charset.invalid_chars(s.plate) and ctc_min_steps(s.plate) <= steps
+
+            ok = [s for s in samples if fits(s)]
             if len(ok) != len(samples):
-                bad = [s for s in samples if not s.plate or charset.invalid_chars(s.plate)]
-                warnings.warn(f"dropped {len(bad)} real samples whose labels the charset cannot encode, "
-                              f"e.g. {bad[0].path.name!r} ({bad[0].plate!r})", stacklevel=2)
+                bad = [s for s in samples if not fits(s)]
+                warnings.warn(f"dropped {len(bad)} real samples whose labels the charset cannot encode or the "
+                              f"model's {steps} CTC steps cannot hold, e.g. {bad[0].path.name!r} ({bad[0].plate!r})",
+                              stacklevel=2)
             samples = ok
         self.samples = samples
         self.labels = [s.plate for s in samples]

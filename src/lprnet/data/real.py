@@ -28,8 +28,12 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from lprnet.charset import DEFAULT_CHARSET, Charset
+from lprnet.charset import DEFAULT_CHARSET, Charset, ctc_min_steps
+from lprnet.config import ModelConfig
 from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, label_from_filename, list_images, read_image
+
+#: CTC output steps of the model at its default 94x24 input (18): the longest label it can read
+DEFAULT_STEPS = ModelConfig().output_length
 
 SourceKind = Literal["folder", "manifest", "ccpd"]
 SOURCE_KINDS: tuple[str, ...] = ("folder", "manifest", "ccpd")
@@ -453,12 +457,18 @@ def load_source(path: str | os.PathLike[str], kind: str | None = None, strict: b
 
 
 def label_problems(plate: str, charset: Charset = DEFAULT_CHARSET,
-                   lengths: Iterable[int] | None = (7, 8)) -> list[str]:
-    """Reasons ``plate`` cannot be a training label (empty list when it is fine)."""
+                   lengths: Iterable[int] | None = (7, 8), max_steps: int | None = DEFAULT_STEPS) -> list[str]:
+    """Reasons ``plate`` cannot be a training label (empty list when it is fine).  ``max_steps`` is the
+    model's CTC output length (18 at 94x24): a longer label can never be read, and CTC's ``zero_infinity``
+    would train on it silently with a loss of 0."""
     out = []
     bad = charset.invalid_chars(plate)
     if bad:
-        out.append(f"label {plate!r} has characters outside the charset: {''.join(bad)!r}")
+        why = f" ({charset.blank!r} is the CTC blank, not a plate character)" if charset.blank in bad else ""
+        out.append(f"label {plate!r} has characters outside the charset: {''.join(bad)!r}{why}")
+    if max_steps is not None and ctc_min_steps(plate) > max_steps:
+        out.append(f"label {plate!r} needs {ctc_min_steps(plate)} CTC steps and the model has {max_steps}: "
+                   "it can never be read")
     lengths = tuple(lengths) if lengths is not None else ()
     if lengths and len(plate) not in lengths:
         out.append(f"label {plate!r} has {len(plate)} characters, expected "
@@ -480,7 +490,7 @@ def _image_problem(s: Sample) -> str | None:
 
 def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], kind: str | None = None,
                   charset: Charset = DEFAULT_CHARSET, lengths: Iterable[int] | None = (7, 8),
-                  check_images: bool = True, workers: int = 4) -> CheckReport:
+                  check_images: bool = True, workers: int = 4, max_steps: int | None = DEFAULT_STEPS) -> CheckReport:
     """Check one or more datasets without stopping at the first problem.
 
     Reports, by file name: malformed manifest rows or CCPD names, labels with characters
@@ -521,7 +531,7 @@ def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
         row = rows[i]
         # a manifest row's label is wrong in the manifest: name the row (a file may be listed on several rows)
         bad_label = [Problem(str(s.path), m) if row is None else Problem(row, f"{m} (image {s.path})")
-                     for m in label_problems(s.plate, charset, lengths)]
+                     for m in label_problems(s.plate, charset, lengths, max_steps)]
         if bad_label:
             bad[i] = bad_label
     if check_images and candidates:

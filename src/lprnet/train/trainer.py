@@ -435,6 +435,12 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) ->
                 np.savez(buf, images=imgs[keep], labels=np.array([labels[i] for i in keep], dtype=str))
                 atomic_write_bytes(cache, buf.getvalue())
                 vals["synth"] = D.ArrayDataset(imgs[keep], [labels[i] for i in keep])
+    if "synth" in vals and len(vals["synth"]) == 0:  # type: ignore[arg-type]
+        # our synthetic plates are Chinese: a charset without their characters keeps none, and an accuracy over
+        # none would read 0.0 and choose best.safetensors by it
+        del vals["synth"]
+        print("note: no synthetic validation plate fits this charset; validate on your own crops (--val-dir)",
+              file=sys.stderr)
     if cfg.val_dir and main:
         path, kind = real.split_kind_prefix(cfg.val_dir)
         samples = real.load_source(path, kind, strict=False)
