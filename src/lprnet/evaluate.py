@@ -23,9 +23,18 @@ from typing import Any
 
 import numpy as np
 
-from lprnet.charset import DEFAULT_CHARSET, Charset
+from lprnet.charset import Charset
 from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, label_from_filename
-from lprnet.data.real import DataError, Problem, Sample, label_problems, load_crop, scan_source, split_kind_prefix
+from lprnet.data.real import (
+    DataError,
+    Problem,
+    Sample,
+    default_lengths,
+    label_problems,
+    load_crop,
+    scan_source,
+    split_kind_prefix,
+)
 from lprnet.recognizer import Recognizer
 
 
@@ -188,7 +197,7 @@ def _scorable(samples: list[Sample], charset: Charset, max_steps: int | None = N
               ) -> tuple[list[Sample], list[Problem]]:
     """Samples whose label the charset can write (and, for the Chinese charset, 7 or 8 characters long);
     the others as problems."""
-    lengths = (7, 8) if charset == DEFAULT_CHARSET else None
+    lengths = default_lengths(charset)
     keep, bad = [], []
     for s in samples:
         why = label_problems(s.plate, charset, lengths, max_steps)

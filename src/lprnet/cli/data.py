@@ -26,20 +26,19 @@ def check_data_command(
     """
     from lprnet.charset import Charset
     from lprnet.cli._common import fail
-    from lprnet.data.real import SOURCE_KINDS, check_dataset
+    from lprnet.data.real import SOURCE_KINDS, check_dataset, default_lengths
 
     if kind is not None and kind not in SOURCE_KINDS:
         raise typer.BadParameter(f"--kind must be one of {', '.join(SOURCE_KINDS)}")
-    if lengths is None:  # GA 36 plates have 7 or 8 characters; another charset's plates need not
-        lengths = "" if charset else "7,8"
-    try:
-        lens = tuple(int(v) for v in lengths.split(",") if v.strip()) or None
-    except ValueError:
-        raise typer.BadParameter(f"--lengths must be integers separated by commas, got {lengths!r}") from None
     try:
         cs = Charset.from_string(charset) if charset else Charset.chinese()
     except ValueError as e:
         fail(f"--charset: {e}")
+    try:  # by default GA 36's 7 or 8 characters for the Chinese charset, any length for another
+        lens = (default_lengths(cs) if lengths is None
+                else tuple(int(v) for v in lengths.split(",") if v.strip()) or None)
+    except ValueError:
+        raise typer.BadParameter(f"--lengths must be integers separated by commas, got {lengths!r}") from None
     report = check_dataset(paths, kind=kind, charset=cs, lengths=lens, check_images=images, workers=workers)
     shown = report.problems if max_problems <= 0 else report.problems[:max_problems]
     for p in shown:

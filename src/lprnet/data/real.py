@@ -334,29 +334,38 @@ def _scan_manifest(path: Path) -> tuple[list[Sample], list[Problem]]:
     return samples, problems
 
 
+def manifest_table(path: Path) -> tuple[list[str], list[str], list[list[str]]]:
+    """A CSV/TSV manifest as (its header as written, the header's names stripped and lower-cased, the rows after
+    it; row ``i`` is line ``i + 2``).  Tab-separated when the suffix is ``.tsv`` or the header holds a tab; a
+    BOM is ignored.  Raises :class:`DataError` naming the file when it cannot be read or is empty."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such manifest") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read manifest ({e})") from None
+    if not lines:
+        raise DataError(f"{path}: empty manifest (expected a 'path,plate' header)")
+    delim = "\t" if (path.suffix.lower() == ".tsv" or "\t" in lines[0]) else ","
+    rows = list(csv.reader(lines, delimiter=delim))
+    return rows[0], [h.strip().lower() for h in rows[0]], rows[1:]
+
+
 def _scan_manifest_rows(path: Path) -> tuple[list[Sample], list[str], list[Problem]]:
     """:func:`_scan_manifest` plus, per sample, its ``manifest:line`` (for check reports)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        return [], [], [Problem(str(path), "no such manifest")]
-    except (OSError, UnicodeDecodeError) as e:
-        return [], [], [Problem(str(path), f"cannot read manifest ({e})")]
-    lines = text.splitlines()
-    if not lines:
-        return [], [], [Problem(str(path), "empty manifest (expected a 'path,plate' header)")]
-    delim = "\t" if (path.suffix.lower() == ".tsv" or "\t" in lines[0]) else ","
-    rows = list(csv.reader(lines, delimiter=delim))
-    header = [h.strip().lower() for h in rows[0]]
+        written, header, body = manifest_table(path)
+    except DataError as e:
+        return [], [], [Problem(str(path), str(e).removeprefix(f"{path}: "))]
     if "path" not in header or "plate" not in header:
-        return [], [], [Problem(f"{path}:1", f"header {rows[0]!r} must name the columns 'path' and 'plate'")]
+        return [], [], [Problem(f"{path}:1", f"header {written!r} must name the columns 'path' and 'plate'")]
     ip, il = header.index("path"), header.index("plate")
     ik = header.index("kind") if "kind" in header else None
     base = path.parent
     samples: list[Sample] = []
     wheres: list[str] = []
     problems: list[Problem] = []
-    for n, row in enumerate(rows[1:], start=2):
+    for n, row in enumerate(body, start=2):
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(header):
@@ -454,6 +463,11 @@ def load_source(path: str | os.PathLike[str], kind: str | None = None, strict: b
 
 
 # --------------------------------------------------------------------------- checks
+
+
+def default_lengths(charset: Charset) -> tuple[int, ...] | None:
+    """Plate lengths a label must have by default: 7 or 8 for the Chinese charset (GA 36), any for another."""
+    return (7, 8) if charset == DEFAULT_CHARSET else None
 
 
 def label_problems(plate: str, charset: Charset = DEFAULT_CHARSET,

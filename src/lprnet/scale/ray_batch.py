@@ -25,7 +25,6 @@ Ray is imported inside the functions, so importing this module does not need it.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import sys
@@ -60,18 +59,17 @@ class BatchJobError(ValueError):
 def _path_column(manifest: Path) -> tuple[list[str], list[str]]:
     """The ``path`` column of a CSV/TSV manifest (other columns, ``plate`` included, ignored), relative
     paths taken from the manifest's folder; rows without a path become warnings naming their line."""
+    from lprnet.data.real import DataError, manifest_table
+
     try:
-        lines = manifest.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise BatchJobError(f"{manifest}: cannot read the manifest ({e})") from None
-    delim = "\t" if (manifest.suffix.lower() == ".tsv" or (lines and "\t" in lines[0])) else ","
-    rows = list(csv.reader(lines, delimiter=delim))
-    header = [h.strip().lower() for h in rows[0]] if rows else []
+        _, header, body = manifest_table(manifest)
+    except DataError as e:
+        raise BatchJobError(str(e)) from None
     if "path" not in header:
         raise BatchJobError(f"{manifest}: the manifest header must name a 'path' column")
     ip = header.index("path")
     out, warnings = [], []
-    for n, row in enumerate(rows[1:], start=2):
+    for n, row in enumerate(body, start=2):
         if not row or all(not c.strip() for c in row):
             continue
         rel = row[ip].strip() if len(row) > ip else ""

@@ -76,7 +76,7 @@ from lprnet.data import dataset as D
 from lprnet.data import real
 from lprnet.model import LPRNet
 from lprnet.train.config import TrainConfig
-from lprnet.weights import WeightsMeta, atomic_write_bytes, save_weights
+from lprnet.weights import WeightsMeta, atomic_write_bytes, nonfinite_tensors, save_weights
 
 VAL_SEED = 0x7A11D  # generated validation plates; keep training shards on other seeds
 CKPT_VERSION = 1
@@ -188,11 +188,6 @@ def teacher_mask(teacher_logits: Tensor, texts: list[str], charset: Charset, on:
         return torch.ones(len(texts), device=teacher_logits.device)
     read = greedy_strings(teacher_logits.detach().float().cpu().numpy(), charset)
     return torch.tensor([float(a == b) for a, b in zip(read, texts)], device=teacher_logits.device)
-
-
-def nonfinite_tensors(state: dict[str, Tensor]) -> list[str]:
-    """Names of the floating-point tensors of ``state`` holding an inf or a NaN."""
-    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def any_rank(flag: bool, env: Dist, device: torch.device) -> bool:

@@ -235,12 +235,17 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
                 raise WeightsError(f"{p}: weights were trained for charset {str(meta.config.charset)!r}, "
                                    f"not {str(charset)!r}")
     _check_classes(p, sd, meta.config)
-    nonfinite = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    nonfinite = nonfinite_tensors(sd)
     if nonfinite:
         raise WeightsError(f"{p}: {len(nonfinite)} tensor(s) hold NaN or inf values ({', '.join(nonfinite[:3])}"
                            f"{', ...' if len(nonfinite) > 3 else ''}): a diverged training run? Every plate "
                            "would read empty")
     return sd, meta
+
+
+def nonfinite_tensors(state: dict[str, Tensor]) -> list[str]:
+    """Names of the floating-point tensors of ``state`` holding an inf or a NaN."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def _check_classes(p: Path, sd: dict[str, Tensor], cfg: ModelConfig) -> None:
