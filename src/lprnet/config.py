@@ -13,6 +13,11 @@ from typing import Any, Literal
 from lprnet.charset import DEFAULT_CHARSET, Charset
 
 Form = Literal["deploy", "reference"]
+# allowed channel strides of the two channel-subsampling pools: divisors of 128 and 256 up to the reference's
+CHANNEL_STRIDES = ((1, 2), (1, 2, 4))
+REFERENCE_CHANNEL_STRIDES = (2, 4)
+# the named model variants and their channel strides (lprnet.model registers a constructor for each)
+VARIANT_STRIDES: dict[str, tuple[int, int]] = {"lprnet": REFERENCE_CHANNEL_STRIDES, "lprnet_wide": (1, 1)}
 
 
 def _pool_out(size: int, k: int, s: int, p: int = 0) -> int:
@@ -55,10 +60,20 @@ class ModelConfig:
     input_size: tuple[int, int] = (94, 24)
     dropout: float = 0.5
     batchnorm: bool = True  # False once BatchNorm has been folded into the convolutions
+    # channel strides of the two channel-subsampling pools (the reference's MaxPool3d depth strides 2 and 4,
+    # which keep 64 of 128 and 64 of 256 channels); (1, 1) keeps every channel: the wider `lprnet_wide`
+    channel_strides: tuple[int, int] = REFERENCE_CHANNEL_STRIDES
 
     def __post_init__(self) -> None:
         w, h = (int(v) for v in self.input_size)
         object.__setattr__(self, "input_size", (w, h))
+        cs = tuple(self.channel_strides)
+        if len(cs) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in cs):
+            raise ValueError(f"channel_strides must be two integers, got {self.channel_strides!r}")
+        if cs[0] not in CHANNEL_STRIDES[0] or cs[1] not in CHANNEL_STRIDES[1]:
+            raise ValueError(f"channel_strides must be (s1, s2) with s1 in {CHANNEL_STRIDES[0]} and s2 in "
+                             f"{CHANNEL_STRIDES[1]} (they divide the 128 and 256 channels pooled), got {cs}")
+        object.__setattr__(self, "channel_strides", cs)
         if w < 1 or h < 1:
             raise ValueError(f"input_size must be positive, got {self.input_size}")
         if not 0.0 <= self.dropout < 1.0:
@@ -70,6 +85,12 @@ class ModelConfig:
                 f"input_size {w}x{h} is not supported by the LPRNet layout: the global-context "
                 f"maps would be {ctx} (they must all be equal and non-empty; 94x24 gives 4x18)"
             )
+
+    @property
+    def variant(self) -> str:
+        """The registered name of this layout (``lprnet``, ``lprnet_wide``) or ``channel_strides=(a, b)``."""
+        names = [k for k, v in VARIANT_STRIDES.items() if v == self.channel_strides]
+        return names[0] if names else f"channel_strides={self.channel_strides}"
 
     @property
     def num_classes(self) -> int:
@@ -86,13 +107,14 @@ class ModelConfig:
             "input_size": list(self.input_size),
             "dropout": self.dropout,
             "batchnorm": self.batchnorm,
+            "channel_strides": list(self.channel_strides),
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | str) -> ModelConfig:
         if isinstance(d, str):
             d = json.loads(d)
-        unknown = set(d) - {"charset", "input_size", "dropout", "batchnorm"}
+        unknown = set(d) - {"charset", "input_size", "dropout", "batchnorm", "channel_strides"}
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
         kw: dict[str, Any] = {}
@@ -104,4 +126,9 @@ class ModelConfig:
             kw["dropout"] = float(d["dropout"])
         if "batchnorm" in d:
             kw["batchnorm"] = bool(d["batchnorm"])
+        if "channel_strides" in d:
+            cs = d["channel_strides"]
+            if not isinstance(cs, (list, tuple)):
+                raise ValueError(f"channel_strides must be a list of two integers, got {cs!r}")
+            kw["channel_strides"] = tuple(cs)
         return cls(**kw)

@@ -10,6 +10,7 @@ import torch
 
 from lprnet.charset import Charset
 from lprnet.data.dataset import Collate
+from lprnet.model import widen_state_dict
 from lprnet.train import ConfigError, TrainError, make_config, train
 from lprnet.train.trainer import distill_loss, teacher_mask
 from lprnet.weights import build_model
@@ -113,3 +114,33 @@ def test_a_teacher_pulls_the_student_towards_it_and_only_where_asked(data: Path)
     k_plain = kl_to(teacher, plain.out / "final.safetensors", shard)
     k_pulled = kl_to(teacher, pulled.out / "final.safetensors", shard)
     assert k_pulled < 0.5 * k_plain, (k_pulled, k_plain)
+
+
+def test_a_wide_student_starts_from_narrow_weights_and_a_narrow_teacher(data: Path) -> None:
+    """``model=lprnet_wide`` with the bundled (reference-layout) weights as init and teacher: the init is
+    widened without changing what it computes, the teacher is built in its own layout, and the file
+    written is a wide one."""
+    from lprnet.weights import default_weights_path
+
+    res = train(make_config(**{**cfg_for(data).model_dump(), "steps": 1, "lr": 1e-12, "warmup_steps": 0,
+                               "model": "lprnet_wide", "init_weights": "default", "teacher": "default",
+                               "out": str(data / "wide")}))
+    log = (res.out / "train.log").read_text(encoding="utf-8")
+    assert "lprnet weights widened to lprnet_wide" in log and "teacher" in log
+    wide, meta = build_model(res.out / "final.safetensors")
+    assert meta.config.channel_strides == (1, 1) and wide.channel_strides == (1, 1)
+    narrow, _ = build_model(default_weights_path())
+    want = widen_state_dict(narrow.state_dict(), (2, 4), (1, 1))
+    for k, v in wide.state_dict().items():  # lr 1e-12: the parameters are the widened init (the BatchNorm
+        if "running_" not in k and "num_batches" not in k:  # statistics moved with the step's batch)
+            assert torch.allclose(v, want[k], atol=1e-6), k
+    # a wide teacher cannot be narrowed into a narrow student's layout, but it is built in its own: fine
+    res2 = train(make_config(**{**cfg_for(data).model_dump(), "steps": 1, "teacher": str(res.out / "final.safetensors"),
+                                "out": str(data / "narrow")}))
+    assert build_model(res2.out / "final.safetensors")[1].config.channel_strides == (2, 4)
+    # wide weights as the init of a narrow model are refused by name
+    with pytest.raises(TrainError, match="final.safetensors: lprnet_wide weights do not fit the model"):
+        train(make_config(**{**cfg_for(data).model_dump(), "steps": 1,
+                             "init_weights": str(res.out / "final.safetensors"), "out": str(data / "narrow2")}))
+    with pytest.raises(ConfigError, match="model"):
+        make_config(**{**cfg_for(data).model_dump(), "model": "lprnet_huge"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -116,7 +117,8 @@ def rewrite(
               "add per-sample-context or calibrated-context to --rules to write a deploy model", file=sys.stderr)
         finish(2)
     batchnorm = cfg.batchnorm and "fold-batchnorm" not in applied
-    deploy = LPRNet(cfg.num_classes, cfg.input_size, cfg.dropout, batchnorm, ctx)  # type: ignore[arg-type]
+    deploy = LPRNet(cfg.num_classes, cfg.input_size, cfg.dropout, batchnorm, ctx,  # type: ignore[arg-type]
+                    cfg.channel_strides)
     try:
         load_state(deploy, gm.state_dict(), "rewritten graph")
     except WeightsError as e:
@@ -129,7 +131,7 @@ def rewrite(
     if not same:
         print("error: the deploy model does not reproduce the rewritten graph; nothing written", file=sys.stderr)
         finish(1)
-    new_cfg = type(cfg)(charset=cfg.charset, input_size=cfg.input_size, dropout=cfg.dropout, batchnorm=batchnorm)
+    new_cfg = dataclasses.replace(cfg, batchnorm=batchnorm)
     prov = dict(meta.provenance)
     prov.update(rewritten_from=weights.name, source_form=form)
     save_weights(out, deploy.state_dict(), WeightsMeta(config=new_cfg, form="deploy", context_norm=ctx,

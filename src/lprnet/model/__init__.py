@@ -1,18 +1,23 @@
-"""The model: LPRNet (deploy and reference forms), a small registry to build it by name, and its FLOP count
-(:mod:`lprnet.model.flops`)."""
+"""The model: LPRNet (deploy and reference forms), a small registry to build it by name, its FLOP count
+(:mod:`lprnet.model.flops`) and function-preserving widening (:mod:`lprnet.model.widen`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from torch import nn
 
+from lprnet.config import VARIANT_STRIDES
 from lprnet.model.lprnet import LPRNet, ReferenceLPRNet, SmallBasicBlock
+from lprnet.model.widen import widen_state_dict
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "lprnet": LPRNet,
     "lprnet_reference": ReferenceLPRNet,
+    # every channel kept by the two channel-subsampling pools (lprnet.model.widen moves narrow weights in)
+    "lprnet_wide": partial(LPRNet, channel_strides=VARIANT_STRIDES["lprnet_wide"]),
 }
 
 
@@ -42,4 +47,4 @@ def create_model(name: str = "lprnet", **kwargs: Any) -> nn.Module:
 
 
 __all__ = ["LPRNet", "ReferenceLPRNet", "SmallBasicBlock", "create_model", "list_models",
-           "register_model"]
+           "register_model", "widen_state_dict"]

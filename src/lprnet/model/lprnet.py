@@ -62,14 +62,21 @@ class LPRNet(nn.Module):
         context_norm: ``"sample"`` divides each tap by its per-sample mean square;
             ``"calibrated"`` divides by four constants (buffer ``context_scale``)
             estimated on calibration images; ``"none"`` skips it.
+        channel_strides: channel strides of the two channel-subsampling pools; the
+            reference's ``(2, 4)`` keeps 64 of 128 and 64 of 256 channels, ``(1, 1)``
+            keeps them all (``lprnet_wide``: 1.41x the FLOPs, 1.44x the parameters).
     """
 
     def __init__(self, num_classes: int = 68, input_size: tuple[int, int] = (94, 24),
                  dropout: float = 0.5, batchnorm: bool = True,
-                 context_norm: ContextNorm = "sample") -> None:
+                 context_norm: ContextNorm = "sample",
+                 channel_strides: tuple[int, int] = (2, 4)) -> None:
         super().__init__()
-        # validates the size and gives output_length
-        self.config_check = ModelConfig(input_size=input_size, dropout=dropout)
+        # validates the size and the strides, and gives output_length
+        self.config_check = ModelConfig(input_size=input_size, dropout=dropout,
+                                        channel_strides=tuple(channel_strides))  # type: ignore[arg-type]
+        s1, s2 = self.config_check.channel_strides
+        self.channel_strides = (s1, s2)
         if context_norm not in ("sample", "calibrated", "none"):
             raise ValueError(f"context_norm must be 'sample', 'calibrated' or 'none', got {context_norm!r}")
         self.num_classes = int(num_classes)
@@ -85,16 +92,16 @@ class LPRNet(nn.Module):
             SmallBasicBlock(64, 128),  # 4
             _norm(128, bn),
             nn.ReLU(),  # 6: tap 1
-            SlicePool2d(2, (3, 3), (1, 2)),  # 7: was MaxPool3d((1,3,3), (2,1,2))
-            SmallBasicBlock(64, 256),  # 8
+            SlicePool2d(s1, (3, 3), (1, 2)),  # 7: was MaxPool3d((1,3,3), (2,1,2))
+            SmallBasicBlock(128 // s1, 256),  # 8
             _norm(256, bn),
             nn.ReLU(),  # 10
             SmallBasicBlock(256, 256),  # 11
             _norm(256, bn),
             nn.ReLU(),  # 13: tap 2
-            SlicePool2d(4, (3, 3), (1, 2)),  # 14: was MaxPool3d((1,3,3), (4,1,2))
+            SlicePool2d(s2, (3, 3), (1, 2)),  # 14: was MaxPool3d((1,3,3), (4,1,2))
             nn.Dropout(dropout),
-            nn.Conv2d(64, 256, kernel_size=(1, 4), stride=1),  # 16
+            nn.Conv2d(256 // s2, 256, kernel_size=(1, 4), stride=1),  # 16
             _norm(256, bn),
             nn.ReLU(),  # 18
             nn.Dropout(dropout),
@@ -117,7 +124,7 @@ class LPRNet(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, context_norm: ContextNorm = "sample") -> LPRNet:
-        return cls(cfg.num_classes, cfg.input_size, cfg.dropout, cfg.batchnorm, context_norm)
+        return cls(cfg.num_classes, cfg.input_size, cfg.dropout, cfg.batchnorm, context_norm, cfg.channel_strides)
 
     def forward(self, x: Tensor) -> Tensor:
         """``N x 3 x H x W`` normalised BGR -> logits ``N x num_classes x T``."""
@@ -139,10 +146,17 @@ class LPRNet(nn.Module):
 
 
 class ReferenceLPRNet(nn.Module):
-    """The reference implementation's forward, verbatim in behaviour (see module doc)."""
+    """The reference implementation's forward, verbatim in behaviour (see module doc).
 
-    def __init__(self, num_classes: int = 68, dropout: float = 0.5) -> None:
+    ``channel_strides`` other than the reference's ``(2, 4)`` give the same layout for a
+    wider model (``MaxPool3d`` depth strides), so it too has a reference form to compare with.
+    """
+
+    def __init__(self, num_classes: int = 68, dropout: float = 0.5,
+                 channel_strides: tuple[int, int] = (2, 4)) -> None:
         super().__init__()
+        s1, s2 = ModelConfig(channel_strides=tuple(channel_strides)).channel_strides  # type: ignore[arg-type]
+        self.channel_strides = (s1, s2)
         self.num_classes = int(num_classes)
         self.backbone = nn.Sequential(
             nn.Conv2d(3, 64, kernel_size=3, stride=1),
@@ -152,16 +166,16 @@ class ReferenceLPRNet(nn.Module):
             SmallBasicBlock(64, 128),
             nn.BatchNorm2d(128),
             nn.ReLU(),
-            nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(2, 1, 2)),
-            SmallBasicBlock(64, 256),
+            nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(s1, 1, 2)),
+            SmallBasicBlock(128 // s1, 256),
             nn.BatchNorm2d(256),
             nn.ReLU(),
             SmallBasicBlock(256, 256),
             nn.BatchNorm2d(256),
             nn.ReLU(),
-            nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(4, 1, 2)),
+            nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(s2, 1, 2)),
             nn.Dropout(dropout),
-            nn.Conv2d(64, 256, kernel_size=(1, 4), stride=1),
+            nn.Conv2d(256 // s2, 256, kernel_size=(1, 4), stride=1),
             nn.BatchNorm2d(256),
             nn.ReLU(),
             nn.Dropout(dropout),

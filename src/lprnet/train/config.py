@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lprnet.charset import Charset
-from lprnet.config import ModelConfig
+from lprnet.config import VARIANT_STRIDES, ModelConfig
 from lprnet.data.dataset import SourceSpec, parse_source
 
 
@@ -51,6 +51,10 @@ class TrainConfig(BaseModel):
     charset: str | None = Field(None, description="characters in class order (blank '-' appended); "
                                 "default: the 68-class Chinese set")
     input_size: tuple[int, int] = (94, 24)
+    model: Literal["lprnet", "lprnet_wide"] = Field("lprnet", description="lprnet: the reference layout; "
+                                                    "lprnet_wide: every channel kept by the two channel-subsampling "
+                                                    "pools (1.41x the FLOPs); narrow --init-weights/--teacher weights "
+                                                    "are widened without changing what they compute")
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     # optimisation
     steps: int = Field(20000, gt=0)
@@ -140,7 +144,8 @@ class TrainConfig(BaseModel):
         return Charset.from_string(self.charset) if self.charset else Charset.chinese()
 
     def model_cfg(self) -> ModelConfig:
-        return ModelConfig(charset=self.get_charset(), input_size=self.input_size, dropout=self.dropout)
+        return ModelConfig(charset=self.get_charset(), input_size=self.input_size, dropout=self.dropout,
+                           channel_strides=VARIANT_STRIDES[self.model])
 
     def out_dir(self) -> Path:
         return Path(self.out).expanduser() if self.out else default_out_dir()

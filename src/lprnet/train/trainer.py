@@ -71,6 +71,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
 from lprnet.charset import Charset
+from lprnet.config import ModelConfig
 from lprnet.core.process import greedy_strings
 from lprnet.data import dataset as D
 from lprnet.data import real
@@ -199,19 +200,46 @@ def any_rank(flag: bool, env: Dist, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
-def load_weights_into(model: nn.Module, spec: str, charset: Charset, flag: str) -> str:
-    """Load weights ``spec`` (a file, or ``"default"``: the bundled weights) into ``model``; return the path read.
+def load_weights_into(model: nn.Module, spec: str, charset: Charset, flag: str) -> tuple[str, str | None]:
+    """Load weights ``spec`` (a file, or ``"default"``: the bundled weights) into ``model``.
 
-    Errors are :class:`TrainError` naming ``flag`` and the file."""
+    Returns the path read and, when the file's layout was narrower (``lprnet`` into an ``lprnet_wide``
+    model), the file's variant name: its weights were widened first, computing the same function
+    (:func:`lprnet.model.widen_state_dict`).  Errors are :class:`TrainError` naming ``flag`` and the file."""
+    from lprnet.model import widen_state_dict
     from lprnet.weights import WeightsError, default_weights_path, load_state, read_weights
 
     path = str(default_weights_path()) if spec == "default" else spec
     try:
-        sd, _ = read_weights(path, charset)
+        sd, meta = read_weights(path, charset)
+        want = tuple(getattr(model, "channel_strides", meta.config.channel_strides))
+        widened = None
+        if want != meta.config.channel_strides:
+            try:
+                sd = widen_state_dict(sd, meta.config.channel_strides, want)  # type: ignore[arg-type]
+            except ValueError as e:
+                raise WeightsError(f"{path}: {meta.config.variant} weights do not fit the model ({e})") from None
+            widened = meta.config.variant
         load_state(model, sd, path)
     except WeightsError as e:
         raise TrainError(f"{flag}: {e}") from None
-    return path
+    return path, widened
+
+
+def load_teacher(spec: str, charset: Charset, student: ModelConfig) -> tuple[nn.Module, str]:
+    """The frozen teacher ``spec`` in eval mode, built in its own layout (it may be narrower than the student)."""
+    from lprnet.weights import WeightsError, build_model, default_weights_path
+
+    path = str(default_weights_path()) if spec == "default" else spec
+    try:
+        with torch.random.fork_rng(devices=[]):  # its random init is overwritten; keep the run's stream
+            teacher, meta = build_model(path, charset=charset)
+    except WeightsError as e:
+        raise TrainError(f"--teacher: {e}") from None
+    if meta.config.input_size != student.input_size:
+        raise TrainError(f"--teacher: {path} reads {meta.config.input_size[0]}x{meta.config.input_size[1]} "
+                         f"crops, the model trained here {student.input_size[0]}x{student.input_size[1]}")
+    return teacher.requires_grad_(False), path
 
 
 def make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
@@ -548,14 +576,13 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
             else:
                 log("warning: the checkpoint has no weight average; --ema-decay starts one from its weights")
     elif cfg.init_weights:
-        init = load_weights_into(raw_model, cfg.init_weights, charset, "--init-weights")
-        log(f"initialised from {init}" + (" (the bundled default weights)" if init != cfg.init_weights else ""))
+        init, widened = load_weights_into(raw_model, cfg.init_weights, charset, "--init-weights")
+        log(f"initialised from {init}" + (" (the bundled default weights)" if init != cfg.init_weights else "")
+            + (f", {widened} weights widened to {mcfg.variant}" if widened else ""))
     teacher: nn.Module | None = None
     if cfg.teacher:
-        with torch.random.fork_rng(devices=[]):  # its random init is overwritten; keep the run's stream
-            teacher = LPRNet.from_config(mcfg)
-        tpath = load_weights_into(teacher, cfg.teacher, charset, "--teacher")
-        teacher = teacher.to(device, memory_format=fmt).eval().requires_grad_(False)
+        teacher, tpath = load_teacher(cfg.teacher, charset, mcfg)
+        teacher = teacher.to(device, memory_format=fmt).eval()
         log(f"teacher {tpath}: distill weight {cfg.distill_weight}, temperature {cfg.distill_temperature}, "
             f"on {'the samples it reads right' if cfg.distill_on == 'correct' else 'every sample'}")
     model: nn.Module = raw_model

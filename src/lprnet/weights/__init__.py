@@ -9,6 +9,7 @@ tensors, and no CUDA is needed.  The bundled default weights live beside this mo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from lprnet.charset import DEFAULT_CHARSET, Charset
-from lprnet.config import ModelConfig
+from lprnet.config import CHANNEL_STRIDES, REFERENCE_CHANNEL_STRIDES, ModelConfig
 from lprnet.model import LPRNet, ReferenceLPRNet
 
 FORMAT = "lprnet-weights"
@@ -133,16 +134,32 @@ def average_weights(paths: list[str | os.PathLike[str]]) -> tuple[dict[str, Tens
     Every floating-point tensor (parameters and BatchNorm statistics) is averaged in float64 and
     cast back; other tensors are taken from the last file.  All files must share the form, context
     normalisation, config, applied rewrite rules and tensor names and shapes; the error names the first
-    file that does not.
+    file that does not.  The one exception is the layout: files of a narrower layout are widened
+    (:func:`lprnet.model.widen_state_dict`, the same function) to the widest among them, so the
+    weights a wide model was fine-tuned from can be averaged with it.
     The result's provenance lists each ingredient's file name, SHA-256 and provenance.
     """
     if len(paths) < 2:
         raise WeightsError(f"average needs at least two weights files, got {len(paths)}")
+    from lprnet.model.widen import widen_state_dict
+
+    read = [(path, *read_weights(path)) for path in paths]
+    strides = tuple(min(m.config.channel_strides[i] for _, _, m in read) for i in range(2))
     sds, metas, ingredients = [], [], []
-    for path in paths:
-        sd, meta = read_weights(path)
+    for path, sd, meta in read:
         if meta.source_format != "safetensors":
             raise WeightsError(f"{path}: import it first (lprnet import-weights); averaging reads our format only")
+        ingredients.append({"file": Path(path).name,
+                            "sha256": file_sha256(path),
+                            "tensors_sha256": tensor_digest(sd),
+                            "provenance": meta.provenance})
+        if meta.config.channel_strides != strides:
+            try:
+                sd = widen_state_dict(sd, meta.config.channel_strides, strides)  # type: ignore[arg-type]
+            except ValueError as e:
+                raise WeightsError(f"{path}: {e}") from None
+            ingredients[-1]["widened_from"] = meta.config.variant
+            meta = dataclasses.replace(meta, config=dataclasses.replace(meta.config, channel_strides=strides))
         if sds:
             first, m0 = sds[0], metas[0]
             if (meta.form, meta.context_norm, meta.config.to_json(), meta.rules) != (
@@ -153,10 +170,6 @@ def average_weights(paths: list[str | os.PathLike[str]]) -> tuple[dict[str, Tens
                 raise WeightsError(f"{path}: tensor names or shapes differ from {paths[0]}")
         sds.append(sd)
         metas.append(meta)
-        ingredients.append({"file": Path(path).name,
-                            "sha256": file_sha256(path),
-                            "tensors_sha256": tensor_digest(sd),
-                            "provenance": meta.provenance})
     out = {}
     for k, last in sds[-1].items():
         if last.is_floating_point():
@@ -207,7 +220,8 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
     head = p.read_bytes()[:8] if p.stat().st_size >= 8 else b""
     if p.suffix.lower() in (".pth", ".pt") or head[:2] == b"PK":
         sd = _read_pth(p)
-        meta = WeightsMeta(config=ModelConfig(charset=charset or DEFAULT_CHARSET), form="reference",
+        meta = WeightsMeta(config=ModelConfig(charset=charset or DEFAULT_CHARSET, channel_strides=_strides_of(sd)),
+                           form="reference",
                            context_norm="batch", source_format="pth",
                            provenance={"imported_from": p.name})
     else:
@@ -222,7 +236,7 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
         if raw is None:
             if charset is None:
                 raise WeightsError(f"{p}: safetensors file without lprnet metadata; pass the charset")
-            meta = WeightsMeta(config=ModelConfig(charset=charset))
+            meta = WeightsMeta(config=ModelConfig(charset=charset, channel_strides=_strides_of(sd)))
         else:
             try:
                 d = json.loads(raw)
@@ -246,6 +260,18 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
 def nonfinite_tensors(state: dict[str, Tensor]) -> list[str]:
     """Names of the floating-point tensors of ``state`` holding an inf or a NaN."""
     return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _strides_of(sd: dict[str, Tensor]) -> tuple[int, int]:
+    """The channel strides of weights without metadata, from the inputs of the convs after the two pools
+    (the reference's ``(2, 4)`` when the tensors do not say; :func:`load_state` then names a mismatch)."""
+    out = []
+    for key, full, ref, allowed in zip(("backbone.8.block.0.weight", "backbone.16.weight"), (128, 256),
+                                       REFERENCE_CHANNEL_STRIDES, CHANNEL_STRIDES):
+        w = sd.get(key)
+        n = int(w.shape[1]) if w is not None and w.dim() == 4 else 0
+        out.append(full // n if n and full % n == 0 and full // n in allowed else ref)
+    return out[0], out[1]
 
 
 def _check_classes(p: Path, sd: dict[str, Tensor], cfg: ModelConfig) -> None:
@@ -293,7 +319,7 @@ def build_model(path: str | os.PathLike[str] | None = None, form: str = "deploy"
     elif form == "reference":
         if not cfg.batchnorm or cfg.input_size != (94, 24):
             raise WeightsError(f"{p}: the reference form needs unfolded BatchNorm and 94x24 input")
-        model = ReferenceLPRNet(cfg.num_classes, cfg.dropout)
+        model = ReferenceLPRNet(cfg.num_classes, cfg.dropout, cfg.channel_strides)
     else:
         raise ValueError(f"form must be 'deploy' or 'reference', got {form!r}")
     load_state(model, sd, str(p))
