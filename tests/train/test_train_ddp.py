@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -33,18 +35,44 @@ if os.environ.get("STEP_SECONDS"):  # each rank's steps take this long (comma-se
         return clock["t"]
 
     trainer.time = SimpleNamespace(perf_counter=perf_counter, time=real.time, strftime=real.strftime)
-res = train(make_config(**json.loads(sys.argv[1])))
+on_step = None
+if os.environ.get("HANG_AT_STEP") and os.environ["RANK"] == "1":  # rank 1 stops taking part, without dying
+    import time
+
+    def on_step(step):
+        if step == int(os.environ["HANG_AT_STEP"]):
+            time.sleep(3600)
+res = train(make_config(**json.loads(sys.argv[1])), on_step=on_step)
 torch.save(res.state_dict, os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))
 """
 
 
-def _torchrun(tmp_path: Path, cfg: dict, **env_extra: str) -> subprocess.CompletedProcess:
+def _torchrun(tmp_path: Path, cfg: dict, timeout: float = 180, **env_extra: str) -> subprocess.CompletedProcess:
+    """torchrun with 2 ranks, collectives timing out after 30 s unless ``cfg`` says otherwise.
+
+    Output goes to files, not pipes: the ranks run in sessions of their own, and a pipe they hold
+    would keep ``communicate`` waiting after torchrun is gone.  On ``timeout`` torchrun gets SIGTERM,
+    which it passes on to its ranks, so a deadlocked run fails the test and leaves nothing behind."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1", **env_extra)
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(tmp_path / "worker.py"), json.dumps(cfg), str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=240)
+    cfg = {"ddp_timeout_s": 30, **cfg}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(tmp_path / "worker.py"), json.dumps(cfg), str(tmp_path)]
+    out_path, err_path = tmp_path / "torchrun.out", tmp_path / "torchrun.err"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise AssertionError(f"torchrun did not finish in {timeout} s (a deadlock?)\n"
+                                 f"{err_path.read_text()[-3000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out_path.read_text(), err_path.read_text())
 
 
 def test_time_budget_plan_is_rank_zeros_on_every_rank(tmp_path: Path) -> None:
@@ -90,3 +118,22 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path: Path) -> None:
     ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert ck["step"] == 3 and len(ck["rng"]) == 2 and ck["sampler"]["position"] == 3 * 2 * 2
     assert not any(p.name.startswith(".") for p in run.rglob("*"))  # no stray temp files
+
+
+def test_a_rank_that_stops_taking_part_fails_the_run_within_the_timeout(tmp_path: Path) -> None:
+    """Rank 1 hangs (alive, outside any collective) after step 2: rank 0's next all-reduce fails after
+    ``ddp_timeout_s`` and torchrun stops the run, instead of both waiting for gloo's 30 minutes."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "synth").mkdir()
+    np.savez_compressed(tmp_path / "synth" / "shard-00000.npz",
+                        images=rng.integers(0, 256, (8, 24, 94, 3), dtype=np.uint8), labels=np.array(PLATES))
+    (tmp_path / "worker.py").write_text(WORKER)
+    cfg = dict(data=[f"synth:{tmp_path / 'synth'}"], val_synth_n=0, steps=6, batch_size=2, lr=3e-3,
+               warmup_steps=1, workers=0, threads=1, seed=3, log_every=1, eval_every=1000, ckpt_every=1000,
+               progress=False, out=str(tmp_path / "run"), device="cpu", ddp_timeout_s=5)
+    t0 = time.monotonic()
+    proc = _torchrun(tmp_path, cfg, timeout=90, HANG_AT_STEP="2")
+    assert proc.returncode != 0
+    assert time.monotonic() - t0 < 90
+    assert "timed out" in (proc.stdout + proc.stderr).lower() or "timeout" in (proc.stdout + proc.stderr).lower()
+    assert not (tmp_path / "rank0.pt").exists()

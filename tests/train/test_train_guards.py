@@ -248,6 +248,37 @@ def test_checkpoints_without_the_window_still_resume(data: Path) -> None:
     assert all(bool(torch.isfinite(v).all()) for v in sd.values())
 
 
+def test_a_run_resumed_on_another_number_of_ranks_continues_the_data_stream(data: Path) -> None:
+    """A checkpoint written by 2 ranks of batch 4 at step 2 has consumed 16 samples; one process resuming it
+    starts at sample 16 (not at step x its own 4 per step = 8, which would train items 8-15 again)."""
+    common: dict[str, Any] = dict(steps=4, batch_size=4, log_every=1, ckpt_every=2, eval_every=100, val_synth=None)
+    with pytest.raises(Killed):
+        train(cfg_for(data, **common), on_step=_kill_at(3))
+    path = data / "run" / "checkpoints" / "last.pt"
+    ck = load_checkpoint(path)
+    assert ck["step"] == 2 and ck["sampler"]["position"] == 8
+    ck["sampler"]["position"] = 16  # as two ranks of batch 4 write it
+    ck["rng"] = ck["rng"] * 2
+    save_checkpoint(path, ck)
+    seen: list[int] = []
+    real_item = trainer_mod.D.MixSampler.item
+
+    def item(self, k):  # type: ignore[no-untyped-def]
+        seen.append(k)
+        return real_item(self, k)
+
+    trainer_mod.D.MixSampler.item = item  # type: ignore[method-assign]
+    try:
+        res = train(cfg_for(data, resume=True, **common))
+    finally:
+        trainer_mod.D.MixSampler.item = real_item  # type: ignore[method-assign]
+    assert res.step == 4 and min(seen) == 16
+    rows = read_metrics(res.out)
+    assert [(r["step"], r["samples"]) for r in rows if r["train_loss"]][-2:] == [("3", "20"), ("4", "24")]
+    assert load_checkpoint(path)["sampler"]["position"] == 24
+    assert "the data stream continues at sample 16" in (res.out / "train.log").read_text(encoding="utf-8")
+
+
 # --------------------------------------------------------------------------- validation and selection
 
 

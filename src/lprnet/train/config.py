@@ -90,6 +90,8 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: int = Field(2, ge=0)
     threads: int | None = Field(None, gt=0, description="torch intra-op threads")
+    ddp_timeout_s: float = Field(1800.0, gt=0.0, le=86400.0, description="under torchrun: seconds a rank waits "
+                                 "for the others in a collective before it fails (a peer that died or hung)")
     seed: int = Field(0, ge=0, lt=2**32, description="seed of init, data order and augmentation (numpy takes "
                       "0 to 2**32 - 1)")
     out: str | None = Field(None, description="run folder (default: outside the repo, ~/.cache/lprnet/runs/<time>)")

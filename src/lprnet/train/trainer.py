@@ -10,9 +10,10 @@ evaluate; checkpoint; export.  Facts worth knowing:
 * AdamW (decay on conv weights only), linear warm-up then cosine decay to
   ``lr * min_lr_ratio``, gradient-norm clipping; autocast (bf16, or fp16 with a GradScaler)
   on CUDA only;
-* the data stream is :class:`~lprnet.data.dataset.MixSampler`, whose position is
-  ``step * batch_size * world_size``: with the checkpointed model, optimiser, scheduler,
-  scaler and RNG states a resumed run continues exactly as if never stopped;
+* the data stream is :class:`~lprnet.data.dataset.MixSampler`, whose position (the samples consumed,
+  ``step * batch_size * world_size`` in a run that never changed its world size) is checkpointed: with
+  the checkpointed model, optimiser, scheduler, scaler and RNG states a resumed run continues exactly
+  as if never stopped, and one resumed on another number of ranks continues the stream where it stopped;
 * checkpoints (``<out>/checkpoints/last.pt``) are written atomically, so a crash mid-write
   leaves the previous one; ``best.safetensors`` is chosen on the synthetic validation set (or
   the user's ``--val-dir`` with ``select_on: val-dir``) and never on anything else;
@@ -48,6 +49,7 @@ evaluate; checkpoint; export.  Facts worth knowing:
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import math
@@ -108,8 +110,11 @@ class Dist:
         return self.world_size > 1
 
 
-def setup_distributed(device: str = "auto") -> Dist:
-    """Pick the device; when ``WORLD_SIZE > 1`` join the process group from torchrun's env."""
+def setup_distributed(device: str = "auto", timeout_s: float = 1800.0) -> Dist:
+    """Pick the device; when ``WORLD_SIZE > 1`` join the process group from torchrun's env.
+
+    ``timeout_s`` bounds every collective: a rank whose peer died or took another path fails after it
+    (and torchrun stops the others) instead of waiting forever."""
     want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if device == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda was asked for but CUDA is not available")
@@ -124,6 +129,7 @@ def setup_distributed(device: str = "auto") -> Dist:
         dev = torch.device("cpu")
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if want_cuda else "gloo", init_method="env://",
+                                timeout=datetime.timedelta(seconds=timeout_s),
                                 **({"device_id": dev} if want_cuda else {}))
     return Dist(rank, local, world, dev)
 
@@ -499,7 +505,7 @@ def train(cfg: TrainConfig, command: str | None = None,
 
     ``on_step(step)`` is called after each completed step (tests use it to simulate a kill).
     """
-    env = setup_distributed(cfg.device)
+    env = setup_distributed(cfg.device, cfg.ddp_timeout_s)
     try:
         return _train(cfg, env, command, on_step)
     finally:
@@ -600,13 +606,20 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     for d in descs:
         log(f"data: {d}")
     per_step = cfg.batch_size * env.world_size
+    # the stream position: the checkpoint's (it may have been written by another number of ranks)
+    pos0 = int((ckpt or {}).get("sampler", {}).get("position", step * per_step))
+    step0 = step
+
+    def samples_at(s: int) -> int:
+        return pos0 + (s - step0) * per_step
+
     if cfg.workers > 0:
         # OpenCV's thread pool does not survive fork(): once it has run in this process, forked
         # DataLoader workers calling cv2 deadlock. One thread here keeps the workers safe.
         import cv2
 
         cv2.setNumThreads(1)
-    sampler = D.MixSampler(sizes, ratios, cfg.seed, env.rank, env.world_size, start=step * per_step,
+    sampler = D.MixSampler(sizes, ratios, cfg.seed, env.rank, env.world_size, start=samples_at(step),
                            block=cfg.batch_size)
     if ckpt is not None and ckpt.get("sampler", {}).get("sizes") not in (None, sizes):
         log(f"warning: source sizes changed since the checkpoint ({ckpt['sampler']['sizes']} -> {sizes}); "
@@ -640,8 +653,9 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     if ckpt is not None:  # RNG last: everything above may have drawn numbers
         states = ckpt["rng"]
         if len(states) != env.world_size:
-            log(f"warning: checkpoint has RNG states of {len(states)} rank(s), this run has "
-                f"{env.world_size}; reseeding")
+            log(f"warning: the checkpoint was written by {len(states)} rank(s), this run has {env.world_size}: "
+                f"the data stream continues at sample {pos0}, but the random states are reseeded and a step's "
+                "batch is now another size, so the run will not match an uninterrupted one")
             torch.manual_seed(cfg.seed + env.rank + step)
         else:
             set_rng_state(states[env.rank])
@@ -664,7 +678,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
         bad = nonfinite_tensors(published().state_dict())
         if bad:  # the loop stops before this; a last guard against publishing NaN weights
             raise TrainError(f"{out / name}: not written, the weights hold non-finite values ({', '.join(bad[:3])})")
-        prov = dict(provenance_base, steps=step, samples=step * per_step,
+        prov = dict(provenance_base, steps=step, samples=samples_at(step),
                     train_time_s=round(train_time, 1), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra)
         if ema is not None:
             prov["ema_decay"] = cfg.ema_decay
@@ -765,7 +779,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                     plan.update(steps=sync_plan(min(cfg.steps, step + left), env, device), measured=True)
                     bar.total = plan["steps"]
             if step % cfg.log_every == 0 or step == plan["steps"]:
-                row = {"step": step, "samples": step * per_step, "time_s": round(train_time, 2), "lr": lr,
+                row = {"step": step, "samples": samples_at(step), "time_s": round(train_time, 2), "lr": lr,
                        "train_loss": win_loss / win_n, "plates_per_s": win_n * per_step / max(win_t, 1e-9)}
                 if teacher is not None:
                     row["train_distill"] = win_kd / win_n
@@ -786,7 +800,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
             if env.main and val_loaders and (step % cfg.eval_every == 0 or step == plan["steps"]):
                 last = run_eval()
                 if metrics:
-                    metrics.append({"step": step, "samples": step * per_step, "time_s": round(train_time, 2),
+                    metrics.append({"step": step, "samples": samples_at(step), "time_s": round(train_time, 2),
                                     **last})
                     metrics.plot()
                 msg = ", ".join(f"{k} {v:.4f}" for k, v in last.items())
@@ -808,7 +822,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                         "version": CKPT_VERSION, "step": step, "model": raw_model.state_dict(),
                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "scaler": scaler.state_dict(), "rng": states,
-                        "sampler": {"position": step * per_step, "sizes": sizes, "ratios": ratios,
+                        "sampler": {"position": samples_at(step), "sizes": sizes, "ratios": ratios,
                                     "seed": cfg.seed},
                         "best_metric": best, "best_on": select_key, "train_time_s": train_time,
                         "planned_steps": plan["steps"] if plan["measured"] else None,
@@ -830,7 +844,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
         if metrics:
             metrics.plot()
         final = export("final.safetensors", last)
-        log(f"done: {step} steps, {step * per_step} samples in {train_time:.0f}s of training "
+        log(f"done: {step} steps, {samples_at(step)} samples in {train_time:.0f}s of training "
             f"({time.time() - t_start:.0f}s wall); weights {final}"
             + (f", best {best_path} ({best:.4f})" if best_path and best is not None else ""))
     if env.ddp:
@@ -840,7 +854,8 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
 
 
 _RESUME_NEUTRAL = {"resume", "init_weights", "progress", "workers", "threads", "out", "eval_every", "log_every",
-                   "ckpt_every", "eval_batch_size", "val_dir", "val_synth", "val_synth_n", "channels_last"}
+                   "ckpt_every", "eval_batch_size", "val_dir", "val_synth", "val_synth_n", "channels_last",
+                   "ddp_timeout_s"}
 
 
 def _warn_config_changes(old: dict[str, Any], cfg: TrainConfig, log: Callable[[str], None]) -> None:
