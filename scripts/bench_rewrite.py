@@ -1,5 +1,8 @@
 """Time the reference LPRNet against its rewritten graphs on real plates (1 CPU thread).
 
+Every variant is timed once per round, in interleaved rounds (``lprnet.bench.time_rounds``,
+as ``lprnet bench`` does), so slow drifts of the machine hit all alike; printed: the median
+ms per batch over rounds and the paired speed-up (median of per-round ratios reference/variant).
 Prints, does not assert.  Usage::
 
     PYTHONPATH=src python scripts/bench_rewrite.py [--plates 32] [--repeat 5] [--data DIR]
@@ -12,28 +15,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
+from lprnet.bench import paired_speedup, time_rounds
 from lprnet.charset import DEFAULT_CHARSET
 from lprnet.core.process import IMAGE_EXTENSIONS, greedy_strings, preprocess, read_image
 from lprnet.rewrite import apply
 from lprnet.weights import build_model
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
-
-
-def bench(fn: torch.nn.Module, x: torch.Tensor, repeat: int) -> float:
-    with torch.no_grad():
-        fn(x)  # warm-up
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            fn(x)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -55,18 +48,22 @@ def main() -> None:
         return greedy_strings(o.numpy(), DEFAULT_CHARSET)
 
     ref = build_model(args.weights, form="reference")[0]
-    rows = [("reference (eager)", bench(ref, x, args.repeat))]
+    variants: list[tuple[str, torch.nn.Module]] = [("reference (eager)", ref)]
     for preset in ("safe", "deploy"):
         gm, report = apply(ref, x[:2], preset, verify_inputs=x, decode=decode)
         print(report.to_text(), "\n")
-        rows.append((f"rewritten ({preset})", bench(gm, x, args.repeat)))
+        variants.append((f"rewritten ({preset})", gm))
     for rules in (["maxpool3d-to-2d"], ["flush-subnormals"]):
         gm, _ = apply(ref, x[:2], rules, verify=False)
-        rows.append((f"only {rules[0]}", bench(gm, x, args.repeat)))
-    base = rows[0][1]
-    print(f"{len(files)} plates, 1 thread, median of {args.repeat}:")
-    for name, t in rows:
-        print(f"  {name:28s} {t * 1000:8.1f} ms   x{base / t:5.2f}")
+        variants.append((f"only {rules[0]}", gm))
+    with torch.no_grad():
+        for _, fn in variants:
+            fn(x)  # warm-up
+        times = time_rounds([partial(fn, x) for _, fn in variants], args.repeat)
+    print(f"{len(files)} plates, 1 thread, {args.repeat} interleaved rounds (median ms per batch; "
+          "speed-up = median of per-round ratios reference/variant):")
+    for (name, _), ts in zip(variants, times):
+        print(f"  {name:28s} {statistics.median(ts) * 1000:8.1f} ms   x{paired_speedup(times[0], ts):5.2f}")
 
 
 if __name__ == "__main__":

@@ -40,12 +40,14 @@ same :mod:`lprnet.core.process` code for all).
 
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -107,14 +109,42 @@ def _torch_runner(model: nn.Module) -> Runner:
     return run
 
 
+def source_size(data: str | Path | None) -> int | None:
+    """How many crops :func:`lprnet.export.onnx.parity_images` can read from ``data`` (a folder of
+    crops, a ``path,plate`` manifest or ``ccpd:DIR``; ``None`` = the real folder it finds by
+    default), or ``None`` when it would use synthetic crops."""
+    from lprnet.core.process import IMAGE_EXTENSIONS
+    from lprnet.data import real
+    from lprnet.export.onnx import ExportError, find_parity_dir
+
+    if data is not None and str(data) != "synthetic":
+        path, kind = real.split_kind_prefix(data)
+        if kind is not None or path.is_file():
+            try:
+                return len(real.load_source(path, kind, strict=False))
+            except real.DataError as e:
+                raise ExportError(f"{data}: {e}") from None
+    d = find_parity_dir(data)
+    return None if d is None else sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 def bench_inputs(n: int = 32, data: str | Path | None = None, input_size: tuple[int, int] = (94, 24)
                  ) -> tuple[np.ndarray, str]:
-    """``n`` preprocessed crops (real when available, else synthetic) and their source."""
-    from lprnet.core.process import preprocess
-    from lprnet.export.onnx import parity_images
+    """``n`` preprocessed crops (real when available, else synthetic) and their source; a
+    ``data`` folder without crops is an error (not a silent switch to synthetic ones)."""
+    from lprnet.core.process import IMAGE_EXTENSIONS, preprocess
+    from lprnet.export.onnx import ExportError, parity_images
 
+    if data is not None and str(data) != "synthetic" and source_size(data) == 0:
+        raise ExportError(f"{data}: no plate crops in this folder (image files {', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                          "give a folder of crops, a manifest, ccpd:DIR or 'synthetic'")
     imgs, _, source = parity_images(n, data, input_size=input_size)
     return preprocess(imgs, input_size), source
+
+
+def tile(x: np.ndarray, n: int) -> np.ndarray:
+    """``n`` rows of ``x``, repeating its rows when it has fewer."""
+    return np.ascontiguousarray(x[np.arange(n) % len(x)])
 
 
 def build_candidates(weights: str | Path | None, workdir: Path, *, threads: int = 1,
@@ -211,6 +241,28 @@ def build_candidates(weights: str | Path | None, workdir: Path, *, threads: int 
 
 
 # ---------------------------------------------------------------------------- timing
+def time_rounds(runs: Sequence[Callable[[], object]], repeats: int, calls: int = 1,
+                before_round: Callable[[int], None] | None = None) -> list[list[float]]:
+    """Seconds per call of each of ``runs`` in ``repeats`` **interleaved rounds**: every round
+    times each run once, in order, as ``calls`` back-to-back calls.  ``times[i][r]`` is run
+    ``i`` in round ``r``, so ratios within a round are paired (:func:`paired_speedup`)."""
+    times: list[list[float]] = [[] for _ in runs]
+    for r in range(repeats):
+        if before_round is not None:
+            before_round(r)
+        for i, run in enumerate(runs):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                run()
+            times[i].append((time.perf_counter() - t0) / calls)
+    return times
+
+
+def paired_speedup(reference: Sequence[float], times: Sequence[float]) -> float:
+    """The median over rounds of reference time / candidate time (same round)."""
+    return statistics.median(r / t for r, t in zip(reference, times))
+
+
 @dataclass
 class BenchReport:
     threads: int
@@ -278,11 +330,12 @@ class BenchReport:
         ]
         for r in self.results:
             sp = r["speedup_vs_reference"]
+            xf = "n/a" if r["precision"] == "int8" else f"{r['ms_per_plate'] / self.row_floor(r):.1f}"
             lines.append(f"| {r['name']} | {r['backend']} | {r['precision']} | {r['batch']} | "
-                         f"{r['ms_per_plate']:.3f} | {'' if sp is None else f'{sp:.2f}x'} | "
-                         f"{r['ms_per_plate'] / self.row_floor(r):.1f} | "
+                         f"{r['ms_per_plate']:.3f} | {'' if sp is None else f'{sp:.2f}x'} | {xf} | "
                          f"{r.get('flops_per_plate', self.flops_per_plate) / 1e6:.0f} | {r['max_abs_diff']:.2g} |")
-        lines += ["", "`x floor`: ms/plate over the floor of the row's own model (its FLOPs / the matmul rate). "
+        lines += ["", "`x floor`: ms/plate over the floor of the row's own model (its FLOPs / the matmul rate); "
+                  "n/a for INT8 rows, whose kernels are not bound by the fp32 matmul rate the floor assumes. "
                   "`max abs diff`: max |logit difference| against the deploy form (eager) on the batch; "
                   "the reference form normalises over the whole batch, so at batch 32 it differs by design; "
                   "INT8 differs by quantisation."]
@@ -349,13 +402,21 @@ def run_bench(weights: str | Path | None = None, *, threads: int = 1, batches: S
     """
     from lprnet.weights import build_model
 
+    batches = list(dict.fromkeys(batches))  # a repeated batch size would double its rows and rounds
+    if not batches or min(batches) < 1:
+        raise ValueError(f"batches must be positive integers, got {batches}")
+    for name, value, least in (("threads", threads, 1), ("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value}")
+    if accuracy_n is not None and accuracy_n < 0:
+        raise ValueError(f"accuracy_n must be >= 0 or None, got {accuracy_n}")
     say = progress or (lambda s: None)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         deploy, meta = build_model(Path(weights) if weights is not None else None, form="deploy")
         x_all, source = bench_inputs(max(batches), data, meta.config.input_size)
-        inputs = {b: np.ascontiguousarray(x_all[np.arange(b) % len(x_all)]) for b in batches}
+        inputs = {b: tile(x_all, b) for b in batches}
         with tempfile.TemporaryDirectory(prefix="lprnet-bench-") as td:
             say("building candidates")
             cands, notes = build_candidates(weights, Path(td), threads=threads, backends=backends, int8=int8,
@@ -380,19 +441,16 @@ def run_bench(weights: str | Path | None = None, *, threads: int = 1, batches: S
                     if out is None:
                         out = c.run(x)
                     diffs[(ci, b)] = float(np.max(np.abs(out - deploy_out[b])))
-            times: dict[tuple[int, int], list[float]] = {(ci, b): [] for ci in range(len(cands)) for b in batches}
+            times: dict[tuple[int, int], list[float]] = {}
             for b in batches:  # one batch size at a time: no runtime sees its input shape change while timed
                 x = inputs[b]
-                calls = max(1, MIN_PLATES // b)
+                calls = math.ceil(MIN_PLATES / b)
                 for c in cands:
                     c.run(x)
-                for r in range(repeats):
-                    say(f"batch {b}: round {r + 1}/{repeats}")
-                    for ci, c in enumerate(cands):
-                        t0 = time.perf_counter()
-                        for _ in range(calls):
-                            c.run(x)
-                        times[(ci, b)].append((time.perf_counter() - t0) * 1000.0 / (b * calls))
+                rounds = time_rounds([partial(c.run, x) for c in cands], repeats, calls,
+                                     lambda r, b=b: say(f"batch {b}: round {r + 1}/{repeats}"))
+                for ci, ts in enumerate(rounds):
+                    times[(ci, b)] = [t * 1000.0 / b for t in ts]
     finally:
         torch.set_num_threads(prev_threads)
     ref_i = next((i for i, c in enumerate(cands) if c.name.startswith("reference")), None)
@@ -402,7 +460,7 @@ def run_bench(weights: str | Path | None = None, *, threads: int = 1, batches: S
             ts = times[(ci, b)]
             speed = None
             if ref_i is not None:
-                speed = statistics.median(rt / t for rt, t in zip(times[(ref_i, b)], ts))
+                speed = paired_speedup(times[(ref_i, b)], ts)
             acc, agree = accuracy.get(ci, (None, None))
             results.append({"name": c.name, "backend": c.backend, "precision": c.precision, "batch": b,
                             "ms_per_plate": statistics.median(ts), "speedup_vs_reference": speed,
@@ -418,17 +476,17 @@ def accuracy_crops(n: int | None, data: str | Path | None, input_size: tuple[int
                    ) -> tuple[np.ndarray, list[str], str] | None:
     """Preprocessed labelled crops for the accuracy columns: (batch, labels, source) or ``None``.
 
-    ``n=None``: every crop of the real folder :func:`lprnet.export.onnx.find_parity_dir`
-    finds (none when there is no such folder); ``n=0``: none; else ``n`` crops from the same
-    source as the timing inputs (synthetic ones carry their rendered text as label)."""
-    from lprnet.core.process import IMAGE_EXTENSIONS, preprocess
-    from lprnet.export.onnx import find_parity_dir, parity_images
+    ``n=None``: every crop of ``data`` (a folder, a manifest or ``ccpd:DIR``, counted by
+    :func:`source_size`), or of the real folder found by default (none when there is no such
+    source); ``n=0``: none; else ``n`` crops from the same source as the timing inputs
+    (synthetic ones carry their rendered text as label)."""
+    from lprnet.core.process import preprocess
+    from lprnet.export.onnx import parity_images
 
     if n is None:
-        d = find_parity_dir(data)
-        if d is None:
+        n = source_size(data)
+        if n is None:
             return None
-        n = sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
     if n <= 0:
         return None
     imgs, labels, source = parity_images(n, data, input_size=input_size)
@@ -458,18 +516,17 @@ def candidate_accuracy(cands: Sequence[Candidate], deploy: Runner, x: np.ndarray
 
 
 def write_docs(report: BenchReport, out_dir: str | Path, command: str = "") -> list[Path]:
-    """``bench.md`` (table) and ``bench.png`` (bar chart, Agg) in ``out_dir``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """``bench.md`` (table) and ``bench.png`` (bar chart) in ``out_dir``; matplotlib's global
+    backend is left alone."""
+    from matplotlib.figure import Figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "bench.md"
     md.write_text(report.to_markdown(command), encoding="utf-8")
     names = list(dict.fromkeys(r["name"] for r in report.results))
-    fig, ax = plt.subplots(figsize=(10, 0.55 * len(names) + 2))
+    fig = Figure(figsize=(10, 0.55 * len(names) + 2))
+    ax = fig.subplots()
     height = 0.8 / max(1, len(report.batches))
     for i, b in enumerate(report.batches):
         vals = {r["name"]: r["ms_per_plate"] for r in report.results if r["batch"] == b}
@@ -493,9 +550,9 @@ def write_docs(report: BenchReport, out_dir: str | Path, command: str = "") -> l
     fig.tight_layout()
     png = out / "bench.png"
     fig.savefig(png, dpi=110)
-    plt.close(fig)
     return [md, png]
 
 
 __all__ = ["INT8_TARGET_DROP", "INT8_TARGET_MS", "BenchReport", "Candidate", "accuracy_crops", "build_candidates",
-           "candidate_accuracy", "count_flops", "matmul_gflops", "run_bench", "write_docs"]
+           "candidate_accuracy", "count_flops", "matmul_gflops", "paired_speedup", "run_bench", "source_size",
+           "time_rounds", "write_docs"]

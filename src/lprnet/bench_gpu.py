@@ -127,16 +127,21 @@ def _autocast(fn: Fn, dev: torch.device, dtype: torch.dtype) -> Fn:
 
 def _cuda_graph(fn: Fn, x: Tensor, warmup: int = 3) -> Fn:
     """``fn`` captured in a CUDA graph on the static input ``x``; the returned callable
-    replays it (copying a different input into ``x`` first) and returns the static output."""
-    stream = torch.cuda.Stream(x.device)
-    stream.wait_stream(torch.cuda.current_stream(x.device))
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            fn(x)
-    torch.cuda.current_stream(x.device).wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = fn(x)
+    replays it (copying a different input into ``x`` first) and returns the static output.
+
+    Warm-up and capture run on a side stream of ``x``'s device, with that device current: the
+    default capture stream belongs to whichever device is current, and a capture on another
+    device than the kernels' records nothing (an empty graph, fake timings on ``cuda:N``)."""
+    with torch.cuda.device(x.device):
+        stream = torch.cuda.Stream(x.device)
+        stream.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):
+                fn(x)
+        torch.cuda.current_stream(x.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            out = fn(x)
 
     def run(inp: Tensor) -> Tensor:
         if inp is not x:
@@ -323,19 +328,18 @@ def docs_stem(report: DeviceBenchReport) -> str:
 
 def write_device_docs(report: DeviceBenchReport, out_dir: str | Path, command: str = "") -> list[Path]:
     """``<stem>.md`` (tables) and ``<stem>.png`` (plates/s vs batch, log-log) in ``out_dir``;
-    the stem is :func:`docs_stem` (``bench-gpu`` on CUDA)."""
+    the stem is :func:`docs_stem` (``bench-gpu`` on CUDA).  matplotlib's global backend is left alone."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = docs_stem(report)
     md = out / f"{stem}.md"
     md.write_text(report.to_markdown(command), encoding="utf-8")
-    fig, ax = plt.subplots(figsize=(9, 6))
-    colours = plt.get_cmap("tab10")
+    fig = Figure(figsize=(9, 6))
+    ax = fig.subplots()
+    colours = matplotlib.colormaps["tab10"]
     order = list(VARIANTS)
     for form, var in report.candidates():
         pts = [(r["batch"], r["plates_per_s"]) for r in report.results
@@ -353,7 +357,6 @@ def write_device_docs(report: DeviceBenchReport, out_dir: str | Path, command: s
     fig.tight_layout()
     png = out / f"{stem}.png"
     fig.savefig(png, dpi=110)
-    plt.close(fig)
     return [md, png]
 
 
@@ -382,7 +385,8 @@ def run_device_bench(weights: str | Path | None = None, *, device: str = "cuda",
     """Run the sweep (see the module docstring) and return the report.
 
     Raises :class:`DeviceUnavailableError` when ``device`` is not usable here, and
-    ``ValueError`` for an unknown variant/form or a non-positive batch size.
+    ``ValueError`` for an unknown variant/form, a non-positive batch size or ``repeats``, or a
+    negative or non-finite ``min_time`` (0 = one call per measurement).
     """
     from lprnet.bench import bench_inputs
     from lprnet.core.process import greedy_strings
@@ -399,8 +403,13 @@ def run_device_bench(weights: str | Path | None = None, *, device: str = "cuda",
     badf = [f for f in forms if f not in FORMS]
     if badf or not forms:
         raise ValueError(f"forms must be among {', '.join(FORMS)}, got {', '.join(forms) or 'none'}")
+    batches = list(dict.fromkeys(batches))  # a repeated batch size would double its rows
     if not batches or min(batches) < 1:
-        raise ValueError(f"batch sizes must be positive integers, got {list(batches)}")
+        raise ValueError(f"batch sizes must be positive integers, got {batches}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if not math.isfinite(min_time) or min_time < 0:
+        raise ValueError(f"min_time must be a finite number of seconds >= 0, got {min_time}")
     p = Path(weights) if weights is not None else None
     deploy, meta = build_model(p, form="deploy")
     charset = meta.config.charset
@@ -442,7 +451,9 @@ def run_device_bench(weights: str | Path | None = None, *, device: str = "cuda",
                     row: dict[str, Any] = {"form": form, "variant": v.name, "precision": v.precision,
                                            "mode": v.mode, "channels_last": v.channels_last, "batch": b,
                                            "tolerance": v.tolerance(dev), "max_abs_diff": None, "rel_diff": None,
-                                           "agreement": None, "ok": None, "iters": None, "error": None}
+                                           "agreement": None, "ok": None, "iters": None, "error": None,
+                                           "plates_per_s": None, "ms_per_batch": None, "ms_per_plate": None,
+                                           "speedup": None}
                     rows[key] = row
                     try:
                         xin = _prepare(x, v)
@@ -487,9 +498,7 @@ def run_device_bench(weights: str | Path | None = None, *, device: str = "cuda",
             ref_key = ("reference", "eager") if ("reference", "eager") in runners else None
             for key, row in rows.items():
                 ts = times.get(key) or []
-                if row["error"] or not ts:
-                    row.update(plates_per_s=None, ms_per_batch=None, speedup=None)
-                else:
+                if not row["error"] and ts:
                     med = statistics.median(ts)
                     sp = None
                     if ref_key is not None and len(times[ref_key]) == len(ts):

@@ -9,6 +9,9 @@ the deploy form is profiled in ONNX Runtime instead (its built-in node profiler,
 op type); the reference form is always PyTorch eager — its ``MaxPool3d`` graph does not
 load in ONNX Runtime at all.
 
+Weights without a reference form (BatchNorm folded, another input size) profile the deploy
+form only, with the reason in its ``note``.
+
 :func:`run_profile` returns :class:`FormProfile` records; :func:`to_markdown` renders the
 tables side by side and :func:`write_png` the bar chart.
 """
@@ -48,8 +51,10 @@ class FormProfile:
     batch: int
     iters: int
     total_ms: float  # sum of self times per forward pass
-    wall_ms: float  # measured wall time per forward pass (profiler overhead included)
+    wall_ms: float  # wall time per timed forward pass under the profiler (its start and stop excluded)
     ops: list[OpStat] = field(default_factory=list)
+    inputs: str = ""  # the crops profiled (bench_inputs' source)
+    note: str = ""
 
     def top(self, n: int) -> list[OpStat]:
         return self.ops[:n]
@@ -60,7 +65,8 @@ class FormProfile:
     def to_json(self, top: int | None = None) -> dict[str, Any]:
         ops = self.ops if top is None else self.ops[:top]
         return {"form": self.form, "backend": self.backend, "batch": self.batch, "iters": self.iters,
-                "total_ms": self.total_ms, "wall_ms": self.wall_ms, "ops": [o.to_json() for o in ops]}
+                "total_ms": self.total_ms, "wall_ms": self.wall_ms, "inputs": self.inputs, "note": self.note,
+                "ops": [o.to_json() for o in ops]}
 
 
 def _stats(acc: dict[str, list[float]], iters: int) -> tuple[list[OpStat], float]:
@@ -81,11 +87,11 @@ def profile_torch(model: nn.Module, x: np.ndarray, *, form: str, iters: int = 10
     with torch.inference_mode():
         for _ in range(warmup):
             model(xt)
-        t0 = time.perf_counter()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()  # inside: the profiler's start-up and shut-down are not a forward pass
             for _ in range(iters):
                 model(xt)
-        wall = (time.perf_counter() - t0) * 1000.0 / iters
+            wall = (time.perf_counter() - t0) * 1000.0 / iters
     acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for evt in prof.key_averages():
         if not evt.key.startswith("aten::"):
@@ -137,20 +143,31 @@ def run_profile(weights: str | Path | None = None, *, backend: str = "torch", co
                 batch: int = 1, iters: int = 10, threads: int = 1, data: str | Path | None = None
                 ) -> list[FormProfile]:
     """Profile the reference form and the deploy form (and, with ``compare_rewrite``, the
-    rewritten fx graph) of ``weights`` on the same ``batch`` crops."""
-    from lprnet.bench import bench_inputs
-    from lprnet.weights import build_model
+    rewritten fx graph) of ``weights`` on the same ``batch`` crops (the data's crops repeated
+    when it has fewer).  Weights without a reference form profile the deploy form only."""
+    from lprnet.bench import bench_inputs, tile
+    from lprnet.weights import WeightsError, build_model
 
     if backend not in ("torch", "onnxruntime"):
         raise ValueError(f"profiling supports backend 'torch' or 'onnxruntime', got {backend!r}")
+    for name, value in (("batch", batch), ("iters", iters), ("threads", threads)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         p = Path(weights) if weights is not None else None
         deploy, meta = build_model(p, form="deploy")
-        reference, _ = build_model(p, form="reference")
-        x, _ = bench_inputs(batch, data, meta.config.input_size)
-        out = [profile_torch(reference, x, form="reference (ReferenceLPRNet)", iters=iters)]
+        note = ""
+        try:
+            reference: nn.Module | None = build_model(p, form="reference")[0]
+        except WeightsError as e:  # folded/other-size weights have no reference form
+            reference, note = None, f"no reference form profiled: {e}"
+        x, source = bench_inputs(batch, data, meta.config.input_size)
+        x = tile(x, batch)
+        out = []
+        if reference is not None:
+            out.append(profile_torch(reference, x, form="reference (ReferenceLPRNet)", iters=iters))
         if backend == "torch":
             out.append(profile_torch(deploy, x, form="deploy (LPRNet)", iters=iters))
         else:
@@ -164,10 +181,14 @@ def run_profile(weights: str | Path | None = None, *, backend: str = "torch", co
         if compare_rewrite:
             from lprnet import rewrite
 
-            gm, _ = rewrite.apply(reference, (torch.from_numpy(x[:1].copy()),), "deploy", verify=False)
-            out.append(profile_torch(gm, x, form="rewritten (fx, deploy preset)", iters=iters))
+            src, preset = (reference, "deploy") if reference is not None else (deploy, "safe")  # as lprnet bench
+            gm, _ = rewrite.apply(src, (torch.from_numpy(x[:1].copy()),), preset, verify=False)
+            out.append(profile_torch(gm, x, form=f"rewritten (fx, {preset} preset)", iters=iters))
     finally:
         torch.set_num_threads(prev)
+    for prof in out:
+        prof.inputs = source
+    out[0].note = note
     return out
 
 
@@ -179,7 +200,10 @@ def to_markdown(profiles: list[FormProfile], top: int = 10, command: str = "") -
     if profiles:
         p0 = profiles[0]
         lines += [f"Batch {p0.batch}, {p0.iters} forward passes per form; self time per forward pass "
-                  "(children excluded), share of the form's total.", ""]
+                  "(children excluded), share of the form's total.", "", f"Inputs: {p0.inputs or '?'}.", ""]
+    for p in profiles:
+        if p.note:
+            lines += [f"Note: {p.note}.", ""]
     for p in profiles:
         lines += [f"## {p.form} — {p.backend}: {p.total_ms:.3f} ms per pass (self-time sum; wall {p.wall_ms:.3f} ms "
                   "under the profiler)", "",
@@ -198,17 +222,34 @@ def to_markdown(profiles: list[FormProfile], top: int = 10, command: str = "") -
     return "\n".join(lines)
 
 
-def write_png(profiles: list[FormProfile], out: str | Path, top: int = 10) -> Path:
-    """Horizontal bar charts of the top ops per form, side by side, on one time axis."""
-    import matplotlib
+#: chart formats ``--out`` may name
+CHART_SUFFIXES = (".png", ".svg")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def output_paths(out: str | Path) -> tuple[Path, Path]:
+    """(chart, Markdown table) for ``out``: a folder (one that exists, or a path without a
+    suffix) gets ``profile.png`` and ``profile.md`` inside it; a ``.png`` or ``.svg`` file gets
+    the table beside it (same name, ``.md``).  ``ValueError`` for any other suffix."""
     out = Path(out)
+    if out.is_dir() or not out.suffix:
+        return out / "profile.png", out / "profile.md"
+    if out.suffix.lower() not in CHART_SUFFIXES:
+        raise ValueError(f"{out}: the chart must be a .png or .svg file (the Markdown table goes beside it as "
+                         ".md), or a folder")
+    return out, out.with_suffix(".md")
+
+
+def write_png(profiles: list[FormProfile], out: str | Path, top: int = 10) -> Path:
+    """Horizontal bar charts of the top ops per form, side by side, on one time axis; ``out``
+    as :func:`output_paths` reads it.  Returns the path written; matplotlib's global backend
+    is left alone."""
+    from matplotlib.figure import Figure
+
+    out = output_paths(out)[0]
     out.parent.mkdir(parents=True, exist_ok=True)
     n = max(1, len(profiles))
-    fig, axes = plt.subplots(1, n, figsize=(6 * n, 0.42 * top + 1.8), squeeze=False)
+    fig = Figure(figsize=(6 * n, 0.42 * top + 1.8))
+    axes = fig.subplots(1, n, squeeze=False)
     xmax = max((o.self_ms for p in profiles for o in p.top(top)), default=1.0)
     for ax, p in zip(axes[0], profiles):
         ops = p.top(top)
@@ -225,5 +266,4 @@ def write_png(profiles: list[FormProfile], out: str | Path, top: int = 10) -> Pa
         ax.set_title(f"{p.form}\n{p.backend}, batch {p.batch}: {p.total_ms:.2f} ms", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from lprnet.bench import BenchReport, count_flops, write_docs
+import lprnet.bench
+from lprnet.bench import BenchReport, Candidate, accuracy_crops, count_flops, run_bench, time_rounds, write_docs
 from lprnet.cli import app
+from lprnet.export.onnx import parity_images
 from lprnet.model import LPRNet
 from lprnet.weights import WeightsMeta, save_weights
 
@@ -154,3 +160,167 @@ def test_markdown_accuracy_and_int8_target() -> None:
     assert "## Accuracy (1000 labelled crops: real:plates)" in md
     assert "| openvino int8 + dead-channels | 0.8960 | +0.2 | 1.0000 |" in md
     assert "| onnxruntime int8 (vs onnxruntime fp32) | 1 | 1 | 1.600 | 1.0 | missed | missed |" in md
+
+
+def _crops(folder: Path, n: int) -> list[str]:
+    """``n`` synthetic crops saved as ``<i>.png`` in ``folder``; returns their plates."""
+    folder.mkdir(parents=True, exist_ok=True)
+    imgs, labels, _ = parity_images(n, "synthetic", seed=2)
+    for i, img in enumerate(imgs):
+        (folder / f"{i}.png").write_bytes(cv2.imencode(".png", img)[1].tobytes())
+    return list(labels)
+
+
+def test_accuracy_on_every_crop_of_a_manifest(tmp_path: Path) -> None:
+    plates = _crops(tmp_path / "crops", 3)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,plate\n" + "".join(f"crops/{i}.png,{p}\n" for i, p in enumerate(plates)),
+                        encoding="utf-8")
+    got = accuracy_crops(None, manifest)  # no --accuracy-n: every crop of the source, whatever its kind
+    assert got is not None
+    x, labels, source = got
+    assert x.shape == (3, 3, 24, 94) and labels == plates and source == f"manifest:{manifest}"
+
+
+def test_bench_refuses_a_folder_without_crops(weights: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = runner.invoke(app, ["bench", "--weights", str(weights), "--data", str(empty), "--no-docs", "--batches", "1",
+                            "--repeats", "1", "--backends", "torch", "--no-int8", "--accuracy-n", "0"])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert f"error: {empty}: no plate crops" in r.output
+
+
+def test_run_bench_rounds_and_calls(weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated batch size is timed once; each measurement covers >= MIN_PLATES plates (ceil)."""
+    sizes: list[int] = []
+
+    def run(x: np.ndarray) -> np.ndarray:
+        sizes.append(len(x))
+        return np.zeros((len(x), 1, 1), np.float32)
+
+    cand = Candidate("reference (counting)", "torch", "fp32", run)
+    monkeypatch.setattr(lprnet.bench, "build_candidates", lambda *a, **k: ([cand], {}))
+    monkeypatch.setattr(lprnet.bench, "matmul_gflops", lambda: 1.0)
+    rep = run_bench(weights, batches=(3, 3), repeats=2, warmup=0, data="synthetic", accuracy_n=0)
+    assert rep.batches == [3] and [r["batch"] for r in rep.results] == [3]
+    calls = -(-lprnet.bench.MIN_PLATES // 3)  # 11 calls of 3 plates: 33 >= 32
+    assert sizes == [3] * (1 + 1 + 2 * calls)  # the diff check, the warm-up before timing, 2 rounds
+
+
+@pytest.mark.parametrize("kw, said", [({"repeats": 0}, "repeats must be >= 1"),
+                                      ({"batches": (0,)}, "batches must be positive"),
+                                      ({"batches": ()}, "batches must be positive"),
+                                      ({"threads": 0}, "threads must be >= 1")])
+def test_run_bench_validates_its_arguments_up_front(kw: dict[str, object], said: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lprnet.bench, "build_candidates", lambda *a, **k: pytest.fail("ran before validating"))
+    with pytest.raises(ValueError, match=said):
+        run_bench(None, data="synthetic", accuracy_n=0, backends=("torch",), int8=False, **kw)
+
+
+def test_time_rounds_interleaves() -> None:
+    order: list[str] = []
+    times = time_rounds([lambda: order.append("a"), lambda: order.append("b")], repeats=2, calls=2,
+                        before_round=lambda r: order.append(f"round {r}"))
+    assert order == ["round 0", "a", "a", "b", "b", "round 1", "a", "a", "b", "b"]
+    assert [len(t) for t in times] == [2, 2]
+
+
+def test_markdown_int8_rows_have_no_floor_ratio() -> None:
+    rows = [{"name": f"onnxruntime {p}", "backend": "onnxruntime", "precision": p, "batch": 1, "ms_per_plate": 1.0,
+             "speedup_vs_reference": None, "max_abs_diff": 0.0} for p in ("fp32", "int8")]
+    md = BenchReport(1, 2.0, 288_000_000, 100.0, 3, [1], "synthetic", rows).to_markdown()
+    assert "| onnxruntime fp32 | onnxruntime | fp32 | 1 | 1.000 |  | 0.3 |" in md
+    assert "| onnxruntime int8 | onnxruntime | int8 | 1 | 1.000 |  | n/a |" in md
+    assert "n/a for INT8 rows" in md
+
+
+def _fake_report() -> BenchReport:
+    return BenchReport(1, 2.0, 288_000_000, 100.0, 1, [1], "synthetic", [
+        {"name": "reference (ReferenceLPRNet, eager)", "backend": "torch", "precision": "fp32", "batch": 1,
+         "ms_per_plate": 10.0, "speedup_vs_reference": 1.0, "max_abs_diff": 0.0}])
+
+
+@pytest.fixture
+def fake_bench(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """``run_bench`` and ``run_device_bench`` replaced by a recorder returning a fixed report (the
+    CLI's own handling only)."""
+    import lprnet.bench_gpu
+
+    calls: list[dict[str, object]] = []
+
+    def fake(*args: object, **kw: object) -> BenchReport:
+        calls.append(kw)
+        return _fake_report()
+    monkeypatch.setattr(lprnet.bench, "run_bench", fake)
+    monkeypatch.setattr(lprnet.bench_gpu, "run_device_bench", fake)
+    return calls
+
+
+def test_bench_cli_deduplicates_batches(fake_bench: list[dict[str, object]]) -> None:
+    r = runner.invoke(app, ["bench", "--batches", "1,1,32,1", "--no-docs", "--json"])
+    assert r.exit_code == 0, r.output
+    assert fake_bench[0]["batches"] == [1, 32]
+
+
+@pytest.mark.parametrize("where, said", [("file", "is a file, not a folder"), ("/proc/x", "cannot write in /proc/x")])
+@pytest.mark.parametrize("device", [[], ["--device", "cpu"]])
+def test_bench_bad_out_fails_before_benchmarking(fake_bench: list[dict[str, object]], tmp_path: Path, where: str,
+                                                 said: str, device: list[str]) -> None:
+    out = where if where.startswith("/") else str(tmp_path / where)
+    if where == "file":
+        Path(out).write_text("taken")
+    r = runner.invoke(app, ["bench", "--json", "--out", out, *device])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert f"error: --out {out}" in r.output and said in r.output
+    assert fake_bench == [] and r.stdout == ""
+
+
+def test_bench_json_printed_before_a_failed_write(fake_bench: list[dict[str, object]], tmp_path: Path) -> None:
+    (tmp_path / "bench.md").mkdir()  # the folder is writable, its bench.md is not: fails after the run
+    r = runner.invoke(app, ["bench", "--json", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert json.loads(r.stdout)["results"][0]["ms_per_plate"] == 10.0
+    assert f"error: --out {tmp_path}: cannot write the docs" in r.stderr
+
+
+def test_write_docs_leaves_the_matplotlib_backend_alone(tmp_path: Path) -> None:
+    import matplotlib
+
+    prev = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        _, png = write_docs(_fake_report(), tmp_path)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(prev)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_rewrite_script_interleaves(weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/bench_rewrite.py times its five variants in one set of interleaved rounds, with paired ratios."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_rewrite", Path(__file__).resolve().parents[2] / "scripts" / "bench_rewrite.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    seen: list[tuple[int, int]] = []
+
+    def rounds(runs: list[object], repeats: int, calls: int = 1, before_round: object = None) -> list[list[float]]:
+        seen.append((len(runs), repeats))
+        # the variants' per-round ratios to the reference are 1, 0.5, 4: paired median 1 (medians alone: 2 / 1)
+        return [[1.0, 2.0, 4.0]] + [[1.0, 4.0, 1.0]] * (len(runs) - 1)
+
+    monkeypatch.setattr(script, "time_rounds", rounds)
+    _crops(tmp_path / "crops", 2)
+    monkeypatch.setattr(sys, "argv", ["bench_rewrite.py", "--weights", str(weights), "--data", str(tmp_path / "crops"),
+                                      "--plates", "2", "--repeat", "3"])
+    script.main()
+    out = capsys.readouterr().out
+    assert seen == [(5, 3)]
+    assert "3 interleaved rounds" in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("  ") and " ms " in ln]
+    assert len(lines) == 5 and lines[0].split() == ["reference", "(eager)", "2000.0", "ms", "x", "1.00"]
+    assert all(ln.split()[-4:] == ["1000.0", "ms", "x", "1.00"] for ln in lines[1:]), lines

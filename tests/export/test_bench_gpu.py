@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
+import lprnet.bench_gpu
 from lprnet.bench_gpu import (
     VARIANTS,
     DeviceBenchReport,
@@ -184,3 +186,79 @@ def test_gpu_docs_name_the_gpu(tmp_path: Path) -> None:
     assert "| reference | half | fp16 |  | OOM |" in text and "out of memory" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.isclose(json.loads(json.dumps(rep.to_json()))["results"][0]["plates_per_s"], 1000.0)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -1.0])
+def test_min_time_must_be_finite(bad: float) -> None:
+    with pytest.raises(ValueError, match="min_time must be a finite number of seconds >= 0"):
+        run_device_bench(None, device="cpu", batches=(1,), variants=["eager"], min_time=bad, data="synthetic")
+    r = runner.invoke(app, ["bench", "--device", "cpu", "--min-time", "inf", "--no-docs"])
+    assert r.exit_code == 2 and "error: --min-time must be a finite number of seconds, got inf" in r.output
+
+
+def test_error_rows_have_the_keys_of_ok_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    prepare = lprnet.bench_gpu._prepare
+
+    def failing(x: torch.Tensor, v: object) -> torch.Tensor:
+        if v is VARIANTS["half"]:
+            raise RuntimeError("planted failure")
+        return prepare(x, v)
+
+    monkeypatch.setattr(lprnet.bench_gpu, "_prepare", failing)
+    rep = run_device_bench(None, device="cpu", batches=(1, 1), variants=["half"], forms=("deploy",), repeats=1,
+                           warmup=1, min_time=0.0, threads=1, data="synthetic")
+    ok, bad = rep.results  # one row each: the repeated batch size counts once
+    assert ok["variant"] == "eager" and ok["ms_per_plate"] > 0
+    assert bad["error"] == "RuntimeError: planted failure"
+    assert set(bad) == set(ok) and bad["ms_per_plate"] is None and bad["plates_per_s"] is None
+
+
+def test_cuda_graph_captures_on_the_input_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Capture on cuda:1 while cuda:0 is current: the graph must record on a stream of cuda:1,
+    with cuda:1 current (the default capture stream belongs to the current device).  CUDA faked."""
+    log: list[tuple[str, object]] = []
+    dev = torch.device("cuda", 1)
+
+    class Ctx:
+        def __init__(self, what: str, arg: object) -> None:
+            self.what, self.arg = what, arg
+
+        def __enter__(self) -> None:
+            log.append((f"enter {self.what}", self.arg))
+
+        def __exit__(self, *exc: object) -> None:
+            log.append((f"exit {self.what}", self.arg))
+
+    class Stream:
+        def __init__(self, device: object = None) -> None:
+            self.device = device
+
+        def wait_stream(self, other: object) -> None:
+            pass
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream(device))
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: Ctx("stream", s.device))
+    monkeypatch.setattr(torch.cuda, "device", lambda d: Ctx("device", d))
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", lambda: SimpleNamespace(replay=lambda: None))
+    monkeypatch.setattr(torch.cuda, "graph", lambda g, stream=None, **kw: Ctx("graph", getattr(stream, "device", None)))
+    lprnet.bench_gpu._cuda_graph(lambda t: t, SimpleNamespace(device=dev), warmup=1)  # type: ignore[arg-type]
+    assert ("enter graph", dev) in log  # captured on a stream of cuda:1, not the default capture stream
+    inside = log[log.index(("enter device", dev)):log.index(("exit device", dev))]
+    assert ("enter graph", dev) in inside and ("enter stream", dev) in inside
+
+
+def test_write_device_docs_leaves_the_matplotlib_backend_alone(tmp_path: Path) -> None:
+    import matplotlib
+
+    rep = DeviceBenchReport("cpu", "Test CPU", [1, 2], 1, 0.0, ["eager"], "synthetic", [
+        {"form": "deploy", "variant": "eager", "batch": b, "plates_per_s": 100.0 * b, "speedup": None,
+         "ok": None, "error": None} for b in (1, 2)])
+    prev = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        _, png = write_device_docs(rep, tmp_path)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(prev)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

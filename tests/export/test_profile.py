@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
+import cv2
+import numpy as np
 import pytest
 import torch
+from torch import nn
 from typer.testing import CliRunner
 
+import lprnet.profile
 from lprnet.cli import app
+from lprnet.config import ModelConfig
+from lprnet.export.onnx import ExportError, parity_images
 from lprnet.model import LPRNet
-from lprnet.profile import run_profile, to_markdown, write_png
+from lprnet.profile import FormProfile, OpStat, profile_torch, run_profile, to_markdown, write_png
 from lprnet.weights import WeightsMeta, save_weights
 
 runner = CliRunner()
@@ -58,3 +65,141 @@ def test_profile_cli_json_onnxruntime(weights: Path, tmp_path: Path) -> None:
     assert any("max_pool3d" in o["name"] for o in ref["ops"])
     assert dep["backend"] == "onnxruntime" and any(o["name"] == "MaxPool" for o in dep["ops"])
     assert (tmp_path / "x.png").exists() and (tmp_path / "x.md").exists()
+
+
+def _crops(folder: Path, n: int) -> Path:
+    """``n`` synthetic crops saved as ``<plate>.png`` in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    imgs, labels, _ = parity_images(n, "synthetic", seed=1)
+    for img, label in zip(imgs, labels):
+        (folder / f"{label}.png").write_bytes(cv2.imencode(".png", img)[1].tobytes())
+    return folder
+
+
+def test_profile_wall_ms_excludes_profiler_start_and_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake clock: the profiler takes 2 s to start and 2 s to stop, a pass 1 ms; wall_ms is 1 ms."""
+    clock = SimpleNamespace(now=0.0)
+
+    class SlowProfiler:
+        def __init__(self, **kw: object) -> None:
+            pass
+
+        def __enter__(self) -> SlowProfiler:
+            clock.now += 2.0
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            clock.now += 2.0
+
+        def key_averages(self) -> list[object]:
+            return []
+
+    class OneMs(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            clock.now += 0.001
+            return x
+
+    monkeypatch.setattr(torch.profiler, "profile", SlowProfiler)
+    monkeypatch.setattr(lprnet.profile, "time", SimpleNamespace(perf_counter=lambda: clock.now))
+    p = profile_torch(OneMs(), np.zeros((1, 3, 24, 94), np.float32), form="x", iters=4, warmup=1)
+    assert p.wall_ms == pytest.approx(1.0)
+
+
+def test_profile_tiles_the_batch_and_records_its_inputs(weights: Path, tmp_path: Path) -> None:
+    folder = _crops(tmp_path / "crops", 2)
+    profs = run_profile(weights, batch=3, iters=1, data=folder)
+    assert [p.batch for p in profs] == [3, 3]  # 2 crops, repeated to the batch asked for
+    assert all(p.inputs == f"real:{folder}" for p in profs)
+    assert json.loads(json.dumps(profs[0].to_json()))["inputs"] == f"real:{folder}"
+    assert f"Inputs: real:{folder}." in to_markdown(profs)
+
+
+def test_profile_refuses_a_folder_without_crops(weights: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(ExportError, match="empty: no plate crops"):
+        run_profile(weights, iters=1, data=empty)
+    r = runner.invoke(app, ["profile", "--weights", str(weights), "--data", str(empty), "--no-docs", "--iters", "1"])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert f"error: {empty}: no plate crops" in r.output
+
+
+def test_profile_weights_without_reference_form(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    w = save_weights(tmp_path / "folded.safetensors", LPRNet(batchnorm=False).eval().state_dict(),
+                     WeightsMeta(config=ModelConfig(batchnorm=False)))
+    profs = run_profile(w, iters=1, data="synthetic", compare_rewrite=True)
+    assert [p.form for p in profs] == ["deploy (LPRNet)", "rewritten (fx, safe preset)"]
+    assert "no reference form profiled" in profs[0].note and "unfolded BatchNorm" in profs[0].note
+    assert "Note: no reference form profiled" in to_markdown(profs)
+
+
+@pytest.mark.parametrize("kw", [{"iters": 0}, {"batch": 0}, {"threads": 0}])
+def test_run_profile_validates_its_arguments_up_front(kw: dict[str, int]) -> None:
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=f"{name} must be >= 1, got 0"):
+        run_profile(Path("/nonexistent/weights.safetensors"), data="synthetic", **kw)
+
+
+def _fake_profiles() -> list[FormProfile]:
+    return [FormProfile("reference (ReferenceLPRNet)", "torch", 1, 1, 1.0, 1.2,
+                        [OpStat("aten::max_pool3d", 3, 0.6, 0.6), OpStat("aten::conv2d", 1, 0.4, 0.4)],
+                        inputs="synthetic:seed=0")]
+
+
+@pytest.fixture
+def fake_run(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """``run_profile`` replaced by a recorder returning a fixed profile (the CLI's file handling only)."""
+    calls: list[dict[str, object]] = []
+
+    def fake(*args: object, **kw: object) -> list[FormProfile]:
+        calls.append(kw)
+        return _fake_profiles()
+    monkeypatch.setattr(lprnet.profile, "run_profile", fake)
+    return calls
+
+
+@pytest.mark.parametrize("bad, said", [("x.md", "must be a .png or .svg file"),
+                                        ("/proc/nope/p.png", "cannot write in /proc/nope")])
+def test_profile_bad_out_fails_before_profiling(fake_run: list[dict[str, object]], tmp_path: Path, bad: str,
+                                               said: str) -> None:
+    out = bad if bad.startswith("/") else str(tmp_path / bad)
+    r = runner.invoke(app, ["profile", "--out", out])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert f"error: --out {out}" in r.output and said in r.output
+    assert fake_run == []  # refused before any profiling
+
+
+@pytest.mark.parametrize("given", ["folder", "noext"])
+def test_profile_out_folder_writes_inside_it(fake_run: list[dict[str, object]], tmp_path: Path, given: str) -> None:
+    out = tmp_path / given
+    if given == "folder":
+        out.mkdir()
+    r = runner.invoke(app, ["profile", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    png, md = out / "profile.png", out / "profile.md"
+    assert png.read_bytes()[:4] == b"\x89PNG" and "aten::max_pool3d" in md.read_text()
+    assert f"wrote {png}, {md}" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [given]  # nothing written beside it
+
+
+def test_profile_json_printed_before_a_failed_write(fake_run: list[dict[str, object]], tmp_path: Path) -> None:
+    (tmp_path / "p.md").mkdir()  # the table's path is taken by a folder: the write fails after the run
+    r = runner.invoke(app, ["profile", "--json", "--out", str(tmp_path / "p.png")])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert json.loads(r.stdout)["profiles"][0]["inputs"] == "synthetic:seed=0"
+    assert f"error: --out {tmp_path / 'p.png'}: cannot write the profile" in r.stderr
+
+
+def test_write_png_leaves_the_matplotlib_backend_alone(tmp_path: Path) -> None:
+    import matplotlib
+
+    prev = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        png = write_png(_fake_profiles(), tmp_path / "p.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(prev)
+    assert png == tmp_path / "p.png" and png.read_bytes()[:4] == b"\x89PNG"

@@ -5,8 +5,10 @@ every export runtime, interleaved rounds, paired speed-ups, and the physical flo
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +25,20 @@ def _ints(text: str, what: str) -> list[int]:
         fail(f"{what} must be comma-separated integers, got {text!r}")
     if not bs or min(bs) < 1:
         fail(f"{what} must be positive integers, got {text!r}")
-    return bs
+    return list(dict.fromkeys(bs))  # a repeated size would double its rows and rounds
+
+
+def writable_dir(d: Path, shown: Path) -> None:
+    """Create the folder ``d`` and prove a file can be written in it, before any work is done;
+    fail naming ``--out {shown}`` otherwise."""
+    if d.exists() and not d.is_dir():
+        fail(f"--out {shown}: {d} is a file, not a folder")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=d):
+            pass
+    except OSError as e:
+        fail(f"--out {shown}: cannot write in {d} ({e.strerror or e})")
 
 
 def _command() -> str:
@@ -66,6 +81,8 @@ def bench_cmd(
     from lprnet.export.onnx import ExportError
     from lprnet.weights import WeightsError
 
+    if out is not None and not no_docs:
+        writable_dir(out, out)
     if device is not None:
         _device_sweep(weights, device, batches, variants, repeats, min_time, threads, data, compile_backend,
                       out, no_docs, as_json)
@@ -87,15 +104,16 @@ def bench_cmd(
 
 
 def _report(rep: Any, write: Callable[..., list[Path]], out: Path | None, no_docs: bool, as_json: bool) -> None:
-    """Write the docs (unless told not to) and print the report as JSON or Markdown."""
+    """Print the report as JSON or Markdown, then write the docs (unless told not to): a failed
+    write loses no result."""
+    print(json.dumps(rep.to_json()) if as_json else rep.to_markdown())
     if out is not None and not no_docs:
-        files = write(rep, out, _command())
+        try:
+            files = write(rep, out, _command())
+        except OSError as e:
+            fail(f"--out {out}: cannot write the docs ({e})")
         if not as_json:
             print("wrote " + ", ".join(map(str, files)), file=sys.stderr)
-    if as_json:
-        print(json.dumps(rep.to_json()))
-    else:
-        print(rep.to_markdown())
 
 
 def _device_sweep(weights: Path | None, device: str, batches: str | None, variants: str | None, repeats: int,
@@ -106,6 +124,8 @@ def _device_sweep(weights: Path | None, device: str, batches: str | None, varian
     from lprnet.weights import WeightsError
 
     bs = _ints(batches, "--batches") if batches else list(DEFAULT_BATCHES)
+    if not math.isfinite(min_time):
+        fail(f"--min-time must be a finite number of seconds, got {min_time}")
     names = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
     say = None if as_json else (lambda s: print(s, file=sys.stderr))
     try:

@@ -22,18 +22,27 @@ def profile_cmd(
     batch: Annotated[int, typer.Option("--batch", min=1, help="Crops per forward pass.")] = 1,
     iters: Annotated[int, typer.Option("--iters", min=1, help="Profiled forward passes per form.")] = 10,
     threads: Annotated[int, typer.Option("--threads", min=1)] = 1,
-    out: Annotated[Path | None, typer.Option("--out", help="PNG chart; the Markdown table goes beside it "
-                                             "(same name, .md).")] = Path("docs/profile.png"),
+    out: Annotated[Path | None, typer.Option("--out", help="Chart (.png or .svg); the Markdown table goes beside "
+                                             "it (same name, .md). A folder (or a name without suffix) gets "
+                                             "profile.png and profile.md inside.")] = Path("docs/profile.png"),
     no_docs: Annotated[bool, typer.Option("--no-docs", help="Write no files.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     data: Annotated[Path | None, typer.Option("--data", help="Crops (default real if present; 'synthetic').")]
     = None,
 ) -> None:
     """Top-N operators by self time (torch.profiler) for each form, as a table and a chart."""
+    from lprnet.cli.bench import writable_dir
     from lprnet.export.onnx import ExportError
-    from lprnet.profile import run_profile, to_markdown, write_png
+    from lprnet.profile import output_paths, run_profile, to_markdown, write_png
     from lprnet.weights import WeightsError
 
+    paths = None
+    if out is not None and not no_docs:
+        try:
+            paths = output_paths(out)
+        except ValueError as e:
+            fail(f"--out {e}")
+        writable_dir(paths[0].parent, out)
     try:
         profs = run_profile(weights, backend=backend, compare_rewrite=compare_rewrite, batch=batch, iters=iters,
                             threads=threads, data=data)
@@ -41,15 +50,15 @@ def profile_cmd(
         fail(str(e))
     cmd = "lprnet profile " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     md = to_markdown(profs, top, cmd)
-    if out is not None and not no_docs:
-        png = write_png(profs, out, top)
-        out.with_suffix(".md").write_text(md, encoding="utf-8")
+    print(json.dumps({"profiles": [p.to_json(top) for p in profs]}) if as_json else md)
+    if paths is not None:
+        try:
+            png = write_png(profs, paths[0], top)
+            paths[1].write_text(md, encoding="utf-8")
+        except OSError as e:
+            fail(f"--out {out}: cannot write the profile ({e})")
         if not as_json:
-            print(f"wrote {png}, {out.with_suffix('.md')}", file=sys.stderr)
-    if as_json:
-        print(json.dumps({"profiles": [p.to_json(top) for p in profs]}))
-    else:
-        print(md)
+            print(f"wrote {png}, {paths[1]}", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:
