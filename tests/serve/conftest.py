@@ -7,12 +7,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import cv2
 import httpx
 import pytest
 import torch
 import uvicorn
+from fastapi import FastAPI
 
 import lprnet
 from lprnet.data.synth import generate
@@ -53,11 +55,18 @@ def images() -> list[tuple[str, bytes]]:
 @contextmanager
 def running_server(settings: ServeSettings, recognizer: Recognizer | None = None) -> Iterator[str]:
     """Run the app under uvicorn in a thread on a free loopback port; yields the base URL."""
+    with running_app(create_app(settings, recognizer)) as base:
+        yield base
+
+
+@contextmanager
+def running_app(app: FastAPI, **config: Any) -> Iterator[str]:
+    """Run ``app`` under uvicorn (``config``: more ``uvicorn.Config`` options) as :func:`running_server` does."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, recognizer), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from lprnet.serve.app import ServeSettings
+from lprnet.serve.app import MAX_EXTRA_FIELDS, ServeSettings
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -76,7 +76,7 @@ MULTIPART_HEAD = (b'--BOUNDARY\r\ncontent-disposition: form-data; name="files"; 
                                   "too-large-chunked-multipart",
                                   "too-many-files", "too-many-json", "bad-base64", "no-files-field",
                                   "empty-images", "no-images-key", "bad-json", "item-without-data",
-                                  "deeply-nested-json"])
+                                  "deeply-nested-json", "no-boundary", "bad-multipart", "too-many-fields"])
 def test_request_errors(client: httpx.Client, settings: ServeSettings, images, case: str) -> None:
     max_body, max_images = settings.max_body_bytes, settings.max_images
     name, data = images[0]
@@ -109,6 +109,13 @@ def test_request_errors(client: httpx.Client, settings: ServeSettings, images, c
         "deeply-nested-json": (422, "nested too deeply", {  # json.loads recurses: not a 500
             "content": b'{"images": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
             "headers": {"content-type": "application/json"}}),
+        "no-boundary": (422, "malformed multipart body: Missing boundary", {  # Starlette's 400s, mapped
+            "content": MULTIPART_HEAD + data, "headers": {"content-type": "multipart/form-data"}}),
+        "bad-multipart": (422, "malformed multipart body", {
+            "content": b"--BOUNDARY\r\ncontent-disposition: form-data\r\n\r\nx\r\n--BOUNDARY--\r\n",
+            "headers": {"content-type": "multipart/form-data; boundary=BOUNDARY"}}),
+        "too-many-fields": (413, "too many form fields", {"data": {f"f{i}": "x" for i in range(MAX_EXTRA_FIELDS + 1)},
+                                                          "files": {"files": (name, data)}}),
     }[case]
     r = client.post("/v1/recognize", **req)
     assert r.status_code == status, r.text
@@ -152,16 +159,21 @@ def test_a_wait_no_request_could_live_through_is_refused(settings: ServeSettings
         dataclasses.replace(settings, **kw)
 
 
-@pytest.mark.parametrize("args", [["--max-wait-ms", "inf"], ["--max-body-mb", "inf"]])
+@pytest.mark.parametrize("args", [["--max-wait-ms", "inf"], ["--max-body-mb", "inf"], ["--log-level", "verbose"]])
 def test_serve_refuses_unbounded_limits_at_startup(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
     from typer.testing import CliRunner
 
+    import lprnet
     from lprnet.cli import app
 
     def no_server(*a: object, **k: object) -> None:  # a regression must fail here, not serve forever
         raise AssertionError("the server started")
 
+    def no_load(*a: object, **k: object) -> None:  # refused before the model is loaded
+        raise AssertionError("the model was loaded")
+
     monkeypatch.setattr(uvicorn, "run", no_server)
+    monkeypatch.setattr(lprnet, "load", no_load)
     r = CliRunner().invoke(app, ["serve", *args])
     assert r.exit_code == 2 and args[0] in r.output, r.output

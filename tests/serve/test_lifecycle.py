@@ -19,7 +19,10 @@ import pytest
 
 from lprnet.core.process import decode_image_bytes
 from lprnet.recognizer import Recognizer
+from lprnet.serve.app import ServeSettings, create_app
 from lprnet.serve.batcher import Batcher, BatcherClosed
+
+from .conftest import running_app
 
 
 def test_batcher_batches_and_close_drains(recognizer: Recognizer, images) -> None:
@@ -71,7 +74,7 @@ def test_cli_serve_graceful_shutdown(weights: Path, recognizer: Recognizer, imag
     lines: list[str] = []
     try:
         base = None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # startup imports torch: slow on a loaded machine
         assert proc.stdout is not None
         while base is None and time.monotonic() < deadline:
             line = proc.stdout.readline()
@@ -90,7 +93,10 @@ def test_cli_serve_graceful_shutdown(weights: Path, recognizer: Recognizer, imag
         t = threading.Thread(target=lambda: got.update(
             r=httpx.post(f"{base}/v1/recognize", files={"files": (name, data)}, timeout=30)))
         t.start()
-        time.sleep(0.5)  # the request now waits in the batcher (max_wait_ms=2500)
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{base}/healthz").json()["queued"] == 0:  # wait until it waits in the batcher (2500 ms)
+            assert time.monotonic() < deadline and t.is_alive(), got
+            time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         with pytest.raises(httpx.TransportError):  # no longer accepting connections ...
@@ -110,3 +116,28 @@ def test_cli_serve_graceful_shutdown(weights: Path, recognizer: Recognizer, imag
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_request_cut_off_by_graceful_timeout_gets_json_503(weights: Path, recognizer: Recognizer, images) -> None:
+    """A request still waiting when --graceful-timeout runs out: JSON 503 like other shutdown refusals, not a 500."""
+    from prometheus_client import generate_latest
+
+    app = create_app(ServeSettings(weights=weights, max_wait_ms=10_000), recognizer)
+    name, data = images[0]
+    got: dict[str, Any] = {}
+    with running_app(app, timeout_graceful_shutdown=0.3) as base:
+        t = threading.Thread(target=lambda: got.update(
+            r=httpx.post(f"{base}/v1/recognize", files={"files": (name, data)}, timeout=30)))
+        t.start()
+        deadline = time.monotonic() + 20
+        while app.state.lprnet.batcher.queued == 0:  # the image waits out max_wait_ms in the batcher
+            assert time.monotonic() < deadline and t.is_alive(), got
+            time.sleep(0.02)
+    t.join(30)
+    r = got["r"]
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert "shutting down" in r.json()["detail"]
+    metrics = generate_latest(app.state.metrics.registry).decode()
+    assert 'lprnet_requests_total{path="/v1/recognize",status="503"} 1.0' in metrics
+    assert 'status="500"' not in metrics

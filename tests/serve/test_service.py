@@ -134,3 +134,59 @@ def test_healthz_metrics_openapi(client: httpx.Client) -> None:
     body = spec["paths"]["/v1/recognize"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
     assert {"/healthz", "/metrics"} <= set(spec["paths"])
+
+
+def conforms(spec: dict[str, Any], schema: dict[str, Any], value: Any) -> bool:
+    """Whether ``value`` fits an OpenAPI schema of the kinds FastAPI writes (refs, anyOf, objects, lists, scalars)."""
+    if "$ref" in schema:
+        return conforms(spec, spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]], value)
+    if "anyOf" in schema:
+        return any(conforms(spec, s, value) for s in schema["anyOf"])
+    if "const" in schema and value != schema["const"]:
+        return False
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return (isinstance(value, dict) and set(schema.get("required", [])) <= set(value)
+                and all(conforms(spec, props[k], v) if k in props else isinstance(extra, dict)
+                        and conforms(spec, extra, v) for k, v in value.items()))
+    if kind == "array":
+        return isinstance(value, list) and all(conforms(spec, schema["items"], v) for v in value)
+    types = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
+    return kind in types and isinstance(value, types[kind]) and (kind == "boolean" or not isinstance(value, bool))
+
+
+def documented(spec: dict[str, Any], path: str, method: str, r: httpx.Response) -> dict[str, Any]:
+    """The schema that ``/openapi.json`` declares for this answer (its status code and media type)."""
+    responses = spec["paths"][path][method]["responses"]
+    assert str(r.status_code) in responses, (path, r.status_code, sorted(responses))
+    media = r.headers["content-type"].split(";", 1)[0]
+    content = responses[str(r.status_code)]["content"]
+    assert media in content, (path, r.status_code, media, sorted(content))
+    return content[media]["schema"]
+
+
+def test_openapi_describes_the_real_answers(client: httpx.Client, images) -> None:
+    spec = client.get("/openapi.json").json()
+    name, data = images[0]
+    answers = [
+        ("/v1/recognize", client.post("/v1/recognize", files=[("files", (name, data)), ("files", ("x.txt", b"x"))])),
+        ("/v1/recognize", client.post("/v1/recognize", content=b"x", headers={"content-type": "text/plain"})),
+        ("/v1/recognize", client.post("/v1/recognize", json={"images": []})),
+        ("/v1/recognize", client.post("/v1/recognize", json={"images": [{"data": "eA=="}] * 17})),
+        ("/healthz", client.get("/healthz")),
+    ]
+    assert [r.status_code for _, r in answers] == [200, 415, 422, 413, 200]
+    for path, r in answers:
+        method = "post" if path == "/v1/recognize" else "get"
+        assert conforms(spec, documented(spec, path, method, r), r.json()), (path, r.status_code, r.json())
+    recognize = spec["paths"]["/v1/recognize"]["post"]["responses"]
+    assert {"200", "413", "415", "422", "503"} <= set(recognize)
+    assert set(spec["paths"]["/healthz"]["get"]["responses"]) == {"200", "503"}
+    assert not conforms(spec, {"$ref": "#/components/schemas/Health"}, {"status": "unavailable", "model_loaded": False})
+    assert conforms(spec, spec["paths"]["/healthz"]["get"]["responses"]["503"]["content"]["application/json"]["schema"],
+                    {"status": "unavailable", "model_loaded": False})
+    metrics = client.get("/metrics")
+    assert documented(spec, "/metrics", "get", metrics) == {"type": "string"}
+    assert set(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}

@@ -9,6 +9,15 @@ import typer
 from lprnet.cli._common import DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail
 from lprnet.core.process import MAX_IMAGE_PIXELS
 
+#: uvicorn's log levels (uvicorn.config.LOG_LEVELS), checked before the model is loaded
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{value!r} is not a uvicorn log level; choose from {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
 
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for all interfaces).")] = "127.0.0.1",
@@ -28,7 +37,8 @@ def serve(
     max_images: Annotated[int, typer.Option(min=1, help="Most images per request.")] = 64,
     graceful_timeout: Annotated[float, typer.Option(
         min=0, help="Seconds to let in-flight requests finish on shutdown (0: no limit).")] = 30.0,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[str, typer.Option(
+        callback=_log_level, help=f"uvicorn log level: {', '.join(LOG_LEVELS)}.")] = "info",
 ) -> None:
     """Serve POST /v1/recognize, GET /healthz and GET /metrics over HTTP."""
     try:

@@ -7,10 +7,12 @@ or as JSON ``{"images": [{"name": "...", "data": "<base64>"}]}``, and answers
 "confidence", "chars"}``, or ``{"path", "error"}`` for an image that cannot be read (not an image,
 truncated, too many pixels claimed by its header).  Problems with the request itself get a 4xx
 answer with ``{"detail": "..."}`` naming the field or item: 415 wrong content type, 413 body too
-large (enforced while reading, chunked bodies included) or too many images, 422 no images, bad
-JSON or bad base64.  ``GET /healthz`` reports the model, backend, decoding and province shares;
-``GET /metrics`` is in the Prometheus text format; ``GET /`` is a demo page (``static/index.html``)
-that uploads one image.
+large (enforced while reading, chunked bodies included), too many images or form fields, 422 no
+images, bad JSON, bad base64 or a malformed multipart body, 503 while the recognizer is unavailable
+(starting up, shutting down, or a request cut off by uvicorn's graceful-shutdown timeout).  The
+OpenAPI schema declares these answers.  ``GET /healthz`` reports the model, backend, decoding and
+province shares; ``GET /metrics`` is in the Prometheus text format; ``GET /`` is a demo page
+(``static/index.html``) that uploads one or several images.
 
 Uploads are decoded in a small thread pool (so only a few full-size images are in memory at once)
 and resized to the model input straight away, exactly as ``preprocess`` would; they then go through
@@ -34,13 +36,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -88,6 +91,8 @@ class ServeSettings:
 
 #: the status recorded for a client that disconnects mid-upload (nginx's "client closed request")
 CLIENT_CLOSED = 499
+#: the answer (503) to a request still running when uvicorn's --graceful-timeout runs out
+_SHUTTING_DOWN = "the server is shutting down: the request did not finish within the graceful shutdown timeout"
 #: the longest --max-wait-ms: the wait for batch-mates is a latency budget, not a timeout
 MAX_WAIT_MS = 10_000.0
 
@@ -186,7 +191,12 @@ class BodyLimitMiddleware:
 
 
 class MetricsMiddleware:
-    """Counts requests by path and status and times them (unknown paths are labelled ``other``)."""
+    """Counts requests by path and status and times them (unknown paths are labelled ``other``).
+
+    It is the outermost middleware, so it also answers a request that uvicorn cancels when
+    ``--graceful-timeout`` runs out: JSON 503 (like other refusals during shutdown) rather than
+    uvicorn's plain-text 500, unless the response has already started.
+    """
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -198,7 +208,7 @@ class MetricsMiddleware:
             return
         path = scope.get("path", "")
         label = path if path in _KNOWN_PATHS else "other"
-        status = 500
+        status = 0  # no response started yet
         t0 = time.perf_counter()
 
         async def tracking(msg: Message) -> None:
@@ -209,7 +219,13 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, tracking)
+        except asyncio.CancelledError:  # uvicorn's graceful shutdown timed out while this request ran
+            if status:
+                raise
+            log.warning("%s %s cancelled at shutdown: answered 503", scope.get("method", ""), path)
+            await _send_json(tracking, 503, {"detail": _SHUTTING_DOWN})
         finally:
+            status = status or 500  # the app failed before it answered (uvicorn sends a 500)
             m = self.metrics
             m.latency.labels(label).observe(time.perf_counter() - t0)
             m.requests.labels(label, str(status)).inc()
@@ -268,12 +284,28 @@ def result_json(path: str, pred: Prediction) -> dict[str, Any]:
             "chars": [{"char": c["char"], "confidence": round(c["confidence"], 6)} for c in pred.chars]}
 
 
+#: most non-file multipart fields accepted beside the images (they are ignored)
+MAX_EXTRA_FIELDS = 100
+
+
+def _multipart_error(detail: str, max_images: int) -> HTTPException:
+    """Starlette's 400 for a multipart body -> 413 for a limit (files, fields, part size), 422 for malformed."""
+    low = detail.lower()
+    if "too many files" in low:
+        return HTTPException(413, f"too many images: at most {max_images} files per request")
+    if "too many fields" in low:
+        return HTTPException(413, f"too many form fields: at most {MAX_EXTRA_FIELDS} non-file fields")
+    if "maximum size" in low:  # a non-file field over Starlette's 1 MiB part limit
+        return HTTPException(413, f"multipart form field too large: {detail}")
+    return HTTPException(422, f"malformed multipart body: {detail}")
+
+
 async def _read_multipart(request: Request, max_images: int) -> list[tuple[str, bytes]]:
     try:
-        form = await request.form(max_files=max_images, max_fields=max_images + 100)
-    except StarletteHTTPException as e:  # Starlette reports multipart limits as 400
-        if e.status_code == 400 and "too many files" in str(e.detail).lower():
-            raise HTTPException(413, f"too many images: at most {max_images} files per request") from None
+        form = await request.form(max_files=max_images, max_fields=MAX_EXTRA_FIELDS)
+    except StarletteHTTPException as e:  # Starlette reports every multipart problem as 400
+        if e.status_code == 400:
+            raise _multipart_error(str(e.detail), max_images) from None
         raise
     try:
         if "files" not in form:
@@ -343,6 +375,58 @@ _OPENAPI_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
             "properties": {"name": {"type": "string"}, "data": {"type": "string", "format": "byte"}}}}}}},
 }}}
 
+class CharConfidence(BaseModel):
+    char: str
+    confidence: float
+
+
+class PlateResult(BaseModel):
+    """A read image: the fields of ``lprnet recognize --format json``."""
+
+    path: str = Field(description="The uploaded file name, or the JSON item's name.")
+    plate: str
+    confidence: float
+    chars: list[CharConfidence]
+
+
+class ImageErrorResult(BaseModel):
+    """An image that could not be read (not an image, truncated, too many pixels)."""
+
+    path: str
+    error: str
+
+
+class RecognizeResponse(BaseModel):
+    results: list[PlateResult | ImageErrorResult] = Field(description="One entry per image, in request order.")
+
+
+class ErrorDetail(BaseModel):
+    """A refused request: what is wrong with it."""
+
+    detail: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model_loaded: Literal[True]
+    backend: str
+    input_size: list[int]
+    decode: str
+    provinces: dict[str, float] | None
+    max_batch: int
+    max_wait_ms: float
+    queued: int
+
+
+class Unavailable(BaseModel):
+    status: Literal["unavailable"]
+    model_loaded: bool
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorDetail, "description": description}
+
+
 _RESULTS_EXAMPLE = {"results": [
     {"path": "a.jpg", "plate": "皖A12345", "confidence": 0.97,
      "chars": [{"char": "皖", "confidence": 0.99}, {"char": "A", "confidence": 0.99}]},
@@ -389,9 +473,14 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
             raise HTTPException(503, "the recognizer is not available (starting up or shutting down)")
         return st
 
-    @app.post(RECOGNIZE_PATH, response_model=None, openapi_extra=_OPENAPI_BODY,
-              responses={200: {"description": "One result per image, in request order.",
-                               "content": {"application/json": {"example": _RESULTS_EXAMPLE}}}})
+    @app.post(RECOGNIZE_PATH, response_model=None, openapi_extra=_OPENAPI_BODY, responses={
+        200: {"model": RecognizeResponse, "description": "One result per image, in request order.",
+              "content": {"application/json": {"example": _RESULTS_EXAMPLE}}},
+        413: _error("Body over --max-body-mb, more than --max-images images, or too many form fields."),
+        415: _error("Content type other than multipart/form-data or application/json."),
+        422: _error("No images, invalid JSON, bad base64, or a malformed multipart body."),
+        503: _error("The recognizer is not available (starting up or shutting down)."),
+    })
     async def recognize(request: Request) -> JSONResponse:
         """Recognize plates in one or many images (multipart ``files`` or JSON base64)."""
         st = state(request)
@@ -429,7 +518,10 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
         metrics.errors.labels("image").inc(n_bad)
         return JSONResponse({"results": results})
 
-    @app.get("/healthz", response_model=None)
+    @app.get("/healthz", response_model=None, responses={
+        200: {"model": Health, "description": "The model is loaded and the service accepts work."},
+        503: {"model": Unavailable, "description": "Starting up or shutting down."},
+    })
     async def healthz(request: Request) -> JSONResponse:
         """Liveness/readiness: 200 with the backend once the model is loaded, 503 otherwise."""
         st: _State | None = request.app.state.lprnet
@@ -446,7 +538,9 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
         """The demo page (``serve/static/index.html``): upload an image, see the plate and per-character confidences."""
         return HTMLResponse(_demo_html())
 
-    @app.get("/metrics", response_model=None)
+    @app.get("/metrics", response_class=PlainTextResponse, responses={
+        200: {"description": "Prometheus text exposition format.",
+              "content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def prometheus() -> Response:
         """Prometheus metrics (text exposition format)."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
