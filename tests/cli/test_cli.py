@@ -289,3 +289,52 @@ def test_average_weights_command_writes_the_soup_and_names_bad_files(tmp_path):
     bad.write_bytes(b"not weights at all")
     r = runner.invoke(app, ["average-weights", paths[0], str(bad), "--out", str(tmp_path / "x.safetensors")])
     assert r.exit_code != 0 and "junk.safetensors" in r.output and not (tmp_path / "x.safetensors").exists()
+
+
+# --------------------------------------------------------------------------- lprnet batch (no Ray needed)
+NO_RAY = ["--ray-address", "ray://127.0.0.1:1", "--actors", "1", "--no-progress"]  # a job that got this far fails
+
+
+def test_batch_help_offers_no_provinces_auto():
+    r = runner.invoke(app, ["batch", "--help"], env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    provinces = r.output[r.output.index("--provinces"):r.output.index("--progress")]
+    assert "皖=0.8" in provinces and "auto" not in provinces, provinces
+    assert "--overwrite" in r.output
+
+
+def test_batch_never_writes_over_its_manifest_or_an_existing_output(setup, tmp_path):
+    w, imgs = setup
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in sorted(imgs.rglob("*.jpg"))), encoding="utf-8")
+    before = manifest.read_bytes()
+    for extra in ([], ["--overwrite"]):
+        r = runner.invoke(app, ["batch", str(manifest), "--out", str(manifest), "-w", str(w), *NO_RAY, *extra])
+        assert r.exit_code == 2 and f"{manifest}: is the input manifest" in r.stderr, (r.output, r.exception)
+    assert manifest.read_bytes() == before
+    out = tmp_path / "results.parquet"
+    out.write_bytes(b"earlier results")
+    r = runner.invoke(app, ["batch", str(imgs), "--out", str(out), "-w", str(w), *NO_RAY])
+    assert r.exit_code == 2 and "--overwrite" in r.stderr and out.read_bytes() == b"earlier results", r.output
+
+
+def test_batch_checks_runtime_models_and_the_ray_address_before_any_job(setup, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("LPRNET_CACHE", str(tmp_path / "cache"))
+    import ray
+
+    if ray.is_initialized():
+        pytest.skip("a Ray session of this process would run the job")
+    w, imgs = setup
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_bytes(b"\x08\x01garbage that is not a protobuf model" * 3)
+    bad_st = tmp_path / "bad.safetensors"
+    bad_st.write_text("nope")
+    for weights, backend in ((bad_onnx, "onnxruntime"), (bad_st, "onnxruntime"), (bad_st, "openvino")):
+        r = runner.invoke(app, ["batch", str(imgs), "--out", str(tmp_path / "r.csv"), "-w", str(weights),
+                                "--backend", backend, *NO_RAY])
+        assert r.exit_code == 2 and str(weights) in r.stderr, (backend, r.output, r.exception)
+    r = runner.invoke(app, ["batch", str(imgs), "--out", str(tmp_path / "r.csv"), "-w", str(w), *NO_RAY])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert "--ray-address ray://127.0.0.1:1: cannot connect to Ray" in r.stderr
+    assert not (tmp_path / "r.csv").exists()

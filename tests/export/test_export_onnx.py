@@ -224,3 +224,100 @@ def test_export_cli_onnx(random_weights: Path, tmp_path: Path) -> None:
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file the user writes, not mkstemp's 0600
     r = runner.invoke(app, ["export", "--weights", str(random_weights), "--out", str(out), "--batch", "zero"])
     assert r.exit_code != 0
+
+
+def test_an_interrupted_parity_check_leaves_no_cache_entry(random_weights: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during the first runtime load's parity check: nothing reaches the cache, so the next load
+    exports and checks again instead of trusting an unchecked file."""
+    import lprnet.export.pipeline as pipeline
+
+    real = pipeline.check_parity
+
+    def interrupted(*args: object, **kw: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "check_parity", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lprnet.load(random_weights, backend="onnxruntime", threads=1)
+    assert list((tmp_path / "cache").iterdir()) == []  # no entry and no staging folder left
+    checked: list[int] = []
+
+    def counted(*args: object, **kw: object) -> object:
+        checked.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pipeline, "check_parity", counted)
+    rec = lprnet.load(random_weights, backend="onnxruntime", threads=1)
+    assert checked == [1] and rec.backend.name == "onnxruntime"
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [rec.backend.path.name]
+
+
+def test_a_model_whose_classes_do_not_match_its_charset_is_refused(random_weights: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from lprnet.charset import Charset
+
+    model, meta = lprnet.weights.build_model(random_weights)  # 68 classes
+    digits_cfg = dataclasses.replace(meta.config, charset=Charset.from_string("0123456789"))
+    digits = dataclasses.replace(meta, config=digits_cfg)
+    export_onnx(model, tmp_path / "mixed.onnx", meta=digits)
+    with pytest.raises(ExportError, match=r"mixed\.onnx: the network outputs 68 classes but the charset in its "
+                                          r"metadata has 11"):
+        lprnet.load(tmp_path / "mixed.onnx", backend="onnxruntime")
+
+
+def test_runtime_backends_name_a_folder_given_as_weights_and_an_unusable_cache(
+        random_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "weights-folder"
+    folder.mkdir()
+    for backend in ("onnxruntime", "openvino"):
+        r = runner.invoke(app, ["recognize", str(SAMPLES), "--weights", str(folder), "--backend", backend])
+        assert r.exit_code == 2 and f"{folder}: is a directory" in r.stderr, (r.output, r.exception)
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("LPRNET_CACHE", str(tmp_path / "afile" / "cache"))
+    r = runner.invoke(app, ["recognize", str(SAMPLES), "--weights", str(random_weights), "--backend", "onnxruntime"])
+    assert r.exit_code == 2, (r.output, r.exception)
+    assert f"{tmp_path / 'afile' / 'cache'}: the export cache cannot be used" in r.stderr and "LPRNET_CACHE" in r.stderr
+
+
+def test_cache_key_covers_lprnet_the_opset_and_onnxruntime(random_weights: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    from lprnet.export import onnx as onnx_export
+    from lprnet.export.runtimes import cache_path
+
+    base = cache_path(random_weights, "onnx")
+    for module, attr, value in ((lprnet, "__version__", "99.0"), (onnx_export, "OPSET", 99),
+                                (onnxruntime, "__version__", "99.0")):
+        with monkeypatch.context() as m:
+            m.setattr(module, attr, value)
+            assert cache_path(random_weights, "onnx") != base, attr
+    assert cache_path(random_weights, "onnx") == base
+
+
+def test_parity_decodes_as_lprnet_load_does(random_weights: Path) -> None:
+    """The parity check compares the readings users get: plate decoding for the Chinese charset
+    (lprnet.load's default), greedy only when asked."""
+    from lprnet.core.process import ctc_greedy_decode, ctc_plate_decode, preprocess
+
+    model, meta = lprnet.weights.build_model(random_weights)
+    torch_be = TorchBackend(model)
+    imgs, _, src = parity_images(16, "synthetic")
+    logits = torch_be(preprocess(imgs, meta.config.input_size))
+    plate = [p.plate for p in ctc_plate_decode(logits, meta.config.charset)]
+    greedy = [p.plate for p in ctc_greedy_decode(logits, meta.config.charset)]
+    assert plate != greedy and lprnet.load(random_weights).decode == "plate"
+    rep = check_parity(torch_be, torch_be, meta.config, imgs, plate, source=src)
+    assert rep.decode == "plate" and rep.accuracy_torch == 1.0 and "decoded (plate) agreement" in rep.to_text()
+    rep = check_parity(torch_be, torch_be, meta.config, imgs, greedy, source=src, decode="greedy")
+    assert rep.decode == "greedy" and rep.accuracy_torch == 1.0 and rep.to_json()["decode"] == "greedy"
+
+
+def test_model_file_suffix_is_matched_in_any_case(random_weights: Path, tmp_path: Path) -> None:
+    model, meta = lprnet.weights.build_model(random_weights)
+    export_onnx(model, tmp_path / "FP32.ONNX", meta=meta)
+    files = sorted(SAMPLES.glob("*.jpg"))
+    got = lprnet.load(tmp_path / "FP32.ONNX", backend="onnxruntime", threads=1).recognize(files)
+    assert [r.plate for r in got] == [r.plate for r in lprnet.load(random_weights).recognize(files)]

@@ -103,3 +103,21 @@ def test_export_cli_int8_openvino_prints_the_int8_graphs_ops(random_weights: Pat
                                  "--threads", "1", "--keep-failed"])
     ops = next(line for line in r.stdout.splitlines() if line.startswith("ops: "))
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops, r.output
+
+
+def test_an_ir_whose_classes_do_not_match_its_charset_is_refused(random_weights: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from lprnet.charset import Charset
+    from lprnet.export.onnx import ExportError, export_onnx
+    from lprnet.export.openvino import onnx_to_openvino
+    from lprnet.weights import build_model
+
+    model, meta = build_model(random_weights)  # 68 classes
+    digits_cfg = dataclasses.replace(meta.config, charset=Charset.from_string("0123456789"))
+    digits = dataclasses.replace(meta, config=digits_cfg)
+    export_onnx(model, tmp_path / "mixed.onnx", meta=digits)
+    onnx_to_openvino(tmp_path / "mixed.onnx", tmp_path / "mixed.xml")
+    with pytest.raises(ExportError, match=r"mixed\.xml: the network outputs 68 classes but the charset in its "
+                                          r"metadata has 11"):
+        lprnet.load(tmp_path / "mixed.xml", backend="openvino")

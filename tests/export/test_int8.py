@@ -141,3 +141,29 @@ def test_int8_dead_channels_export_loads_and_agrees(tmp_path: Path) -> None:
         ov = OpenVinoBackend(tmp_path / "slim.int8.xml", 1)(preprocess(imgs))
         agree_ov = np.mean([a == b for a, b in zip(greedy_strings(ov, meta.config.charset), want)])
         assert agree_ov >= 0.9, agree_ov  # stage 19 weights: 0.979 (stage 17: 1.0)
+
+
+def test_int8_calibration_is_the_same_for_every_fixed_batch(tmp_path: Path) -> None:
+    """A fixed-batch export is calibrated on every crop, whatever its batch: 12 crops give the same INT8
+    model at batch 5 (not a divisor: a partial last batch was dropped) and 20 (more than the crops: ORT
+    refused the calibration batch) as with a dynamic batch; the file keeps its batch and says n=12."""
+    from onnx import numpy_helper
+
+    torch.manual_seed(1)
+    m = LPRNet().eval()
+    want: dict[str, np.ndarray] = {}
+    for batch in (None, 5, 20):
+        fp32, q8 = tmp_path / f"fp32-{batch}.onnx", tmp_path / f"int8-{batch}.onnx"
+        export_onnx(m, fp32, batch=batch)
+        info = quantize_int8(fp32, q8, n_calib=12)
+        assert info["calibration"].startswith("synthetic n=12 "), info["calibration"]
+        q = onnx.load(str(q8))
+        assert [d.dim_value for d in q.graph.input[0].type.tensor_type.shape.dim] == [batch or 0, 3, 24, 94]
+        params = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+        if not want:
+            want = params
+            continue
+        assert params.keys() == want.keys()
+        assert all(np.array_equal(params[k], want[k]) for k in want), f"batch {batch} quantised differently"
+    be = OnnxRuntimeBackend(tmp_path / "int8-20.onnx", 1)
+    assert be.batch == 20 and be(np.zeros((3, 3, 24, 94), np.float32)).shape == (3, 68, 18)

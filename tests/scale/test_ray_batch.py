@@ -33,8 +33,9 @@ COMMON = ["--actors", "1", "--cpus-per-actor", "1", "--batch-size", "64", "--no-
 
 @pytest.fixture(scope="module")
 def ray_session():
-    """One local Ray for the module (``lprnet batch`` joins it and leaves it running)."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+    """One local Ray for the module (``lprnet batch`` joins it and leaves it running); "local": a new one even
+    where a `ray start` cluster (or a stale record of one in /tmp/ray) is on the machine."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
              object_store_memory=200 * 1024 * 1024)
     yield
     ray.shutdown()
@@ -238,3 +239,22 @@ def test_an_interrupted_stream_leaves_no_temp_file(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             _write_stream(Interrupted(), out, name.rsplit(".", 1)[1])
         assert not out.exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_ray_address_from_the_environment_joins_that_cluster(ray_session, job, tmp_path):
+    """Under ``ray job submit`` RAY_ADDRESS names the cluster: the command joins it (ray.init with num_cpus
+    was refused: "When connecting to an existing cluster, num_cpus and num_gpus must not be provided")."""
+    import subprocess
+    import sys
+
+    w, _, files, bad, expected = job
+    picked = [f for f in files if f not in bad][:6]
+    manifest = tmp_path / "list.tsv"
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in picked), encoding="utf-8")
+    out = tmp_path / "r.csv"
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    r = subprocess.run([sys.executable, "-m", "lprnet", "batch", str(manifest), "--out", str(out), "--weights", str(w),
+                        *COMMON], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    with out.open(encoding="utf-8") as f:
+        _check(list(csv.DictReader(f)), picked, set(), expected)

@@ -44,6 +44,8 @@ def load_recognizer(weights: Path | None, provinces: str | None, **kw: Any) -> t
         rec = lprnet.load(weights, provinces=None if auto else provinces, **kw)
     except (WeightsError, ValueError, RuntimeError, ImportError) as e:
         fail(str(e))
+    except OSError as e:  # a file or folder the runtimes cannot use, named
+        fail(f"{e.filename or weights}: {e.strerror or e}")
     if auto and rec.decode != "plate":
         fail("--provinces auto needs plate decoding" + (", not --decode greedy" if kw.get("decode") == "greedy"
                                                         else ", and this charset cannot write every plate layout"))

@@ -8,14 +8,21 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import DecodeOpt, ProvincesOpt, WeightsOpt, fail
+from lprnet.cli._common import DecodeOpt, WeightsOpt, fail
+
+#: batch has no first pass over the plates, so no 'auto' (``--provinces auto`` is for recognize and eval)
+ProvincesOpt = Annotated[str | None, typer.Option(
+    "--provinces", help="Share of plates from named provinces where the camera stands, e.g. '皖=0.8' or "
+    "'皖=0.6,苏=0.2' (the rest split equally among the others; a bare '皖' reads only 皖). Weighs the "
+    "province reading with plate decoding; `lprnet provinces DIR` estimates the shares.")]
 
 
 def batch(
     source: Annotated[Path, typer.Argument(help="A folder of images (recursed) or a CSV/TSV manifest "
                                                 "with a 'path' column.")],
     out: Annotated[str, typer.Option("--out", "-o", help="results.parquet or results.csv (one file, input order), "
-                                                         "or DIR/ for Parquet part files written by the workers.")],
+                                                         "or DIR/ (empty) for Parquet part files written by the "
+                                                         "workers. Never an input or the manifest.")],
     ray_address: Annotated[str | None, typer.Option(
         "--ray-address", help="Join this Ray cluster ('auto', 'ray://host:10001'); default: a local Ray.")] = None,
     weights: WeightsOpt = None,
@@ -29,6 +36,8 @@ def batch(
     decode: DecodeOpt = "auto",
     provinces: ProvincesOpt = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Ray Data progress bars.")] = True,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file (without it, "
+                                                                "an existing file is refused).")] = False,
 ) -> None:
     """Batch-recognize with Ray Data: one row (path, plate, confidence, error) per input.
 
@@ -46,7 +55,8 @@ def batch(
             fail(f"no images found under {source}")
         summary = run_batch(paths, out, weights=weights, backend=backend, batch_size=batch_size, actors=actors,
                             cpus_per_actor=cpus_per_actor, threads_per_actor=threads_per_actor,
-                            decode=decode, provinces=provinces, ray_address=ray_address, progress=progress)
+                            decode=decode, provinces=provinces, ray_address=ray_address, progress=progress,
+                            manifest=source if source.is_file() else None, overwrite=overwrite)
     except BatchJobError as e:
         fail(str(e))
     except ImportError as e:

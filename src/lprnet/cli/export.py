@@ -52,6 +52,8 @@ def export_cmd(
                              dead_channels=dead_channels)
     except (WeightsError, ExportError, ValueError, ImportError) as e:
         fail(str(e))
+    except OSError as e:  # e.g. an output folder that cannot be written
+        fail(f"{e.filename or out}: {e.strerror or e}")
     if as_json:
         print(json.dumps(res.to_json(), ensure_ascii=False))
     else:
@@ -69,7 +71,7 @@ def export_cmd(
         for p in res.parity:
             print(p.to_text())
     if not res.ok:
-        typer.echo("error: parity check failed" + ("" if keep_failed else "; output removed"), err=True)
+        typer.echo("error: parity check failed" + ("" if keep_failed else "; nothing written"), err=True)
         raise typer.Exit(1)
 
 

@@ -48,6 +48,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from lprnet.core.process import preprocess
-from lprnet.export.onnx import ALLOWED_OPS, EXPORT_META_KEY, QDQ_OPS, check_ops
+from lprnet.export.onnx import ALLOWED_OPS, EXPORT_META_KEY, QDQ_OPS, ExportError, check_ops
 
 CALIB_SEED = 20240601
 CALIB_N = 256
@@ -109,14 +110,39 @@ def synthetic_batches(n: int = CALIB_N, seed: int = CALIB_SEED, batch: int = 32,
     return [preprocess(imgs[i:i + batch], input_size) for i in range(0, len(imgs), batch)]
 
 
+def _free_batch(model: Any) -> Any:
+    """A copy of ``model`` whose graph inputs and outputs have a free batch axis (``batch``)."""
+    import onnx
+
+    free = onnx.ModelProto()
+    free.CopyFrom(model)
+    for v in (*free.graph.input, *free.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        if dims:
+            dims[0].dim_param = "batch"  # replaces a fixed dim_value
+    del free.graph.value_info[:]  # inferred shapes may carry the fixed batch
+    return free
+
+
+def _copy_io_shapes(src: Any, dst: Any) -> None:
+    """Give ``dst``'s graph inputs and outputs the shapes they have in ``src`` (same names)."""
+    shapes = {v.name: v.type.tensor_type.shape for v in (*src.graph.input, *src.graph.output)}
+    for v in (*dst.graph.input, *dst.graph.output):
+        if v.name in shapes:
+            v.type.tensor_type.shape.CopyFrom(shapes[v.name])
+
+
 def quantize_int8(fp32_onnx: str | os.PathLike[str], out: str | os.PathLike[str], *,
                   n_calib: int = CALIB_N, seed: int = CALIB_SEED, per_channel: bool = True,
-                  fixed_batch: int | None = None, op_types: tuple[str, ...] | None = QUANT_OPS,
+                  op_types: tuple[str, ...] | None = QUANT_OPS,
                   activation_type: str = ACTIVATION_TYPE) -> dict[str, Any]:
     """Quantise ``fp32_onnx`` to a QDQ INT8 model at ``out``; returns a summary.
 
     ``op_types`` are the op types quantised (``None``: all that ORT supports);
-    ``activation_type`` is ``"uint8"`` or ``"int8"`` (weights are always int8).
+    ``activation_type`` is ``"uint8"`` or ``"int8"`` (weights are always int8).  Calibration
+    runs a copy of the model with a free batch axis on all ``n_calib`` crops at once, so a
+    model exported with a fixed batch is calibrated on the same crops, and quantised the
+    same way, whatever that batch is; ``out`` keeps the input's batch axis.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -133,9 +159,9 @@ def quantize_int8(fp32_onnx: str | os.PathLike[str], out: str | os.PathLike[str]
     input_name = src.graph.input[0].name
     w, h = json.loads({p.key: p.value for p in src.metadata_props}.get(EXPORT_META_KEY, "{}")).get(
         "input_size", [94, 24])
-    batches = synthetic_batches(n_calib, seed, fixed_batch or 32, (int(w), int(h)))
-    if fixed_batch:
-        batches = [b for b in batches if b.shape[0] == fixed_batch] or batches
+    # one batch of every crop (ORT pools all calibration outputs before its histograms anyway)
+    batches = synthetic_batches(n_calib, seed, n_calib, (int(w), int(h)))
+    n_used = sum(b.shape[0] for b in batches)
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -148,21 +174,29 @@ def quantize_int8(fp32_onnx: str | os.PathLike[str], out: str | os.PathLike[str]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     exclude = fp32_nodes(src)
-    with _quiet():
-        quantize_static(str(fp32_onnx), str(out), _Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel,
-                        activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile,
-                        nodes_to_exclude=exclude, op_types_to_quantize=list(op_types) if op_types else None,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                                       "CalibPercentile": PERCENTILE})
+    with tempfile.TemporaryDirectory(prefix="lprnet-int8-") as td:
+        free = Path(td) / "free-batch.onnx"
+        onnx.save(_free_batch(src), str(free))
+        try:
+            with _quiet():
+                quantize_static(str(free), str(out), _Reader(), quant_format=QuantFormat.QDQ,
+                                per_channel=per_channel,
+                                activation_type=QuantType.QUInt8 if activation_type == "uint8" else QuantType.QInt8,
+                                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.Percentile,
+                                nodes_to_exclude=exclude, op_types_to_quantize=list(op_types) if op_types else None,
+                                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                               "CalibPercentile": PERCENTILE})
+        except Exception as e:  # ORT's errors (e.g. a graph with its batch size built in) as one clear line
+            raise ExportError(f"{fp32_onnx}: INT8 calibration failed ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
     q = onnx.load(str(out))
+    _copy_io_shapes(src, q)
     q.ClearField("metadata_props")
     for p in src.metadata_props:
         e = q.metadata_props.add()
         e.key, e.value = p.key, p.value
     info = {"precision": "int8", "format": "QDQ", "per_channel": per_channel,
-            "calibration": f"synthetic n={n_calib} seed={seed}, percentile {PERCENTILE}",
+            "calibration": f"synthetic n={n_used} seed={seed}, percentile {PERCENTILE}",
             "activations": activation_type, "op_types": list(op_types) if op_types else "all",
             "fp32_nodes": exclude}
     e = q.metadata_props.add()

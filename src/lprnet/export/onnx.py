@@ -40,10 +40,11 @@ The allowlist (:data:`ALLOWED_OPS`)
     names.
 
 Parity
-    :func:`check_parity` runs a backend and PyTorch on the same preprocessed crops through
-    :class:`lprnet.recognizer.Recognizer` (so :mod:`lprnet.core.process` does all pre- and
-    post-processing) and reports the max abs logit difference and decoded-string
-    agreement.  fp32 logits must satisfy ``|b - t| <= atol + rtol * |t|`` with
+    :func:`check_parity` runs a backend and PyTorch on the same crops, preprocessed by
+    :mod:`lprnet.core.process` and decoded by :meth:`lprnet.recognizer.Recognizer.decode_logits`
+    with the decoding ``lprnet.load`` gives by default (plate decoding when the charset can write
+    every Chinese plate layout, greedy otherwise), and reports the max abs logit difference and
+    decoded-string agreement.  fp32 logits must satisfy ``|b - t| <= atol + rtol * |t|`` with
     ``atol=1e-4, rtol=1e-5`` (LPRNet logits reach |t| ~ 130, where one fp32 ulp is 1.5e-5;
     measured on the 1,000 real crops: max abs 8.0e-5 for ONNX Runtime, 9.9e-5 for OpenVINO)
     and decode to identical strings; :func:`parity_images` picks real crops when a labelled folder is available
@@ -74,7 +75,6 @@ from lprnet.core.backend import Backend
 from lprnet.core.process import (
     IMAGE_EXTENSIONS,
     ImageError,
-    ctc_greedy_decode,
     label_from_filename,
     preprocess,
     read_image,
@@ -379,6 +379,7 @@ class ParityReport:
     atol: float
     min_agreement: float
     rtol: float = 0.0
+    decode: str = "greedy"
     within_bound: bool = True
     max_rel_diff: float = 0.0
     accuracy_torch: float | None = None
@@ -392,7 +393,8 @@ class ParityReport:
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.backend, "source": self.source, "n": self.n,
                 "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff,
-                "agreement": self.agreement, "atol": None if self.atol == float("inf") else self.atol,
+                "agreement": self.agreement, "decode": self.decode,
+                "atol": None if self.atol == float("inf") else self.atol,
                 "rtol": self.rtol, "within_bound": self.within_bound,
                 "min_agreement": self.min_agreement, "accuracy_torch": self.accuracy_torch,
                 "accuracy_backend": self.accuracy_backend, "passed": self.passed,
@@ -406,20 +408,26 @@ class ParityReport:
                  f"bound {self.atol:g} + {self.rtol:g}*|t|: {'ok' if self.within_bound else 'EXCEEDED'}")
         return (f"parity {self.backend} vs torch on {self.n} crops ({self.source}): max |logit diff| "
                 f"{self.max_abs_diff:.3g} (max rel {self.max_rel_diff:.2g}; {bound}); "
-                f"decoded agreement {self.agreement:.4f} "
+                f"decoded ({self.decode}) agreement {self.agreement:.4f} "
                 f"(required >= {self.min_agreement:g}){acc} -> {'PASS' if self.passed else 'FAIL'}")
 
 
 def check_parity(backend: Backend, reference: Backend, config: ModelConfig, images: Sequence[np.ndarray],
                  labels: Sequence[str] | None = None, *, source: str = "", atol: float = 1e-4,
-                 rtol: float = 1e-5, min_agreement: float = 1.0, batch_size: int = 64) -> ParityReport:
+                 rtol: float = 1e-5, min_agreement: float = 1.0, batch_size: int = 64,
+                 decode: str = "auto") -> ParityReport:
     """Compare ``backend`` with ``reference`` (PyTorch) on ``images`` (BGR crops).
 
-    Both get the same input from :func:`lprnet.core.process.preprocess` and are decoded
-    by :func:`lprnet.core.process.ctc_greedy_decode`.  ``atol=inf`` only reports the logit difference
+    Both get the same input from :func:`lprnet.core.process.preprocess` and are decoded as a
+    :class:`lprnet.recognizer.Recognizer` with ``decode`` (``"auto"``, as ``lprnet.load``:
+    plate decoding for a charset that can write Chinese plates, else greedy) decodes them.
+    ``atol=inf`` only reports the logit difference
     (INT8); logits must satisfy ``|b - t| <= atol + rtol * |t|``; ``min_agreement`` is
     the required fraction of identical decoded strings.
     """
+    from lprnet.recognizer import Recognizer
+
+    decoder = Recognizer(reference, config, decode=decode)
     max_diff = max_rel = 0.0
     within = True
     got: list[str] = []
@@ -437,8 +445,8 @@ def check_parity(backend: Backend, reference: Backend, config: ModelConfig, imag
                 np.all(d[finite] <= atol + rtol * np.abs(lr[finite])))
             max_diff = max(max_diff, float(d[finite].max(initial=0.0)))
             max_rel = max(max_rel, float((d[finite] / np.maximum(np.abs(lr[finite]), 1e-6)).max(initial=0.0)))
-        got += [p.plate for p in ctc_greedy_decode(lb, config.charset)]
-        want += [p.plate for p in ctc_greedy_decode(lr, config.charset)]
+        got += [p.plate for p in decoder.decode_logits(lb)]
+        want += [p.plate for p in decoder.decode_logits(lr)]
     n = len(got)
     agree = sum(a == b for a, b in zip(got, want)) / max(1, n)
     dis = [{"torch": b, backend.name: a, **({"label": labels[i]} if labels else {})}
@@ -448,5 +456,5 @@ def check_parity(backend: Backend, reference: Backend, config: ModelConfig, imag
         acc_t = sum(p == t for p, t in zip(want, labels)) / n
         acc_b = sum(p == t for p, t in zip(got, labels)) / n
     return ParityReport(backend.name, source, n, max_diff, agree, atol, min_agreement, rtol=rtol,
-                        within_bound=within, max_rel_diff=max_rel, accuracy_torch=acc_t,
+                        decode=decoder.decode, within_bound=within, max_rel_diff=max_rel, accuracy_torch=acc_t,
                         accuracy_backend=acc_b, disagreements=dis)

@@ -5,14 +5,16 @@ Steps: build the deploy form from the weights, export ONNX (allowlist enforced),
 quantise to INT8 (synthetic calibration) and/or convert to OpenVINO IR, load the result in
 its runtime and check parity against PyTorch on real crops when available (else
 synthetic): fp32 needs ``|logit diff| <= atol + rtol * |logit|`` (1e-4, 1e-5) and identical decoded strings;
-INT8 needs decoded agreement >= ``int8_min_agreement`` (0.95).  A failed export's files are
-removed unless ``keep_failed``.
+INT8 needs decoded agreement >= ``int8_min_agreement`` (0.95).  The files are written to a
+hidden folder beside the output and moved into place only when parity passes (or with
+``keep_failed``): an export that fails or is interrupted leaves no unchecked file behind.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,32 +77,45 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
     if dead_channels:
         export_model = _slim(model, images, res)
         rtol = max(rtol, 1e-4)
-    with tempfile.TemporaryDirectory(prefix="lprnet-export-") as td:
-        fp32 = out if (fmt == "onnx" and not int8) else Path(td) / "model.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # everything is written to a hidden folder beside ``out`` and moved into place only once
+    # parity has passed: an interrupted or failed export never leaves an unchecked ``out``
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        staged = stage / out.name
+        fp32 = staged if (fmt == "onnx" and not int8) else stage / "model.onnx"
         res.steps.append({"step": "onnx", **export_onnx(export_model, fp32, input_size=cfg.input_size,
                                                         batch=batch, meta=dmeta, exporter=exporter)})
         final_onnx = fp32
         if int8:
             from lprnet.export.int8 import quantize_int8
 
-            final_onnx = out if fmt == "onnx" else Path(td) / "model.int8.onnx"
-            res.steps.append({"step": "int8", **quantize_int8(fp32, final_onnx, fixed_batch=batch)})
+            final_onnx = staged if fmt == "onnx" else stage / "model.int8.onnx"
+            res.steps.append({"step": "int8", **quantize_int8(fp32, final_onnx)})
         if fmt == "openvino":
             from lprnet.export.openvino import ir_files, onnx_to_openvino
 
-            res.steps.append({"step": "openvino", **onnx_to_openvino(final_onnx, out)})
+            res.steps.append({"step": "openvino", **onnx_to_openvino(final_onnx, staged)})
             res.files = ir_files(out)
         else:
             res.files = [out]
-    from lprnet.export.runtimes import OnnxRuntimeBackend, OpenVinoBackend
+        from lprnet.export.runtimes import OnnxRuntimeBackend, OpenVinoBackend
 
-    backend = OpenVinoBackend(out, threads) if fmt == "openvino" else OnnxRuntimeBackend(out, threads)
-    res.parity.append(check_parity(
-        backend, TorchBackend(model), cfg, images, labels, source=source,
-        atol=float("inf") if int8 else atol, rtol=rtol, min_agreement=int8_min_agreement if int8 else 1.0))
-    if not res.ok and not keep_failed:
-        for f in res.files:
-            f.unlink(missing_ok=True)
+        backend = OpenVinoBackend(staged, threads) if fmt == "openvino" else OnnxRuntimeBackend(staged, threads)
+        res.parity.append(check_parity(
+            backend, TorchBackend(model), cfg, images, labels, source=source,
+            atol=float("inf") if int8 else atol, rtol=rtol, min_agreement=int8_min_agreement if int8 else 1.0))
+        del backend  # the runtime lets go of the staged files before they move
+        if res.ok or keep_failed:
+            for f in reversed(res.files):  # an IR's .bin before its .xml
+                os.replace(stage / f.name, f)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    for st in res.steps:  # the summaries name the output, not its staged copy
+        if st.get("path") == str(staged):
+            st["path"] = str(out)
+        if "files" in st:
+            st["files"] = [str(f) for f in res.files]
     return res
 
 

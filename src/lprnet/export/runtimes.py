@@ -14,8 +14,9 @@
   ``"openvino"``: an ``.onnx``/``.xml`` file is used as is (its embedded metadata gives the
   charset and input size); weights (``.safetensors``/``.pth``/``None`` = bundled) are
   exported once to a cache (``$LPRNET_CACHE`` or ``~/.cache/lprnet``, keyed by the weights
-  file's hash, the format and the exporter versions), each export passing the allowlist and
-  the parity check before it is cached.
+  file's hash, the format, the lprnet version, the ONNX opset and the exporter and runtime
+  versions), each export passing the allowlist and the parity check before it is moved into
+  the cache.  A model whose output class count differs from its metadata's charset is refused.
 
 Both backends implement :class:`lprnet.core.backend.Backend` (float32 ``N x 3 x H x W`` ->
 logits ``N x C x T``); a model exported with a fixed batch is fed in chunks of that size
@@ -25,6 +26,7 @@ logits ``N x C x T``); a model exported with a fixed batch is fed in chunks of t
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import threading
@@ -63,6 +65,11 @@ def _static_batch(dim: Any) -> int | None:
     return int(dim) if isinstance(dim, int) and dim > 0 else None
 
 
+def _static_dim(shape: Any, i: int) -> int | None:
+    """``shape[i]`` when it is a fixed size (an ONNX Runtime shape lists ints and names)."""
+    return _static_batch(shape[i]) if len(shape) > i else None
+
+
 class OnnxRuntimeBackend:
     """ONNX Runtime (CPU) on an exported ``.onnx`` file."""
 
@@ -86,8 +93,10 @@ class OnnxRuntimeBackend:
             raise ExportError(f"{path}: ONNX Runtime cannot load the model: {str(e).splitlines()[0]}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
-        self.output_name = self.session.get_outputs()[0].name
+        out = self.session.get_outputs()[0]
+        self.output_name = out.name
         self.batch = _static_batch(inp.shape[0])
+        self.num_classes = _static_dim(out.shape, 1)  # logits N x C x T
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: x})[0]
@@ -118,6 +127,8 @@ class OpenVinoBackend:
         self._lock = threading.Lock()  # one InferRequest: callers on several threads take turns
         shape = model.inputs[0].get_partial_shape()
         self.batch = shape[0].get_length() if shape[0].is_static else None
+        out = model.outputs[0].get_partial_shape()  # logits N x C x T
+        self.num_classes = out[1].get_length() if out.rank.is_static and len(out) > 1 and out[1].is_static else None
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         with self._lock:  # unlocked, two threads' results could swap (or the request fail) silently
@@ -154,16 +165,20 @@ def cache_dir() -> Path:
 
 
 def _versions() -> str:
+    """What an export depends on besides the weights: lprnet, the ONNX opset and the exporters' and
+    runtimes' versions (an upgrade of any of them makes a new cache entry)."""
     import onnx
     import torch
 
-    v = f"torch={torch.__version__};onnx={onnx.__version__}"
-    try:
-        import openvino
+    import lprnet
+    from lprnet.export import onnx as onnx_export
 
-        v += f";openvino={openvino.__version__}"
-    except ImportError:  # pragma: no cover - openvino is optional for ORT
-        pass
+    v = f"lprnet={lprnet.__version__};opset={onnx_export.OPSET};torch={torch.__version__};onnx={onnx.__version__}"
+    for name in ("onnxruntime", "openvino"):  # either may be missing when only the other is used
+        try:
+            v += f";{name}={importlib.import_module(name).__version__}"
+        except ImportError:  # pragma: no cover
+            pass
     return v
 
 
@@ -174,7 +189,7 @@ def cache_path(weights: Path, fmt: str) -> Path:
 
 
 def _meta_for(path: Path) -> WeightsMeta:
-    meta, _ = read_ir_meta(path) if path.suffix == ".xml" else read_onnx_meta(path)
+    meta, _ = read_ir_meta(path) if path.suffix.lower() == ".xml" else read_onnx_meta(path)
     if meta is None:
         raise ExportError(f"{path}: no lprnet metadata in the model file (export it with `lprnet export`)")
     return meta
@@ -187,7 +202,7 @@ def _model_meta(path: Path) -> WeightsMeta:
     except ExportError:
         raise
     except Exception as e:  # protobuf / OpenVINO parse errors
-        kind = "OpenVINO IR" if path.suffix == ".xml" else "ONNX"
+        kind = "OpenVINO IR" if path.suffix.lower() == ".xml" else "ONNX"
         raise ExportError(f"{path}: not a readable {kind} model ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
 
@@ -200,30 +215,54 @@ def load_backend(weights: str | os.PathLike[str] | None, backend: str, threads: 
     from lprnet.weights import WeightsError, default_weights_path
 
     p = Path(weights) if weights is not None else default_weights_path()
-    if not p.exists():
+    if p.is_dir():
+        raise WeightsError(f"{p}: is a directory, not a weights or model file")
+    if not p.is_file():
         raise WeightsError(f"{p}: no such weights file")
-    if p.suffix == ".onnx":
+    suffix = p.suffix.lower()
+    if suffix == ".onnx":
         model_path = p
-    elif p.suffix == ".xml":
+    elif suffix == ".xml":
         if backend != "openvino":
             raise ValueError(f"{p}: an OpenVINO IR needs backend='openvino'")
         model_path = p
     else:
-        fmt = "openvino" if backend == "openvino" else "onnx"
-        model_path = cache_path(p, fmt)
-        if model_path.exists():
-            try:
-                _model_meta(model_path)
-            except ExportError:  # a damaged cache file is made again, not trusted
-                model_path.unlink()
-        if not model_path.exists():
-            from lprnet.export.pipeline import export_weights
-
-            # synthetic parity crops: a library call reads no folder it was not given
-            res = export_weights(p, fmt, model_path, parity_n=32, parity_data="synthetic")
-            if not res.ok:
-                raise ExportError(f"export of {p} for {backend} failed its parity check: "
-                                  + "; ".join(r.to_text() for r in res.parity))
+        model_path = _cached_export(p, "openvino" if backend == "openvino" else "onnx")
     meta = _model_meta(model_path)
     be = OpenVinoBackend(model_path, threads) if backend == "openvino" else OnnxRuntimeBackend(model_path, threads)
+    want = meta.config.charset.num_classes
+    if be.num_classes is not None and be.num_classes != want:
+        raise ExportError(f"{p}: the network outputs {be.num_classes} classes but the charset in its "
+                          f"metadata has {want}; the metadata does not belong to this network")
     return be, meta
+
+
+def _cached_export(weights: Path, fmt: str) -> Path:
+    """The cache file of ``weights`` exported to ``fmt``, made (and parity-checked) when missing."""
+    from lprnet.weights import WeightsError
+
+    try:
+        model_path = cache_path(weights, fmt)
+    except OSError as e:
+        raise WeightsError(f"{weights}: cannot read the weights file ({e.strerror or e})") from None
+    folder = model_path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if model_path.is_file():
+            try:
+                _model_meta(model_path)
+                return model_path
+            except ExportError:  # a damaged cache file is made again, not trusted
+                model_path.unlink()
+        from lprnet.export.pipeline import export_weights
+
+        # synthetic parity crops: a library call reads no folder it was not given; the file
+        # reaches the cache only after its parity check passed
+        res = export_weights(weights, fmt, model_path, parity_n=32, parity_data="synthetic")
+    except OSError as e:
+        raise ExportError(f"{folder}: the export cache cannot be used ({e.strerror or e}); set {CACHE_ENV} "
+                          "to a writable folder") from None
+    if not res.ok:
+        raise ExportError(f"export of {weights} for {fmt} failed its parity check: "
+                          + "; ".join(r.to_text() for r in res.parity))
+    return model_path

@@ -222,11 +222,22 @@ def _check_writable(folder: Path, out: Path) -> None:
         raise BatchJobError(f"{out}: the output cannot be written there ({e.strerror or e})") from None
 
 
+def _check_not_an_input(out: Path, inputs: list[str], manifest: str | os.PathLike[str] | None) -> None:
+    """Refuse an output file that is the manifest or one of the inputs: the job would overwrite what it reads."""
+    target = os.path.realpath(out)
+    if manifest is not None and os.path.realpath(manifest) == target:
+        raise BatchJobError(f"{out}: is the input manifest; write the results to another file")
+    for p in inputs:  # only a same-named input can be the same file (symbolic links aside)
+        if os.path.basename(p) == out.name and os.path.realpath(p) == target:
+            raise BatchJobError(f"{out}: is one of the input files; write the results to another file")
+
+
 def _weights_files(weights: str | os.PathLike[str] | None, backend: str) -> dict[str, bytes]:
     """The weights file (the bundled default when None) and its companions, as bytes.
 
-    For the torch backend the file is also loaded once here, so that a bad file stops the
-    job with a clear message before any actor starts.
+    The file is also opened once here with ``backend`` (weights exported to the checked cache
+    for the runtimes), so that a bad file stops the job with a clear message naming it before
+    Ray starts.
     """
     from lprnet.weights import WeightsError, build_model, default_weights_path
 
@@ -234,8 +245,14 @@ def _weights_files(weights: str | os.PathLike[str] | None, backend: str) -> dict
         p = Path(weights) if weights is not None else default_weights_path()
         if backend == "torch":
             build_model(p, form="deploy")
+        else:
+            from lprnet.export.runtimes import load_backend
+
+            load_backend(p, backend, threads=1)
     except (WeightsError, ValueError, RuntimeError) as e:
         raise BatchJobError(str(e)) from None
+    except OSError as e:
+        raise BatchJobError(f"{e.filename or weights}: {e.strerror or e}") from None
     try:
         files = {p.name: p.read_bytes()}
         if p.suffix.lower() == ".xml":  # OpenVINO IR: the weights live in the .bin beside it
@@ -284,12 +301,17 @@ def run_batch(
     ray_address: str | None = None,
     object_store_memory: int | None = None,
     progress: bool = True,
+    manifest: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
 ) -> BatchSummary:
     """Recognize ``inputs`` (file paths) on Ray and write one row per path to ``out``.
 
-    Joins the cluster at ``ray_address`` (``"auto"``, ``"ray://host:10001"``, ...) or, when
-    None and Ray is not already initialised in this process, starts a local Ray sized for
-    the actor pool plus one CPU for reading, and shuts it down at the end.
+    Joins the cluster at ``ray_address`` (``"auto"``, ``"ray://host:10001"``, ...), else at
+    ``$RAY_ADDRESS`` (set by ``ray job submit``), or, when neither is given and Ray is not
+    already initialised in this process, starts a local Ray sized for the actor pool plus one
+    CPU for reading, and shuts it down at the end.  An output file that already exists is
+    refused unless ``overwrite``; one that is an input or the ``manifest`` listing them,
+    always.
     """
     if backend not in BACKENDS:
         raise BatchJobError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
@@ -303,6 +325,10 @@ def run_batch(
     out = Path(out)
     if kind == "parquet-dir" and out.is_dir() and any(out.iterdir()):
         raise BatchJobError(f"{out}: the output folder is not empty")
+    if kind != "parquet-dir":
+        _check_not_an_input(out, inputs, manifest)
+        if out.exists() and not overwrite:
+            raise BatchJobError(f"{out}: the output file exists; pass --overwrite to replace it")
     _check_writable(out if kind == "parquet-dir" else out.parent, out)
     files = _weights_files(weights, backend)
     if decode == "plate" or provinces:  # fail here, not in every actor (a charset that cannot write
@@ -318,12 +344,20 @@ def run_batch(
 
     started = False
     if not ray.is_initialized():
-        if ray_address:
-            ray.init(address=ray_address, ignore_reinit_error=True)
-        else:
-            need = math.ceil(actors * cpus_per_actor) + 1
-            ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, log_to_driver=False,
-                     ignore_reinit_error=True, object_store_memory=object_store_memory)
+        address = ray_address or os.environ.get("RAY_ADDRESS")  # ray.init honours RAY_ADDRESS too
+        try:
+            if address:  # joining a cluster: it has its own CPUs
+                ray.init(address=address, ignore_reinit_error=True)
+            else:  # "local": a new Ray, not the last `ray start` cluster Ray would otherwise join
+                need = math.ceil(actors * cpus_per_actor) + 1
+                ray.init(address="local", num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False,
+                         log_to_driver=False, ignore_reinit_error=True, object_store_memory=object_store_memory)
+        except Exception as e:  # ConnectionError, ValueError, TimeoutError...: one line, no traceback
+            where = (f"--ray-address {ray_address}" if ray_address else
+                     f"RAY_ADDRESS={address}" if address else "a local Ray")
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise BatchJobError(f"{where}: cannot {'connect to' if address else 'start'} Ray "
+                                f"({type(e).__name__}: {first})") from None
         started = True
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
