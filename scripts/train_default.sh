@@ -8,6 +8,7 @@
 # weights were made that way (see the model card for the exact chain of runs).
 # BATCH and LR (environment, default 64 and 1e-3) size the step: a GPU is better used at e.g.
 #   BATCH=256 LR=2e-3 scripts/train_default.sh /tmp/run 10000 cuda
+# MODEL=lprnet_wide trains the wider layout (every channel kept; narrow INIT_WEIGHTS are widened).
 # REAL (environment, optional) mixes labelled real data into the stream beside the synthetic plates (share 1),
 #   as the bundled weights' last stages did with the 16 CCPD sample scenes:
 #   REAL=ccpd:../shared/data/ccpd-samples:0.1 scripts/train_default.sh /tmp/ft 4000 cpu default
@@ -41,6 +42,7 @@ EXTRA=()
 [ -n "$INIT" ] && EXTRA+=(--init-weights "$INIT")
 for SRC in ${REAL:-}; do EXTRA+=(--data "$SRC"); done
 [ -n "${TIME_BUDGET:-}" ] && EXTRA+=(--time-budget "$TIME_BUDGET")
+[ -n "${MODEL:-}" ] && EXTRA+=(--set "model=$MODEL")
 lprnet train --data "synth:$RUN/synth-train" --val-synth "$RUN/synth-val" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps "$WARMUP" --out "$RUN/train" \
   --device "$DEVICE" --workers "$([ "$DEVICE" = cpu ] && echo 0 || echo 8)" --eval-every 400 --ckpt-every 50 \
