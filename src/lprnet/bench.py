@@ -136,8 +136,9 @@ def bench_inputs(n: int = 32, data: str | Path | None = None, input_size: tuple[
     from lprnet.export.onnx import ExportError, parity_images
 
     if data is not None and str(data) != "synthetic" and source_size(data) == 0:
-        raise ExportError(f"{data}: no plate crops in this folder (image files {', '.join(sorted(IMAGE_EXTENSIONS))}); "
-                          "give a folder of crops, a manifest, ccpd:DIR or 'synthetic'")
+        kind = "folder" if Path(str(data)).is_dir() else "source"
+        raise ExportError(f"{data}: no plate crops in this {kind} (image files {', '.join(sorted(IMAGE_EXTENSIONS))}, "
+                          "manifest rows or CCPD scenes); give a folder of crops, a manifest, ccpd:DIR or 'synthetic'")
     imgs, _, source = parity_images(n, data, input_size=input_size)
     return preprocess(imgs, input_size), source
 

@@ -321,3 +321,15 @@ def test_model_file_suffix_is_matched_in_any_case(random_weights: Path, tmp_path
     files = sorted(SAMPLES.glob("*.jpg"))
     got = lprnet.load(tmp_path / "FP32.ONNX", backend="onnxruntime", threads=1).recognize(files)
     assert [r.plate for r in got] == [r.plate for r in lprnet.load(random_weights).recognize(files)]
+
+
+def test_a_failed_export_names_no_file_it_did_not_write(random_weights: Path, tmp_path: Path) -> None:
+    """Parity fails (an agreement above 1 is impossible): nothing is moved into place, so the result names
+    no file and no step points into the deleted staging folder."""
+    out = tmp_path / "q.onnx"
+    res = export_weights(random_weights, "onnx", out, int8=True, int8_min_agreement=1.01, parity_data="synthetic",
+                         parity_n=8, threads=1)
+    assert not res.ok and res.files == [] and not out.exists()
+    assert not any(p.name.startswith(".q.onnx.") for p in tmp_path.iterdir())  # the staging folder is gone
+    for st in res.steps:
+        assert st.get("path") is None or not str(st["path"]).startswith(str(tmp_path / ".q.onnx.")), st

@@ -279,6 +279,17 @@ def test_a_run_resumed_on_another_number_of_ranks_continues_the_data_stream(data
     assert "the data stream continues at sample 16" in (res.out / "train.log").read_text(encoding="utf-8")
 
 
+def test_resuming_with_another_layout_is_a_clear_error(data: Path) -> None:
+    """A wide run's checkpoint does not fit the narrow model: resuming without its --set model= names it."""
+    common: dict[str, Any] = dict(steps=4, ckpt_every=2, eval_every=100, val_synth=None)
+    with pytest.raises(Killed):
+        train(cfg_for(data, model="lprnet_wide", **common), on_step=_kill_at(3))
+    with pytest.raises(TrainError, match="trains lprnet_wide, not lprnet; pass --set model=lprnet_wide"):
+        train(cfg_for(data, resume=True, **common))
+    res = train(cfg_for(data, resume=True, model="lprnet_wide", **common))
+    assert res.step == 4
+
+
 # --------------------------------------------------------------------------- validation and selection
 
 

@@ -59,7 +59,7 @@ def export_cmd(
     else:
         onnx_step = next(st for st in res.steps if st["step"] == "onnx")
         print(f"exported {fmt.value} ({res.precision}, batch {onnx_step['batch']}, opset {onnx_step['opset']}, "
-              f"{onnx_step['exporter']} exporter): {', '.join(str(f) for f in res.files)}")
+              f"{onnx_step['exporter']} exporter): {', '.join(str(f) for f in res.files) or 'nothing written'}")
         ops = next(st["ops"] for st in reversed(res.steps) if st.get("ops"))  # the last ONNX graph (INT8 if asked)
         print("ops: " + ", ".join(f"{k} x{v}" for k, v in ops.items()) + " (all in the portable allowlist)")
         for st in res.steps:

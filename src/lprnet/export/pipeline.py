@@ -109,11 +109,16 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
         if res.ok or keep_failed:
             for f in reversed(res.files):  # an IR's .bin before its .xml
                 os.replace(stage / f.name, f)
+        else:
+            res.files = []  # nothing was written
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    for st in res.steps:  # the summaries name the output, not its staged copy
-        if st.get("path") == str(staged):
-            st["path"] = str(out)
+    for st in res.steps:  # the summaries name the output, not its staged (and now deleted) copies
+        path = st.get("path")
+        if path == str(staged):
+            st["path"] = str(out) if res.files else None
+        elif isinstance(path, str) and path.startswith(str(stage)):
+            st["path"] = None  # an intermediate file (e.g. the INT8 ONNX before OpenVINO)
         if "files" in st:
             st["files"] = [str(f) for f in res.files]
     return res

@@ -248,7 +248,8 @@ def _weights_files(weights: str | os.PathLike[str] | None, backend: str) -> dict
         else:
             from lprnet.export.runtimes import load_backend
 
-            load_backend(p, backend, threads=1)
+            be, _ = load_backend(p, backend, threads=1)
+            del be  # a check only: the session is not kept while the job runs
     except (WeightsError, ValueError, RuntimeError) as e:
         raise BatchJobError(str(e)) from None
     except OSError as e:

@@ -543,6 +543,10 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     log(f"run folder {out}" + (f", resuming at step {ckpt['step']}" if ckpt else
                                 (" (--resume: no checkpoint yet, starting fresh)" if cfg.resume else "")))
     if ckpt is not None:
+        old_model = ckpt.get("config", {}).get("model", "lprnet")
+        if old_model != cfg.model:  # another layout: the checkpoint's tensors do not fit
+            raise TrainError(f"--resume: the run in {out} trains {old_model}, not {cfg.model}; pass "
+                             f"--set model={old_model} (or start a new run with --init-weights)")
         _warn_config_changes(ckpt.get("config", {}), cfg, log)
 
     # ---- seeds, model, optimiser
