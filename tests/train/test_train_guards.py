@@ -340,3 +340,59 @@ def test_a_charset_without_chinese_plates_validates_on_no_synthetic_set(data: Pa
     assert "no synthetic validation plate fits this charset" in capsys.readouterr().err
     assert res.best_weights is None and not (data / "run" / "best.safetensors").exists()
     assert (data / "run" / "final.safetensors").exists()
+
+
+# --------------------------------------------------------------------------- resuming with other settings
+
+
+def test_resume_with_a_lower_lr_uses_it(data: Path) -> None:
+    """A stopped run advises "lower --lr and continue with --resume": the checkpoint's optimiser state must not
+    bring back the old lr (nor the old weight decay)."""
+    common: dict[str, Any] = dict(warmup_steps=0, min_lr_ratio=1.0, log_every=1, ckpt_every=2, eval_every=100,
+                                  val_synth=None)
+    train(cfg_for(data, steps=2, lr=1e-3, **common))
+    res = train(cfg_for(data, steps=3, lr=1e-5, weight_decay=0.25, resume=True, **common))
+    rows = [r for r in read_metrics(res.out) if r["train_loss"]]
+    assert [(r["step"], float(r["lr"])) for r in rows] == [("1", 1e-3), ("2", 1e-3), ("3", 1e-5)]
+    groups = load_checkpoint(res.out / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.25, 0.0]
+    assert all(g["lr"] == g["initial_lr"] == 1e-5 for g in groups)
+
+
+def test_resuming_with_another_charset_is_a_clear_error(data: Path) -> None:
+    """The checkpoint's classifier has the old charset's classes: a TrainError naming the field, not a traceback."""
+    from lprnet.charset import Charset
+    from lprnet.model import LPRNet
+
+    save_checkpoint(data / "run" / "checkpoints" / "last.pt", {
+        "step": 2, "model": LPRNet(Charset.chinese().num_classes).state_dict(),
+        "config": {"model": "lprnet", "charset": None, "input_size": [94, 24]}})
+    with pytest.raises(TrainError, match=r"does not fit this model \(charset: None -> '0123456789'\)"):
+        train(cfg_for(data, charset="0123456789", resume=True, steps=4))
+
+
+def test_a_val_dir_whose_plates_the_charset_cannot_read_is_an_error(data: Path) -> None:
+    """Every plate dropped by the charset leaves no plates: an accuracy over none would read 0.0 and pick best."""
+    make_folder(data / "cn", PLATES[:3])
+    cfg = cfg_for(data, charset="0123456789", val_synth=None, val_dir=str(data / "cn"), select_on="val-dir")
+    with pytest.warns(UserWarning, match="dropped 3"), pytest.raises(TrainError, match=r"--val-dir .*cn: none of"):
+        trainer_mod.build_val_data(cfg, cfg.get_charset(), data / "run", True)
+
+
+def test_the_cached_synthetic_validation_set_follows_val_synth_n(data: Path) -> None:
+    """``val_synth.npz`` in the run folder is remade when a resumed run asks for another number of plates."""
+    out = data / "run"
+    cs = TrainConfig().get_charset()
+    first = trainer_mod.build_val_data(cfg_for(data, val_synth=None, val_synth_n=3), cs, out, True)
+    assert len(first["synth"]) == 3  # type: ignore[arg-type]
+    again = trainer_mod.build_val_data(cfg_for(data, val_synth=None, val_synth_n=5), cs, out, True)
+    assert len(again["synth"]) == 5  # type: ignore[arg-type]
+    cached = trainer_mod.build_val_data(cfg_for(data, val_synth=None, val_synth_n=5), cs, out, True)
+    assert cached["synth"].labels == again["synth"].labels  # type: ignore[attr-defined]
+
+
+def test_set_keeps_numbers_as_text_for_text_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--set out=2024`` is a folder name and ``--set charset=1234567890`` a charset, not numbers to refuse."""
+    code, output, cfg = _cli(monkeypatch, ["--set", "out=2024", "--set", "charset=1234567890", "--set", "steps=700"])
+    assert code == 0, output
+    assert cfg is not None and (cfg.out, cfg.charset, cfg.steps) == ("2024", "1234567890", 700)

@@ -27,15 +27,23 @@ OptFloat = Optional[float]
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` items as JSON values; a text field (``out``, ``charset``, paths) keeps a number as written."""
+    from lprnet.train.config import TrainConfig
+
+    text_fields = {k for k, f in TrainConfig.model_fields.items() if f.annotation in (str, Optional[str])}
     out: dict[str, Any] = {}
     for item in items:
         key, sep, val = item.partition("=")
         if not sep or not key.strip():
             raise typer.BadParameter(f"--set expects KEY=VALUE, got {item!r}")
+        key = key.strip().replace("-", "_")
         try:
-            out[key.strip().replace("-", "_")] = json.loads(val)
+            v = json.loads(val)
         except json.JSONDecodeError:
-            out[key.strip().replace("-", "_")] = val
+            v = val
+        if key in text_fields and isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = val  # --set out=2024, --set charset=1234567890: text, not a number
+        out[key] = v
     return out
 
 

@@ -259,6 +259,25 @@ def make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+def apply_hyperparams(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR,
+                      cfg: TrainConfig) -> None:
+    """The config's lr, betas and weight decay on a restored optimiser and schedule.
+
+    A checkpoint's optimiser state carries the hyperparameters of the run that wrote it; without this,
+    ``--resume --lr X`` (what a stopped run advises) would go on at the old lr.  The schedule's position
+    is kept: the lr of the next step is scaled by ``cfg.lr / old lr`` (untouched when they are equal, so an
+    unchanged resume stays exact)."""
+    for i, g in enumerate(optimizer.param_groups):
+        old = float(scheduler.base_lrs[i])
+        if old != cfg.lr:
+            g["lr"] = g["lr"] / old * cfg.lr if old > 0 else cfg.lr
+        g["initial_lr"] = cfg.lr
+        g["betas"] = tuple(cfg.betas)
+        g["weight_decay"] = cfg.weight_decay if i == 0 else 0.0
+    scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
@@ -447,10 +466,12 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) ->
         vals["synth"] = D.ShardDataset(cfg.val_synth, charset=charset)
     elif cfg.val_synth_n > 0 and main:
         cache = out / "val_synth.npz"
-        if cache.exists():
+        made_for = f"{cfg.val_synth_n} {cfg.input_size[0]}x{cfg.input_size[1]} {''.join(charset.chars)}"
+        if cache.exists():  # reused only when made for these settings (a resume may change val_synth_n)
             with np.load(cache, allow_pickle=False) as z:
-                vals["synth"] = D.ArrayDataset(z["images"], z["labels"].tolist())
-        else:
+                if "made_for" in z.files and str(z["made_for"]) == made_for:
+                    vals["synth"] = D.ArrayDataset(z["images"], z["labels"].tolist())
+        if "synth" not in vals:
             try:
                 from lprnet.data import synth
             except ImportError:
@@ -461,7 +482,8 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) ->
                 labels = [it[1] for it in items]
                 keep = [i for i, s in enumerate(labels) if not charset.invalid_chars(s)]
                 buf = io.BytesIO()
-                np.savez(buf, images=imgs[keep], labels=np.array([labels[i] for i in keep], dtype=str))
+                np.savez(buf, images=imgs[keep], labels=np.array([labels[i] for i in keep], dtype=str),
+                         made_for=np.array(made_for))
                 atomic_write_bytes(cache, buf.getvalue())
                 vals["synth"] = D.ArrayDataset(imgs[keep], [labels[i] for i in keep])
     if "synth" in vals and len(vals["synth"]) == 0:  # type: ignore[arg-type]
@@ -476,6 +498,9 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) ->
         if not samples:  # an accuracy over no plates would read 0.0 and choose best.safetensors by it
             raise TrainError(f"--val-dir {cfg.val_dir}: no labelled plates found there")
         ds = D.RealDataset(samples, cfg.input_size, charset, cfg.ccpd_margin, scene_jitter=False)
+        if len(ds) == 0:  # every label dropped: outside the charset, or too long for the model's CTC steps
+            raise TrainError(f"--val-dir {cfg.val_dir}: none of its {len(samples)} labelled plates can be read "
+                             "with this charset and input size")
         ds.preload(max(1, cfg.workers))
         vals["dir"] = ds
     if cfg.select_on == "val-dir" and cfg.val_dir and "plates-cn-1k" in str(cfg.val_dir):
@@ -573,13 +598,23 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
 
     step, best, train_time = 0, None, 0.0
     if ckpt is not None:
-        raw_model.load_state_dict(ckpt["model"])
+        try:
+            raw_model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:  # another charset: the classifier's shapes differ
+            was = ckpt.get("config", {})
+            now = cfg.model_dump(mode="json")
+            changed = [f"{k}: {was[k]!r} -> {now[k]!r}" for k in ("charset", "input_size")
+                       if k in was and was[k] != now[k]]
+            raise TrainError(f"--resume: the checkpoint {ckpt_path} does not fit this model"
+                             + (f" ({'; '.join(changed)}): resume with the run's settings" if changed else "")
+                             + f" ({str(e).splitlines()[0]})") from None
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         step, best, train_time = int(ckpt["step"]), ckpt.get("best_metric"), float(ckpt.get("train_time_s", 0.0))
         if cfg.time_budget_s is not None and ckpt.get("planned_steps") is not None:
             plan.update(steps=min(cfg.steps, max(step, int(ckpt["planned_steps"]))), measured=True)
+        apply_hyperparams(optimizer, scheduler, cfg)
         if ema is not None:
             if ckpt.get("ema") is not None:
                 ema.load_state_dict(ckpt["ema"])
