@@ -133,3 +133,16 @@ def test_check_data_applies_the_7_or_8_rule_only_to_the_chinese_charset(tmp_path
     r = runner.invoke(app, ["check-data", str(d), "--charset", "0123456789ABCDEFGHJKLMNPRSTUVWXYZ",
                             "--lengths", "7"])
     assert r.exit_code == 1 and "AB123C" in r.output and "expected 7" in r.output, r.output
+
+
+def test_check_data_prints_a_non_utf8_name_and_fails_an_empty_folder(tmp_path: Path) -> None:
+    import os
+
+    d = tmp_path / "d"
+    _jpg(Path(os.fsdecode(os.fsencode(str(d)) + b"/\xffA12345.jpg")))
+    r = runner.invoke(app, ["check-data", str(d)])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (r.exception, r.output)  # no traceback
+    assert f"{d}/\\xffA12345.jpg: label" in r.stdout
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(app, ["check-data", str(tmp_path / "empty")])
+    assert r.exit_code == 1 and "no samples" in r.stdout, r.output

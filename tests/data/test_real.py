@@ -304,3 +304,37 @@ def test_labels_the_model_cannot_read_are_named() -> None:
     (why,) = real.label_problems("AB-123", cs, None)
     assert "'-' is the CTC blank" in why
     assert real.label_problems("A" * 10, cs, None, max_steps=None) == []
+
+
+def test_check_dataset_names_broken_links_and_non_utf8_names(tmp_path: Path) -> None:
+    """A dangling symlink is named (not skipped unseen), and a file name that is not UTF-8 prints."""
+    import os
+
+    _write(tmp_path / "皖A12345.jpg")
+    (tmp_path / "皖A54321.jpg").symlink_to(tmp_path / "gone" / "皖A54321.jpg")
+    odd = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/\xff\xfeA12345.jpg"))
+    _write(odd)
+    r = real.check_dataset(tmp_path)
+    assert {Path(w).name for w in r.bad_files} == {"皖A54321.jpg", odd.name}
+    assert r.summary() == "3 entries checked, 1 good, 2 with problems (2 problems)"
+    text = "\n".join(map(str, r.problems))
+    text.encode("utf-8")  # printable: no lone surrogates
+    assert f"{tmp_path / '皖A54321.jpg'}: broken symbolic link" in text
+    assert f"{tmp_path}/\\xff\\xfeA12345.jpg: label" in text
+    with pytest.raises(real.DataError, match="broken symbolic link"):
+        real.load_folder(tmp_path)
+    assert [s.plate for s in real.load_folder(tmp_path, strict=False)] == ["皖A12345", odd.stem]
+
+
+def test_check_dataset_a_source_without_entries_is_a_problem(tmp_path: Path) -> None:
+    """Training refuses a source with no samples; check-data must not call it fine."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "gifs").mkdir()
+    (tmp_path / "gifs" / "皖A12345.gif").write_bytes(b"GIF89a")
+    (tmp_path / "m.csv").write_text("path,plate\n\n", encoding="utf-8")
+    r = real.check_dataset([tmp_path / "empty", tmp_path / "gifs", tmp_path / "m.csv"])
+    assert not r.ok and r.bad_files == sorted(str(tmp_path / n) for n in ("empty", "gifs", "m.csv"))
+    text = "\n".join(map(str, r.problems))
+    assert f"{tmp_path / 'gifs'}: no samples: no .jpg/" in text
+    assert f"{tmp_path / 'm.csv'}: no samples: no rows after the header" in text
+    assert r.summary() == "3 entries checked, 0 good, 3 with problems (3 problems)"

@@ -195,3 +195,43 @@ def test_synth_integration(tmp_path: Path) -> None:
     assert np.array_equal(ds[1][0], imgs[1]) and ds[1][1] == labels[1]
     x, targets, lengths, _ = D.Collate(Charset.chinese())([ds[i] for i in range(6)])
     assert x.shape == (6, 3, 24, 94) and int(lengths.sum()) == len(targets)
+
+
+def _deflate_broken(path: Path) -> None:
+    """Break the deflate stream of the shard's ``images.npy`` (an invalid block type): zlib, not the CRC, fails."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("images.npy")
+    raw = bytearray(path.read_bytes())
+    name_len, extra_len = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little"), \
+        int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+    raw[info.header_offset + 30 + name_len + extra_len] = 0x07  # BFINAL=1, BTYPE=11 (reserved)
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("mode", ["auto", "memory", "mmap"])
+@pytest.mark.parametrize("damage", ["not-a-zip", "deflate", "crc"])
+def test_shard_dataset_names_a_damaged_shard(tmp_path: Path, mode: str, damage: str) -> None:
+    make_shard(tmp_path / "s" / "shard-00000.npz", PLATES[:4], seed=1)
+    bad = make_shard(tmp_path / "s" / "shard-00001.npz", PLATES[4:], seed=2)
+    if damage == "not-a-zip":
+        bad.write_bytes(b"not a shard at all" * 10)
+    elif damage == "deflate":
+        _deflate_broken(bad)
+    else:  # one flipped byte in the middle of the compressed images: the CRC check fails
+        raw = bytearray(bad.read_bytes())
+        raw[len(raw) // 2] ^= 0x5A
+        bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"shard-00001\.npz: not a readable shard"):
+        D.ShardDataset(tmp_path / "s", mode=mode, cache_dir=tmp_path / "cache")  # type: ignore[arg-type]
+
+
+def test_build_source_warns_about_the_entries_it_skips(tmp_path: Path) -> None:
+    """Malformed manifest rows are skipped for training, with a warning naming one, not silently."""
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((24, 94, 3), 120, np.uint8))
+    man = tmp_path / "m.csv"
+    man.write_text("path,plate\na.jpg,皖A12345\na.jpg\na.jpg,皖A12345,extra\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match=rf"skipped 2 entries .* e\.g\. {man}:3: 1 fields"):
+        ds = D.build_source(D.parse_source(f"real:{man}"), Charset.chinese(), (94, 24))
+    assert len(ds) == 1 and ds[0][1] == "皖A12345"

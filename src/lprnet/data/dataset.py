@@ -26,6 +26,7 @@ import hashlib
 import os
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -67,9 +68,16 @@ def find_shards(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
     return out
 
 
+#: what reading a damaged ``.npz`` raises (bad zip, bad CRC, bad deflate stream, truncation, missing member)
+_SHARD_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def _npz_member_bytes(path: Path, name: str) -> int:
-    with zipfile.ZipFile(path) as z:
-        return z.getinfo(f"{name}.npy").file_size
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.getinfo(f"{name}.npy").file_size
+    except _SHARD_ERRORS as e:
+        raise ValueError(f"{path}: not a readable shard ({type(e).__name__}: {e})") from None
 
 
 def _default_cache_dir(shard_dir: Path) -> Path:
@@ -88,8 +96,11 @@ def _mmap_images(shard: Path, cache_dir: Path) -> np.ndarray:
     want = f"{st.st_size} {st.st_mtime_ns}"
     if not (cache.exists() and stamp.exists() and stamp.read_text() == want):
         cache_dir.mkdir(parents=True, exist_ok=True)
-        with np.load(shard, allow_pickle=False) as z:
-            images = z["images"]
+        try:
+            with np.load(shard, allow_pickle=False) as z:
+                images = z["images"]
+        except _SHARD_ERRORS as e:
+            raise ValueError(f"{shard}: not a readable shard ({type(e).__name__}: {e})") from None
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
             np.save(f, images)
@@ -127,7 +138,7 @@ class ShardDataset(Dataset[Item]):
                 with np.load(p, allow_pickle=False) as z:
                     lab = z["labels"]
                     imgs = z["images"] if mode == "memory" else None
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            except _SHARD_ERRORS as e:
                 raise ValueError(f"{p}: not a readable shard ({type(e).__name__}: {e})") from None
             if imgs is None:
                 imgs = _mmap_images(p, Path(cache_dir) if cache_dir else _default_cache_dir(p.parent))
@@ -305,7 +316,10 @@ def build_source(spec: SourceSpec, charset: Charset, input_size: tuple[int, int]
     if spec.kind == "synth":
         return ShardDataset(spec.path, charset=charset, mode=shard_mode)
     kind = {"real": None, "folder": "folder", "manifest": "manifest", "ccpd": "ccpd"}[spec.kind]
-    samples = real.load_source(spec.path, kind, strict=False)
+    samples, problems = real.scan_source(spec.path, kind)
+    if problems:  # malformed manifest rows, CCPD names, broken links: skipped, but not without a word
+        warnings.warn(f"{spec.path}: skipped {len(problems)} entries that cannot become samples, e.g. {problems[0]} "
+                      f"(see `lprnet check-data {spec.path}`)", stacklevel=2)
     if not samples:
         raise real.DataError(f"{spec.path}: no usable samples (see `lprnet check-data {spec.path}`)")
     return RealDataset(samples, input_size, charset, margin, scene_jitter=scene_jitter)

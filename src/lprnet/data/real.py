@@ -30,7 +30,7 @@ import numpy as np
 
 from lprnet.charset import DEFAULT_CHARSET, Charset, ctc_min_steps
 from lprnet.config import ModelConfig
-from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, label_from_filename, list_images, read_image
+from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, display_path, label_from_filename, read_image
 
 #: CTC output steps of the model at its default 94x24 input (18): the longest label it can read
 DEFAULT_STEPS = ModelConfig().output_length
@@ -75,8 +75,8 @@ class Problem:
     where: str
     message: str
 
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
+    def __str__(self) -> str:  # printable: a non-UTF-8 file name's bytes are written as \xff escapes
+        return f"{display_path(self.where)}: {display_path(self.message)}"
 
 
 @dataclass
@@ -322,11 +322,25 @@ def _finish(samples: list[Sample], problems: list[Problem], strict: bool, what: 
     return samples
 
 
+def _images_under(root: Path) -> tuple[list[Path], list[Problem]]:
+    """The image files under ``root``, sorted (as :func:`~lprnet.core.process.list_images`), and a problem
+    for each image name that leads nowhere (a broken symbolic link), which would otherwise vanish unseen."""
+    files: list[Path] = []
+    broken: list[Path] = []
+    for q in root.rglob("*"):
+        if q.suffix.lower() in IMAGE_EXTENSIONS:
+            if q.is_file():
+                files.append(q)
+            elif q.is_symlink() and not q.exists():
+                broken.append(q)
+    return sorted(files), [Problem(str(q), "broken symbolic link (its target does not exist)") for q in sorted(broken)]
+
+
 def _scan_folder(root: Path) -> tuple[list[Sample], list[Problem]]:
     if not root.is_dir():
         return [], [Problem(str(root), "not a directory")]
-    samples = [Sample(p, label_from_filename(p), source="folder") for p in list_images([root])]
-    return samples, []
+    files, problems = _images_under(root)
+    return [Sample(p, label_from_filename(p), source="folder") for p in files], problems
 
 
 def _scan_manifest(path: Path) -> tuple[list[Sample], list[Problem]]:
@@ -385,8 +399,9 @@ def _scan_manifest_rows(path: Path) -> tuple[list[Sample], list[str], list[Probl
 def _scan_ccpd(root: Path) -> tuple[list[Sample], list[Problem]]:
     if not root.is_dir():
         return [], [Problem(str(root), "not a directory")]
-    samples, problems = [], []
-    for p in list_images([root]):
+    samples: list[Sample] = []
+    files, problems = _images_under(root)
+    for p in files:
         try:
             c = parse_ccpd_name(p.name)
         except ValueError as e:
@@ -510,7 +525,8 @@ def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
     Reports, by file name: malformed manifest rows or CCPD names, labels with characters
     outside ``charset`` or of a length not in ``lengths``, missing/unreadable/corrupt images
     (decoded in ``workers`` threads when ``check_images``) and CCPD vertices that cannot be
-    rectified.  A manifest row's label problems name the row (``manifest:line``) and its image.
+    rectified, and sources without a single entry.  A manifest row's label problems name the row
+    (``manifest:line``) and its image.
     ``report.samples`` holds the samples without problems; the summary counts entries (files,
     manifest rows), so a file listed on two bad rows counts twice.
     """
@@ -535,6 +551,9 @@ def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
             report.checked += 1
             report.bad_entries += 1
             continue
+        if not samples and not problems:  # training would refuse it: "no usable samples"
+            what = "no rows after the header" if k == "manifest" else f"no {'/'.join(IMAGE_EXTENSIONS)} images in it"
+            problems = [Problem(str(path), f"no samples: {what}")]
         report.problems.extend(problems)
         report.checked += len(samples) + len(problems)
         report.bad_entries += len(problems)  # each a manifest row, a CCPD name or a whole source
