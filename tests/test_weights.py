@@ -205,3 +205,121 @@ def test_file_sha256_streams_blocks_to_the_whole_file_hash(tmp_path):
     assert file_sha256(p) == hashlib.sha256(data).hexdigest()
     p.write_bytes(data[:-1] + b"T")
     assert file_sha256(p) != hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(("raw", "match"), [
+    ("[]", "a JSON list, not an object"),
+    ('{"format": "lprnet-weights", "version": 99}', "field 'version' is 99"),
+    ('{"format": "lprnet-weights", "rules": "fold-batchnorm"}', "field 'rules' must be a list"),
+    ('{"format": "lprnet-weights", "rules": [1]}', "field 'rules' must be a list of rule names"),
+    ('{"format": "lprnet-weights", "form": 3}', "field 'form' must be a string"),
+    ('{"format": "lprnet-weights", "config": []}', "field 'config' must be an object"),
+    ('{"format": "lprnet-weights", "config": {"charset": {"x": 1}}}', r"field 'config.charset' is invalid"),
+    ('{"format": "lprnet-weights", "config": {"dropout": "abc"}}', r"field 'config.dropout' is invalid"),
+    ('{"format": "other"}', "field 'format' is 'other'"),
+])
+def test_bad_metadata_is_refused_naming_the_file_and_field(tmp_path, raw, match):
+    """A malformed ``lprnet`` block is a WeightsError naming file and field: never a traceback, never read
+    half-right (a rules string split into letters, a newer format version taken for ours)."""
+    from safetensors.torch import save
+
+    sd = {k: v for k, v in _random_model().state_dict().items() if not k.endswith("num_batches_tracked")}
+    p = tmp_path / "meta.safetensors"
+    p.write_bytes(save(sd, metadata={"lprnet": raw}))
+    with pytest.raises(WeightsError, match=rf"meta.safetensors: bad lprnet metadata.*{match}"):
+        read_weights(p)
+
+
+def test_safetensors_whose_header_length_reads_pk_is_not_taken_for_a_zip(tmp_path):
+    """A safetensors file starts with its header length: one of 19280 bytes starts with "PK", which must
+    not send it to torch.load (it read the tensors and dropped every bit of metadata)."""
+    import struct
+
+    from safetensors.torch import save
+
+    sd = {k: v for k, v in _random_model().state_dict().items() if not k.endswith("num_batches_tracked")}
+
+    def data(pad: int) -> bytes:
+        meta = WeightsMeta(provenance={"note": "x" * pad}, rules=["fold-batchnorm"])
+        return save(sd, metadata={"lprnet": json.dumps(meta.to_json())})
+
+    base = struct.unpack("<Q", data(0)[:8])[0]
+    blob = next(b for pad in range(0x4B50 - base - 8, 0x4B50 - base + 8) if (b := data(pad))[:2] == b"PK")
+    p = tmp_path / "pk.safetensors"
+    p.write_bytes(blob)
+    _, meta = read_weights(p)
+    assert meta.source_format == "safetensors" and meta.rules == ["fold-batchnorm"]
+    assert meta.provenance["note"].startswith("xxx")
+
+
+def test_training_checkpoints_are_read_by_their_model_key(tmp_path):
+    """A checkpoint dict (ours keeps the weights under "model", others under "model_state_dict" or "net")
+    gives its state dict; a dict with none of them is named by its keys."""
+    sd = _random_model().state_dict()
+    for key in ("model", "model_state_dict", "net", "state_dict"):
+        p = tmp_path / f"{key}.pt"
+        torch.save({"version": 1, "step": 5, key: {f"module.{k}": v for k, v in sd.items()},
+                    "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}, "config": {"model": "lprnet"}}, p)
+        got, meta = read_weights(p)
+        assert meta.source_format == "pth" and torch.equal(got["backbone.0.weight"], sd["backbone.0.weight"]), key
+    p = tmp_path / "other.pt"
+    torch.save({"weights": sd, "epoch": 3}, p)
+    with pytest.raises(WeightsError, match=r"other.pt: expected a state dict .*keys \['epoch', 'weights'\]"):
+        read_weights(p)
+
+
+def test_cli_weights_commands_refuse_bad_out_and_charset_clearly(tmp_path):
+    """--out a folder or one of the inputs, and a bad --charset: exit 2 with a message, no traceback, and the
+    input is left as it was; ``info --charset`` reads a safetensors file without our metadata."""
+    from safetensors.torch import save_file
+    from typer.testing import CliRunner
+
+    from lprnet.cli import app
+
+    run = CliRunner().invoke
+    sd = _random_model().state_dict()
+    a = save_weights(tmp_path / "a.safetensors", sd, WeightsMeta())
+    b = save_weights(tmp_path / "b.safetensors", _random_model(seed=1).state_dict(), WeightsMeta())
+    before = a.read_bytes()
+    res = run(app, ["average-weights", str(a), str(b), "--out", str(a)])
+    assert res.exit_code == 2 and "is the input" in res.output and a.read_bytes() == before
+    (tmp_path / "d").mkdir()
+    for args in (["average-weights", str(a), str(b)], ["import-weights", str(a)]):
+        res = run(app, [*args, "--out", str(tmp_path / "d")])
+        assert res.exit_code == 2 and "is a directory" in res.output, res.output
+    res = run(app, ["import-weights", str(a), "--out", str(tmp_path / "c.safetensors"), "--charset", "aab-"])
+    assert res.exit_code == 2 and "--charset: charset has duplicate characters" in res.output
+    assert not (tmp_path / "c.safetensors").exists()
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}, str(foreign))
+    assert run(app, ["info", str(foreign)]).exit_code == 2  # "pass the charset" ...
+    res = run(app, ["info", str(foreign), "--charset", str(Charset.chinese())])  # ... and it can be passed
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["source_format"] == "safetensors"
+
+
+def test_import_weights_keeps_a_files_own_context_norm_and_rules(tmp_path):
+    """Importing a file of ours with calibrated context normalisation wrote "sample" beside its
+    ``context_scale`` buffer: a file that no longer loaded. The import now describes what it holds."""
+    from typer.testing import CliRunner
+
+    from lprnet.cli import app
+
+    torch.manual_seed(0)
+    m = LPRNet(num_classes=68, context_norm="calibrated").eval()
+    m.context_scale.copy_(torch.tensor([2.0, 3.0, 4.0, 5.0]))
+    src = save_weights(tmp_path / "cal.safetensors", m.state_dict(),
+                       WeightsMeta(context_norm="calibrated", rules=["flush-subnormals"]))
+    out = tmp_path / "imported.safetensors"
+    res = CliRunner().invoke(app, ["import-weights", str(src), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    m2, meta = build_model(out)
+    assert meta.context_norm == "calibrated" and meta.rules == ["flush-subnormals"]
+    x = torch.rand(2, 3, 24, 94)
+    assert torch.equal(m(x), m2(x))
+    # a reference .pth still becomes the per-sample deploy form
+    pth = tmp_path / "ref.pth"
+    torch.save(_random_model().state_dict(), pth)
+    assert CliRunner().invoke(app, ["import-weights", str(pth), "--out", str(out)]).exit_code == 0
+    _, meta = read_weights(out)
+    assert meta.context_norm == "sample" and meta.rules == [] and meta.provenance["imported_from"] == "ref.pth"

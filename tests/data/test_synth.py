@@ -668,3 +668,39 @@ def test_writers_refuse_a_file_as_output_folder(tmp_path: Path) -> None:
     with pytest.raises(NotADirectoryError, match="not a directory"):
         synth.write_folder(f, 2, seed=1, progress=False)
     assert f.read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_bad_seed_rejected_on_the_call_before_anything_is_written(tmp_path: Path, seed: object) -> None:
+    """A negative seed failed at the first sample with numpy's "expected non-negative integer", after
+    ``meta.json`` was written; it is refused on the call, naming the seed, as every other bad argument is."""
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        synth.generate(2, seed=seed)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        synth.write_shards(tmp_path / "s", 2, seed=seed, progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        synth.write_folder(tmp_path / "f", 2, seed=seed, progress=False)  # type: ignore[arg-type]
+    assert not (tmp_path / "s").exists() and not (tmp_path / "f").exists()
+    if seed == -1:
+        bad = CliRunner().invoke(_app(), ["synth", "--n", "2", "--out", str(tmp_path / "c"), "--seed", "-1"])
+        assert bad.exit_code != 0 and not (tmp_path / "c").exists()
+
+
+def test_writers_refuse_a_non_empty_folder_they_would_mix_into(tmp_path: Path) -> None:
+    """JPEG crops written over an earlier run's mixed with them (a folder dataset reads every image: 3 + 2 crops,
+    labels.csv listing 2); shards into a folder that is not a shard set to resume likewise. Both are refused."""
+    out = tmp_path / "jpg"
+    synth.write_folder(out, 3, seed=1, progress=False)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(ValueError, match=r"jpg is not empty \(4 entries.*new or empty directory"):
+        synth.write_folder(out, 2, seed=2, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == before
+    with pytest.raises(ValueError, match="no meta.json"):
+        synth.write_shards(out, 2, seed=2, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == before
+    res = CliRunner().invoke(_app(), ["synth", "--n", "2", "--out", str(out), "--format", "jpg", "--no-progress"])
+    assert res.exit_code == 2 and sorted(p.name for p in out.iterdir()) == before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert synth.write_folder(empty, 2, seed=2, progress=False) == empty / "labels.csv"
+    assert len(list(empty.glob("*.jpg"))) == 2

@@ -26,8 +26,9 @@ def _parse_list(value: str, what: str) -> list[str]:
 
 def synth(
     n: Annotated[int, typer.Option("--n", min=1, help="Number of plates to render.")],
-    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
-    seed: Annotated[int, typer.Option(help="Seed; sample i depends only on (seed, i).")] = 0,
+    out: Annotated[Path, typer.Option(
+        "--out", help="Output directory: new or empty (shards: or one to resume with the same settings).")],
+    seed: Annotated[int, typer.Option(min=0, help="Seed (>= 0); sample i depends only on (seed, i).")] = 0,
     kinds: Annotated[str, typer.Option(help="Comma-separated plate kinds: blue,green,yellow.")] = "blue,green,yellow",
     weights: Annotated[
         str | None, typer.Option(help="Comma-separated sampling weights, one per kind (default 0.7/0.15/0.15 mix).")

@@ -4,11 +4,48 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from lprnet.cli._common import fail
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from lprnet.charset import Charset
+    from lprnet.weights import WeightsMeta
+
+
+def _charset(value: str | None) -> Charset | None:
+    """``--charset`` as a :class:`~lprnet.charset.Charset`, or a clear error."""
+    from lprnet.charset import Charset
+
+    if not value:
+        return None
+    try:
+        return Charset.from_string(value)
+    except ValueError as e:
+        fail(f"--charset: {e}")
+
+
+def _check_out(out: Path, inputs: list[Path]) -> None:
+    """Refuse an ``--out`` that is a directory or one of the input files (it would be replaced)."""
+    if out.is_dir():
+        fail(f"--out {out} is a directory; give a .safetensors file name")
+    for src in inputs:
+        if out.resolve() == src.resolve() or (out.exists() and src.exists() and out.samefile(src)):
+            fail(f"--out {out} is the input {src}; write to another file (the input would be replaced)")
+
+
+def _save(out: Path, state_dict: dict[str, Tensor], meta: WeightsMeta) -> None:
+    """``save_weights``, with a clear error when ``out`` cannot be written."""
+    from lprnet.weights import save_weights
+
+    try:
+        save_weights(out, state_dict, meta)
+    except OSError as e:
+        fail(f"cannot write {out}: {e}")
 
 
 def import_weights(
@@ -18,29 +55,40 @@ def import_weights(
         help="Charset string in class order (blank '-' last); default: the 68-class Chinese set.")] = None,
 ) -> None:
     """Import a reference ``.pth`` (read with weights_only=True) into our safetensors format."""
-    from lprnet.charset import Charset
-    from lprnet.weights import WeightsError, WeightsMeta, build_model, save_weights
+    from lprnet.weights import WeightsError, WeightsMeta, build_model
 
-    cs = Charset.from_string(charset) if charset else None
+    cs = _charset(charset)
+    _check_out(out, [src])
     try:
         model, meta = build_model(src, form="deploy", charset=cs)
     except WeightsError as e:
         fail(str(e))
-    new = WeightsMeta(config=meta.config, form="deploy", context_norm="sample",
-                      provenance={"imported_from": src.name, "note": "per-sample context normalisation"})
-    save_weights(out, model.state_dict(), new)
+    # the deploy model's own context normalisation (a .pth: per-sample; a file of ours keeps its own, and its
+    # rewrite rules, so that the file written describes the tensors it holds)
+    ctx = getattr(model, "context_norm", "sample")
+    prov = {"imported_from": src.name}
+    if ctx == "sample":
+        prov["note"] = "per-sample context normalisation"
+    new = WeightsMeta(config=meta.config, form="deploy", context_norm=ctx, provenance=prov, rules=list(meta.rules))
+    _save(out, model.state_dict(), new)
     w, h = meta.config.input_size
     print(f"wrote {out} ({meta.config.num_classes} classes, input {w}x{h})")
 
 
-def info(weights: Annotated[Path, typer.Argument(help="Weights file.")]) -> None:
+def info(
+    weights: Annotated[Path, typer.Argument(help="Weights file.")],
+    charset: Annotated[str | None, typer.Option(
+        help="Charset string in class order (blank '-' last), for files without lprnet metadata "
+             "(default for .pth: the 68-class Chinese set).")] = None,
+) -> None:
     """Print a weights file's metadata, parameter statistics and tensor digest (metadata-free) as JSON."""
     import torch
 
     from lprnet.weights import WeightsError, read_weights, tensor_digest
 
+    cs = _charset(charset)
     try:
-        sd, meta = read_weights(weights)
+        sd, meta = read_weights(weights, cs)
     except WeightsError as e:
         fail(str(e))
     floats = [v for v in sd.values() if v.is_floating_point()]
@@ -59,13 +107,14 @@ def average_weights_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors")],
 ) -> None:
     """Average weights files uniformly (a "model soup"): every float tensor, BatchNorm statistics included."""
-    from lprnet.weights import WeightsError, average_weights, save_weights
+    from lprnet.weights import WeightsError, average_weights
 
+    _check_out(out, list(weights))
     try:
         sd, meta = average_weights(list(weights))
     except WeightsError as e:
         fail(str(e))
-    save_weights(out, sd, meta)
+    _save(out, sd, meta)
     print(f"wrote {out} (the average of {len(weights)} weights files)")
 
 

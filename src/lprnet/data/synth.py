@@ -785,6 +785,13 @@ def _check_out_size(out_size: Sequence[int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def _check_seed(seed: int) -> int:
+    """``seed`` as a non-negative integer (what ``numpy.random.default_rng([seed, i])`` takes), or ``ValueError``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
 def _sample(
     seed: int, i: int, kinds: tuple[str, ...], probs: np.ndarray, out_size: tuple[int, int],
     province_smudge: float | None = None, loose_crops: float | None = None, grayscale: float | None = None,
@@ -839,6 +846,7 @@ def generate(
     ``loose_crops`` and ``grayscale`` are passed to :func:`render_plate` (``province_smudge=0`` for test sets).
     Bad arguments raise ``ValueError`` on the call, not at the first sample.
     """
+    seed = _check_seed(seed)
     kinds = tuple(kinds)
     probs = _kind_probs(kinds, weights)
     size = _check_out_size(out_size)
@@ -906,11 +914,17 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="plate", disable=not enabled, dynamic_ncols=True)
 
 
-def _out_dir(out_dir: str | os.PathLike[str]) -> Path:
-    """Create the output folder; ``NotADirectoryError`` when ``out_dir`` is a file."""
+def _out_dir(out_dir: str | os.PathLike[str], empty: bool = False, why: str = "") -> Path:
+    """Create the output folder; ``NotADirectoryError`` when ``out_dir`` is a file, and with ``empty`` a
+    ``ValueError`` (saying ``why``) when it already holds something."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out} exists and is not a directory")
+    if empty and out.is_dir():
+        entries = sorted(q.name for q in out.iterdir())
+        if entries:
+            raise ValueError(f"{out} is not empty ({len(entries)} entries, e.g. {entries[0]!r}): {why}; "
+                             "use a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -935,7 +949,8 @@ def write_shards(
     arrays) and ``indices`` (the sample indices, for traceability).  Shards are written
     atomically and existing ones are skipped, so an interrupted run can simply be restarted
     with the same arguments; ``meta.json`` records the arguments and a restart with different
-    ones raises ``ValueError`` instead of mixing datasets.  ``workers > 1`` renders in spawned
+    ones raises ``ValueError`` instead of mixing datasets, as does a non-empty folder without ``meta.json``.
+    ``workers > 1`` renders in spawned
     processes (in scripts, call it under ``if __name__ == "__main__":``).  ``province_smudge``
     is the share of plates whose province is smudged past reading (default: the training
     share, ``_PROVINCE_SMUDGE_P``; 0 for test sets); ``loose_crops`` the share of loose crops (default:
@@ -944,13 +959,16 @@ def write_shards(
     """
     if n < 0 or shard_size <= 0:
         raise ValueError("n must be >= 0 and shard_size > 0")
+    seed = _check_seed(seed)
     smudge = _smudge_share(province_smudge)
     loose = _loose_share(loose_crops)
     gray = _gray_share(grayscale)
     kinds = tuple(kinds)
     probs = _kind_probs(kinds, weights)
     out_size = _check_out_size(out_size)  # all checked before anything is written
-    out = _out_dir(out_dir)
+    resume = (Path(out_dir) / "meta.json").is_file()
+    out = _out_dir(out_dir, empty=not resume,
+                   why="it holds no meta.json of a shard set to resume, and a shard dataset reads every .npz in it")
     meta = {
         "format": "lprnet-synth-shards/1",
         "n": n,
@@ -1032,7 +1050,8 @@ def write_folder(
     loose_crops: float | None = None,
     grayscale: float | None = None,
 ) -> Path:
-    """Write ``n`` labelled JPEG crops ``{plate}_{i}.jpg`` and ``labels.csv`` (path,plate,kind).
+    """Write ``n`` labelled JPEG crops ``{plate}_{i}.jpg`` and ``labels.csv`` (path,plate,kind) into a new or
+    empty folder (``ValueError`` otherwise: a folder dataset would mix earlier crops in).
 
     The label is the file-name stem up to the last ``_``; ``province_smudge``, ``loose_crops`` and ``grayscale`` as in
     :func:`write_shards`.  Returns the CSV path.
@@ -1041,13 +1060,15 @@ def write_folder(
         raise ValueError("n must be >= 0")
     if not 0 <= quality <= 100:
         raise ValueError(f"quality must lie in [0, 100], got {quality!r}")
+    seed = _check_seed(seed)
     smudge = _smudge_share(province_smudge)
     loose = _loose_share(loose_crops)
     gray = _gray_share(grayscale)
     kinds = tuple(kinds)
     probs = _kind_probs(kinds, weights)
     out_size = _check_out_size(out_size)  # all checked before anything is written
-    out = _out_dir(out_dir)
+    out = _out_dir(out_dir, empty=True,
+                   why="a folder dataset reads every image in it, so earlier crops would mix with these")
     bar = _progress(n, f"jpg -> {out}", progress)
     rows: list[tuple[str, str, str]] = []
     i = 0

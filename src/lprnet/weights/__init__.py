@@ -192,16 +192,26 @@ def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return sd
 
 
+#: Keys under which training checkpoints keep the model's state dict, in the order tried.
+_CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "net")
+
+
 def _read_pth(path: Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # pickle errors, zip errors, refused globals
         raise WeightsError(f"{path}: not a readable PyTorch state dict ({type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+    if isinstance(obj, dict) and not all(isinstance(v, Tensor) for v in obj.values()):
+        # a training checkpoint (ours: "model"; others: "state_dict", "model_state_dict", "net") holding one
+        for key in _CHECKPOINT_KEYS:
+            if isinstance(obj.get(key), dict) and obj[key]:
+                obj = obj[key]
+                break
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: expected a state dict of tensors, got {type(obj).__name__}")
+        what = f"dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict) else type(obj).__name__
+        raise WeightsError(f"{path}: expected a state dict of tensors (or a checkpoint holding one under "
+                           f"{', '.join(map(repr, _CHECKPOINT_KEYS))}), got {what}")
     return _strip_prefix(dict(obj))
 
 
@@ -217,8 +227,11 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
         raise WeightsError(f"{p}: no such weights file")
     if p.is_dir():
         raise WeightsError(f"{p}: is a directory, not a weights file")
-    head = p.read_bytes()[:8] if p.stat().st_size >= 8 else b""
-    if p.suffix.lower() in (".pth", ".pt") or head[:2] == b"PK":
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    # a zip archive (torch.save's format) starts with its local-file-header signature; "PK" alone is not enough:
+    # a safetensors file starts with its header length, whose low bytes are "PK" for a 19280-byte header
+    if p.suffix.lower() in (".pth", ".pt") or head == b"PK\x03\x04":
         sd = _read_pth(p)
         meta = WeightsMeta(config=ModelConfig(charset=charset or DEFAULT_CHARSET, channel_strides=_strides_of(sd)),
                            form="reference",
@@ -238,13 +251,7 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
                 raise WeightsError(f"{p}: safetensors file without lprnet metadata; pass the charset")
             meta = WeightsMeta(config=ModelConfig(charset=charset, channel_strides=_strides_of(sd)))
         else:
-            try:
-                d = json.loads(raw)
-                if d.get("format") != FORMAT:
-                    raise ValueError(f"format is {d.get('format')!r}")
-                meta = WeightsMeta.from_json(d)
-            except (ValueError, KeyError, TypeError) as e:
-                raise WeightsError(f"{p}: bad lprnet metadata ({e})") from None
+            meta = _parse_meta(p, raw)
             if charset is not None and str(charset) != str(meta.config.charset):
                 raise WeightsError(f"{p}: weights were trained for charset {str(meta.config.charset)!r}, "
                                    f"not {str(charset)!r}")
@@ -255,6 +262,42 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
                            f"{', ...' if len(nonfinite) > 3 else ''}): a diverged training run? Every plate "
                            "would read empty")
     return sd, meta
+
+
+def _parse_meta(p: Path, raw: str) -> WeightsMeta:
+    """Our ``lprnet`` metadata block, checked field by field: a :class:`WeightsError` names the file and the field."""
+    def bad(name: str, why: str) -> WeightsError:
+        return WeightsError(f"{p}: bad lprnet metadata: field {name!r} {why}")
+
+    try:
+        d = json.loads(raw)
+    except ValueError as e:
+        raise WeightsError(f"{p}: bad lprnet metadata (not JSON: {e})") from None
+    if not isinstance(d, dict):
+        raise WeightsError(f"{p}: bad lprnet metadata (a JSON {type(d).__name__}, not an object)")
+    if d.get("format") != FORMAT:
+        raise bad("format", f"is {d.get('format')!r}, not {FORMAT!r}")
+    version = d.get("version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise bad("version", f"is {version!r}; this lprnet reads versions 1 to {FORMAT_VERSION} (a newer file "
+                             "needs a newer lprnet)")
+    for name, typ, what in (("config", dict, "an object"), ("form", str, "a string"),
+                            ("context_norm", str, "a string"), ("provenance", dict, "an object"),
+                            ("rules", list, "a list")):
+        if name in d and not isinstance(d[name], typ):
+            raise bad(name, f"must be {what}, got {type(d[name]).__name__} {d[name]!r:.60}")
+    if not all(isinstance(r, str) for r in d.get("rules", [])):
+        raise bad("rules", f"must be a list of rule names (strings), got {d['rules']!r:.60}")
+    cfg = d.get("config", {})
+    for key in cfg:  # one field at a time, so that the error names the one that is wrong
+        try:
+            ModelConfig.from_json({key: cfg[key]})
+        except (ValueError, KeyError, TypeError) as e:
+            raise bad(f"config.{key}", f"is invalid ({type(e).__name__}: {e})") from None
+    try:
+        return WeightsMeta.from_json(d)
+    except (ValueError, KeyError, TypeError) as e:
+        raise bad("config", f"is invalid ({type(e).__name__}: {e})") from None
 
 
 def nonfinite_tensors(state: dict[str, Tensor]) -> list[str]:
