@@ -704,3 +704,24 @@ def test_writers_refuse_a_non_empty_folder_they_would_mix_into(tmp_path: Path) -
     empty.mkdir()
     assert synth.write_folder(empty, 2, seed=2, progress=False) == empty / "labels.csv"
     assert len(list(empty.glob("*.jpg"))) == 2
+
+
+def test_a_killed_jpeg_render_leaves_no_half_crop_that_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each crop is written to a hidden temporary name and moved into place: a render killed mid-write leaves
+    only whole JPEGs under image names (OpenCV decodes a truncated JPEG, so a half one would be trained on)."""
+    real_write = Path.write_bytes
+    calls = {"n": 0}
+
+    def dying_write(self: Path, data: bytes) -> int:
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third crop: half its bytes, then the process is "killed"
+            real_write(self, data[: len(data) // 2])
+            raise KeyboardInterrupt
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        synth.write_folder(tmp_path / "jpg", 5, seed=1, progress=False)
+    jpgs = sorted((tmp_path / "jpg").glob("*.jpg"))
+    assert len(jpgs) == 2
+    assert all(p.read_bytes().endswith(b"\xff\xd9") for p in jpgs)  # each ends with the JPEG end-of-image marker

@@ -1081,7 +1081,9 @@ def write_folder(
                 ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
                 if not ok:
                     raise RuntimeError(f"JPEG encoding failed for sample {i}")
-                (out / name).write_bytes(buf.tobytes())
+                tmp = out / f".{name}.{os.getpid()}.tmp"  # atomic: a killed render leaves no half JPEG that loads
+                tmp.write_bytes(buf.tobytes())
+                os.replace(tmp, out / name)
                 rows.append((name, text, kind))
                 i += 1
             bar.update(len(texts))
