@@ -235,3 +235,11 @@ def test_build_source_warns_about_the_entries_it_skips(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=rf"skipped 2 entries .* e\.g\. {man}:3: 1 fields"):
         ds = D.build_source(D.parse_source(f"real:{man}"), Charset.chinese(), (94, 24))
     assert len(ds) == 1 and ds[0][1] == "皖A12345"
+
+
+@pytest.mark.parametrize("ratios", [[1.0, 1e-5], [1e-5, 1.0]])
+def test_mix_sampler_refuses_a_ratio_too_small_to_mix(ratios: list[float]) -> None:
+    """A share below the interleave's 1/10000 resolution rounded to 0: never drawn when first, a
+    ZeroDivisionError when last. It is refused with the ratios named."""
+    with pytest.raises(ValueError, match="below 1/10000"):
+        D.MixSampler([10, 3], ratios)

@@ -355,6 +355,8 @@ class MixSampler(Sampler[tuple[int, int, int]]):
             raise ValueError(f"ratios must be positive, got {list(ratios)}")
         self.sizes = [int(n) for n in sizes]
         fr = [Fraction(r).limit_denominator(10_000) for r in ratios]
+        if any(f == 0 for f in fr):  # the interleave is exact to 1/10000: a smaller share would never be drawn
+            raise ValueError(f"ratios below 1/10000 cannot be mixed exactly, got {list(ratios)}")
         total = sum(fr)
         # share of source i among sources i.. (the nested interleave)
         self._shares = [fr[i] / sum(fr[i:]) for i in range(len(fr))]
