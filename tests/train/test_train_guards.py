@@ -396,3 +396,18 @@ def test_set_keeps_numbers_as_text_for_text_fields(monkeypatch: pytest.MonkeyPat
     code, output, cfg = _cli(monkeypatch, ["--set", "out=2024", "--set", "charset=1234567890", "--set", "steps=700"])
     assert code == 0, output
     assert cfg is not None and (cfg.out, cfg.charset, cfg.steps) == ("2024", "1234567890", 700)
+
+
+def test_a_val_dir_with_malformed_entries_says_what_it_leaves_out(
+        data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A manifest row that cannot become a sample is left out of the validation accuracy with a note naming it,
+    not silently (training's own sources warn the same way)."""
+    make_folder(data / "cn", PLATES[:2])
+    m = data / "val.csv"
+    m.write_text("path,plate\n" + "".join(f"cn/{p}.png,{p}\n" for p in PLATES[:2]) + "only-one-field\n",
+                 encoding="utf-8")
+    vals = trainer_mod.build_val_data(cfg_for(data, val_synth=None, val_dir=str(m)), TrainConfig().get_charset(),
+                                      data / "run", True)
+    assert len(vals["dir"]) == 2  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert "--val-dir" in err and "1 entries left out" in err and "val.csv:4" in err

@@ -494,7 +494,10 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) ->
               file=sys.stderr)
     if cfg.val_dir and main:
         path, kind = real.split_kind_prefix(cfg.val_dir)
-        samples = real.load_source(path, kind, strict=False)
+        samples, problems = real.scan_source(path, kind)
+        if problems:  # malformed manifest rows, CCPD names, broken links: left out of the accuracy, said so
+            print(f"note: --val-dir {cfg.val_dir}: {len(problems)} entries left out, e.g. {problems[0]} "
+                  f"(see `lprnet check-data {path}`)", file=sys.stderr)
         if not samples:  # an accuracy over no plates would read 0.0 and choose best.safetensors by it
             raise TrainError(f"--val-dir {cfg.val_dir}: no labelled plates found there")
         ds = D.RealDataset(samples, cfg.input_size, charset, cfg.ccpd_margin, scene_jitter=False)
