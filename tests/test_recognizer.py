@@ -91,6 +91,22 @@ def test_mixed_inputs_and_errors_keep_order(weights_file, images, tmp_path):
     assert res[1].to_json() == {"path": str(corrupt), "error": res[1].error}
 
 
+def test_a_pil_image_whose_pixels_cannot_load_is_an_error_result(weights_file, images, tmp_path):
+    """Image.open is lazy: a truncated file (or a mode Pillow cannot convert) fails only when its pixels are read;
+    that is one bad input, named, not an exception that loses the whole batch."""
+    rec = lprnet.load(weights_file)
+    full = tmp_path / "full.png"
+    cv2.imwrite(str(full), images[0])
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(full.read_bytes()[:300])
+    with Image.open(cut) as truncated:
+        res = rec.recognize([images[1], truncated, Image.new("La", (94, 24)), images[2]], channel_order="bgr")
+    assert [r.ok for r in res] == [True, False, False, True]
+    assert "<image #1>" in res[1].error and "truncated" in res[1].error and "<image #2>" in res[2].error
+    ref = rec.recognize([images[1], images[2]], channel_order="bgr")
+    assert [res[0].plate, res[3].plate] == [r.plate for r in ref]
+
+
 def test_one_path_or_buffer_is_one_input(weights_file, images, tmp_path):
     """A single memoryview is one image, not one per byte; iter_recognize("a.png") reads a.png, not 'a', '.', ..."""
     rec = lprnet.load(weights_file)
@@ -138,6 +154,11 @@ def test_edit_ops():
     assert edit_ops("皖A12345", "皖A1245") == (1, [], 1, 0)
     d, subs, dels, ins = edit_ops("皖A12345", "皖A17345")
     assert (d, subs, dels, ins) == (1, [("2", "7")], 0, 0)
+    # one misread character next to its twin is one substitution, not a dropped and an inserted character
+    assert edit_ops("皖P0US6W", "皖P0USWW") == (1, [("6", "W")], 0, 0)
+    assert edit_ops("皖M76KG8", "皖M76MGK") == (2, [("K", "M"), ("8", "K")], 0, 0)
+    assert edit_ops("皖XZ21E2", "皖XZ12") == (2, [], 2, 0)
+    assert edit_ops("", "AB") == (2, [], 0, 2) and edit_ops("AB", "") == (2, [], 2, 0)
 
 
 def test_evaluate_counts(weights_file, images, tmp_path, monkeypatch):

@@ -12,7 +12,6 @@ file) is scored once; the repeats are counted, and a repeat with another label i
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from collections import Counter
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from lprnet.charset import Charset
-from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, label_from_filename
+from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, display_path, label_from_filename
 from lprnet.data.real import (
     DataError,
     Problem,
@@ -39,21 +38,30 @@ from lprnet.recognizer import Recognizer
 
 
 def edit_ops(truth: str, pred: str) -> tuple[int, list[tuple[str, str]], int, int]:
-    """(edit distance, substitutions, deletions, insertions) aligning pred to truth."""
+    """(edit distance, substitutions, deletions, insertions) aligning pred to truth.
+
+    The Levenshtein distance, from a minimal alignment that prefers a substitution where one
+    ties with a deletion and an insertion (so one misread character is one error, one confusion).
+    """
+    n, m = len(truth), len(pred)
+    d = [[i + j if i == 0 or j == 0 else 0 for j in range(m + 1)] for i in range(n + 1)]
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            d[i][j] = min(d[i - 1][j - 1] + (truth[i - 1] != pred[j - 1]), d[i - 1][j] + 1, d[i][j - 1] + 1)
     subs: list[tuple[str, str]] = []
     dels = ins = 0
-    sm = difflib.SequenceMatcher(a=truth, b=pred, autojunk=False)
-    for tag, i1, i2, j1, j2 in sm.get_opcodes():
-        if tag == "replace":
-            n = min(i2 - i1, j2 - j1)
-            subs.extend(zip(truth[i1:i1 + n], pred[j1:j1 + n]))
-            dels += max(0, (i2 - i1) - n)
-            ins += max(0, (j2 - j1) - n)
-        elif tag == "delete":
-            dels += i2 - i1
-        elif tag == "insert":
-            ins += j2 - j1
-    return len(subs) + dels + ins, subs, dels, ins
+    i, j = n, m
+    while i or j:
+        if i and j and d[i][j] == d[i - 1][j - 1] + (truth[i - 1] != pred[j - 1]):
+            if truth[i - 1] != pred[j - 1]:
+                subs.append((truth[i - 1], pred[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and d[i][j] == d[i - 1][j] + 1:
+            dels, i = dels + 1, i - 1
+        else:
+            ins, j = ins + 1, j - 1
+    subs.reverse()
+    return d[n][m], subs, dels, ins
 
 
 def sign_test(only_a: int, only_b: int) -> float:
@@ -173,8 +181,8 @@ def unlabelled_images(paths: Sequence[str | os.PathLike[str]],
     samples, problems, _ = labelled_samples(paths)
     report = on_error or (lambda msg: None)
     for pr in problems:
-        report(f"{pr.where}: {pr.message}")
-    for _, item in _inputs(samples, lambda s, e: report(str(e))):  # an ImageError names its file
+        report(display_path(f"{pr.where}: {pr.message}"))
+    for _, item in _inputs(samples, lambda s, e: report(display_path(str(e)))):  # an ImageError names its file
         yield item
 
 
@@ -216,11 +224,13 @@ def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], ba
     """
     samples, problems, repeats = labelled_samples(paths, recognizer.charset, recognizer.config.output_length)
     rep = EvalReport(repeats=repeats)
-    rep.unreadable.extend({"path": pr.where, "error": pr.message} for pr in problems)
+    # names as printable text (display_path): a file name that is not UTF-8 must not break the JSON or the table
+    rep.unreadable.extend({"path": display_path(pr.where), "error": display_path(pr.message)} for pr in problems)
     fed: list[Sample] = []
 
     def images() -> Iterator[Path | np.ndarray]:
-        for s, item in _inputs(samples, lambda s, e: rep.unreadable.append({"path": str(s.path), "error": str(e)})):
+        for s, item in _inputs(samples, lambda s, e: rep.unreadable.append({"path": display_path(s.path),
+                                                                             "error": display_path(str(e))})):
             fed.append(s)
             yield item
 
@@ -228,7 +238,7 @@ def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], ba
         sample = fed[k]
         f = sample.path
         if not res.ok:
-            rep.unreadable.append({"path": str(f), "error": res.error or ""})
+            rep.unreadable.append({"path": display_path(f), "error": res.error or ""})
             continue
         truth = sample.plate
         rep.n += 1
@@ -241,5 +251,5 @@ def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], ba
         rep.substitutions.update(subs)
         rep.deletions += d
         rep.insertions += i
-        rep.wrong.append({"path": Path(f).name, "true": truth, "read": res.plate})
+        rep.wrong.append({"path": display_path(Path(f).name), "true": truth, "read": res.plate})
     return rep

@@ -41,6 +41,7 @@ def evaluate_cmd(
                           "provinces_estimated": auto}, ensure_ascii=False))
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     con = Console()
@@ -59,7 +60,7 @@ def evaluate_cmd(
             t.add_row(a, b, str(c))
         con.print(t)
     for u in rep.unreadable:
-        con.print(f"[red]unreadable[/] {u['path']}: {u['error']}")
+        con.print(f"[red]unreadable[/] {escape(u['path'])}: {escape(u['error'])}")  # a [tag] in a name is text
 
 
 def register(app: typer.Typer) -> None:

@@ -138,13 +138,16 @@ def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<ar
     if Image is not None and isinstance(img, Image.Image):
         if img.width * img.height > max_pixels:
             raise ImageError(f"{name}: {img.width}x{img.height} pixels exceeds the limit")
-        if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit gray (PNG, TIFF): scaled like a uint16 array
-            img = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
-        elif img.mode == "F":  # 32-bit float gray: taken to be in [0, 1], like a float array
-            img = np.asarray(img)
-        else:
-            img = np.asarray(img.convert("RGB"))
-            channel_order = "rgb"
+        try:  # an opened file's pixels load only now: a truncated or odd one fails here, named
+            if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit gray (PNG, TIFF): scaled like uint16
+                img = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
+            elif img.mode == "F":  # 32-bit float gray: taken to be in [0, 1], like a float array
+                img = np.asarray(img)
+            else:
+                img = np.asarray(img.convert("RGB"))
+                channel_order = "rgb"
+        except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, ... for pixels it cannot load
+            raise ImageError(f"{name}: cannot load the PIL image's pixels ({e})") from None
     if not isinstance(img, np.ndarray):
         raise ImageError(f"{name}: expected a path, bytes, numpy array or PIL image, got {type(img).__name__}")
     a = img

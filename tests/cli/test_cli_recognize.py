@@ -1,0 +1,61 @@
+"""The reading faces (``recognize``, ``eval``, ``provinces``) on file names as they come: any bytes, any brackets."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lprnet.cli import app
+from lprnet.model import LPRNet
+from lprnet.weights import WeightsMeta, save_weights
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(2)
+    return save_weights(tmp_path_factory.mktemp("w") / "w.safetensors", LPRNet().eval().state_dict(), WeightsMeta())
+
+
+def _png() -> bytes:
+    return cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (24, 94, 3), dtype=np.uint8))[1].tobytes()
+
+
+def test_eval_reports_file_names_that_are_not_utf8(weights, tmp_path):
+    """Crops named in GBK (a zip from Windows unpacked on Linux) must not crash the report at its very end: the
+    name is written with ``\\x`` escapes, as ``recognize`` writes it, and the other plates are scored."""
+    d = tmp_path / "gbk"
+    d.mkdir()
+    try:
+        (d / os.fsdecode("皖A12345.png".encode("gbk"))).write_bytes(_png())
+    except (OSError, UnicodeError):
+        pytest.skip("this file system cannot hold a file name that is not UTF-8")
+    (d / "皖A54321.png").write_bytes(_png())
+    r = runner.invoke(app, ["eval", str(d), "-w", str(weights), "--json"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    rep = json.loads(r.stdout)
+    assert rep["n"] == 1 and [u["path"] for u in rep["unreadable"]] == [f"{d}/\\xcd\\xeeA12345.png"]
+    r = runner.invoke(app, ["eval", str(d), "-w", str(weights)], env={"COLUMNS": "400"})
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert f"unreadable {d}/\\xcd\\xeeA12345.png: " in r.stdout
+
+
+def test_eval_prints_bracketed_names_as_they_are(weights, tmp_path):
+    """A folder named ``[cam2]`` is text, not console markup: it is printed, not swallowed as a style."""
+    d = tmp_path / "[cam2]"
+    d.mkdir()
+    (d / "皖A12345.png").write_bytes(_png())
+    (d / "皖A11111.jpg").write_bytes(b"not an image")
+    (d / "[bold]").mkdir()
+    (d / "[bold]" / "皖A22222.jpg").write_bytes(b"not an image either")
+    r = runner.invoke(app, ["eval", str(d), "-w", str(weights)], env={"COLUMNS": "400"})
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert f"unreadable {d}/皖A11111.jpg: {d}/皖A11111.jpg: not a readable image" in r.stdout
+    assert f"unreadable {d}/[bold]/皖A22222.jpg: " in r.stdout
