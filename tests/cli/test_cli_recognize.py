@@ -59,3 +59,11 @@ def test_eval_prints_bracketed_names_as_they_are(weights, tmp_path):
     assert r.exit_code == 0, (r.output, r.exception)
     assert f"unreadable {d}/皖A11111.jpg: {d}/皖A11111.jpg: not a readable image" in r.stdout
     assert f"unreadable {d}/[bold]/皖A22222.jpg: " in r.stdout
+
+
+@pytest.mark.parametrize("cmd", ["eval", "provinces"])
+def test_a_negative_top_is_refused_by_name(tmp_path, weights, cmd: str) -> None:
+    """``--top -1`` silently cut the last row off the confusion/province list; it is a usage error naming it."""
+    (tmp_path / "皖A12345.png").write_bytes(_png())
+    res = runner.invoke(app, [cmd, str(tmp_path), "--weights", str(weights), "--top", "-1"])
+    assert res.exit_code == 2 and "--top" in res.output

@@ -17,7 +17,7 @@ def evaluate_cmd(
     weights: WeightsOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    top: Annotated[int, typer.Option(help="Confusions to list.")] = 10,
+    top: Annotated[int, typer.Option(min=0, help="Confusions to list.")] = 10,
     threads: ThreadsOpt = None,
     decode: DecodeOpt = "auto",
     provinces: ProvincesOpt = None,

@@ -24,7 +24,7 @@ def provinces_cmd(
     min_share: Annotated[float, typer.Option(
         "--min-share", min=0.0, max=1.0, help="Name the provinces with at least this share in the "
         "--provinces value (the others share the rest equally).")] = 0.02,
-    top: Annotated[int, typer.Option(help="Provinces to list in the table.")] = 8,
+    top: Annotated[int, typer.Option(min=0, help="Provinces to list in the table.")] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     threads: ThreadsOpt = None,
