@@ -253,8 +253,9 @@ def test_safetensors_whose_header_length_reads_pk_is_not_taken_for_a_zip(tmp_pat
 
 
 def test_training_checkpoints_are_read_by_their_model_key(tmp_path):
-    """A checkpoint dict (ours keeps the weights under "model", others under "model_state_dict" or "net")
-    gives its state dict; a dict with none of them is named by its keys."""
+    """Another trainer's checkpoint dict (weights under "model", "model_state_dict", "net" or "state_dict") gives
+    its state dict; ours (``checkpoints/last.pt``) is refused, pointing to the run's safetensors; a dict with none
+    of them is named by its keys."""
     sd = _random_model().state_dict()
     for key in ("model", "model_state_dict", "net", "state_dict"):
         p = tmp_path / f"{key}.pt"
@@ -262,6 +263,11 @@ def test_training_checkpoints_are_read_by_their_model_key(tmp_path):
                     "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}, "config": {"model": "lprnet"}}, p)
         got, meta = read_weights(p)
         assert meta.source_format == "pth" and torch.equal(got["backbone.0.weight"], sd["backbone.0.weight"]), key
+    p = tmp_path / "last.pt"  # ours: its charset, input size and EMA weights would be lost, so it is refused
+    torch.save({"version": 1, "step": 5, "model": sd, "scheduler": {}, "sampler": {"position": 0},
+                "config": {"input_size": [86, 24]}}, p)
+    with pytest.raises(WeightsError, match=r"last.pt: a checkpoint of `lprnet train`.*best.safetensors"):
+        read_weights(p)
     p = tmp_path / "other.pt"
     torch.save({"weights": sd, "epoch": 3}, p)
     with pytest.raises(WeightsError, match=r"other.pt: expected a state dict .*keys \['epoch', 'weights'\]"):

@@ -202,8 +202,12 @@ def _read_pth(path: Path) -> dict[str, Tensor]:
     except Exception as e:  # pickle errors, zip errors, refused globals
         raise WeightsError(f"{path}: not a readable PyTorch state dict ({type(e).__name__}: "
                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if isinstance(obj, dict) and {"model", "sampler", "scheduler", "config"} <= obj.keys():
+        # ours (lprnet train's checkpoints/last.pt): its charset, input size, form and EMA weights are not a .pth's
+        raise WeightsError(f"{path}: a checkpoint of `lprnet train`, for --resume; use the run's best.safetensors or "
+                           "final.safetensors as weights")
     if isinstance(obj, dict) and not all(isinstance(v, Tensor) for v in obj.values()):
-        # a training checkpoint (ours: "model"; others: "state_dict", "model_state_dict", "net") holding one
+        # another trainer's checkpoint ("state_dict", "model", "model_state_dict", "net") holding one
         for key in _CHECKPOINT_KEYS:
             if isinstance(obj.get(key), dict) and obj[key]:
                 obj = obj[key]
