@@ -117,19 +117,21 @@ def test_a_teacher_pulls_the_student_towards_it_and_only_where_asked(data: Path)
 
 
 def test_a_wide_student_starts_from_narrow_weights_and_a_narrow_teacher(data: Path) -> None:
-    """``model=lprnet_wide`` with the bundled (reference-layout) weights as init and teacher: the init is
-    widened without changing what it computes, the teacher is built in its own layout, and the file
-    written is a wide one."""
-    from lprnet.weights import default_weights_path
+    """``model=lprnet_wide`` with reference-layout weights as init and teacher: the init is widened without
+    changing what it computes, the teacher is built in its own layout, and the file written is a wide one."""
+    from lprnet.model import LPRNet
+    from lprnet.weights import WeightsMeta, save_weights
 
+    torch.manual_seed(3)
+    narrow_file = save_weights(data / "narrow.safetensors", LPRNet().eval().state_dict(), WeightsMeta())
     res = train(make_config(**{**cfg_for(data).model_dump(), "steps": 1, "lr": 1e-12, "warmup_steps": 0,
-                               "model": "lprnet_wide", "init_weights": "default", "teacher": "default",
-                               "out": str(data / "wide")}))
+                               "model": "lprnet_wide", "init_weights": str(narrow_file),
+                               "teacher": str(narrow_file), "out": str(data / "wide")}))
     log = (res.out / "train.log").read_text(encoding="utf-8")
     assert "lprnet weights widened to lprnet_wide" in log and "teacher" in log
     wide, meta = build_model(res.out / "final.safetensors")
     assert meta.config.channel_strides == (1, 1) and wide.channel_strides == (1, 1)
-    narrow, _ = build_model(default_weights_path())
+    narrow, _ = build_model(narrow_file)
     want = widen_state_dict(narrow.state_dict(), (2, 4), (1, 1))
     for k, v in wide.state_dict().items():  # lr 1e-12: the parameters are the widened init (the BatchNorm
         if "running_" not in k and "num_batches" not in k:  # statistics moved with the step's batch)
@@ -138,9 +140,9 @@ def test_a_wide_student_starts_from_narrow_weights_and_a_narrow_teacher(data: Pa
     res2 = train(make_config(**{**cfg_for(data).model_dump(), "steps": 1, "teacher": str(res.out / "final.safetensors"),
                                 "out": str(data / "narrow")}))
     assert build_model(res2.out / "final.safetensors")[1].config.channel_strides == (2, 4)
-    # wide weights as the init of a narrow model are refused by name
+    # wide weights as the init of a model set narrow are refused by name (unset, the model takes their layout)
     with pytest.raises(TrainError, match="final.safetensors: lprnet_wide weights do not fit the model"):
-        train(make_config(**{**cfg_for(data).model_dump(), "steps": 1,
+        train(make_config(**{**cfg_for(data).model_dump(), "steps": 1, "model": "lprnet",
                              "init_weights": str(res.out / "final.safetensors"), "out": str(data / "narrow2")}))
     with pytest.raises(ConfigError, match="model"):
         make_config(**{**cfg_for(data).model_dump(), "model": "lprnet_huge"})

@@ -227,6 +227,9 @@ def test_init_weights_default_is_the_bundled_weights(data: Path) -> None:
     for k in ("backbone.0.weight", "backbone.11.block.2.weight", "container.0.weight"):
         assert torch.allclose(sd_tuned[k], sd_default[k], atol=1e-6), k
     assert "(the bundled default weights)" in (tuned.out / "train.log").read_text(encoding="utf-8")
+    # no --set model=: the run trains the layout of its --init-weights (the bundled weights are lprnet_wide)
+    variant = read_weights(default_weights_path())[1].config.variant
+    assert read_weights(tuned.out / "final.safetensors")[1].config.variant == variant == "lprnet_wide"
 
 
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),

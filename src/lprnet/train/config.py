@@ -51,10 +51,11 @@ class TrainConfig(BaseModel):
     charset: str | None = Field(None, description="characters in class order (blank '-' appended); "
                                 "default: the 68-class Chinese set")
     input_size: tuple[int, int] = (94, 24)
-    model: Literal["lprnet", "lprnet_wide"] = Field("lprnet", description="lprnet: the reference layout; "
-                                                    "lprnet_wide: every channel kept by the two channel-subsampling "
-                                                    "pools (1.41x the FLOPs); narrow --init-weights/--teacher weights "
-                                                    "are widened without changing what they compute")
+    model: Literal["lprnet", "lprnet_wide"] | None = Field(
+        None, description="lprnet: the reference layout; lprnet_wide: every channel kept by the two "
+        "channel-subsampling pools (1.41x the FLOPs; the bundled weights' layout); default: the layout of "
+        "--init-weights, else lprnet. Narrow --init-weights/--teacher weights are widened without changing what "
+        "they compute")
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     # optimisation
     steps: int = Field(20000, gt=0)
@@ -147,7 +148,7 @@ class TrainConfig(BaseModel):
 
     def model_cfg(self) -> ModelConfig:
         return ModelConfig(charset=self.get_charset(), input_size=self.input_size, dropout=self.dropout,
-                           channel_strides=VARIANT_STRIDES[self.model])
+                           channel_strides=VARIANT_STRIDES[self.model or "lprnet"])
 
     def out_dir(self) -> Path:
         return Path(self.out).expanduser() if self.out else default_out_dir()

@@ -527,12 +527,30 @@ def _resolve_out(cfg: TrainConfig, env: Dist) -> Path:
     return out
 
 
+def resolve_model(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its layout named: an unset ``model`` is the layout of ``--init-weights`` (so that fine-tuning
+    the bundled wide weights trains the wide layout), else ``lprnet``."""
+    if cfg.model is not None:
+        return cfg
+    name = "lprnet"
+    if cfg.init_weights:
+        from lprnet.weights import WeightsError, default_weights_path, read_weights
+
+        path = str(default_weights_path()) if cfg.init_weights == "default" else cfg.init_weights
+        try:
+            name = read_weights(path, cfg.get_charset())[1].config.variant
+        except WeightsError as e:
+            raise TrainError(f"--init-weights: {e}") from None
+    return cfg.model_copy(update={"model": name})
+
+
 def train(cfg: TrainConfig, command: str | None = None,
           on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Run (or resume) a training run described by ``cfg``; returns where things were written.
 
     ``on_step(step)`` is called after each completed step (tests use it to simulate a kill).
     """
+    cfg = resolve_model(cfg)
     env = setup_distributed(cfg.device, cfg.ddp_timeout_s)
     try:
         return _train(cfg, env, command, on_step)
@@ -571,7 +589,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     log(f"run folder {out}" + (f", resuming at step {ckpt['step']}" if ckpt else
                                 (" (--resume: no checkpoint yet, starting fresh)" if cfg.resume else "")))
     if ckpt is not None:
-        old_model = ckpt.get("config", {}).get("model", "lprnet")
+        old_model = ckpt.get("config", {}).get("model") or "lprnet"
         if old_model != cfg.model:  # another layout: the checkpoint's tensors do not fit
             raise TrainError(f"--resume: the run in {out} trains {old_model}, not {cfg.model}; pass "
                              f"--set model={old_model} (or start a new run with --init-weights)")
