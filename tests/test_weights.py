@@ -329,3 +329,26 @@ def test_import_weights_keeps_a_files_own_context_norm_and_rules(tmp_path):
     assert CliRunner().invoke(app, ["import-weights", str(pth), "--out", str(out)]).exit_code == 0
     _, meta = read_weights(out)
     assert meta.context_norm == "sample" and meta.rules == [] and meta.provenance["imported_from"] == "ref.pth"
+
+
+def test_atomic_writes_flush_the_folder_after_the_rename(tmp_path, monkeypatch):
+    """A rename is durable only once its folder is flushed: a power cut after a checkpoint's os.replace must not
+    bring back the previous checkpoint (or none). The folder is flushed after the new file is in place."""
+    import os
+
+    import lprnet.weights as W
+
+    seen = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        seen.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(W.os, "fsync", fsync)
+    target = tmp_path / "sub" / "w.bin"
+    W.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert seen[-1] == str(tmp_path / "sub")  # the folder, last, after the file's own flush
+    assert len(seen) == 2 and seen[0].startswith(str(tmp_path / "sub" / ".w.bin."))
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["w.bin"]

@@ -139,6 +139,26 @@ def test_exif_orientation_is_applied_as_viewers_do(tmp_path, orientation, ext):
     assert got.shape == want.shape and np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_pil_image_reads_upright_like_its_file(tmp_path, orientation):
+    """The same photo handed over as an opened PIL image or as a path reads the same (upright); one already
+    passed through exif_transpose is not turned twice."""
+    from PIL import ImageOps
+
+    rgb = _img(30, 50)[:, :, ::-1]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    p = tmp_path / "o.png"
+    Image.fromarray(rgb).save(p, exif=exif)
+    with Image.open(p) as im:
+        got = to_bgr(im)
+    assert np.array_equal(got, read_image(p))
+    assert got.shape[:2] == ((50, 30) if orientation in (6, 8) else (30, 50))
+    with Image.open(p) as im:
+        upright = ImageOps.exif_transpose(im)
+        assert np.array_equal(to_bgr(upright), got)
+
+
 def test_a_png_over_the_limit_is_refused_without_decoding_a_pixel(tmp_path, monkeypatch):
     """Reading a PNG's EXIF with getexif() decodes the whole image: the size check must come first, and the
     orientation must come from the header chunks."""

@@ -338,3 +338,24 @@ def test_check_dataset_a_source_without_entries_is_a_problem(tmp_path: Path) -> 
     assert f"{tmp_path / 'gifs'}: no samples: no .jpg/" in text
     assert f"{tmp_path / 'm.csv'}: no samples: no rows after the header" in text
     assert r.summary() == "3 entries checked, 0 good, 3 with problems (3 problems)"
+
+
+def test_folders_reached_through_symbolic_links_are_read_once(tmp_path: Path) -> None:
+    """A dataset folder often links to a disk elsewhere; Path.rglob (Python < 3.13) skips linked folders, so
+    their plates vanished from training, check-data and `lprnet recognize DIR` alike. A link back up the tree
+    must not loop, and a folder linked twice is read once."""
+    from lprnet.core.process import list_images, walk_tree
+
+    _write(tmp_path / "elsewhere" / "皖A12345.jpg")
+    _write(tmp_path / "data" / "own" / "皖B54321.png")
+    (tmp_path / "data" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "data" / "linked2").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "data" / "own" / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
+    (tmp_path / "data" / "皖C11111.jpg").symlink_to(tmp_path / "gone.jpg")
+    names = sorted(p.name for p in walk_tree(tmp_path / "data"))
+    assert names == ["皖A12345.jpg", "皖B54321.png", "皖C11111.jpg"]
+    assert sorted(p.name for p in list_images([tmp_path / "data"])) == ["皖A12345.jpg", "皖B54321.png"]
+    assert sorted(s.plate for s in real.load_folder(tmp_path / "data", strict=False)) == ["皖A12345", "皖B54321"]
+    r = real.check_dataset(tmp_path / "data")
+    assert [Path(w).name for w in r.bad_files] == ["皖C11111.jpg"]
+    assert r.summary().startswith("3 entries checked, 2 good")

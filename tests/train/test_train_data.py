@@ -56,6 +56,26 @@ def test_shard_dataset_drops_unencodable_labels(tmp_path: Path) -> None:
         D.ShardDataset(tmp_path / "missing")
 
 
+def test_shard_dataset_drops_labels_too_long_for_the_ctc_steps(tmp_path: Path) -> None:
+    """A label needs one step per character and a blank between equal neighbours: 皖A11111 needs 11, so a model
+    with 10 steps cannot hold it (CTC's zero_infinity would train on it with a zero loss, unseen)."""
+    make_shard(tmp_path / "shard.npz", ["皖A12345", "皖A11111", "皖A12121"])
+    with pytest.warns(UserWarning, match="dropped 1 of 3 .* 10 CTC steps .*'皖A11111'"):
+        ds = D.ShardDataset(tmp_path / "shard.npz", charset=Charset.chinese(), ctc_steps=10)
+    assert [ds[i][1] for i in range(len(ds))] == ["皖A12345", "皖A12121"]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(D.ShardDataset(tmp_path / "shard.npz", charset=Charset.chinese(), ctc_steps=11)) == 3
+    # a training source gets the model's steps from its input size: 94 wide -> 18 steps, 81 wide -> 15
+    make_shard(tmp_path / "s2" / "shard.npz", ["皖A12345", "111111111"])  # the second needs 17 steps
+    spec = D.parse_source(f"synth:{tmp_path / 's2'}")
+    assert len(D.build_source(spec, Charset.chinese(), (94, 24))) == 2
+    with pytest.warns(UserWarning, match="15 CTC steps cannot hold"):
+        assert len(D.build_source(spec, Charset.chinese(), (81, 24))) == 1
+
+
 def test_real_dataset_caches_and_filters(tmp_path: Path) -> None:
     for p in ("皖A12345", "警A00000"):
         cv2.imwrite(str(tmp_path / f"x_{p}.png"), np.full((30, 120, 3), 77, np.uint8))

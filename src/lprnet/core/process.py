@@ -84,6 +84,21 @@ def _exif_upright(img: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(op(img)) if op is not None else img
 
 
+def _pil_upright(img: Any) -> Any:
+    """A PIL image as a viewer shows it: turned by its EXIF orientation, as ``PIL.ImageOps.exif_transpose``
+    does (an image already passed through it carries no orientation and is returned as it is); a broken EXIF
+    block leaves the pixels as stored."""
+    try:
+        turn = int(img.getexif().get(0x0112, 1))
+    except Exception:
+        return img
+    if turn in (2, 3, 4, 5, 6, 7, 8):
+        from PIL import ImageOps
+
+        return ImageOps.exif_transpose(img)
+    return img
+
+
 def _decode_bytes(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS,
                   header: tuple[int, int, str, int] | None = None) -> np.ndarray:
     if not data:
@@ -139,6 +154,7 @@ def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<ar
         if img.width * img.height > max_pixels:
             raise ImageError(f"{name}: {img.width}x{img.height} pixels exceeds the limit")
         try:  # an opened file's pixels load only now: a truncated or odd one fails here, named
+            img = _pil_upright(img)
             if img.mode.startswith("I;16") or img.mode == "I":  # 16-bit gray (PNG, TIFF): scaled like uint16
                 img = np.clip(np.asarray(img), 0, 65535).astype(np.uint16)
             elif img.mode == "F":  # 32-bit float gray: taken to be in [0, 1], like a float array
@@ -613,12 +629,30 @@ def label_from_filename(path: str | os.PathLike[str]) -> str:
     return stem
 
 
+def walk_tree(root: str | os.PathLike[str]) -> list[Path]:
+    """Every name under the folder ``root`` that is not a folder (files, and links that lead nowhere),
+    sorted. Folders reached through symbolic links are entered too (a dataset folder is often a link
+    to a disk elsewhere; ``Path.rglob`` skips those before Python 3.13), each real folder once, so a
+    link back up the tree cannot loop."""
+    seen: set[tuple[int, int]] = set()
+    out: list[Path] = []
+    for top, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        out.extend(Path(top, f) for f in files)
+    return sorted(out)
+
+
 def list_images(paths: Sequence[str | os.PathLike[str]], recursive: bool = True) -> list[Path]:
-    """Expand files and directories into a sorted list of image files (directories recursed)."""
+    """Expand files and directories into a sorted list of image files (directories recursed, through
+    symbolic links too: :func:`walk_tree`)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            it = p.rglob("*") if recursive else p.glob("*")
+            it = walk_tree(p) if recursive else p.glob("*")
             out.extend(sorted(q for q in it if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS))
         else:
             out.append(p)

@@ -118,12 +118,14 @@ class ShardDataset(Dataset[Item]):
     once to an uncompressed ``.npy`` in ``cache_dir`` (default ``<shard dir>/.mmap``, or
     ``~/.cache/lprnet/mmap/<hash>`` when the shard folder is read-only) and
     memory-maps it, so DataLoader workers share pages; ``"auto"`` picks memory below 2 GiB.
-    With ``charset``, samples whose labels it cannot encode are dropped (with a warning).
+    With ``charset``, samples whose labels it cannot encode are dropped (with a warning); with
+    ``ctc_steps`` too (the model's output length), so are labels too long for that many CTC steps
+    (CTC's ``zero_infinity`` would otherwise train on them silently with a zero loss).
     """
 
     def __init__(self, paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                  charset: Charset | None = None, mode: ShardMode = "auto",
-                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+                 cache_dir: str | os.PathLike[str] | None = None, ctc_steps: int | None = None) -> None:
         self.paths = find_shards(paths)
         if mode == "auto":
             total = sum(_npz_member_bytes(p, "images") for p in self.paths)
@@ -160,6 +162,14 @@ class ShardDataset(Dataset[Item]):
                 warnings.warn(f"{self.paths[0].parent}: dropped {int((~keep).sum())} of {len(keep)} "
                               f"synthetic samples whose labels the charset cannot encode "
                               f"({''.join(sorted(bad))!r})", stacklevel=2)
+        if ctc_steps is not None:
+            fits = np.array([ctc_min_steps(t) <= ctc_steps for t in all_labels.tolist()], bool)
+            if not fits[keep].all():
+                long = all_labels[keep & ~fits]
+                warnings.warn(f"{self.paths[0].parent}: dropped {len(long)} of {len(keep)} synthetic samples whose "
+                              f"labels the model's {ctc_steps} CTC steps cannot hold, e.g. {str(long[0])!r}",
+                              stacklevel=2)
+            keep &= fits
         self.index = np.flatnonzero(keep)
         self.labels = all_labels[self.index]
 
@@ -314,7 +324,8 @@ def build_source(spec: SourceSpec, charset: Charset, input_size: tuple[int, int]
                  margin: float = 0.0, shard_mode: ShardMode = "auto", scene_jitter: bool = True) -> Dataset[Item]:
     """The dataset for one source spec."""
     if spec.kind == "synth":
-        return ShardDataset(spec.path, charset=charset, mode=shard_mode)
+        steps = ModelConfig(charset=charset, input_size=tuple(input_size)).output_length  # type: ignore[arg-type]
+        return ShardDataset(spec.path, charset=charset, mode=shard_mode, ctc_steps=steps)
     kind = {"real": None, "folder": "folder", "manifest": "manifest", "ccpd": "ccpd"}[spec.kind]
     samples, problems = real.scan_source(spec.path, kind)
     if problems:  # malformed manifest rows, CCPD names, broken links: skipped, but not without a word

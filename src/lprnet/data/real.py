@@ -30,7 +30,7 @@ import numpy as np
 
 from lprnet.charset import DEFAULT_CHARSET, Charset, ctc_min_steps
 from lprnet.config import ModelConfig
-from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, display_path, label_from_filename, read_image
+from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, display_path, label_from_filename, read_image, walk_tree
 
 #: CTC output steps of the model at its default 94x24 input (18): the longest label it can read
 DEFAULT_STEPS = ModelConfig().output_length
@@ -327,7 +327,7 @@ def _images_under(root: Path) -> tuple[list[Path], list[Problem]]:
     for each image name that leads nowhere (a broken symbolic link), which would otherwise vanish unseen."""
     files: list[Path] = []
     broken: list[Path] = []
-    for q in root.rglob("*"):
+    for q in walk_tree(root):
         if q.suffix.lower() in IMAGE_EXTENSIONS:
             if q.is_file():
                 files.append(q)
@@ -437,7 +437,7 @@ def detect_kind(path: str | os.PathLike[str]) -> SourceKind:
     if not p.is_dir():
         raise DataError(f"{p}: no such file or directory")
     names = []
-    for q in p.rglob("*"):
+    for q in walk_tree(p):
         if q.suffix.lower() in IMAGE_EXTENSIONS:
             names.append(q.name)
             if len(names) >= 20:
