@@ -295,12 +295,19 @@ def test_average_weights_command_writes_the_soup_and_names_bad_files(tmp_path):
 NO_RAY = ["--ray-address", "ray://127.0.0.1:1", "--actors", "1", "--no-progress"]  # a job that got this far fails
 
 
-def test_batch_help_offers_no_provinces_auto():
-    r = runner.invoke(app, ["batch", "--help"], env={"COLUMNS": "100"})
+@pytest.mark.parametrize("command", ["batch", "serve"])
+def test_faces_without_a_first_pass_offer_no_provinces_auto(command):
+    """batch and serve read each plate once (refusing 'auto'), so their help must not offer it."""
+    import re
+
+    r = runner.invoke(app, [command, "--help"], env={"COLUMNS": "100"})
     assert r.exit_code == 0, r.output
-    provinces = r.output[r.output.index("--provinces"):r.output.index("--progress")]
+    start = r.output.index("--provinces")
+    nxt = re.search(r"\n\W*--[a-z]", r.output[start:])
+    provinces = r.output[start:start + nxt.start()] if nxt else r.output[start:]
     assert "皖=0.8" in provinces and "auto" not in provinces, provinces
-    assert "--overwrite" in r.output
+    if command == "batch":
+        assert "--overwrite" in r.output
 
 
 def test_batch_never_writes_over_its_manifest_or_an_existing_output(setup, tmp_path):

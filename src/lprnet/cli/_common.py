@@ -27,6 +27,13 @@ ProvincesOpt = Annotated[str | None, typer.Option(
     "estimated from the plates being read (a first pass, as `lprnet provinces` does). Weighs the "
     "province reading with plate decoding.")]
 
+#: serve and batch read each plate once, with no first pass over the others, so no 'auto' (one plate's
+#: reading must not depend on its batch-mates)
+FixedProvincesOpt = Annotated[str | None, typer.Option(
+    "--provinces", help="Share of plates from named provinces where the camera stands, e.g. '皖=0.8' or "
+    "'皖=0.6,苏=0.2' (the rest split equally among the others; a bare '皖' reads only 皖). Weighs the "
+    "province reading with plate decoding; `lprnet provinces DIR` estimates the shares.")]
+
 BackendOpt = Annotated[str, typer.Option(
     "--backend", help="torch, onnxruntime or openvino (weights exported once to a checked cache; "
     ".onnx/.xml files used as is)")]

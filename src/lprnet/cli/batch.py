@@ -8,13 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import DecodeOpt, WeightsOpt, fail
-
-#: batch has no first pass over the plates, so no 'auto' (``--provinces auto`` is for recognize and eval)
-ProvincesOpt = Annotated[str | None, typer.Option(
-    "--provinces", help="Share of plates from named provinces where the camera stands, e.g. '皖=0.8' or "
-    "'皖=0.6,苏=0.2' (the rest split equally among the others; a bare '皖' reads only 皖). Weighs the "
-    "province reading with plate decoding; `lprnet provinces DIR` estimates the shares.")]
+from lprnet.cli._common import DecodeOpt, FixedProvincesOpt, WeightsOpt, fail
 
 
 def batch(
@@ -34,7 +28,7 @@ def batch(
     threads_per_actor: Annotated[int, typer.Option("--threads-per-actor", min=1,
                                                    help="Intra-op threads of each actor's backend.")] = 1,
     decode: DecodeOpt = "auto",
-    provinces: ProvincesOpt = None,
+    provinces: FixedProvincesOpt = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Ray Data progress bars.")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file (without it, "
                                                                 "an existing file is refused).")] = False,

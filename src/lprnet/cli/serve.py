@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail
+from lprnet.cli._common import DecodeOpt, FixedProvincesOpt, ThreadsOpt, WeightsOpt, fail
 from lprnet.core.process import MAX_IMAGE_PIXELS
 
 #: uvicorn's log levels (uvicorn.config.LOG_LEVELS), checked before the model is loaded
@@ -27,7 +27,7 @@ def serve(
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     threads: ThreadsOpt = None,
     decode: DecodeOpt = "auto",
-    provinces: ProvincesOpt = None,
+    provinces: FixedProvincesOpt = None,
     max_batch: Annotated[int, typer.Option(min=1, help="Most images per network call.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(
         min=0, max=10_000, help="How long the first queued image waits for batch-mates.")] = 5.0,

@@ -1,0 +1,49 @@
+"""Forward time of two weights files (deploy form, as loaded), one intra-op thread, interleaved rounds: medians and
+the median of per-round paired ratios B/A, at batch 1 and 32. Run from the repo root:
+
+    python scripts/compare_speed.py A.safetensors B.safetensors [--rounds 11]
+
+The model card's speed row (the wide candidate 44 against the narrow candidate 38) comes from this script. Pin the
+machine quiet: on a 2-vCPU box a busy second core moves single-thread timings by 10-20 %, so run it twice.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from lprnet.weights import build_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("a", help="weights A (the baseline)")
+    ap.add_argument("b", help="weights B")
+    ap.add_argument("--rounds", type=int, default=11)
+    args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    torch.set_num_threads(1)
+    models = {name: build_model(path)[0].eval() for name, path in (("A", args.a), ("B", args.b))}
+    for batch, calls in ((1, 60), (32, 4)):
+        x = torch.rand(batch, 3, 24, 94)
+        times: dict[str, list[float]] = {k: [] for k in models}
+        with torch.inference_mode():
+            for m in models.values():  # warm-up
+                for _ in range(5):
+                    m(x)
+            for _ in range(args.rounds):
+                for k, m in models.items():
+                    t = time.perf_counter()
+                    for _ in range(calls):
+                        m(x)
+                    times[k].append((time.perf_counter() - t) / calls * 1000)
+        ratio = statistics.median(b / a for a, b in zip(times["A"], times["B"]))
+        print(f"batch {batch}: A {statistics.median(times['A']):.2f} ms, B {statistics.median(times['B']):.2f} ms "
+              f"per call; paired ratio B/A median {ratio:.2f} ({args.rounds} rounds)")
+
+
+if __name__ == "__main__":
+    main()
