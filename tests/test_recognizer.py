@@ -115,6 +115,9 @@ def test_one_path_or_buffer_is_one_input(weights_file, images, tmp_path):
     want = rec.recognize(good)[0].plate
     assert [r.plate for r in rec.recognize(memoryview(good.read_bytes()))] == [want]
     assert [r.plate for r in rec.iter_recognize(str(good))] == [want]
+    # a tensor is one input with a named error and a hint, not one error per row of pixels
+    (res,) = rec.recognize(torch.from_numpy(images[0]))
+    assert not res.ok and "got Tensor (convert it to an H x W x 3 numpy array" in res.error
 
 
 def test_load_arguments_are_checked_and_runtimes_leave_torch_threads_alone(weights_file, tmp_path):

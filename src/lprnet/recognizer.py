@@ -217,7 +217,7 @@ def _items(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
     """``images`` as an iterable of inputs: one path, encoded buffer or array is one input (not its characters,
     bytes or rows)."""
     if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)) or not isinstance(
-            images, Iterable):
+            images, Iterable) or hasattr(images, "__array__"):  # a tensor is one (unsupported) input, not its rows
         return [images]  # type: ignore[list-item]
     return images
 

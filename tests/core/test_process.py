@@ -73,6 +73,10 @@ def test_channel_orders_and_kinds():
         to_bgr(np.zeros((4, 4, 2), np.uint8), "bgr")
     with pytest.raises(ImageError, match="NaN"):
         to_bgr(np.full((4, 4), np.nan, np.float32))
+    # 0-255 data in a float array was clipped to a white image and read with confidence 0; now it is named
+    with pytest.raises(ImageError, match=r"cam: float pixel values must lie in \[0, 1\]; these run from 0 to 255"):
+        to_bgr(np.array([[0.0, 255.0]], np.float32), name="cam")
+    assert np.array_equal(to_bgr(bgr.astype(np.float32) / 255, "bgr"), bgr)  # [0, 1]: exact round trip
 
 
 def test_read_image_errors_name_the_file(tmp_path):
@@ -119,6 +123,27 @@ def test_a_bomb_header_is_refused_before_decoding(tmp_path):
     with pytest.raises(ImageError, match="claims 9000x8000"):
         decode_image_bytes(bomb.read_bytes(), "upload")
     assert decode_image_bytes(cv2.imencode(".png", _img())[1].tobytes()).shape == (30, 100, 3)  # the guard passes it
+    # past Pillow's own bomb limit the header reading stops early: the message still gives the true count
+    huge = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", huge) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    with pytest.raises(ImageError, match="claims 400000000 pixels, more than the limit"):
+        decode_image_bytes(data, "huge.png")
+
+
+def test_an_image_whose_size_cannot_be_read_first_is_refused(tmp_path, monkeypatch):
+    """OpenCV decodes a 3-channel float TIFF whose header Pillow cannot parse: its size is unknown until every
+    pixel is decoded (1 MB of deflate can hold gigabytes), so it is refused by name on every path, as uploads are."""
+    ok, buf = cv2.imencode(".tiff", np.random.default_rng(0).random((24, 94, 3)).astype(np.float32))
+    assert ok and cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) is not None  # OpenCV alone would decode it
+    p = tmp_path / "float.tif"
+    p.write_bytes(buf.tobytes())
+    decoded = []
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decoded.append(1))
+    with pytest.raises(ImageError, match="float.tif: not a readable image .*size cannot be checked"):
+        read_image(p)
+    with pytest.raises(ImageError, match="upload: not a readable image"):
+        decode_image_bytes(buf.tobytes(), "upload")
+    assert decoded == []
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

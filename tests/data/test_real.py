@@ -181,6 +181,18 @@ def test_manifest_errors(tmp_path: Path) -> None:
     assert [s.path.name for s in real.load_manifest(man, strict=False)] == ["y.jpg"]
 
 
+def test_manifest_quoted_fields_may_hold_line_breaks(tmp_path: Path) -> None:
+    """Our own CSV output quotes a file name holding a newline; read back as a manifest it must stay one path, and
+    later rows keep their true line numbers. Other Unicode line separators inside a field are text, not rows."""
+    man = tmp_path / "m.csv"
+    man.write_bytes('path,plate\r\n"new\nline.jpg",皖A12345\r\n"a\x0cb\u2028c.jpg",皖B12345\r\n,皖C12345\r\n'
+                    .encode())
+    got = real.load_manifest(man, strict=False)
+    assert [s.path.name for s in got] == ["new\nline.jpg", "a\x0cb\u2028c.jpg"]
+    r = real.check_dataset(man)
+    assert f"{man}:5: empty path or plate" in "\n".join(map(str, r.problems))  # line 5, not 4
+
+
 # --------------------------------------------------------------------------- checks
 
 

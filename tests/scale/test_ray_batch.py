@@ -241,6 +241,82 @@ def test_an_interrupted_stream_leaves_no_temp_file(tmp_path):
         assert not out.exists() and not list(tmp_path.glob("*.tmp"))
 
 
+def test_a_file_appearing_at_the_output_during_the_job_is_not_replaced(tmp_path):
+    """Each job streams into a temporary file of its own; without --overwrite, an OUT that appeared while the job
+    ran is kept and the job says so; with it, OUT is replaced. No temporary file is left either way."""
+    import pyarrow as pa
+
+    from lprnet.scale.ray_batch import SCHEMA, _write_stream
+
+    out = tmp_path / "r.csv"
+    temps = []
+
+    class Rows:
+        def iter_batches(self, **kw):
+            temps.extend(tmp_path.glob(".r.csv.*.tmp"))
+            out.write_text("someone else's\n")  # another job finished first
+            yield pa.table({"path": ["a.jpg"], "plate": ["皖A12345"], "confidence": [0.9], "error": [None]},
+                           schema=SCHEMA)
+
+    with pytest.raises(BatchJobError, match="appeared while the job ran"):
+        _write_stream(Rows(), out, "csv")
+    assert out.read_text() == "someone else's\n" and len(temps) == 1
+    assert _write_stream(Rows(), out, "csv", overwrite=True) == (1, 0)
+    assert "皖A12345" in out.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
+
+
+def test_sigterm_during_a_job_raises_so_cleanup_runs():
+    """kill/timeout/a container stop send SIGTERM, which by default ends Python without running cleanup (the
+    temporary output file stayed, Ray was not shut down); within a job it raises SystemExit(143)."""
+    import signal
+    import time
+
+    from lprnet.scale.ray_batch import _sigterm_raises
+
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+    with pytest.raises(SystemExit) as e, _sigterm_raises():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this at once
+        finally:
+            cleaned.append(True)
+    assert e.value.code == 143 and cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_file_too_large_for_an_image_is_one_error_row(tmp_path, monkeypatch):
+    """Arrow's binary column cannot hold a value of 2 GiB: one such file aborted the whole job. Files over the
+    limit are named in their row and not read; the rest of the batch is."""
+    import pyarrow as pa
+
+    from lprnet.scale import ray_batch
+
+    monkeypatch.setattr(ray_batch, "MAX_FILE_BYTES", 1000)
+    (tmp_path / "big.jpg").write_bytes(b"\xff" * 1001)
+    (tmp_path / "ok.jpg").write_bytes(b"\xff" * 1000)
+    got = ray_batch.read_files(pa.table({"path": [str(tmp_path / "big.jpg"), str(tmp_path / "ok.jpg")]}))
+    assert got.column("data").to_pylist() == [b"", b"\xff" * 1000]
+    err = got.column("error").to_pylist()
+    assert err[1] is None and err[0].startswith(f"{tmp_path / 'big.jpg'}: 0 MiB, more than the 0 MiB")
+
+
+def test_a_crashed_job_exits_2_with_one_line(tmp_path, monkeypatch):
+    """Exit 1 means "some files failed"; a job that broke (Ray, Arrow) is exit 2 and one line, not a traceback."""
+    from lprnet.scale import ray_batch
+
+    def broken(*a, **kw):
+        raise RuntimeError("ArrowCapacityError: array cannot contain more than 2147483646 bytes\nmore")
+
+    monkeypatch.setattr(ray_batch, "run_batch", broken)
+    write_folder(tmp_path / "imgs", 2, seed=1, progress=False)
+    r = CliRunner().invoke(app, ["batch", str(tmp_path / "imgs"), "-o", str(tmp_path / "r.csv"), "--no-progress"])
+    assert r.exit_code == 2, r.output
+    assert "error: the batch job failed: RuntimeError: ArrowCapacityError: array cannot contain" in r.stderr
+    assert "more" not in r.stderr.split("bytes", 1)[1]
+
+
 def test_ray_address_from_the_environment_joins_that_cluster(ray_session, job, tmp_path):
     """Under ``ray job submit`` RAY_ADDRESS names the cluster: the command joins it (ray.init with num_cpus
     was refused: "When connecting to an existing cluster, num_cpus and num_gpus must not be provided")."""

@@ -76,7 +76,8 @@ MULTIPART_HEAD = (b'--BOUNDARY\r\ncontent-disposition: form-data; name="files"; 
                                   "too-large-chunked-multipart",
                                   "too-many-files", "too-many-json", "bad-base64", "no-files-field",
                                   "empty-images", "no-images-key", "bad-json", "item-without-data",
-                                  "deeply-nested-json", "no-boundary", "bad-multipart", "too-many-fields"])
+                                  "huge-integer", "deeply-nested-json", "no-boundary", "bad-multipart",
+                                  "too-many-fields"])
 def test_request_errors(client: httpx.Client, settings: ServeSettings, images, case: str) -> None:
     max_body, max_images = settings.max_body_bytes, settings.max_images
     name, data = images[0]
@@ -106,6 +107,8 @@ def test_request_errors(client: httpx.Client, settings: ServeSettings, images, c
         "bad-json": (422, "not valid JSON", {"content": b"{\"images\": [", "headers": {"content-type":
                                                                                        "application/json"}}),
         "item-without-data": (422, "images[0]", {"json": {"images": [{"name": "a"}]}}),
+        "huge-integer": (422, "not valid JSON", {  # past Python's int digit limit: a ValueError, not a 500
+            "content": b'{"images": ' + b"9" * 5000 + b"}", "headers": {"content-type": "application/json"}}),
         "deeply-nested-json": (422, "nested too deeply", {  # json.loads recurses: not a 500
             "content": b'{"images": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
             "headers": {"content-type": "application/json"}}),

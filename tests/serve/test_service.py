@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
 from typing import Any
@@ -81,6 +82,13 @@ def test_json_base64_equals_recognize(client: httpx.Client, recognizer: Recogniz
     # unnamed items are named by position
     r = client.post("/v1/recognize", json={"images": [{"data": items[0]["data"]}]})
     assert r.status_code == 200 and r.json()["results"][0]["path"] == "images[0]"
+    # a Python client's json.dumps of a non-UTF-8 file name sends a lone surrogate: escaped, not a 500
+    body = json.dumps({"images": [{"name": "cam1-\udcff.jpg", "data": items[0]["data"]}, items[2]]})
+    r = client.post("/v1/recognize", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    got = r.json()["results"]
+    assert [g["path"] for g in got] == ["cam1-\\udcff.jpg", items[2]["name"]]
+    assert got[0]["plate"] == expected(recognizer, images[:1])[0]["plate"]
 
 
 def test_concurrent_requests_are_batched(server: str, recognizer: Recognizer, images) -> None:

@@ -55,6 +55,9 @@ def batch(
         fail(str(e))
     except ImportError as e:
         fail(f"{e}; install the extra: pip install 'lprnet[scale]'")
+    except Exception as e:  # the job itself broke (Ray, Arrow, a worker): one line and exit 2, not the
+        first = (str(e).strip().splitlines() or [""])[0]  # exit 1 that means "some files failed"
+        fail(f"the batch job failed: {type(e).__name__}: {first}")
     print(summary.to_text())
     if summary.failures:
         print(f"{summary.failures} of {summary.n} file(s) could not be recognized (see the 'error' column)",

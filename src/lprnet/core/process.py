@@ -69,8 +69,11 @@ def image_header(data: bytes) -> tuple[int, int, str, int] | None:
             except Exception:  # a broken EXIF block: the pixels are still fine
                 turn = 1
             return w, h, fmt, turn
-    except Image.DecompressionBombError:
-        return 1 << 31, 1, "?", 1  # Pillow's own limit (twice its warning size) is far above ours
+    except Image.DecompressionBombError as e:  # Pillow's own limit (twice its warning size) is far above ours;
+        import re  # its message holds the pixel count: (count, 1, "?", 1)
+
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        return (int(m.group(1)) if m else 1 << 31), 1, "?", 1
     except Exception:
         return None
 
@@ -104,14 +107,18 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS,
     if not data:
         raise ImageError(f"{name}: empty file")
     head = header or image_header(data)
-    if head is not None and head[0] * head[1] > max_pixels:
-        raise ImageError(f"{name}: image header claims {head[0]}x{head[1]} pixels, more than the limit of "
+    if head is None:  # OpenCV would decode whatever it can, up to 2^30 pixels, before any size check
+        raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format: its header "
+                         "cannot be parsed, so its size cannot be checked before decoding)")
+    if head[0] * head[1] > max_pixels:
+        size = f"{head[0]} pixels" if head[2] == "?" else f"{head[0]}x{head[1]} pixels"
+        raise ImageError(f"{name}: image header claims {size}, more than the limit of "
                          f"{max_pixels} (refused before decoding, as a possible decompression bomb)")
     buf = np.frombuffer(data, np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)  # keeps bit depth and alpha; applies EXIF only for TIFF
     if img is None:
         raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
-    if head is None or head[2] == "TIFF":  # OpenCV's TIFF reader has turned it already
+    if head[2] == "TIFF":  # OpenCV's TIFF reader has turned it already
         return img
     return _exif_upright(img, head[3])
 
@@ -144,7 +151,7 @@ def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<ar
 
     Numpy colour arrays need ``channel_order`` ("bgr" as OpenCV gives, or "rgb");
     grayscale needs none. 4-channel inputs lose alpha; 16-bit and float inputs are
-    scaled to 8 bits (floats are taken to be in [0, 1]).
+    scaled to 8 bits (floats must lie in [0, 1]: 0-255 data in a float array is an error, not a white image).
     """
     try:
         from PIL import Image
@@ -165,7 +172,10 @@ def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<ar
         except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, ... for pixels it cannot load
             raise ImageError(f"{name}: cannot load the PIL image's pixels ({e})") from None
     if not isinstance(img, np.ndarray):
-        raise ImageError(f"{name}: expected a path, bytes, numpy array or PIL image, got {type(img).__name__}")
+        hint = " (convert it to an H x W x 3 numpy array, e.g. tensor.permute(1, 2, 0).cpu().numpy())" if hasattr(
+            img, "__array__") else ""
+        raise ImageError(f"{name}: expected a path, bytes, numpy array or PIL image, got {type(img).__name__}"
+                         + hint)
     a = img
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
@@ -180,6 +190,10 @@ def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<ar
     elif a.dtype in (np.float32, np.float64):
         if not np.isfinite(a).all():
             raise ImageError(f"{name}: float image contains NaN or inf")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < -0.5 / 255 or hi > 1 + 0.5 / 255:  # clipping 0-255 data to [0, 1] would read a white plate
+            raise ImageError(f"{name}: float pixel values must lie in [0, 1]; these run from {lo:g} to {hi:g} "
+                             "(for 0-255 data pass uint8, or divide by 255)")
         a = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
     elif a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255

@@ -18,6 +18,7 @@ reports each bad label, unreadable file or malformed entry by name.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -348,27 +349,42 @@ def _scan_manifest(path: Path) -> tuple[list[Sample], list[Problem]]:
     return samples, problems
 
 
-def manifest_table(path: Path) -> tuple[list[str], list[str], list[list[str]]]:
+def manifest_table(path: Path) -> tuple[list[str], list[str], list[list[str]], list[int]]:
     """A CSV/TSV manifest as (its header as written, the header's names stripped and lower-cased, the rows after
-    it; row ``i`` is line ``i + 2``).  Tab-separated when the suffix is ``.tsv`` or the header holds a tab; a
-    BOM is ignored.  Raises :class:`DataError` naming the file when it cannot be read or is empty."""
+    it, the line each of those rows starts on).  Tab-separated when the suffix is ``.tsv`` or the header holds a
+    tab; a BOM is ignored; a quoted field may hold line breaks (a file name with a newline, as our own CSV
+    output quotes it).  Raises :class:`DataError` naming the file when it cannot be read or is empty."""
     try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
+        with open(path, encoding="utf-8-sig", newline="") as f:  # line breaks as written, for csv
+            text = f.read()
     except FileNotFoundError:
         raise DataError(f"{path}: no such manifest") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read manifest ({e})") from None
-    if not lines:
+    if not text:
         raise DataError(f"{path}: empty manifest (expected a 'path,plate' header)")
-    delim = "\t" if (path.suffix.lower() == ".tsv" or "\t" in lines[0]) else ","
-    rows = list(csv.reader(lines, delimiter=delim))
-    return rows[0], [h.strip().lower() for h in rows[0]], rows[1:]
+    first = text.splitlines()[0] if text.splitlines() else ""
+    delim = "\t" if (path.suffix.lower() == ".tsv" or "\t" in first) else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
+    rows: list[list[str]] = []
+    starts: list[int] = []
+    line = 1
+    try:
+        for row in reader:
+            rows.append(row)
+            starts.append(line)
+            line = reader.line_num + 1
+    except csv.Error as e:
+        raise DataError(f"{path}:{line}: cannot parse manifest ({e})") from None
+    if not rows:
+        raise DataError(f"{path}: empty manifest (expected a 'path,plate' header)")
+    return rows[0], [h.strip().lower() for h in rows[0]], rows[1:], starts[1:]
 
 
 def _scan_manifest_rows(path: Path) -> tuple[list[Sample], list[str], list[Problem]]:
     """:func:`_scan_manifest` plus, per sample, its ``manifest:line`` (for check reports)."""
     try:
-        written, header, body = manifest_table(path)
+        written, header, body, starts = manifest_table(path)
     except DataError as e:
         return [], [], [Problem(str(path), str(e).removeprefix(f"{path}: "))]
     if "path" not in header or "plate" not in header:
@@ -379,7 +395,7 @@ def _scan_manifest_rows(path: Path) -> tuple[list[Sample], list[str], list[Probl
     samples: list[Sample] = []
     wheres: list[str] = []
     problems: list[Problem] = []
-    for n, row in enumerate(body, start=2):
+    for n, row in zip(starts, body):
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(header):

@@ -25,11 +25,15 @@ Ray is imported inside the functions, so importing this module does not need it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ import pyarrow as pa
 
 from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, decode_image_bytes, display_path, list_images
 from lprnet.recognizer import DECODE_MODES
+from lprnet.weights import chmod_as_created
 
 SCHEMA = pa.schema([
     pa.field("path", pa.string(), nullable=False),
@@ -62,14 +67,14 @@ def _path_column(manifest: Path) -> tuple[list[str], list[str]]:
     from lprnet.data.real import DataError, manifest_table
 
     try:
-        _, header, body = manifest_table(manifest)
+        _, header, body, starts = manifest_table(manifest)
     except DataError as e:
         raise BatchJobError(str(e)) from None
     if "path" not in header:
         raise BatchJobError(f"{manifest}: the manifest header must name a 'path' column")
     ip = header.index("path")
     out, warnings = [], []
-    for n, row in enumerate(body, start=2):
+    for n, row in zip(starts, body):
         if not row or all(not c.strip() for c in row):
             continue
         rel = row[ip].strip() if len(row) > ip else ""
@@ -104,14 +109,26 @@ def collect_inputs(source: str | os.PathLike[str]) -> tuple[list[str], list[str]
 # --------------------------------------------------------------------------- stages
 
 
+#: the largest file the read stage loads: a 64 M-pixel BMP (the pixel limit) is 192 MB; a larger file is no plate
+#: crop, and Arrow's binary column cannot hold a value of 2 GiB or more (one such file would abort the whole job)
+MAX_FILE_BYTES = 256 << 20
+
+
 def read_files(batch: pa.Table) -> pa.Table:
-    """Read stage: ``path`` -> ``path, data, error``; a file that cannot be read gets ``error``."""
+    """Read stage: ``path`` -> ``path, data, error``; a file that cannot be read (or is over
+    :data:`MAX_FILE_BYTES`) gets ``error``."""
     paths = batch.column("path").to_pylist()
     data: list[bytes] = []
     errors: list[str | None] = []
     for i, p in enumerate(paths):
         paths[i] = shown = display_path(p)  # a name that is not UTF-8 is read, and written escaped
         try:
+            size = os.stat(p).st_size
+            if size > MAX_FILE_BYTES:
+                data.append(b"")
+                errors.append(f"{shown}: {size / 2**20:.0f} MiB, more than the {MAX_FILE_BYTES >> 20} MiB an image "
+                              "file may be")
+                continue
             data.append(Path(p).read_bytes())
             errors.append(None)
         except FileNotFoundError:
@@ -263,28 +280,60 @@ def _weights_files(weights: str | os.PathLike[str] | None, backend: str) -> dict
     return files
 
 
-def _write_stream(ds: Any, out: Path, kind: str) -> tuple[int, int]:
-    """Stream the dataset to one file (atomically, via ``out.tmp``); returns (rows, failures)."""
+def _write_stream(ds: Any, out: Path, kind: str, overwrite: bool = False) -> tuple[int, int]:
+    """Stream the dataset to one file, atomically: into a temporary file of its own beside ``out`` (two jobs
+    writing the same ``out`` never share one), then moved into place; without ``overwrite``, a file that
+    appeared at ``out`` while the job ran is not replaced. Returns (rows, failures)."""
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     n = failures = 0
-    writer: Any = pq.ParquetWriter(tmp, SCHEMA) if kind == "parquet" else pacsv.CSVWriter(tmp, SCHEMA)
     try:
-        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            table = table.select(SCHEMA.names).cast(SCHEMA)
-            writer.write_table(table)
-            n += table.num_rows
-            failures += table.num_rows - table.column("error").null_count
-    except BaseException:  # Ctrl-C included: no half-written .tmp is left behind
-        writer.close()
+        writer: Any = pq.ParquetWriter(tmp, SCHEMA) if kind == "parquet" else pacsv.CSVWriter(tmp, SCHEMA)
+        try:
+            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                table = table.select(SCHEMA.names).cast(SCHEMA)
+                writer.write_table(table)
+                n += table.num_rows
+                failures += table.num_rows - table.column("error").null_count
+        finally:
+            writer.close()
+        chmod_as_created(tmp)
+        if overwrite:
+            os.replace(tmp, out)
+        else:
+            try:
+                os.link(tmp, out)  # fails if out exists: never a silent replace
+            except FileExistsError:
+                raise BatchJobError(f"{out}: the output file appeared while the job ran; its results are not "
+                                    "written (pass --overwrite to replace it)") from None
+            tmp.unlink()
+    except BaseException:  # Ctrl-C and SIGTERM (see run_batch) included: no temporary file is left behind
         tmp.unlink(missing_ok=True)
         raise
-    writer.close()
-    os.replace(tmp, out)
     return n, failures
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Within: SIGTERM (kill, timeout, a container's stop) raises SystemExit(143) in the main thread, so that
+    cleanup runs (the temporary output file, ray.shutdown) instead of the process vanishing mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_batch(
@@ -365,25 +414,26 @@ def run_batch(
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = progress
     try:
-        t0 = time.perf_counter()
-        rows_per_block = max(batch_size, math.ceil(len(inputs) / 2000))
-        ds = ray.data.from_items([{"path": p} for p in inputs],
-                                 override_num_blocks=max(1, math.ceil(len(inputs) / rows_per_block)))
-        ds = ds.map_batches(read_files, batch_format="pyarrow", batch_size=batch_size)
-        ds = ds.map_batches(RecognizerActor, batch_format="pyarrow", batch_size=batch_size,
-                            fn_constructor_kwargs={"files": files, "backend": backend,
-                                                   "threads": threads_per_actor, "decode": decode,
-                                                   "provinces": provinces},
-                            concurrency=actors, num_cpus=cpus_per_actor)
-        if kind == "parquet-dir":
-            import pyarrow.parquet as pq
+        with _sigterm_raises():
+            t0 = time.perf_counter()
+            rows_per_block = max(batch_size, math.ceil(len(inputs) / 2000))
+            ds = ray.data.from_items([{"path": p} for p in inputs],
+                                     override_num_blocks=max(1, math.ceil(len(inputs) / rows_per_block)))
+            ds = ds.map_batches(read_files, batch_format="pyarrow", batch_size=batch_size)
+            ds = ds.map_batches(RecognizerActor, batch_format="pyarrow", batch_size=batch_size,
+                                fn_constructor_kwargs={"files": files, "backend": backend,
+                                                       "threads": threads_per_actor, "decode": decode,
+                                                       "provinces": provinces},
+                                concurrency=actors, num_cpus=cpus_per_actor)
+            if kind == "parquet-dir":
+                import pyarrow.parquet as pq
 
-            ds.write_parquet(str(out))
-            errors = pq.read_table(str(out), columns=["error"]).column("error")
-            n, failures = len(errors), len(errors) - errors.null_count
-        else:
-            n, failures = _write_stream(ds, out, kind)
-        seconds = time.perf_counter() - t0
+                ds.write_parquet(str(out))
+                errors = pq.read_table(str(out), columns=["error"]).column("error")
+                n, failures = len(errors), len(errors) - errors.null_count
+            else:
+                n, failures = _write_stream(ds, out, kind, overwrite)
+            seconds = time.perf_counter() - t0
     finally:
         ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
         if started:

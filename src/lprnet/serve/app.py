@@ -331,7 +331,7 @@ async def _read_json(request: Request, max_images: int) -> list[tuple[str, bytes
     raw = await request.body()
     try:
         doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, and an integer past Python's digit limit
         raise HTTPException(422, f"body is not valid JSON: {e}") from None
     except RecursionError:
         raise HTTPException(422, "body is not valid JSON for this service: nested too deeply") from None
@@ -350,6 +350,8 @@ async def _read_json(request: Request, max_images: int) -> list[tuple[str, bytes
             raise HTTPException(422, f"images[{i}]: each item needs a 'data' string (base64 of the image file)")
         name = item.get("name")
         name = name if isinstance(name, str) and name else f"images[{i}]"
+        # a JSON "\udcff" (a client's non-UTF-8 file name) cannot be encoded in the answer: escape it, as the CLI does
+        name = name.encode("utf-8", "backslashreplace").decode("utf-8")
         try:
             out.append((name, _b64(item["data"])))
         except (binascii.Error, ValueError) as e:
