@@ -118,6 +118,8 @@ def test_one_path_or_buffer_is_one_input(weights_file, images, tmp_path):
     # a tensor is one input with a named error and a hint, not one error per row of pixels
     (res,) = rec.recognize(torch.from_numpy(images[0]))
     assert not res.ok and "got Tensor (convert it to an H x W x 3 numpy array" in res.error
+    pd = pytest.importorskip("pandas")  # a Series of paths has __array__ too, but is a list of inputs
+    assert [r.plate for r in rec.recognize(pd.Series([str(good), str(good)]))] == [want, want]
 
 
 def test_load_arguments_are_checked_and_runtimes_leave_torch_threads_alone(weights_file, tmp_path):

@@ -217,7 +217,8 @@ def _items(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
     """``images`` as an iterable of inputs: one path, encoded buffer or array is one input (not its characters,
     bytes or rows)."""
     if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview, np.ndarray)) or not isinstance(
-            images, Iterable) or hasattr(images, "__array__"):  # a tensor is one (unsupported) input, not its rows
+            images, Iterable) or (hasattr(images, "__array__") and getattr(images, "ndim", 0) >= 2):
+        # an image-shaped tensor is one (unsupported, named) input, not one per row; a Series of paths is a list
         return [images]  # type: ignore[list-item]
     return images
 

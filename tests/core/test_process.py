@@ -77,6 +77,8 @@ def test_channel_orders_and_kinds():
     with pytest.raises(ImageError, match=r"cam: float pixel values must lie in \[0, 1\]; these run from 0 to 255"):
         to_bgr(np.array([[0.0, 255.0]], np.float32), name="cam")
     assert np.array_equal(to_bgr(bgr.astype(np.float32) / 255, "bgr"), bgr)  # [0, 1]: exact round trip
+    overshoot = np.array([[-0.1, 0.5, 1.1]], np.float32)  # a cubic resize of [0, 1] data: clipped, as before
+    assert to_bgr(overshoot)[0, :, 0].tolist() == [0, 128, 255]
 
 
 def test_read_image_errors_name_the_file(tmp_path):
@@ -146,6 +148,22 @@ def test_an_image_whose_size_cannot_be_read_first_is_refused(tmp_path, monkeypat
     assert decoded == []
 
 
+
+def test_a_png_pillow_refuses_but_libpng_reads_is_still_read(tmp_path):
+    """A bad CRC in an ancillary chunk: Pillow will not open it, libpng decodes it with a warning. Its size comes
+    from the IHDR chunk, so it is checked and read as before."""
+    def chunk(kind: bytes, data: bytes, crc: int | None = None) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) if crc is None
+                                                                     else crc)
+
+    good = cv2.imencode(".png", _img())[1].tobytes()
+    odd = good[:33] + chunk(b"tEXt", b"Comment\0x", crc=0) + good[33:]
+    assert decode_image_bytes(odd, "odd.png").shape == (30, 100, 3)
+    bomb = good[:16] + struct.pack(">II", 9000, 8000) + good[24:29] + chunk(b"tEXt", b"a\0b", crc=0) + good[33:]
+    with pytest.raises(ImageError, match="claims 9000x8000 pixels"):
+        decode_image_bytes(bomb, "bomb.png")
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 @pytest.mark.parametrize("ext", [".png", ".tiff"])
 def test_exif_orientation_is_applied_as_viewers_do(tmp_path, orientation, ext):
@@ -182,6 +200,10 @@ def test_a_pil_image_reads_upright_like_its_file(tmp_path, orientation):
     with Image.open(p) as im:
         upright = ImageOps.exif_transpose(im)
         assert np.array_equal(to_bgr(upright), got)
+        # an image the caller derived (turned by hand, cropped) keeps Pillow's copy of the EXIF block: not turned
+        turned = im.transpose(Image.Transpose.ROTATE_270)
+        assert turned.getexif().get(0x0112) == orientation and turned.format is None
+        assert np.array_equal(to_bgr(turned), np.asarray(turned.convert("RGB"))[:, :, ::-1])
 
 
 def test_a_png_over_the_limit_is_refused_without_decoding_a_pixel(tmp_path, monkeypatch):

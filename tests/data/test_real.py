@@ -363,6 +363,8 @@ def test_folders_reached_through_symbolic_links_are_read_once(tmp_path: Path) ->
     (tmp_path / "data" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     (tmp_path / "data" / "linked2").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     (tmp_path / "data" / "own" / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
+    (tmp_path / "data" / "own" / "up").symlink_to(tmp_path, target_is_directory=True)  # above the root: not followed
+    _write(tmp_path / "outside" / "皖D22222.jpg")
     (tmp_path / "data" / "皖C11111.jpg").symlink_to(tmp_path / "gone.jpg")
     names = sorted(p.name for p in walk_tree(tmp_path / "data"))
     assert names == ["皖A12345.jpg", "皖B54321.png", "皖C11111.jpg"]

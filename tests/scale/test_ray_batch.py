@@ -258,12 +258,37 @@ def test_a_file_appearing_at_the_output_during_the_job_is_not_replaced(tmp_path)
             yield pa.table({"path": ["a.jpg"], "plate": ["皖A12345"], "confidence": [0.9], "error": [None]},
                            schema=SCHEMA)
 
-    with pytest.raises(BatchJobError, match="appeared while the job ran"):
+    with pytest.raises(BatchJobError, match="appeared while the job ran; the results are kept in") as e:
         _write_stream(Rows(), out, "csv")
     assert out.read_text() == "someone else's\n" and len(temps) == 1
+    assert str(temps[0]) in str(e.value) and "皖A12345" in temps[0].read_text()  # the job's work is not lost
+    temps[0].unlink()
+    temps.clear()
     assert _write_stream(Rows(), out, "csv", overwrite=True) == (1, 0)
     assert "皖A12345" in out.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
+
+
+def test_results_are_published_where_the_filesystem_has_no_hard_links(tmp_path, monkeypatch):
+    """vfat and some network mounts refuse os.link: the finished results must still land at OUT, not vanish."""
+    import errno
+
+    import pyarrow as pa
+
+    from lprnet.scale import ray_batch
+
+    def no_links(*a):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    class Rows:
+        def iter_batches(self, **kw):
+            yield pa.table({"path": ["a.jpg"], "plate": ["皖A12345"], "confidence": [0.9], "error": [None]},
+                           schema=ray_batch.SCHEMA)
+
+    monkeypatch.setattr(ray_batch.os, "link", no_links)
+    out = tmp_path / "r.csv"
+    assert ray_batch._write_stream(Rows(), out, "csv") == (1, 0)
+    assert "皖A12345" in out.read_text() and sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
 
 
 def test_sigterm_during_a_job_raises_so_cleanup_runs():
@@ -299,7 +324,8 @@ def test_a_file_too_large_for_an_image_is_one_error_row(tmp_path, monkeypatch):
     got = ray_batch.read_files(pa.table({"path": [str(tmp_path / "big.jpg"), str(tmp_path / "ok.jpg")]}))
     assert got.column("data").to_pylist() == [b"", b"\xff" * 1000]
     err = got.column("error").to_pylist()
-    assert err[1] is None and err[0].startswith(f"{tmp_path / 'big.jpg'}: 0 MiB, more than the 0 MiB")
+    assert err[1] is None
+    assert err[0] == f"{tmp_path / 'big.jpg'}: 1,001 bytes, more than the 1,000 bytes an image file may be"
 
 
 def test_a_crashed_job_exits_2_with_one_line(tmp_path, monkeypatch):
@@ -315,6 +341,20 @@ def test_a_crashed_job_exits_2_with_one_line(tmp_path, monkeypatch):
     assert r.exit_code == 2, r.output
     assert "error: the batch job failed: RuntimeError: ArrowCapacityError: array cannot contain" in r.stderr
     assert "more" not in r.stderr.split("bytes", 1)[1]
+
+    class RayTaskError(RuntimeError):  # Ray's wrapper: its text starts with the worker's title in colour codes
+        cause = ValueError("the real reason\ndetails")
+
+    def broken_in_a_worker(*a, **kw):
+        raise RayTaskError("\x1b[36mray::MapBatches(RecognizerActor)\x1b[39m (pid=1)\n  File ...")
+
+    monkeypatch.setattr(ray_batch, "run_batch", broken_in_a_worker)
+    r = CliRunner().invoke(app, ["batch", str(tmp_path / "imgs"), "-o", str(tmp_path / "r.csv"), "--no-progress"])
+    assert r.exit_code == 2 and r.stderr.strip() == "error: the batch job failed: ValueError: the real reason"
+    # the command's own usage errors are not reported as a crashed job
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(app, ["batch", str(tmp_path / "empty"), "-o", str(tmp_path / "r.csv"), "--no-progress"])
+    assert r.exit_code == 2 and r.stderr.strip() == f"error: no images found under {tmp_path / 'empty'}"
 
 
 def test_ray_address_from_the_environment_joins_that_cluster(ray_session, job, tmp_path):

@@ -55,14 +55,26 @@ def batch(
         fail(str(e))
     except ImportError as e:
         fail(f"{e}; install the extra: pip install 'lprnet[scale]'")
+    except typer.Exit:
+        raise
     except Exception as e:  # the job itself broke (Ray, Arrow, a worker): one line and exit 2, not the
-        first = (str(e).strip().splitlines() or [""])[0]  # exit 1 that means "some files failed"
-        fail(f"the batch job failed: {type(e).__name__}: {first}")
+        fail(f"the batch job failed: {_one_line(e)}")  # exit 1 that means "some files failed"
     print(summary.to_text())
     if summary.failures:
         print(f"{summary.failures} of {summary.n} file(s) could not be recognized (see the 'error' column)",
               file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _one_line(e: BaseException) -> str:
+    """``Type: first line`` of an exception; for a Ray task error, of the exception inside it (Ray's own text
+    starts with the worker's process title in colour codes)."""
+    import re
+
+    cause = getattr(e, "cause", None)
+    inner = cause if isinstance(cause, BaseException) else e
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(inner)).splitlines() if ln.strip()]
+    return f"{type(inner).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
 
 def register(app: typer.Typer) -> None:

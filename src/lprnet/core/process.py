@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import io
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -87,10 +87,21 @@ def _exif_upright(img: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(op(img)) if op is not None else img
 
 
+def _png_header(data: bytes) -> tuple[int, int, str, int] | None:
+    """A PNG's size from its IHDR chunk (always the first), for PNGs Pillow refuses to open but libpng decodes
+    with a warning (a bad CRC in an ancillary chunk); None for anything else."""
+    if len(data) >= 24 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return (w, h, "PNG", 1) if w > 0 and h > 0 else None
+    return None
+
+
 def _pil_upright(img: Any) -> Any:
-    """A PIL image as a viewer shows it: turned by its EXIF orientation, as ``PIL.ImageOps.exif_transpose``
-    does (an image already passed through it carries no orientation and is returned as it is); a broken EXIF
-    block leaves the pixels as stored."""
+    """A PIL image opened from a file as a viewer shows it: turned by its EXIF orientation, as
+    ``PIL.ImageOps.exif_transpose`` does (an image already passed through it carries no orientation and is
+    returned as it is, as is any image derived from the file); a broken EXIF block leaves the pixels as stored."""
+    if img.format is None:  # derived (turned, cropped, converted) by the caller: Pillow keeps the old EXIF
+        return img  # block on those, and turning them again would put a turned plate on its side
     try:
         turn = int(img.getexif().get(0x0112, 1))
     except Exception:
@@ -106,7 +117,7 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS,
                   header: tuple[int, int, str, int] | None = None) -> np.ndarray:
     if not data:
         raise ImageError(f"{name}: empty file")
-    head = header or image_header(data)
+    head = header or image_header(data) or _png_header(data)
     if head is None:  # OpenCV would decode whatever it can, up to 2^30 pixels, before any size check
         raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format: its header "
                          "cannot be parsed, so its size cannot be checked before decoding)")
@@ -151,7 +162,8 @@ def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<ar
 
     Numpy colour arrays need ``channel_order`` ("bgr" as OpenCV gives, or "rgb");
     grayscale needs none. 4-channel inputs lose alpha; 16-bit and float inputs are
-    scaled to 8 bits (floats must lie in [0, 1]: 0-255 data in a float array is an error, not a white image).
+    scaled to 8 bits (floats must lie in [0, 1], small overshoot clipped: 0-255 data in a float array is an
+    error, not a white image).
     """
     try:
         from PIL import Image
@@ -191,7 +203,8 @@ def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<ar
         if not np.isfinite(a).all():
             raise ImageError(f"{name}: float image contains NaN or inf")
         lo, hi = float(a.min()), float(a.max())
-        if lo < -0.5 / 255 or hi > 1 + 0.5 / 255:  # clipping 0-255 data to [0, 1] would read a white plate
+        if lo < -0.5 or hi > 1.5:  # 0-255 data, clipped to [0, 1], would read as a white plate; the small
+            # overshoot of a cubic or Lanczos resize of [0, 1] data is clipped as before
             raise ImageError(f"{name}: float pixel values must lie in [0, 1]; these run from {lo:g} to {hi:g} "
                              "(for 0-255 data pass uint8, or divide by 255)")
         a = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
@@ -643,21 +656,36 @@ def label_from_filename(path: str | os.PathLike[str]) -> str:
     return stem
 
 
-def walk_tree(root: str | os.PathLike[str]) -> list[Path]:
-    """Every name under the folder ``root`` that is not a folder (files, and links that lead nowhere),
-    sorted. Folders reached through symbolic links are entered too (a dataset folder is often a link
-    to a disk elsewhere; ``Path.rglob`` skips those before Python 3.13), each real folder once, so a
-    link back up the tree cannot loop."""
+def iter_tree(root: str | os.PathLike[str]) -> Iterator[Path]:
+    """Every name under the folder ``root`` that is not a folder (files, and links that lead nowhere), lazily,
+    in no particular order. Folders reached through symbolic links are entered too (a dataset folder is often
+    a link to a disk elsewhere; ``Path.rglob`` skips those before Python 3.13), each real folder once, so a
+    link back into the tree cannot loop; a link to the root or a folder above it is not followed (it would
+    pull in everything beside the dataset)."""
+    root_real = os.path.realpath(root)
     seen: set[tuple[int, int]] = set()
-    out: list[Path] = []
     for top, dirs, files in os.walk(root, followlinks=True):
         st = os.stat(top)
         if (st.st_dev, st.st_ino) in seen:
             dirs[:] = []
             continue
         seen.add((st.st_dev, st.st_ino))
-        out.extend(Path(top, f) for f in files)
-    return sorted(out)
+        kept = []
+        for d in dirs:
+            full = os.path.join(top, d)
+            if os.path.islink(full):
+                real = os.path.realpath(full)
+                if real == root_real or root_real.startswith(real.rstrip(os.sep) + os.sep):
+                    continue
+            kept.append(d)
+        dirs[:] = kept
+        for f in files:
+            yield Path(top, f)
+
+
+def walk_tree(root: str | os.PathLike[str]) -> list[Path]:
+    """:func:`iter_tree`, sorted."""
+    return sorted(iter_tree(root))
 
 
 def list_images(paths: Sequence[str | os.PathLike[str]], recursive: bool = True) -> list[Path]:

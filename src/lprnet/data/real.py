@@ -31,7 +31,15 @@ import numpy as np
 
 from lprnet.charset import DEFAULT_CHARSET, Charset, ctc_min_steps
 from lprnet.config import ModelConfig
-from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, display_path, label_from_filename, read_image, walk_tree
+from lprnet.core.process import (
+    IMAGE_EXTENSIONS,
+    ImageError,
+    display_path,
+    iter_tree,
+    label_from_filename,
+    read_image,
+    walk_tree,
+)
 
 #: CTC output steps of the model at its default 94x24 input (18): the longest label it can read
 DEFAULT_STEPS = ModelConfig().output_length
@@ -453,7 +461,7 @@ def detect_kind(path: str | os.PathLike[str]) -> SourceKind:
     if not p.is_dir():
         raise DataError(f"{p}: no such file or directory")
     names = []
-    for q in walk_tree(p):
+    for q in iter_tree(p):  # lazy: 20 names, not the whole tree
         if q.suffix.lower() in IMAGE_EXTENSIONS:
             names.append(q.name)
             if len(names) >= 20:

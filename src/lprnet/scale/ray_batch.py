@@ -126,8 +126,8 @@ def read_files(batch: pa.Table) -> pa.Table:
             size = os.stat(p).st_size
             if size > MAX_FILE_BYTES:
                 data.append(b"")
-                errors.append(f"{shown}: {size / 2**20:.0f} MiB, more than the {MAX_FILE_BYTES >> 20} MiB an image "
-                              "file may be")
+                errors.append(f"{shown}: {size:,} bytes, more than the {MAX_FILE_BYTES:,} bytes an image file may "
+                              "be")
                 continue
             data.append(Path(p).read_bytes())
             errors.append(None)
@@ -302,20 +302,36 @@ def _write_stream(ds: Any, out: Path, kind: str, overwrite: bool = False) -> tup
                 failures += table.num_rows - table.column("error").null_count
         finally:
             writer.close()
-        chmod_as_created(tmp)
-        if overwrite:
-            os.replace(tmp, out)
-        else:
-            try:
-                os.link(tmp, out)  # fails if out exists: never a silent replace
-            except FileExistsError:
-                raise BatchJobError(f"{out}: the output file appeared while the job ran; its results are not "
-                                    "written (pass --overwrite to replace it)") from None
-            tmp.unlink()
-    except BaseException:  # Ctrl-C and SIGTERM (see run_batch) included: no temporary file is left behind
+    except BaseException:  # Ctrl-C and SIGTERM (see run_batch) included: no half-written file is left behind
         tmp.unlink(missing_ok=True)
         raise
+    chmod_as_created(tmp)
+    _publish(tmp, out, overwrite)
     return n, failures
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Move a finished results file into place. Without ``overwrite``, a file that appeared at ``out`` while the
+    job ran is not replaced: the results stay in ``tmp``, named in the error (a job's hours are not thrown
+    away). A hard link publishes without a window for a race; where the filesystem has none (vfat, some
+    network mounts), an exclusive create of ``out`` followed by a rename does."""
+    if overwrite:
+        os.replace(tmp, out)
+        return
+    appeared = BatchJobError(f"{out}: the output file appeared while the job ran; the results are kept in {tmp} "
+                             "(move it into place, or rerun with --overwrite)")
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise appeared from None
+    except OSError:  # no hard links here
+        try:
+            os.close(os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            raise appeared from None
+        os.replace(tmp, out)
+        return
+    tmp.unlink()
 
 
 @contextlib.contextmanager

@@ -67,9 +67,22 @@ class WeightsMeta:
 
 def chmod_as_created(path: str | os.PathLike[str]) -> None:
     """Give a ``tempfile.mkstemp`` file (mode 0600) the mode a plain ``open`` would: 0666 less the umask."""
-    umask = os.umask(0)
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux tells it (``os.umask`` can only be read by
+    setting it, which races with threads creating files meanwhile)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
     os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    return umask
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
