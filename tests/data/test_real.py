@@ -191,6 +191,10 @@ def test_manifest_quoted_fields_may_hold_line_breaks(tmp_path: Path) -> None:
     assert [s.path.name for s in got] == ["new\nline.jpg", "a\x0cb\u2028c.jpg"]
     r = real.check_dataset(man)
     assert f"{man}:5: empty path or plate" in "\n".join(map(str, r.problems))  # line 5, not 4
+    # a NUL byte in a path is that row's problem, not a crash of the whole check
+    man.write_bytes("path,plate\nx\0y.jpg,皖A12345\n".encode())
+    r = real.check_dataset(man)
+    assert not r.ok and "not a usable file name" in "\n".join(map(str, r.problems))
 
 
 # --------------------------------------------------------------------------- checks

@@ -145,6 +145,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageError(f"{name}: is a directory") from None
     except OSError as e:
         raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
+    except ValueError as e:  # a NUL byte in the name (from a manifest): no file can have it
+        raise ImageError(f"{name!r}: not a usable file name ({e})") from None
     return to_bgr(_decode_bytes(data, name), "bgr", name=name)
 
 
