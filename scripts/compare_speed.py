@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+from functools import partial
 
 import torch
 
+from lprnet.bench import paired_speedup, time_rounds
 from lprnet.weights import build_model
 
 
@@ -26,23 +27,14 @@ def main() -> None:
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     torch.set_num_threads(1)
-    models = {name: build_model(path)[0].eval() for name, path in (("A", args.a), ("B", args.b))}
+    models = [build_model(path)[0].eval() for path in (args.a, args.b)]
     for batch, calls in ((1, 60), (32, 4)):
         x = torch.rand(batch, 3, 24, 94)
-        times: dict[str, list[float]] = {k: [] for k in models}
         with torch.inference_mode():
-            for m in models.values():  # warm-up
-                for _ in range(5):
-                    m(x)
-            for _ in range(args.rounds):
-                for k, m in models.items():
-                    t = time.perf_counter()
-                    for _ in range(calls):
-                        m(x)
-                    times[k].append((time.perf_counter() - t) / calls * 1000)
-        ratio = statistics.median(b / a for a, b in zip(times["A"], times["B"]))
-        print(f"batch {batch}: A {statistics.median(times['A']):.2f} ms, B {statistics.median(times['B']):.2f} ms "
-              f"per call; paired ratio B/A median {ratio:.2f} ({args.rounds} rounds)")
+            time_rounds([partial(m, x) for m in models], 1, 5)  # warm-up
+            ta, tb = time_rounds([partial(m, x) for m in models], args.rounds, calls)
+        print(f"batch {batch}: A {statistics.median(ta) * 1000:.2f} ms, B {statistics.median(tb) * 1000:.2f} ms "
+              f"per call; paired ratio B/A median {1 / paired_speedup(ta, tb):.2f} ({args.rounds} rounds)")
 
 
 if __name__ == "__main__":
