@@ -50,8 +50,9 @@ def display_path(path: str | os.PathLike[str]) -> str:
 
 def image_header(data: bytes) -> tuple[int, int, str, int] | None:
     """``(width, height, format, EXIF orientation)`` of an encoded image without decoding its pixels (None when
-    Pillow cannot parse the header).  The orientation (1 = as stored) of a PNG comes from the ``eXIf`` chunk
-    Pillow has read with the header (its ``getexif()`` would decode every pixel to look for a later one)."""
+    Pillow cannot parse the header, except a PNG's size from its IHDR chunk).  The orientation (1 = as stored) of
+    a PNG comes from the ``eXIf`` chunk Pillow has read with the header (its ``getexif()`` would decode every
+    pixel to look for a later one)."""
     from PIL import Image
 
     try:
@@ -75,7 +76,7 @@ def image_header(data: bytes) -> tuple[int, int, str, int] | None:
         m = re.search(r"\((\d+) pixels\)", str(e))
         return (int(m.group(1)) if m else 1 << 31), 1, "?", 1
     except Exception:
-        return None
+        return _png_header(data)
 
 
 def _exif_upright(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -117,7 +118,7 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS,
                   header: tuple[int, int, str, int] | None = None) -> np.ndarray:
     if not data:
         raise ImageError(f"{name}: empty file")
-    head = header or image_header(data) or _png_header(data)
+    head = header or image_header(data)
     if head is None:  # OpenCV would decode whatever it can, up to 2^30 pixels, before any size check
         raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format: its header "
                          "cannot be parsed, so its size cannot be checked before decoding)")
