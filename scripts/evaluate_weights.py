@@ -73,7 +73,8 @@ def main() -> None:
     except ValueError as e:  # WeightsError, a bad --decode or --provinces
         ap.error(str(e))
     greedy = Recognizer(rec.backend, rec.config, rec.meta, decode="greedy")  # same loaded model
-    only_new = only_base = 0
+    only_new = only_base = 0  # over every kind
+    by_kind: dict[str, tuple[int, int]] = {}
     out: dict = {"weights": str(args.weights or "default"), "decode": rec.decode, "synthetic": {}, "real": {},
                  "seed": args.seed, "cjk_faces": [str(p) for p in args.cjk_face],
                  "loose_crops": args.loose_crops, "grayscale": args.grayscale}
@@ -83,7 +84,7 @@ def main() -> None:
             items = list(generate(args.n_per_kind, seed=args.seed, kinds=(kind,), province_smudge=0.0,
                                   loose_crops=args.loose_crops, grayscale=args.grayscale))
             truth = [t for _, t, _ in items]
-            ok = ok_g = tail = 0
+            ok = ok_g = tail = kind_new = kind_base = 0
             for i in range(0, len(items), 100):  # one forward pass, both decodings
                 batch = [im for im, _, _ in items[i:i + 100]]
                 logits = rec.predict_logits(batch)
@@ -94,8 +95,10 @@ def main() -> None:
                 if base is not None:
                     theirs = base.decode_logits(base.predict_logits(batch))  # the same plates, same path
                     for (p, t), b in zip(pairs, theirs):
-                        only_new += p == t and b.plate != t
-                        only_base += p != t and b.plate == t
+                        kind_new += p == t and b.plate != t
+                        kind_base += p != t and b.plate == t
+            only_new, only_base = only_new + kind_new, only_base + kind_base
+            by_kind[kind] = (kind_new, kind_base)
             n, prov_only = len(items), tail - ok  # a plate read right is right without its province too
             out["synthetic"][kind] = {"n": n, "accuracy": ok / n, "accuracy_greedy": ok_g / n,
                                       "accuracy_without_province": tail / n, "province_only_errors": prov_only}
@@ -104,9 +107,12 @@ def main() -> None:
     if base is not None and out["synthetic"]:
         p_value = sign_test(only_new, only_base)
         out["paired"] = {"baseline": str(args.baseline), "only_these": only_new, "only_baseline": only_base,
-                         "sign_test_p": p_value}
+                         "sign_test_p": p_value,
+                         "by_kind": {k: {"only_these": a, "only_baseline": b, "sign_test_p": sign_test(a, b)}
+                                     for k, (a, b) in by_kind.items()}}
         print(f"paired with {args.baseline}: {only_new} plates only these weights read, {only_base} only the "
-              f"baseline (sign test p = {p_value:.3f})", flush=True)
+              f"baseline (sign test p = {p_value:.3f}; "
+              + ", ".join(f"{k} {a} / {b}" for k, (a, b) in by_kind.items()) + ")", flush=True)
     rec_real = rec.with_provinces(args.provinces)  # the loaded model, nothing reloaded
     base_real = base.with_provinces(args.provinces) if base is not None else None
     for d in args.real:
