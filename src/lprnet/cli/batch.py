@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from lprnet.cli._common import DecodeOpt, FixedProvincesOpt, WeightsOpt, fail
+from lprnet.errors import describe
 
 
 def batch(
@@ -69,12 +70,8 @@ def batch(
 def _one_line(e: BaseException) -> str:
     """``Type: first line`` of an exception; for a Ray task error, of the exception inside it (Ray's own text
     starts with the worker's process title in colour codes)."""
-    import re
-
     cause = getattr(e, "cause", None)
-    inner = cause if isinstance(cause, BaseException) else e
-    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(inner)).splitlines() if ln.strip()]
-    return f"{type(inner).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return describe(cause if isinstance(cause, BaseException) else e)
 
 
 def register(app: typer.Typer) -> None:

@@ -79,6 +79,7 @@ from lprnet.core.process import (
     preprocess,
     read_image,
 )
+from lprnet.errors import first_line
 from lprnet.weights import chmod_as_created
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ def check_ops(model: onnx_t.ModelProto | str | os.PathLike[str],
     try:
         onnx.checker.check_model(m)
     except onnx.checker.ValidationError as e:
-        raise ExportError(f"ONNX checker rejected the graph: {str(e).splitlines()[0]}") from None
+        raise ExportError(f"ONNX checker rejected the graph: {first_line(e)}") from None
     allow = set(allowed)
     inits = {t.name: t for t in m.graph.initializer}
     counts: Counter[str] = Counter()

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lprnet.errors import first_line
 from lprnet.export.onnx import ExportError, read_onnx_meta
 
 
@@ -35,7 +36,7 @@ def onnx_to_openvino(onnx_path: str | os.PathLike[str], out: str | os.PathLike[s
     try:
         model = ov.convert_model(str(onnx_path))
     except Exception as e:
-        raise ExportError(f"openvino.convert_model failed on {onnx_path}: {str(e).splitlines()[0]}") from None
+        raise ExportError(f"openvino.convert_model failed on {onnx_path}: {first_line(e)}") from None
     if meta is not None:
         model.set_rt_info(json.dumps(meta.to_json(), ensure_ascii=False), ["lprnet", "meta"])
     info = {**info, "openvino": ov.__version__, "source": Path(onnx_path).name}

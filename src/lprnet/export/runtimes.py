@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from lprnet.errors import describe, first_line
 from lprnet.export.onnx import ExportError, read_onnx_meta
 from lprnet.weights import WeightsMeta, file_sha256
 
@@ -90,7 +91,7 @@ class OnnxRuntimeBackend:
             self.session = ort.InferenceSession(str(path), sess_options=so,
                                                 providers=providers or ["CPUExecutionProvider"])
         except Exception as e:
-            raise ExportError(f"{path}: ONNX Runtime cannot load the model: {str(e).splitlines()[0]}") from None
+            raise ExportError(f"{path}: ONNX Runtime cannot load the model: {first_line(e)}") from None
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         out = self.session.get_outputs()[0]
@@ -118,7 +119,7 @@ class OpenVinoBackend:
         try:
             model = core.read_model(str(path))
         except Exception as e:
-            raise ExportError(f"{path}: OpenVINO cannot read the model: {str(e).splitlines()[0]}") from None
+            raise ExportError(f"{path}: OpenVINO cannot read the model: {first_line(e)}") from None
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -203,8 +204,7 @@ def _model_meta(path: Path) -> WeightsMeta:
         raise
     except Exception as e:  # protobuf / OpenVINO parse errors
         kind = "OpenVINO IR" if path.suffix.lower() == ".xml" else "ONNX"
-        raise ExportError(f"{path}: not a readable {kind} model ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ExportError(f"{path}: not a readable {kind} model ({describe(e)})") from None
 
 
 def load_backend(weights: str | os.PathLike[str] | None, backend: str, threads: int | None = None

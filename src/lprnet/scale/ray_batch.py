@@ -41,6 +41,7 @@ from typing import Any
 import pyarrow as pa
 
 from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, decode_image_bytes, display_path, list_images
+from lprnet.errors import describe
 from lprnet.recognizer import DECODE_MODES
 from lprnet.weights import chmod_as_created
 
@@ -421,9 +422,8 @@ def run_batch(
         except Exception as e:  # ConnectionError, ValueError, TimeoutError...: one line, no traceback
             where = (f"--ray-address {ray_address}" if ray_address else
                      f"RAY_ADDRESS={address}" if address else "a local Ray")
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise BatchJobError(f"{where}: cannot {'connect to' if address else 'start'} Ray "
-                                f"({type(e).__name__}: {first})") from None
+                                f"({describe(e)})") from None
         started = True
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)

@@ -77,6 +77,7 @@ from lprnet.config import ModelConfig
 from lprnet.core.process import greedy_strings
 from lprnet.data import dataset as D
 from lprnet.data import real
+from lprnet.errors import first_line
 from lprnet.model import LPRNet
 from lprnet.train.config import TrainConfig
 from lprnet.weights import WeightsMeta, atomic_write_bytes, nonfinite_tensors, save_weights
@@ -628,7 +629,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                        if k in was and was[k] != now[k]]
             raise TrainError(f"--resume: the checkpoint {ckpt_path} does not fit this model"
                              + (f" ({'; '.join(changed)}): resume with the run's settings" if changed else "")
-                             + f" ({str(e).splitlines()[0]})") from None
+                             + f" ({first_line(e)})") from None
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])

@@ -1,0 +1,44 @@
+"""The one-line text of wrapped library exceptions (lprnet.errors) and a site that relies on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lprnet.errors import describe, first_line
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("", ""),
+    ("\n  \n", ""),
+    ("bad graph\nTraceback (most recent call last):\n  ...", "bad graph"),
+    ("\n\n  second line is the first with text  \nthird", "second line is the first with text"),
+    ("\x1b[36m(MapWorker pid=7)\x1b[0m boom", "(MapWorker pid=7) boom"),
+])
+def test_first_line(text: str, line: str) -> None:
+    assert first_line(RuntimeError(text)) == line
+    assert first_line(text) == line
+
+
+def test_describe_names_the_type_and_drops_an_empty_text() -> None:
+    assert describe(ValueError("no such input\nmore")) == "ValueError: no such input"
+    assert describe(KeyError()) == "KeyError"
+    assert describe(OSError("")) == "OSError"
+
+
+def test_a_runtime_error_without_text_is_still_a_named_export_error(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # before lprnet.errors, `str(e).splitlines()[0]` raised IndexError here and hid the file's name
+    ort = pytest.importorskip("onnxruntime")
+    from lprnet.export.onnx import ExportError
+    from lprnet.export.runtimes import OnnxRuntimeBackend
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError()
+
+    monkeypatch.setattr(ort, "InferenceSession", refuse)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"not onnx")
+    with pytest.raises(ExportError, match=r"model\.onnx: ONNX Runtime cannot load the model"):
+        OnnxRuntimeBackend(path)
