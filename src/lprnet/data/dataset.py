@@ -196,7 +196,7 @@ class RealDataset(Dataset[Item]):
                  scene_jitter: bool = True) -> None:
         samples = list(samples)
         if charset is not None:
-            steps = ModelConfig(charset=charset, input_size=tuple(input_size)).output_length  # type: ignore[arg-type]
+            steps = ctc_steps(charset, input_size)
 
             def fits(s: real.Sample) -> bool:  # encodable, and short enough for the model's CTC steps
                 return bool(s.plate) and not charset.invalid_chars(s.plate) and ctc_min_steps(s.plate) <= steps
@@ -320,11 +320,17 @@ def parse_source(spec: str) -> SourceSpec:
     return SourceSpec(kind, path, ratio)
 
 
+def ctc_steps(charset: Charset, input_size: tuple[int, int]) -> int:
+    """The CTC steps (output length) of a model with this charset and input size: the longest label a
+    training source may hold is checked against it."""
+    return ModelConfig(charset=charset, input_size=tuple(input_size)).output_length  # type: ignore[arg-type]
+
+
 def build_source(spec: SourceSpec, charset: Charset, input_size: tuple[int, int],
                  margin: float = 0.0, shard_mode: ShardMode = "auto", scene_jitter: bool = True) -> Dataset[Item]:
     """The dataset for one source spec."""
     if spec.kind == "synth":
-        steps = ModelConfig(charset=charset, input_size=tuple(input_size)).output_length  # type: ignore[arg-type]
+        steps = ctc_steps(charset, input_size)
         return ShardDataset(spec.path, charset=charset, mode=shard_mode, ctc_steps=steps)
     kind = {"real": None, "folder": "folder", "manifest": "manifest", "ccpd": "ccpd"}[spec.kind]
     samples, problems = real.scan_source(spec.path, kind)
