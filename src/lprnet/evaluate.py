@@ -43,8 +43,9 @@ def edit_ops(truth: str, pred: str) -> tuple[int, list[tuple[str, str]], int, in
     The Levenshtein distance, from a minimal alignment that prefers a substitution where one
     ties with a deletion and an insertion (so one misread character is one error, one confusion).
     Hand-written for that preference: ``rapidfuzz.distance.Levenshtein.editops`` gives the same distance but
-    breaks such ties the other way (``'BBBA'`` -> ``'皖AAB'``: one deletion and one insertion where this counts
-    four confusions), which would move counts between the confusion table and the drop/insert totals.
+    breaks such ties the other way (``'BBBA'`` -> ``'皖AAB'``: two confusions, a deletion and an insertion
+    where this counts four confusions), which would move counts between the confusion table and the
+    drop/insert totals.
     """
     n, m = len(truth), len(pred)
     d = [[i + j if i == 0 or j == 0 else 0 for j in range(m + 1)] for i in range(n + 1)]
