@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lprnet.errors import describe, first_line
+from lprnet.errors import describe_error, first_line
 
 
 @pytest.mark.parametrize(("text", "line"), [
@@ -21,10 +21,10 @@ def test_first_line(text: str, line: str) -> None:
     assert first_line(text) == line
 
 
-def test_describe_names_the_type_and_drops_an_empty_text() -> None:
-    assert describe(ValueError("no such input\nmore")) == "ValueError: no such input"
-    assert describe(KeyError()) == "KeyError"
-    assert describe(OSError("")) == "OSError"
+def test_describe_error_names_the_type_and_drops_an_empty_text() -> None:
+    assert describe_error(ValueError("no such input\nmore")) == "ValueError: no such input"
+    assert describe_error(KeyError()) == "KeyError"
+    assert describe_error(OSError("")) == "OSError"
 
 
 def test_a_runtime_error_without_text_is_still_a_named_export_error(tmp_path: Path,

@@ -2,7 +2,7 @@
 
 Our errors name the file or field and say what is wrong in one line; the exceptions they wrap (ONNX, ONNX Runtime,
 OpenVINO, PyTorch's unpickler, Ray) carry tracebacks, colour codes, several lines or no text at all.
-:func:`first_line` and :func:`describe` are the one place that turns such an exception into a line.
+:func:`first_line` and :func:`describe_error` are the one place that turns such an exception into a line.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def first_line(e: BaseException | str) -> str:
     return ""
 
 
-def describe(e: BaseException) -> str:
+def describe_error(e: BaseException) -> str:
     """``Type: first line`` of an exception, or just ``Type`` when its text is empty."""
     line = first_line(e)
     return f"{type(e).__name__}: {line}" if line else type(e).__name__

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from lprnet.cli._common import DecodeOpt, FixedProvincesOpt, WeightsOpt, fail
-from lprnet.errors import describe
+from lprnet.errors import describe_error
 
 
 def batch(
@@ -71,7 +71,7 @@ def _one_line(e: BaseException) -> str:
     """``Type: first line`` of an exception; for a Ray task error, of the exception inside it (Ray's own text
     starts with the worker's process title in colour codes)."""
     cause = getattr(e, "cause", None)
-    return describe(cause if isinstance(cause, BaseException) else e)
+    return describe_error(cause if isinstance(cause, BaseException) else e)
 
 
 def register(app: typer.Typer) -> None:

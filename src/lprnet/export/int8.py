@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from lprnet.core.process import preprocess
-from lprnet.errors import describe
+from lprnet.errors import describe_error
 from lprnet.export.onnx import ALLOWED_OPS, EXPORT_META_KEY, QDQ_OPS, ExportError, check_ops
 
 CALIB_SEED = 20240601
@@ -188,7 +188,7 @@ def quantize_int8(fp32_onnx: str | os.PathLike[str], out: str | os.PathLike[str]
                                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                                                "CalibPercentile": PERCENTILE})
         except Exception as e:  # ORT's errors (e.g. a graph with its batch size built in) as one clear line
-            raise ExportError(f"{fp32_onnx}: INT8 calibration failed ({describe(e)})") from None
+            raise ExportError(f"{fp32_onnx}: INT8 calibration failed ({describe_error(e)})") from None
     q = onnx.load(str(out))
     _copy_io_shapes(src, q)
     q.ClearField("metadata_props")

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from lprnet.errors import describe, first_line
+from lprnet.errors import describe_error, first_line
 from lprnet.export.onnx import ExportError, read_onnx_meta
 from lprnet.weights import WeightsMeta, file_sha256
 
@@ -204,7 +204,7 @@ def _model_meta(path: Path) -> WeightsMeta:
         raise
     except Exception as e:  # protobuf / OpenVINO parse errors
         kind = "OpenVINO IR" if path.suffix.lower() == ".xml" else "ONNX"
-        raise ExportError(f"{path}: not a readable {kind} model ({describe(e)})") from None
+        raise ExportError(f"{path}: not a readable {kind} model ({describe_error(e)})") from None
 
 
 def load_backend(weights: str | os.PathLike[str] | None, backend: str, threads: int | None = None

@@ -41,7 +41,7 @@ from typing import Any
 import pyarrow as pa
 
 from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, decode_image_bytes, display_path, list_images
-from lprnet.errors import describe
+from lprnet.errors import describe_error
 from lprnet.recognizer import DECODE_MODES
 from lprnet.weights import chmod_as_created
 
@@ -423,7 +423,7 @@ def run_batch(
             where = (f"--ray-address {ray_address}" if ray_address else
                      f"RAY_ADDRESS={address}" if address else "a local Ray")
             raise BatchJobError(f"{where}: cannot {'connect to' if address else 'start'} Ray "
-                                f"({describe(e)})") from None
+                                f"({describe_error(e)})") from None
         started = True
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)

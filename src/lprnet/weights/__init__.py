@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from lprnet.charset import DEFAULT_CHARSET, Charset
 from lprnet.config import CHANNEL_STRIDES, REFERENCE_CHANNEL_STRIDES, ModelConfig
-from lprnet.errors import describe
+from lprnet.errors import describe_error
 from lprnet.model import LPRNet, ReferenceLPRNet
 
 FORMAT = "lprnet-weights"
@@ -230,7 +230,7 @@ def _read_pth(path: Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # pickle errors, zip errors, refused globals
-        raise WeightsError(f"{path}: not a readable PyTorch state dict ({describe(e)})") from None
+        raise WeightsError(f"{path}: not a readable PyTorch state dict ({describe_error(e)})") from None
     if isinstance(obj, dict) and {"model", "sampler", "scheduler", "config"} <= obj.keys():
         # ours (lprnet train's checkpoints/last.pt): its charset, input size, form and EMA weights are not a .pth's
         raise WeightsError(f"{path}: a checkpoint of `lprnet train`, for --resume; use the run's best.safetensors or "
