@@ -232,9 +232,12 @@ def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], ba
     rep.unreadable.extend({"path": display_path(pr.where), "error": display_path(pr.message)} for pr in problems)
     fed: list[Sample] = []
 
+    def not_scored(path: str | os.PathLike[str], error: str) -> None:
+        where = display_path(path)  # the error names the file already, as ImageError does: once is enough
+        rep.unreadable.append({"path": where, "error": display_path(error).removeprefix(f"{where}: ")})
+
     def images() -> Iterator[Path | np.ndarray]:
-        for s, item in _inputs(samples, lambda s, e: rep.unreadable.append({"path": display_path(s.path),
-                                                                             "error": display_path(str(e))})):
+        for s, item in _inputs(samples, lambda s, e: not_scored(s.path, str(e))):
             fed.append(s)
             yield item
 
@@ -242,7 +245,7 @@ def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], ba
         sample = fed[k]
         f = sample.path
         if not res.ok:
-            rep.unreadable.append({"path": display_path(f), "error": res.error or ""})
+            not_scored(f, res.error or "")
             continue
         truth = sample.plate
         rep.n += 1

@@ -146,3 +146,33 @@ def test_check_data_prints_a_non_utf8_name_and_fails_an_empty_folder(tmp_path: P
     (tmp_path / "empty").mkdir()
     r = runner.invoke(app, ["check-data", str(tmp_path / "empty")])
     assert r.exit_code == 1 and "no samples" in r.stdout, r.output
+
+
+def test_synth_with_an_unreadable_meta_json_names_it(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "meta.json").write_text("{broken")
+    _clean_error(_synth(out), f"{out / 'meta.json'}: not a readable shard description", "use another directory")
+
+
+def test_check_data_reads_train_data_specs_and_finds_an_unfinished_shard_folder(tmp_path: Path) -> None:
+    """``check-data`` takes what ``train --data`` takes: real:DIR:RATIO, ccpd:DIR:RATIO, synth:SHARDS, whose labels
+    are checked and whose plates are counted against its meta.json (an interrupted render is named)."""
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for name in ("皖A12345.png", "0001.png"):
+        cv2.imwrite(str(crops / name), np.zeros((24, 94, 3), np.uint8))
+    shards = tmp_path / "shards"
+    assert _synth(shards, "--n", "6", "--shard-size", "2").exit_code == 0
+    r = runner.invoke(app, ["check-data", f"real:{crops}:0.5", f"synth:{shards}:2"])
+    assert r.exit_code == 1, r.output
+    assert f"{crops / '0001.png'}: label '0001' has 4 characters" in r.stdout
+    assert "8 entries checked, 7 good, 1 with problems" in r.stdout  # 2 crops and 6 plates: all but 0001.png
+    (shards / "shard-00001.npz").unlink()
+    r = runner.invoke(app, ["check-data", f"synth:{shards}"])
+    assert r.exit_code == 1, r.output
+    assert f"{shards}: its meta.json says 6 plates, the shards hold 4: an interrupted `lprnet synth`?" in r.stdout
+    with pytest.warns(UserWarning, match="its meta.json says 6 plates, the shards hold 4"):
+        from lprnet.data.dataset import ShardDataset
+
+        assert len(ShardDataset(shards)) == 4  # training on it says so too

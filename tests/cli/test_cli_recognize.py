@@ -44,7 +44,7 @@ def test_eval_reports_file_names_that_are_not_utf8(weights, tmp_path):
     assert rep["n"] == 1 and [u["path"] for u in rep["unreadable"]] == [f"{d}/\\xcd\\xeeA12345.png"]
     r = runner.invoke(app, ["eval", str(d), "-w", str(weights)], env={"COLUMNS": "400"})
     assert r.exit_code == 0, (r.output, r.exception)
-    assert f"unreadable {d}/\\xcd\\xeeA12345.png: " in r.stdout
+    assert f"not scored {d}/\\xcd\\xeeA12345.png: " in r.stdout
 
 
 def test_eval_prints_bracketed_names_as_they_are(weights, tmp_path):
@@ -57,8 +57,8 @@ def test_eval_prints_bracketed_names_as_they_are(weights, tmp_path):
     (d / "[bold]" / "皖A22222.jpg").write_bytes(b"not an image either")
     r = runner.invoke(app, ["eval", str(d), "-w", str(weights)], env={"COLUMNS": "400"})
     assert r.exit_code == 0, (r.output, r.exception)
-    assert f"unreadable {d}/皖A11111.jpg: {d}/皖A11111.jpg: not a readable image" in r.stdout
-    assert f"unreadable {d}/[bold]/皖A22222.jpg: " in r.stdout
+    assert f"not scored {d}/皖A11111.jpg: not a readable image" in r.stdout  # the file named once
+    assert f"not scored {d}/[bold]/皖A22222.jpg: not a readable image" in r.stdout
 
 
 @pytest.mark.parametrize("cmd", ["eval", "provinces"])

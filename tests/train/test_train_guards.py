@@ -15,7 +15,7 @@ from lprnet.train import ConfigError, TrainConfig, TrainError, make_config, trai
 from lprnet.train import trainer as trainer_mod
 from lprnet.train.trainer import load_checkpoint, save_checkpoint
 from lprnet.weights import read_weights
-from train.test_train_loop import PLATES, cfg_for, make_folder, make_shard, read_metrics
+from train.test_train_loop import PLATES, _StepClock, cfg_for, make_folder, make_shard, read_metrics
 
 
 @pytest.fixture
@@ -280,14 +280,17 @@ def test_a_run_resumed_on_another_number_of_ranks_continues_the_data_stream(data
 
 
 def test_resuming_with_another_layout_is_a_clear_error(data: Path) -> None:
-    """A wide run's checkpoint does not fit the narrow model: resuming without its --set model= names it."""
+    """A wide run's checkpoint does not fit the narrow model: resuming with --set model=lprnet names the run's
+    layout; resuming without a layout continues the run's own (--init-weights is ignored when resuming)."""
     common: dict[str, Any] = dict(steps=4, ckpt_every=2, eval_every=100, val_synth=None)
     with pytest.raises(Killed):
         train(cfg_for(data, model="lprnet_wide", **common), on_step=_kill_at(3))
     with pytest.raises(TrainError, match="trains lprnet_wide, not lprnet; pass --set model=lprnet_wide"):
-        train(cfg_for(data, resume=True, **common))
-    res = train(cfg_for(data, resume=True, model="lprnet_wide", **common))
+        train(cfg_for(data, resume=True, model="lprnet", **common))
+    res = train(cfg_for(data, resume=True, **common))  # as a run fine-tuned from the bundled weights resumes
     assert res.step == 4
+    _, meta = read_weights(res.final_weights)
+    assert meta.config.variant == "lprnet_wide"
 
 
 # --------------------------------------------------------------------------- validation and selection
@@ -411,3 +414,63 @@ def test_a_val_dir_with_malformed_entries_says_what_it_leaves_out(
     assert len(vals["dir"]) == 2  # type: ignore[arg-type]
     err = capsys.readouterr().err
     assert "--val-dir" in err and "1 entries left out" in err and "val.csv:4" in err
+
+
+# --------------------------------------------------------------------------- the user's own data, and finished runs
+
+
+def test_unreadable_images_and_non_plate_labels_are_dropped_by_name_and_the_run_trains(data: Path) -> None:
+    """One corrupt file must not abort a run (check-data names them all); a file name that is no plate label
+    (``0001.png``, 6 characters) is not trained on. Both are said in train.log."""
+    d = make_folder(data / "mine", PLATES[:3])
+    (d / "皖A99999.jpg").write_bytes(b"not an image")
+    make_folder(d, ["0001", "皖A1234"])
+    res = train(cfg_for(data, data=[f"real:{d}"], val_synth=None, steps=2, eval_every=100, val_dir=str(d)))
+    assert res.step == 2
+    log = (res.out / "train.log").read_text(encoding="utf-8")
+    assert f"warning: dropped 1 real samples whose image cannot be read, e.g. {d / '皖A99999.jpg'}: " in log
+    assert "warning: dropped 2 real samples whose labels cannot be training labels" in log
+    assert "-> 3 real samples" in log  # the three good crops are the source, for training and for validation
+    assert "validation dir: 3 plates" in log
+
+
+def test_resuming_on_another_val_dir_starts_a_new_best(data: Path) -> None:
+    """A best accuracy on one folder says nothing about another: after a resume on other plates the next
+    evaluation is a new best, and the log says why."""
+    a, b = make_folder(data / "a", PLATES[:3]), make_folder(data / "b", PLATES[3:7], seed=5)
+    common: dict[str, Any] = dict(select_on="val-dir", eval_every=3, ckpt_every=3)
+    train(cfg_for(data, steps=3, val_dir=str(a), **common))
+    ck = load_checkpoint(data / "run" / "checkpoints" / "last.pt")
+    assert ck["best_set"] == f"--val-dir {a.resolve()} (3 plates)"
+    ck["best_metric"] = 2.0  # no accuracy beats it: were it kept, best.safetensors would never change again
+    save_checkpoint(data / "run" / "checkpoints" / "last.pt", ck)
+    res = train(cfg_for(data, steps=6, val_dir=str(b), resume=True, **common))
+    assert res.best_metric is not None and res.best_metric <= 1.0
+    _, meta = read_weights(data / "run" / "best.safetensors")
+    assert meta.provenance["steps"] == 6
+    assert "selection is now on --val-dir" in (data / "run" / "train.log").read_text(encoding="utf-8")
+
+
+def test_resuming_a_finished_run_leaves_its_weights_as_they_were(data: Path) -> None:
+    res = train(cfg_for(data, steps=3, eval_every=3, ckpt_every=3))
+    before = {n: (res.out / n).read_bytes() for n in ("final.safetensors", "best.safetensors")}
+    again = train(cfg_for(data, steps=3, eval_every=3, ckpt_every=3, resume=True))
+    assert again.step == 3 and again.final_weights == res.out / "final.safetensors"
+    assert {n: (res.out / n).read_bytes() for n in before} == before  # metrics and provenance kept
+    assert "the run is complete" in (res.out / "train.log").read_text(encoding="utf-8")
+
+
+def test_out_naming_a_file_is_a_one_line_error(data: Path) -> None:
+    (data / "afile").write_text("x")
+    with pytest.raises(TrainError, match="a file is there; the run folder must be a directory"):
+        train(cfg_for(data, out=str(data / "afile"), steps=1))
+
+
+def test_a_time_budget_is_kept_during_the_warm_up(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-planning starts 20 steps in, not after the warm-up: a budget shorter than the warm-up stops the run
+    on time and says that the learning rate never reached --lr."""
+    monkeypatch.setattr(trainer_mod, "time", _StepClock(0.5))  # 0.5 s per step: 30 s is 60 steps
+    res = train(cfg_for(data, steps=500, warmup_steps=400, time_budget_s=30.0, eval_every=1000, ckpt_every=1000,
+                        val_synth=None, log_every=100))
+    assert res.step == 60
+    assert "fewer than --warmup-steps 400" in (res.out / "train.log").read_text(encoding="utf-8")

@@ -1,7 +1,8 @@
-"""``lprnet check-data``: report every problem of labelled real datasets, by file name."""
+"""``lprnet check-data``: every problem of labelled datasets (crops, manifests, CCPD, synthetic shards), by name."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -9,7 +10,8 @@ import typer
 
 def check_data_command(
     paths: Annotated[list[str], typer.Argument(help="Folders of labelled crops, CSV/TSV manifests, "
-                                               "CCPD folders")],
+                                               "CCPD folders, or train's --data specs (real:DIR:0.5, "
+                                               "ccpd:DIR, synth:SHARDS)")],
     kind: Annotated[Optional[str], typer.Option(help="folder, manifest or ccpd (default: detected "
                                                 "per path)")] = None,
     charset: Annotated[Optional[str], typer.Option(help="Characters of the charset in class order "
@@ -26,7 +28,8 @@ def check_data_command(
     """
     from lprnet.charset import Charset
     from lprnet.cli._common import fail
-    from lprnet.data.real import SOURCE_KINDS, check_dataset, default_lengths
+    from lprnet.data.dataset import SPEC_KINDS, check_shards, parse_source
+    from lprnet.data.real import DEFAULT_STEPS, SOURCE_KINDS, CheckReport, check_dataset, default_lengths
 
     if kind is not None and kind not in SOURCE_KINDS:
         raise typer.BadParameter(f"--kind must be one of {', '.join(SOURCE_KINDS)}")
@@ -39,7 +42,27 @@ def check_data_command(
                 else tuple(int(v) for v in lengths.split(",") if v.strip()) or None)
     except ValueError:
         raise typer.BadParameter(f"--lengths must be integers separated by commas, got {lengths!r}") from None
-    report = check_dataset(paths, kind=kind, charset=cs, lengths=lens, check_images=images, workers=workers)
+    sources: list[str] = []
+    shards: list[str] = []
+    for p in paths:  # `lprnet train --data` specs as they are written there: KIND:PATH[:RATIO]
+        if p.partition(":")[0] in SPEC_KINDS and p.partition(":")[1] and not Path(p).exists():
+            try:
+                spec = parse_source(p)
+            except ValueError as e:
+                raise typer.BadParameter(str(e)) from None
+            if spec.kind == "synth":
+                shards.append(spec.path)
+            else:  # real: detected per path, as train does; folder/manifest/ccpd: that layout
+                sources.append(spec.path if spec.kind == "real" else f"{spec.kind}:{spec.path}")
+        else:
+            sources.append(p)
+    report = (check_dataset(sources, kind=kind, charset=cs, lengths=lens, check_images=images, workers=workers)
+              if sources else CheckReport())
+    for d in shards:
+        r = check_shards(d, cs, lens, DEFAULT_STEPS)
+        report.problems.extend(r.problems)
+        report.checked += r.checked
+        report.bad_entries += r.bad_entries
     shown = report.problems if max_problems <= 0 else report.problems[:max_problems]
     for p in shown:
         typer.echo(str(p))

@@ -49,7 +49,7 @@ def evaluate_cmd(
               f"({rep.correct}/{rep.n})   per-character accuracy: {rep.char_accuracy:.4f}   decoding: {rec.decode}"
               + (f" (provinces {rec.provinces}{', estimated' if auto else ''})" if rec.provinces else ""))
     con.print(f"dropped characters: {rep.deletions}   inserted characters: {rep.insertions}   "
-              f"unreadable files: {len(rep.unreadable)}"
+              f"not scored (unreadable, or no plate label): {len(rep.unreadable)}"
               + (f"   repeats skipped: {rep.repeats}" if rep.repeats else ""))
     if rep.substitutions:
         t = Table(title="most frequent confusions")
@@ -60,7 +60,7 @@ def evaluate_cmd(
             t.add_row(a, b, str(c))
         con.print(t)
     for u in rep.unreadable:
-        con.print(f"[red]unreadable[/] {escape(u['path'])}: {escape(u['error'])}")  # a [tag] in a name is text
+        con.print(f"[red]not scored[/] {escape(u['path'])}: {escape(u['error'])}")  # a [tag] in a name is text
 
 
 def register(app: typer.Typer) -> None:

@@ -52,9 +52,12 @@ _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\
 
 def parse_duration(text: str) -> float:
     """Seconds in ``text``: ``600``, ``45s``, ``90m``, ``2h`` or ``1h30m``; a clear error otherwise."""
-    m = _DURATION.fullmatch(text.strip().lower())
-    if not text.strip() or m is None or not any(m.groups()):
+    t = text.strip().lower()
+    m = _DURATION.fullmatch(t)
+    if not t or m is None or not any(m.groups()):
         raise typer.BadParameter(f"--time-budget expects seconds or a duration like 90m, 2h or 1h30m; got {text!r}")
+    if m.group(3) and (m.group(1) or m.group(2)) and not t.endswith("s"):  # 1h30: 30 minutes or 30 seconds?
+        raise typer.BadParameter(f"--time-budget {text!r}: give the last number its unit (e.g. 1h30m or 1m30s)")
     h, mi, se = (float(g) if g else 0.0 for g in m.groups())
     total = 3600.0 * h + 60.0 * mi + se
     if total <= 0:

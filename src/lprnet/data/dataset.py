@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 import os
 import warnings
 import zipfile
@@ -42,6 +43,7 @@ from lprnet.charset import Charset, ctc_min_steps
 from lprnet.config import ModelConfig
 from lprnet.core.process import preprocess
 from lprnet.data import real
+from lprnet.errors import describe_error, first_line
 
 Item = tuple[np.ndarray, str]
 ShardMode = Literal["auto", "memory", "mmap"]
@@ -66,6 +68,68 @@ def find_shards(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
     if not out:
         raise FileNotFoundError(f"no .npz shards in {', '.join(map(str, paths))}")
     return out
+
+
+def _missing_plates(folder: Path, found: int) -> str | None:
+    """What is wrong when a shard folder holds fewer plates than its ``meta.json`` (``lprnet synth``'s) says:
+    a render that was interrupted would otherwise train on part of its data; None when nothing is."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        want = int(meta["n"])
+    except (OSError, ValueError, KeyError, TypeError):  # no meta.json (shards of another origin) or not ours
+        return None
+    if found >= want:
+        return None
+    return (f"its meta.json says {want} plates, the shards hold {found}: an interrupted `lprnet synth`? "
+            "Run it again with the same arguments to finish it")
+
+
+def _warn_if_incomplete(folder: Path, found: int) -> None:
+    why = _missing_plates(folder, found)
+    if why:
+        warnings.warn(f"{folder}: {why}", stacklevel=3)
+
+
+def check_shards(path: str | os.PathLike[str], charset: Charset, lengths: Sequence[int] | None,
+                 max_steps: int | None) -> real.CheckReport:
+    """``lprnet check-data`` for a synthetic shard folder (``synth:DIR``): every shard readable, every label a
+    training label (:func:`~lprnet.data.real.label_problems`), as many plates as its ``meta.json`` says.
+    Each plate is an entry, named ``SHARD[index]``; an unreadable shard is one."""
+    report = real.CheckReport()
+
+    def problem(where: str | Path, what: str) -> None:
+        report.problems.append(real.Problem(str(where), what))
+
+    try:
+        shards = find_shards(path)
+    except FileNotFoundError as e:
+        problem(path, first_line(e).removeprefix(f"{path}: "))
+        report.checked = report.bad_entries = 1
+        return report
+    found = 0
+    for p in shards:
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                labels, n_images = z["labels"].astype(str).tolist(), len(z["images"])
+        except _SHARD_ERRORS as e:
+            problem(p, f"not a readable shard ({describe_error(e)})")
+            report.checked += 1
+            report.bad_entries += 1
+            continue
+        if n_images != len(labels):
+            problem(p, f"{n_images} images but {len(labels)} labels")
+        found += len(labels)
+        report.checked += len(labels)
+        for j, text in enumerate(labels):
+            why = real.label_problems(text, charset, lengths, max_steps) if text else ["empty label"]
+            report.bad_entries += bool(why)
+            for m in why:
+                problem(f"{p}[{j}]", m)
+    if Path(path).is_dir() and (why := _missing_plates(Path(path), found)):
+        problem(path, why)  # the folder as a whole: one entry more, as an unreadable source is
+        report.checked += 1
+        report.bad_entries += 1
+    return report
 
 
 #: what reading a damaged ``.npz`` raises (bad zip, bad CRC, bad deflate stream, truncation, missing member)
@@ -141,7 +205,7 @@ class ShardDataset(Dataset[Item]):
                     lab = z["labels"]
                     imgs = z["images"] if mode == "memory" else None
             except _SHARD_ERRORS as e:
-                raise ValueError(f"{p}: not a readable shard ({type(e).__name__}: {e})") from None
+                raise ValueError(f"{p}: not a readable shard ({describe_error(e)})") from None
             if imgs is None:
                 imgs = _mmap_images(p, Path(cache_dir) if cache_dir else _default_cache_dir(p.parent))
             if imgs.ndim != 4 or imgs.shape[3] != 3 or imgs.dtype != np.uint8 or len(imgs) != len(lab):
@@ -151,6 +215,8 @@ class ShardDataset(Dataset[Item]):
             labels.append(lab.astype(str))
         self.offsets = np.cumsum([0] + [len(x) for x in labels]).tolist()
         all_labels = np.concatenate(labels) if labels else np.array([], str)
+        if isinstance(paths, (str, os.PathLike)) and Path(paths).is_dir():
+            _warn_if_incomplete(Path(paths), len(all_labels))
         keep = np.ones(len(all_labels), bool)
         if charset is not None:
             chars = set("".join(all_labels.tolist()))
@@ -185,10 +251,12 @@ class ShardDataset(Dataset[Item]):
 class RealDataset(Dataset[Item]):
     """Real samples cropped (CCPD: rectified) to ``input_size``, cached after the first read.
 
-    With ``charset``, samples with labels it cannot encode are dropped with a warning;
-    an unreadable image raises :class:`~lprnet.core.process.ImageError` naming the file
-    (run ``lprnet check-data`` first). Call :meth:`preload` before forking DataLoader
-    workers to fill the cache once and share it.
+    With ``charset``, samples whose labels cannot be training labels (``lprnet check-data``'s
+    :func:`~lprnet.data.real.label_problems`: characters outside it, the wrong length, more than the model's
+    CTC steps) are dropped with a warning.  :meth:`preload` reads every image and drops the ones that cannot
+    be read (each named in one warning); reading an image outside it raises
+    :class:`~lprnet.core.process.ImageError` naming the file. Call :meth:`preload` before forking
+    DataLoader workers to fill the cache once and share it.
     """
 
     def __init__(self, samples: Sequence[real.Sample], input_size: tuple[int, int] = (94, 24),
@@ -196,18 +264,15 @@ class RealDataset(Dataset[Item]):
                  scene_jitter: bool = True) -> None:
         samples = list(samples)
         if charset is not None:
-            steps = ctc_steps(charset, input_size)
-
-            def fits(s: real.Sample) -> bool:  # encodable, and short enough for the model's CTC steps
-                return bool(s.plate) and not charset.invalid_chars(s.plate) and ctc_min_steps(s.plate) <= steps
-
-            ok = [s for s in samples if fits(s)]
-            if len(ok) != len(samples):
-                bad = [s for s in samples if not fits(s)]
-                warnings.warn(f"dropped {len(bad)} real samples whose labels the charset cannot encode or the "
-                              f"model's {steps} CTC steps cannot hold, e.g. {bad[0].path.name!r} ({bad[0].plate!r})",
+            steps, lengths = ctc_steps(charset, input_size), real.default_lengths(charset)
+            why = [real.label_problems(s.plate, charset, lengths, steps) if s.plate else ["empty label"]
+                   for s in samples]
+            bad = [(s, w) for s, w in zip(samples, why, strict=True) if w]
+            if bad:
+                warnings.warn(f"dropped {len(bad)} real samples whose labels cannot be training labels, e.g. "
+                              f"{bad[0][0].path.name}: {bad[0][1][0]} (`lprnet check-data` lists them all)",
                               stacklevel=2)
-            samples = ok
+            samples = [s for s, w in zip(samples, why, strict=True) if not w]
         self.samples = samples
         self.labels = [s.plate for s in samples]
         self.input_size = (int(input_size[0]), int(input_size[1]))
@@ -249,16 +314,35 @@ class RealDataset(Dataset[Item]):
             img = self.cache[i] = self._load(i)
         return img, self.labels[i]
 
+    def _try_load(self, i: int) -> np.ndarray | str:
+        try:
+            return self._load(i)
+        except (ValueError, OSError) as e:  # ImageError (unreadable, corners outside the scene), a failed read
+            return first_line(e)
+
     def preload(self, workers: int = 4) -> None:
-        """Read every crop now (threads), so forked workers share one cache."""
+        """Read every crop now (threads), so forked workers share one cache.  Samples whose image cannot be
+        read are dropped, the count and the first of them named in one warning."""
         if self.cache is None:
             return
         from concurrent.futures import ThreadPoolExecutor
 
         todo = [i for i in range(len(self)) if i not in self.cache]
+        unreadable: list[str] = []
         with ThreadPoolExecutor(max(1, workers)) as ex:
-            for i, img in zip(todo, ex.map(self._load, todo), strict=True):
-                self.cache[i] = img
+            for i, img in zip(todo, ex.map(self._try_load, todo), strict=True):
+                if isinstance(img, str):
+                    unreadable.append(img)
+                else:
+                    self.cache[i] = img
+            if unreadable:
+                keep = [i for i in range(len(self)) if i in self.cache]
+                self.samples = [self.samples[i] for i in keep]
+                self.labels = [self.labels[i] for i in keep]
+                self.cache = {new: self.cache[old] for new, old in enumerate(keep)}
+                self._regions = {new: self._regions[old] for new, old in enumerate(keep) if old in self._regions}
+                warnings.warn(f"dropped {len(unreadable)} real samples whose image cannot be read, e.g. "
+                              f"{unreadable[0]} (`lprnet check-data` lists them all)", stacklevel=2)
             if self.scene_jitter and self._cache_regions:
                 scenes = [i for i, s in enumerate(self.samples) if s.quad is not None and i not in self._regions]
                 list(ex.map(self._region, scenes))

@@ -39,6 +39,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from lprnet.charset import DIGITS, LETTERS, PROVINCES, SERIAL, Charset
 from lprnet.core.process import RESIZE_INTERPOLATION
+from lprnet.errors import first_line
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -983,7 +984,13 @@ def write_shards(
     }
     meta_path = out / "meta.json"
     if meta_path.exists():
-        old = json.loads(meta_path.read_text(encoding="utf-8"))
+        try:
+            old = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+            raise ValueError(f"{meta_path}: not a readable shard description ({first_line(e)}); "
+                             "use another directory") from None
+        if not isinstance(old, dict):
+            raise ValueError(f"{meta_path}: not a shard description (a JSON object); use another directory")
         if "province_smudge" not in old:  # written before the share was recorded: compare the rest
             old = {**old, "province_smudge": smudge}
         if "loose_crops" not in old:  # written before the share was a setting: it was the default

@@ -59,8 +59,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +78,7 @@ from lprnet.config import ModelConfig
 from lprnet.core.process import greedy_strings
 from lprnet.data import dataset as D
 from lprnet.data import real
-from lprnet.errors import first_line
+from lprnet.errors import describe_error, first_line
 from lprnet.model import LPRNet
 from lprnet.train.config import TrainConfig
 from lprnet.weights import WeightsMeta, atomic_write_bytes, nonfinite_tensors, save_weights
@@ -335,7 +336,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise TrainError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {e})") from None
+        raise TrainError(f"{path}: not a loadable checkpoint ({describe_error(e)})") from None
 
 
 def git_commit() -> str | None:
@@ -520,6 +521,8 @@ def _resolve_out(cfg: TrainConfig, env: Dist) -> Path:
     if cfg.resume and not cfg.out:
         raise TrainError("--resume needs --out DIR (the run folder to continue)")
     out = cfg.out_dir()
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out}: a file is there; the run folder must be a directory")
     if env.ddp and not cfg.out:
         # every rank must agree on the folder: take rank 0's
         obj = [str(out)]
@@ -529,12 +532,16 @@ def _resolve_out(cfg: TrainConfig, env: Dist) -> Path:
 
 
 def resolve_model(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with its layout named: an unset ``model`` is the layout of ``--init-weights`` (so that fine-tuning
-    the bundled wide weights trains the wide layout), else ``lprnet``."""
+    """``cfg`` with its layout named: an unset ``model`` is the layout of the run ``--resume`` continues (its
+    checkpoint's), else of ``--init-weights`` (so that fine-tuning the bundled wide weights trains the wide
+    layout), else ``lprnet``."""
     if cfg.model is not None:
         return cfg
     name = "lprnet"
-    if cfg.init_weights:
+    last = cfg.out_dir() / "checkpoints" / "last.pt" if cfg.resume and cfg.out else None
+    if last is not None and last.exists():  # --init-weights is ignored when resuming: the run's own layout
+        name = load_checkpoint(last).get("config", {}).get("model") or "lprnet"
+    elif cfg.init_weights:
         from lprnet.weights import WeightsError, default_weights_path, read_weights
 
         path = str(default_weights_path()) if cfg.init_weights == "default" else cfg.init_weights
@@ -642,6 +649,14 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                 ema.load_state_dict(ckpt["ema"])
             else:
                 log("warning: the checkpoint has no weight average; --ema-decay starts one from its weights")
+        if step >= plan["steps"]:  # nothing left: leave final/best.safetensors as the run wrote them
+            log(f"the run is complete: its schedule ended at step {plan['steps']} and it is at step {step}; "
+                "nothing to train (a larger --steps, without --time-budget, continues it)")
+            now_weights = ema.module if ema is not None and int(ema.n_averaged) > 0 else raw_model
+            final_path, best_file = out / "final.safetensors", out / "best.safetensors"
+            return TrainResult(out, step, final_path if final_path.exists() else None,
+                               best_file if best_file.exists() and best is not None else None, best, {},
+                               {k: v.detach().cpu() for k, v in now_weights.state_dict().items()})
     elif cfg.init_weights:
         init, widened = load_weights_into(raw_model, cfg.init_weights, charset, "--init-weights")
         log(f"initialised from {init}" + (" (the bundled default weights)" if init != cfg.init_weights else "")
@@ -663,7 +678,8 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
         log("torch.compile: on (the first steps compile)")
 
     # ---- data
-    mixed, sizes, ratios, descs = build_train_data(cfg, charset)
+    with _warnings_to(log):  # samples dropped, entries skipped: in train.log too, not only on stderr
+        mixed, sizes, ratios, descs = build_train_data(cfg, charset)
     for d in descs:
         log(f"data: {d}")
     per_step = cfg.batch_size * env.world_size
@@ -690,7 +706,8 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                         drop_last=True, persistent_workers=cfg.workers > 0, worker_init_fn=D.worker_init,
                         prefetch_factor=4 if cfg.workers > 0 else None,
                         generator=torch.Generator().manual_seed(cfg.seed))
-    vals = build_val_data(cfg, charset, out, env.main)
+    with _warnings_to(log):
+        vals = build_val_data(cfg, charset, out, env.main)
     val_loaders = {k: DataLoader(v, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=0,
                                  collate_fn=D.Collate(charset, cfg.input_size),
                                  generator=torch.Generator().manual_seed(0))
@@ -698,10 +715,15 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     for k, v in vals.items():
         log(f"validation {k}: {len(v)} plates")  # type: ignore[arg-type]
     select_key = "synth" if cfg.select_on == "synth" else "dir"
+    select_set = _selection_set(cfg, select_key, vals)
     if ckpt is not None and best is not None:
         was = ckpt.get("best_on") or ("synth" if ckpt.get("config", {}).get("select_on", "synth") == "synth" else "dir")
         if was != select_key:  # a best accuracy on one set says nothing about another
             log(f"note: best.safetensors was chosen on val_{was}_acc; selection is now on val_{select_key}_acc, "
+                "so the next evaluation starts a new best")
+            best = None
+        elif ckpt.get("best_set") not in (None, select_set):  # the same kind of set, other plates
+            log(f"note: best.safetensors was chosen on {ckpt['best_set']}; selection is now on {select_set}, "
                 "so the next evaluation starts a new best")
             best = None
     if env.main and select_key not in vals:
@@ -778,7 +800,8 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
 
     model.train()
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else nullcontext
-    plan_from = (step + max(20, cfg.warmup_steps - step), train_time)  # re-planning measures steps after this
+    plan_from = (step + 20, train_time)  # re-planning measures the steps after the first 20 (start-up, caches)
+    warned_warmup = False
     try:
         while step < plan["steps"]:
             t0 = time.perf_counter()
@@ -839,6 +862,10 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                     left = int(max(0.0, cfg.time_budget_s - train_time) / max(per, 1e-9) + 1e-6)  # 8.99999 is 9
                     plan.update(steps=sync_plan(min(cfg.steps, step + left), env, device), measured=True)
                     bar.total = plan["steps"]
+                    if plan["steps"] < cfg.warmup_steps and not warned_warmup:
+                        log(f"warning: --time-budget leaves about {plan['steps']} steps, fewer than --warmup-steps "
+                            f"{cfg.warmup_steps}: the learning rate never reaches --lr (lower --warmup-steps)")
+                        warned_warmup = True
             if step % cfg.log_every == 0 or step == plan["steps"]:
                 row = {"step": step, "samples": samples_at(step), "time_s": round(train_time, 2), "lr": lr,
                        "train_loss": win_loss / win_n, "plates_per_s": win_n * per_step / max(win_t, 1e-9)}
@@ -885,7 +912,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                         "scaler": scaler.state_dict(), "rng": states,
                         "sampler": {"position": samples_at(step), "sizes": sizes, "ratios": ratios,
                                     "seed": cfg.seed},
-                        "best_metric": best, "best_on": select_key, "train_time_s": train_time,
+                        "best_metric": best, "best_on": select_key, "best_set": select_set, "train_time_s": train_time,
                         "planned_steps": plan["steps"] if plan["measured"] else None,
                         "ema": ema.state_dict() if ema is not None else None,
                         "window": {"loss": win_loss, "n": win_n, "time_s": win_t, "distill": win_kd},
@@ -914,9 +941,33 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
     return TrainResult(out, step, final, best_path, best, last, sd)
 
 
+@contextmanager
+def _warnings_to(log: Callable[[str], None]) -> Iterator[None]:
+    """Python warnings raised inside go to ``log`` (the console and train.log), each once."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                log(f"warning: {w.message}")
+
+
 _RESUME_NEUTRAL = {"resume", "init_weights", "progress", "workers", "threads", "out", "eval_every", "log_every",
                    "ckpt_every", "eval_batch_size", "val_dir", "val_synth", "val_synth_n", "channels_last",
                    "ddp_timeout_s"}
+
+
+def _selection_set(cfg: TrainConfig, key: str, vals: dict[str, Dataset[D.Item]]) -> str | None:
+    """What best.safetensors is chosen on, told apart across a resume: the set's source and its size."""
+    if key not in vals:
+        return None
+    if key == "dir":
+        path, kind = real.split_kind_prefix(str(cfg.val_dir))
+        where = f"--val-dir {(kind + ':') if kind else ''}{Path(path).resolve()}"
+    else:
+        where = f"--val-synth {Path(cfg.val_synth).resolve()}" if cfg.val_synth else "generated synthetic plates"
+    return f"{where} ({len(vals[key])} plates)"  # type: ignore[arg-type]
 
 
 def _warn_config_changes(old: dict[str, Any], cfg: TrainConfig, log: Callable[[str], None]) -> None:
