@@ -60,7 +60,7 @@ class TrainConfig(BaseModel):
     # optimisation
     steps: int = Field(20000, gt=0)
     time_budget_s: float | None = Field(None, gt=0.0, description="train for about this many seconds of training "
-                                        "time (evaluation not counted): after the warm-up the number of steps, the "
+                                        "time (evaluation not counted): from the 20th step the number of steps, the "
                                         "cosine schedule's end, is re-planned from the measured step time, never "
                                         "above steps")
     batch_size: int = Field(64, gt=0, description="per process")

@@ -30,7 +30,7 @@ evaluate; checkpoint; export.  Facts worth knowing:
   ``train_distill`` logs the KL term;
 * with ``ema_decay > 0`` an exponential moving average of the weights (PyTorch's
   ``AveragedModel``) is what is evaluated, selected and exported; it is checkpointed too;
-* with ``time_budget_s`` the run plans its own length: from the end of the warm-up (at least 20 steps) it
+* with ``time_budget_s`` the run plans its own length: from its 20th step (warm-up or not) it
   re-plans the number of steps every ``REPLAN_EVERY`` steps from the measured time per step, so that the training
   time (checkpointed, evaluation not counted) ends near the budget with the cosine schedule complete; the plan is
   checkpointed, never exceeds ``steps``, and a run whose budget is spent stops at the next re-planning;
