@@ -320,6 +320,7 @@ def test_labels_the_model_cannot_read_are_named() -> None:
     (why,) = real.label_problems("AB-123", cs, None)
     assert "'-' is the CTC blank" in why
     assert real.label_problems("A" * 10, cs, None, max_steps=None) == []
+    assert real.label_problems("", cs, None) == ["empty label"]  # any charset: nothing to read is no label
 
 
 def test_check_dataset_names_broken_links_and_non_utf8_names(tmp_path: Path) -> None:

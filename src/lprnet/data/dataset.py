@@ -121,7 +121,7 @@ def check_shards(path: str | os.PathLike[str], charset: Charset, lengths: Sequen
         found += len(labels)
         report.checked += len(labels)
         for j, text in enumerate(labels):
-            why = real.label_problems(text, charset, lengths, max_steps) if text else ["empty label"]
+            why = real.label_problems(text, charset, lengths, max_steps)
             report.bad_entries += bool(why)
             for m in why:
                 problem(f"{p}[{j}]", m)
@@ -265,8 +265,7 @@ class RealDataset(Dataset[Item]):
         samples = list(samples)
         if charset is not None:
             steps, lengths = ctc_steps(charset, input_size), real.default_lengths(charset)
-            why = [real.label_problems(s.plate, charset, lengths, steps) if s.plate else ["empty label"]
-                   for s in samples]
+            why = [real.label_problems(s.plate, charset, lengths, steps) for s in samples]
             bad = [(s, w) for s, w in zip(samples, why, strict=True) if w]
             if bad:
                 warnings.warn(f"dropped {len(bad)} real samples whose labels cannot be training labels, e.g. "

@@ -514,6 +514,8 @@ def label_problems(plate: str, charset: Charset = DEFAULT_CHARSET,
     """Reasons ``plate`` cannot be a training label (empty list when it is fine).  ``max_steps`` is the
     model's CTC output length (18 at 94x24): a longer label can never be read, and CTC's ``zero_infinity``
     would train on it silently with a loss of 0."""
+    if not plate:
+        return ["empty label"]
     out = []
     bad = charset.invalid_chars(plate)
     if bad:
