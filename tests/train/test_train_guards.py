@@ -432,6 +432,11 @@ def test_unreadable_images_and_non_plate_labels_are_dropped_by_name_and_the_run_
     assert "warning: dropped 2 real samples whose labels cannot be training labels" in log
     assert "-> 3 real samples" in log  # the three good crops are the source, for training and for validation
     assert "validation dir: 3 plates" in log
+    bad = data / "unreadable"
+    bad.mkdir()
+    (bad / "皖A99999.jpg").write_bytes(b"not an image")
+    with pytest.raises(TrainError, match="none of its 1 labelled plates can be read"):  # not an accuracy over none
+        train(cfg_for(data, data=[f"real:{d}"], val_synth=None, steps=2, val_dir=str(bad), out=str(data / "r2")))
 
 
 def test_resuming_on_another_val_dir_starts_a_new_best(data: Path) -> None:

@@ -503,10 +503,10 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) ->
         if not samples:  # an accuracy over no plates would read 0.0 and choose best.safetensors by it
             raise TrainError(f"--val-dir {cfg.val_dir}: no labelled plates found there")
         ds = D.RealDataset(samples, cfg.input_size, charset, cfg.ccpd_margin, scene_jitter=False)
-        if len(ds) == 0:  # every label dropped: outside the charset, or too long for the model's CTC steps
-            raise TrainError(f"--val-dir {cfg.val_dir}: none of its {len(samples)} labelled plates can be read "
-                             "with this charset and input size")
         ds.preload(max(1, cfg.workers))
+        if len(ds) == 0:  # every plate dropped: no plate label for this charset and input size, or no image
+            raise TrainError(f"--val-dir {cfg.val_dir}: none of its {len(samples)} labelled plates can be read "
+                             "with this charset and input size (see `lprnet check-data`)")
         vals["dir"] = ds
     if cfg.select_on == "val-dir" and cfg.val_dir and "plates-cn-1k" in str(cfg.val_dir):
         print("warning: selecting checkpoints on plates-cn-1k makes it a tuning set; it is meant "
