@@ -414,6 +414,8 @@ def test_a_val_dir_with_malformed_entries_says_what_it_leaves_out(
     assert len(vals["dir"]) == 2  # type: ignore[arg-type]
     err = capsys.readouterr().err
     assert "--val-dir" in err and "1 entries left out" in err and "val.csv:4" in err
+    res = train(cfg_for(data, val_synth=None, val_dir=str(m), steps=1))  # a run keeps the note in its log too
+    assert "1 entries left out" in (res.out / "train.log").read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- the user's own data, and finished runs

@@ -461,8 +461,13 @@ def build_train_data(cfg: TrainConfig, charset: Charset) -> tuple[D.MixedDataset
     return mixed, [len(s) for s in sources], [s.ratio for s in specs], descs  # type: ignore[arg-type]
 
 
-def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) -> dict[str, Dataset[D.Item]]:
-    """``{"synth": ..., "dir": ...}`` validation sets that exist for this run."""
+def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool,
+                   log: Callable[[str], None] | None = None) -> dict[str, Dataset[D.Item]]:
+    """``{"synth": ..., "dir": ...}`` validation sets that exist for this run; notes go to ``log`` (the run's
+    console and train.log), by default to stderr."""
+    if log is None:
+        def log(msg: str) -> None:
+            print(msg, file=sys.stderr)
     vals: dict[str, Dataset[D.Item]] = {}
     if cfg.val_synth and main:
         vals["synth"] = D.ShardDataset(cfg.val_synth, charset=charset)
@@ -492,14 +497,13 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) ->
         # our synthetic plates are Chinese: a charset without their characters keeps none, and an accuracy over
         # none would read 0.0 and choose best.safetensors by it
         del vals["synth"]
-        print("note: no synthetic validation plate fits this charset; validate on your own crops (--val-dir)",
-              file=sys.stderr)
+        log("note: no synthetic validation plate fits this charset; validate on your own crops (--val-dir)")
     if cfg.val_dir and main:
         path, kind = real.split_kind_prefix(cfg.val_dir)
         samples, problems = real.scan_source(path, kind)
         if problems:  # malformed manifest rows, CCPD names, broken links: left out of the accuracy, said so
-            print(f"note: --val-dir {cfg.val_dir}: {len(problems)} entries left out, e.g. {problems[0]} "
-                  f"(see `lprnet check-data {path}`)", file=sys.stderr)
+            log(f"note: --val-dir {cfg.val_dir}: {len(problems)} entries left out, e.g. {problems[0]} "
+                f"(see `lprnet check-data {path}`)")
         if not samples:  # an accuracy over no plates would read 0.0 and choose best.safetensors by it
             raise TrainError(f"--val-dir {cfg.val_dir}: no labelled plates found there")
         ds = D.RealDataset(samples, cfg.input_size, charset, cfg.ccpd_margin, scene_jitter=False)
@@ -509,8 +513,7 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool) ->
                              "with this charset and input size (see `lprnet check-data`)")
         vals["dir"] = ds
     if cfg.select_on == "val-dir" and cfg.val_dir and "plates-cn-1k" in str(cfg.val_dir):
-        print("warning: selecting checkpoints on plates-cn-1k makes it a tuning set; it is meant "
-              "for evaluation only", file=sys.stderr)
+        log("warning: selecting checkpoints on plates-cn-1k makes it a tuning set; it is meant for evaluation only")
     return vals
 
 
@@ -707,7 +710,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                         prefetch_factor=4 if cfg.workers > 0 else None,
                         generator=torch.Generator().manual_seed(cfg.seed))
     with _warnings_to(log):
-        vals = build_val_data(cfg, charset, out, env.main)
+        vals = build_val_data(cfg, charset, out, env.main, log)
     val_loaders = {k: DataLoader(v, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=0,
                                  collate_fn=D.Collate(charset, cfg.input_size),
                                  generator=torch.Generator().manual_seed(0))
