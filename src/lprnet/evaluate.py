@@ -28,10 +28,9 @@ from lprnet.data.real import (
     DataError,
     Problem,
     Sample,
-    default_lengths,
-    label_problems,
     load_crop,
     scan_source,
+    split_by_label,
     split_kind_prefix,
 )
 from lprnet.recognizer import Recognizer
@@ -209,15 +208,8 @@ def _scorable(samples: list[Sample], charset: Charset, max_steps: int | None = N
               ) -> tuple[list[Sample], list[Problem]]:
     """Samples whose label the charset can write (and, for the Chinese charset, 7 or 8 characters long);
     the others as problems."""
-    lengths = default_lengths(charset)
-    keep, bad = [], []
-    for s in samples:
-        why = label_problems(s.plate, charset, lengths, max_steps)
-        if why:
-            bad.append(Problem(str(s.path), "; ".join(why) + " (not scored)"))
-        else:
-            keep.append(s)
-    return keep, bad
+    keep, bad = split_by_label(samples, charset, max_steps)
+    return keep, [Problem(str(s.path), "; ".join(why) + " (not scored)") for s, why in bad]
 
 
 def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], batch_size: int = 100) -> EvalReport:

@@ -176,3 +176,21 @@ def test_check_data_reads_train_data_specs_and_finds_an_unfinished_shard_folder(
         from lprnet.data.dataset import ShardDataset
 
         assert len(ShardDataset(shards)) == 4  # training on it says so too
+
+
+def test_check_data_names_the_shards_training_would_refuse(tmp_path: Path) -> None:
+    """A shard whose images do not match its labels, or are not N x H x W x 3, is one bad entry (its plates
+    uncounted), as ShardDataset refuses it; the good shard's plates are counted."""
+    d = tmp_path / "shards"
+    d.mkdir()
+    np.savez_compressed(d / "shard-00000.npz", images=np.zeros((2, 24, 94, 3), np.uint8),
+                        labels=np.array(["皖A12345"] * 3))
+    np.savez_compressed(d / "shard-00001.npz", images=np.zeros((2, 24, 94), np.uint8),
+                        labels=np.array(["皖A12345"] * 2))
+    np.savez_compressed(d / "shard-00002.npz", images=np.zeros((2, 24, 94, 3), np.uint8),
+                        labels=np.array(["皖A12345"] * 2))
+    r = runner.invoke(app, ["check-data", f"synth:{d}"])
+    assert r.exit_code == 1, r.output
+    assert f"{d / 'shard-00000.npz'}: images must be N x H x W x 3 uint8 matching 3 labels" in r.stdout
+    assert f"{d / 'shard-00001.npz'}: images must be N x H x W x 3 uint8 matching 2 labels" in r.stdout
+    assert "4 entries checked, 2 good, 2 with problems" in r.stdout

@@ -423,7 +423,7 @@ def test_a_val_dir_with_malformed_entries_says_what_it_leaves_out(
 
 def test_unreadable_images_and_non_plate_labels_are_dropped_by_name_and_the_run_trains(data: Path) -> None:
     """One corrupt file must not abort a run (check-data names them all); a file name that is no plate label
-    (``0001.png``, 6 characters) is not trained on. Both are said in train.log."""
+    (``0001.png``, four characters; ``皖A1234.png``, six) is not trained on. Both are said in train.log."""
     d = make_folder(data / "mine", PLATES[:3])
     (d / "皖A99999.jpg").write_bytes(b"not an image")
     make_folder(d, ["0001", "皖A1234"])
@@ -465,6 +465,30 @@ def test_resuming_a_finished_run_leaves_its_weights_as_they_were(data: Path) -> 
     assert again.step == 3 and again.final_weights == res.out / "final.safetensors"
     assert {n: (res.out / n).read_bytes() for n in before} == before  # metrics and provenance kept
     assert "the run is complete" in (res.out / "train.log").read_text(encoding="utf-8")
+
+
+def test_a_run_killed_after_its_last_checkpoint_writes_final_on_resume(data: Path) -> None:
+    """The last checkpoint is written before final.safetensors: a kill between them is mended by --resume."""
+    with pytest.raises(Killed):
+        train(cfg_for(data, steps=3, eval_every=3, ckpt_every=3), on_step=_kill_at(3))
+    assert not (data / "run" / "final.safetensors").exists()
+    res = train(cfg_for(data, steps=3, eval_every=3, ckpt_every=3, resume=True))
+    assert res.final_weights == data / "run" / "final.safetensors" and res.final_weights.exists()
+
+
+def test_a_resume_without_a_selection_set_keeps_the_best(data: Path) -> None:
+    """No validation set on one resume says nothing about the old best: it is kept for the next resume on it."""
+    common: dict[str, Any] = dict(eval_every=3, ckpt_every=3)
+    train(cfg_for(data, steps=3, **common))
+    ck = load_checkpoint(data / "run" / "checkpoints" / "last.pt")
+    ck["best_metric"] = 2.0  # no accuracy beats it, so a kept best is never replaced
+    save_checkpoint(data / "run" / "checkpoints" / "last.pt", ck)
+    train(cfg_for(data, steps=6, resume=True, val_synth=None, **common))
+    ck = load_checkpoint(data / "run" / "checkpoints" / "last.pt")
+    assert ck["best_metric"] == 2.0 and ck["best_set"].startswith("--val-synth ")
+    train(cfg_for(data, steps=9, resume=True, **common))
+    _, meta = read_weights(data / "run" / "best.safetensors")
+    assert meta.provenance["steps"] == 3
 
 
 def test_out_naming_a_file_is_a_one_line_error(data: Path) -> None:

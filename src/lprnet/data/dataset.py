@@ -110,14 +110,15 @@ def check_shards(path: str | os.PathLike[str], charset: Charset, lengths: Sequen
     for p in shards:
         try:
             with np.load(p, allow_pickle=False) as z:
-                labels, n_images = z["labels"].astype(str).tolist(), len(z["images"])
+                labels = z["labels"].astype(str).tolist()
+            why = _shard_shape_problem(*_npz_member_header(p, "images"), len(labels))
         except _SHARD_ERRORS as e:
-            problem(p, f"not a readable shard ({describe_error(e)})")
+            why = f"not a readable shard ({describe_error(e)})"
+        if why:  # training refuses the shard: one bad entry, its plates uncounted
+            problem(p, why)
             report.checked += 1
             report.bad_entries += 1
             continue
-        if n_images != len(labels):
-            problem(p, f"{n_images} images but {len(labels)} labels")
         found += len(labels)
         report.checked += len(labels)
         for j, text in enumerate(labels):
@@ -141,7 +142,23 @@ def _npz_member_bytes(path: Path, name: str) -> int:
         with zipfile.ZipFile(path) as z:
             return z.getinfo(f"{name}.npy").file_size
     except _SHARD_ERRORS as e:
-        raise ValueError(f"{path}: not a readable shard ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{path}: not a readable shard ({describe_error(e)})") from None
+
+
+def _npz_member_header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one array of an ``.npz``, from its header (nothing decompressed past it)."""
+    with zipfile.ZipFile(path) as z, z.open(f"{name}.npy") as f:
+        fmt = np.lib.format
+        read = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(f)
+    return shape, dtype
+
+
+def _shard_shape_problem(shape: tuple[int, ...], dtype: np.dtype, n_labels: int) -> str | None:
+    """What is wrong with a shard's images array next to its labels (None: nothing)."""
+    if len(shape) != 4 or shape[3] != 3 or dtype != np.uint8 or shape[0] != n_labels:
+        return f"images must be N x H x W x 3 uint8 matching {n_labels} labels, got {shape} {dtype}"
+    return None
 
 
 def _default_cache_dir(shard_dir: Path) -> Path:
@@ -208,9 +225,9 @@ class ShardDataset(Dataset[Item]):
                 raise ValueError(f"{p}: not a readable shard ({describe_error(e)})") from None
             if imgs is None:
                 imgs = _mmap_images(p, Path(cache_dir) if cache_dir else _default_cache_dir(p.parent))
-            if imgs.ndim != 4 or imgs.shape[3] != 3 or imgs.dtype != np.uint8 or len(imgs) != len(lab):
-                raise ValueError(f"{p}: images must be N x H x W x 3 uint8 matching {len(lab)} labels, "
-                                 f"got {imgs.shape} {imgs.dtype}")
+            why = _shard_shape_problem(imgs.shape, imgs.dtype, len(lab))
+            if why:
+                raise ValueError(f"{p}: {why}")
             self.images.append(imgs)
             labels.append(lab.astype(str))
         self.offsets = np.cumsum([0] + [len(x) for x in labels]).tolist()
@@ -264,14 +281,11 @@ class RealDataset(Dataset[Item]):
                  scene_jitter: bool = True) -> None:
         samples = list(samples)
         if charset is not None:
-            steps, lengths = ctc_steps(charset, input_size), real.default_lengths(charset)
-            why = [real.label_problems(s.plate, charset, lengths, steps) for s in samples]
-            bad = [(s, w) for s, w in zip(samples, why, strict=True) if w]
+            samples, bad = real.split_by_label(samples, charset, ctc_steps(charset, input_size))
             if bad:
                 warnings.warn(f"dropped {len(bad)} real samples whose labels cannot be training labels, e.g. "
                               f"{bad[0][0].path.name}: {bad[0][1][0]} (`lprnet check-data` lists them all)",
                               stacklevel=2)
-            samples = [s for s, w in zip(samples, why, strict=True) if not w]
         self.samples = samples
         self.labels = [s.plate for s in samples]
         self.input_size = (int(input_size[0]), int(input_size[1]))
@@ -321,7 +335,8 @@ class RealDataset(Dataset[Item]):
 
     def preload(self, workers: int = 4) -> None:
         """Read every crop now (threads), so forked workers share one cache.  Samples whose image cannot be
-        read are dropped, the count and the first of them named in one warning."""
+        read are dropped, the count and the first of them named in one warning.  Without a cache
+        (``cache=False``) nothing is read here, and an unreadable image raises when it is drawn."""
         if self.cache is None:
             return
         from concurrent.futures import ThreadPoolExecutor

@@ -509,6 +509,22 @@ def default_lengths(charset: Charset) -> tuple[int, ...] | None:
     return (7, 8) if charset == DEFAULT_CHARSET else None
 
 
+def split_by_label(samples: Iterable[Sample], charset: Charset = DEFAULT_CHARSET, max_steps: int | None = DEFAULT_STEPS
+                   ) -> tuple[list[Sample], list[tuple[Sample, list[str]]]]:
+    """The samples whose label can be a plate label for ``charset`` (:func:`label_problems`, with the lengths
+    of :func:`default_lengths`), and the others with their reasons."""
+    lengths = default_lengths(charset)
+    keep: list[Sample] = []
+    bad: list[tuple[Sample, list[str]]] = []
+    for s in samples:
+        why = label_problems(s.plate, charset, lengths, max_steps)
+        if why:
+            bad.append((s, why))
+        else:
+            keep.append(s)
+    return keep, bad
+
+
 def label_problems(plate: str, charset: Charset = DEFAULT_CHARSET,
                    lengths: Iterable[int] | None = (7, 8), max_steps: int | None = DEFAULT_STEPS) -> list[str]:
     """Reasons ``plate`` cannot be a training label (empty list when it is fine).  ``max_steps`` is the

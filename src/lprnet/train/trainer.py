@@ -652,7 +652,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                 ema.load_state_dict(ckpt["ema"])
             else:
                 log("warning: the checkpoint has no weight average; --ema-decay starts one from its weights")
-        if step >= plan["steps"]:  # nothing left: leave final/best.safetensors as the run wrote them
+        if step >= plan["steps"] and (out / "final.safetensors").exists():  # nothing left: leave its weights
             log(f"the run is complete: its schedule ended at step {plan['steps']} and it is at step {step}; "
                 "nothing to train (a larger --steps, without --time-budget, continues it)")
             now_weights = ema.module if ema is not None and int(ema.n_averaged) > 0 else raw_model
@@ -725,7 +725,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
             log(f"note: best.safetensors was chosen on val_{was}_acc; selection is now on val_{select_key}_acc, "
                 "so the next evaluation starts a new best")
             best = None
-        elif ckpt.get("best_set") not in (None, select_set):  # the same kind of set, other plates
+        elif select_set is not None and ckpt.get("best_set") not in (None, select_set):  # same kind, other plates
             log(f"note: best.safetensors was chosen on {ckpt['best_set']}; selection is now on {select_set}, "
                 "so the next evaluation starts a new best")
             best = None
@@ -915,7 +915,8 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                         "scaler": scaler.state_dict(), "rng": states,
                         "sampler": {"position": samples_at(step), "sizes": sizes, "ratios": ratios,
                                     "seed": cfg.seed},
-                        "best_metric": best, "best_on": select_key, "best_set": select_set, "train_time_s": train_time,
+                        "best_metric": best, "best_on": select_key, "train_time_s": train_time,
+                        "best_set": select_set or (ckpt or {}).get("best_set"),  # none this time: the run's
                         "planned_steps": plan["steps"] if plan["measured"] else None,
                         "ema": ema.state_dict() if ema is not None else None,
                         "window": {"loss": win_loss, "n": win_n, "time_s": win_t, "distill": win_kd},
@@ -946,14 +947,14 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
 
 @contextmanager
 def _warnings_to(log: Callable[[str], None]) -> Iterator[None]:
-    """Python warnings raised inside go to ``log`` (the console and train.log), each once."""
+    """Python warnings raised inside go to ``log`` (the console and train.log), each text once; the filters
+    stay as they are (a library's DeprecationWarning is as hidden as before)."""
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
         try:
             yield
         finally:
-            for w in caught:
-                log(f"warning: {w.message}")
+            for text in dict.fromkeys(str(w.message) for w in caught):
+                log(f"warning: {text}")
 
 
 _RESUME_NEUTRAL = {"resume", "init_weights", "progress", "workers", "threads", "out", "eval_every", "log_every",
