@@ -19,10 +19,11 @@ noise.  ``--provinces 皖=0.8`` reads the real folders with province shares, bot
 
 The synthetic test seeds (3; 5 for a face of your own; 7 for loose crops; 9 for monochrome crops; since stage 32
 also 63, 65, 67 and 61 for the same four kinds, since stage 33 71, 73, 75 and 69; the pre-written decisions since
-candidate 34 64-78, 84-90, 104-110, 116-122 and 128-134) differ from every training (1, 11, 14, 16, 18, 20, 22, 24,
-26, 28, 30, 32, 33, 34, 35, 36, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 80, 100, 112, 124) and validation (2, 12,
-15, 17, 19, 21, 23, 25, 29, 31, 37, 41, 43, 49, 53, 55, 57, 59, 62, 82, 102, 114, 126) seed of the bundled weights
-and their candidates.
+candidate 34 64-78, 84-90, 104-110, 116-122, 128-134, 138-144, 156-162 and 166-172) differ from every training (1, 11,
+14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 33, 34, 35, 36, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 80, 100, 112, 124,
+136, 154, 164) and validation (2, 12, 15, 17, 19, 21, 23, 25, 29, 31, 37, 41, 43, 49, 53, 55, 57, 59, 62, 82, 102, 114,
+126) seed of the bundled weights and their candidates.  With ``--baseline`` the pairs are also counted per plate kind
+(the JSON's ``paired.by_kind``).
 The real folder is evaluated only — never used to train, select or tune.
 """
 
