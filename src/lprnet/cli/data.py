@@ -45,7 +45,8 @@ def check_data_command(
     sources: list[str] = []
     shards: list[str] = []
     for p in paths:  # `lprnet train --data` specs as they are written there: KIND:PATH[:RATIO]
-        if p.partition(":")[0] in SPEC_KINDS and p.partition(":")[1] and not Path(p).exists():
+        prefix, colon, _ = p.partition(":")
+        if colon and prefix in SPEC_KINDS and not Path(p).exists():
             try:
                 spec = parse_source(p)
             except ValueError as e:

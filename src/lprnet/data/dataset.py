@@ -109,9 +109,9 @@ def check_shards(path: str | os.PathLike[str], charset: Charset, lengths: Sequen
     found = 0
     for p in shards:
         try:
-            with np.load(p, allow_pickle=False) as z:
+            with np.load(p, allow_pickle=False) as z:  # one opening: the labels, then the images' header
                 labels = z["labels"].astype(str).tolist()
-            why = _shard_shape_problem(*_npz_member_header(p, "images"), len(labels))
+                why = _shard_shape_problem(*_npz_member_header(z.zip, "images"), len(labels))
         except _SHARD_ERRORS as e:
             why = f"not a readable shard ({describe_error(e)})"
         if why:  # training refuses the shard: one bad entry, its plates uncounted
@@ -145,9 +145,9 @@ def _npz_member_bytes(path: Path, name: str) -> int:
         raise ValueError(f"{path}: not a readable shard ({describe_error(e)})") from None
 
 
-def _npz_member_header(path: Path, name: str) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of one array of an ``.npz``, from its header (nothing decompressed past it)."""
-    with zipfile.ZipFile(path) as z, z.open(f"{name}.npy") as f:
+def _npz_member_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one array of an open ``.npz`` archive, from its header (nothing decompressed past it)."""
+    with archive.open(f"{name}.npy") as f:
         fmt = np.lib.format
         read = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
         shape, _, dtype = read(f)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -371,7 +372,7 @@ def manifest_table(path: Path) -> tuple[list[str], list[str], list[list[str]], l
         raise DataError(f"{path}: cannot read manifest ({e})") from None
     if not text:
         raise DataError(f"{path}: empty manifest (expected a 'path,plate' header)")
-    first = text.splitlines()[0] if text.splitlines() else ""
+    first = re.split(r"[\r\n]", text, maxsplit=1)[0]  # the header line, without splitting the whole file
     delim = "\t" if (path.suffix.lower() == ".tsv" or "\t" in first) else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
     rows: list[list[str]] = []
