@@ -18,6 +18,8 @@
 # TIME_BUDGET (environment, e.g. 6m, 2h, 1h30m) trains for about that much training time: STEPS becomes a cap and
 #   the run plans its own length (the cosine schedule's end) from its measured step time -- a GPU run that has to
 #   fit a lease (scripts/gpu_lease_train.sh; "A GPU lease" in docs/model-card.md).
+# SET (environment, optional) sets further training-config fields, space-separated KEY=VALUE pairs passed as
+#   `lprnet train --set` (e.g. SET='log_every=10 grad_clip=2').
 set -euo pipefail
 RUN=${1:-$HOME/.cache/lprnet/runs/default}
 STEPS=${2:-4000}
@@ -43,6 +45,7 @@ EXTRA=()
 for SRC in ${REAL:-}; do EXTRA+=(--data "$SRC"); done
 [ -n "${TIME_BUDGET:-}" ] && EXTRA+=(--time-budget "$TIME_BUDGET")
 [ -n "${MODEL:-}" ] && EXTRA+=(--set "model=$MODEL")
+for KV in ${SET:-}; do EXTRA+=(--set "$KV"); done
 lprnet train --data "synth:$RUN/synth-train" --val-synth "$RUN/synth-val" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps "$WARMUP" --out "$RUN/train" \
   --device "$DEVICE" --workers "$([ "$DEVICE" = cpu ] && echo 0 || echo 8)" --eval-every 400 --ckpt-every 50 \

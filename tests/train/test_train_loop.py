@@ -326,6 +326,19 @@ class _StepClock:
         return self.t
 
 
+class _SlowingClock(_StepClock):
+    """``_StepClock`` whose steps take ``slow`` seconds from step ``at`` on (the machine became loaded)."""
+
+    def __init__(self, dt: float, slow: float, at: int) -> None:
+        super().__init__(dt)
+        self.slow, self.at, self.calls = slow, at, 0
+
+    def perf_counter(self) -> float:
+        self.calls += 1
+        self.t += self.dt if (self.calls + 1) // 2 < self.at else self.slow
+        return self.t
+
+
 def test_time_budget_plans_the_run_length_and_completes_the_schedule(
         data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lprnet.train import trainer
@@ -345,6 +358,24 @@ def test_time_budget_plans_the_run_length_and_completes_the_schedule(
     # the budget never raises the step count above --steps, and without a budget --steps decides alone
     assert train(cfg_for(data, out=str(data / "capped"), **{**kw, "steps": 24})).step == 24
     assert train(cfg_for(data, out=str(data / "plain"), **{**kw, "steps": 33, "time_budget_s": None})).step == 33
+
+
+def test_time_budget_overshoot_is_at_most_one_replanning_interval(
+        data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps that slow down after a plan was made (another job took the CPU) cost at most one re-planning interval
+    of slow steps past the budget: 30 steps of 0.5 s plan 50 steps for 25 s, then steps take 2 s; at step 40 the
+    budget is spent (35 s) and the run stops there with its schedule ended."""
+    from lprnet.train import trainer
+
+    monkeypatch.setattr(trainer, "time", _SlowingClock(0.5, 2.0, at=31))
+    kw = dict(steps=1000, warmup_steps=1, log_every=5, eval_every=1000, ckpt_every=1000, time_budget_s=25.0,
+              val_synth=None)
+    res = train(cfg_for(data, **kw))
+    assert res.step == 40
+    rows = [r for r in read_metrics(res.out) if r["train_loss"]]
+    # 30 x 0.5 s + 10 x 2 s = 35 s: 10 s past the budget, within one interval of slow steps (10 x 2 s)
+    assert float(rows[-1]["time_s"]) == pytest.approx(35.0)
+    assert load_checkpoint(res.out / "checkpoints" / "last.pt")["planned_steps"] == 40
 
 
 def test_time_budget_survives_a_kill_and_resume(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
