@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -28,8 +27,8 @@ def check_data_command(
     """
     from lprnet.charset import Charset
     from lprnet.cli._common import fail
-    from lprnet.data.dataset import SPEC_KINDS, check_shards, parse_source
-    from lprnet.data.real import DEFAULT_STEPS, SOURCE_KINDS, CheckReport, check_dataset, default_lengths
+    from lprnet.data.dataset import check_sources
+    from lprnet.data.real import SOURCE_KINDS, default_lengths
 
     if kind is not None and kind not in SOURCE_KINDS:
         raise typer.BadParameter(f"--kind must be one of {', '.join(SOURCE_KINDS)}")
@@ -42,28 +41,10 @@ def check_data_command(
                 else tuple(int(v) for v in lengths.split(",") if v.strip()) or None)
     except ValueError:
         raise typer.BadParameter(f"--lengths must be integers separated by commas, got {lengths!r}") from None
-    sources: list[str] = []
-    shards: list[str] = []
-    for p in paths:  # `lprnet train --data` specs as they are written there: KIND:PATH[:RATIO]
-        prefix, colon, _ = p.partition(":")
-        if colon and prefix in SPEC_KINDS and not Path(p).exists():
-            try:
-                spec = parse_source(p)
-            except ValueError as e:
-                raise typer.BadParameter(str(e)) from None
-            if spec.kind == "synth":
-                shards.append(spec.path)
-            else:  # real: detected per path, as train does; folder/manifest/ccpd: that layout
-                sources.append(spec.path if spec.kind == "real" else f"{spec.kind}:{spec.path}")
-        else:
-            sources.append(p)
-    report = (check_dataset(sources, kind=kind, charset=cs, lengths=lens, check_images=images, workers=workers)
-              if sources else CheckReport())
-    for d in shards:
-        r = check_shards(d, cs, lens, DEFAULT_STEPS)
-        report.problems.extend(r.problems)
-        report.checked += r.checked
-        report.bad_entries += r.bad_entries
+    try:
+        report = check_sources(paths, kind=kind, charset=cs, lengths=lens, check_images=images, workers=workers)
+    except ValueError as e:  # a malformed train-style spec
+        raise typer.BadParameter(str(e)) from None
     shown = report.problems if max_problems <= 0 else report.problems[:max_problems]
     for p in shown:
         typer.echo(str(p))

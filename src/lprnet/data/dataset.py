@@ -133,6 +133,36 @@ def check_shards(path: str | os.PathLike[str], charset: Charset, lengths: Sequen
     return report
 
 
+def check_sources(paths: Sequence[str], *, kind: str | None = None, charset: Charset = real.DEFAULT_CHARSET,
+                  lengths: Sequence[int] | None = (7, 8), check_images: bool = True,
+                  workers: int = 4) -> real.CheckReport:
+    """``lprnet check-data``: paths (folders, manifests, CCPD folders; see :func:`~lprnet.data.real.check_dataset`)
+    and ``lprnet train --data`` specs as written there (``real:DIR:0.5``, ``ccpd:DIR``, ``synth:SHARDS``) in one
+    report. A spec's ``real`` is detected per path, as training does; ``folder``/``manifest``/``ccpd`` force that
+    layout; ``synth`` goes to :func:`check_shards`. A path that exists is a path even if it looks like a spec.
+    Raises ``ValueError`` for a malformed spec."""
+    sources: list[str] = []
+    shards: list[str] = []
+    for p in paths:
+        prefix, colon, _ = p.partition(":")
+        if colon and prefix in SPEC_KINDS and not Path(p).exists():
+            spec = parse_source(p)
+            if spec.kind == "synth":
+                shards.append(spec.path)
+            else:
+                sources.append(spec.path if spec.kind == "real" else f"{spec.kind}:{spec.path}")
+        else:
+            sources.append(p)
+    report = (real.check_dataset(sources, kind=kind, charset=charset, lengths=lengths, check_images=check_images,
+                                 workers=workers) if sources else real.CheckReport())
+    for d in shards:
+        r = check_shards(d, charset, lengths, real.DEFAULT_STEPS)
+        report.problems.extend(r.problems)
+        report.checked += r.checked
+        report.bad_entries += r.bad_entries
+    return report
+
+
 #: what reading a damaged ``.npz`` raises (bad zip, bad CRC, bad deflate stream, truncation, missing member)
 _SHARD_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
