@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Iterator
 
 import httpx
+import numpy as np
 import pytest
 
 from lprnet.serve.app import MAX_EXTRA_FIELDS, ServeSettings
@@ -54,11 +55,38 @@ def test_per_image_errors_inside_200(client: httpx.Client, images) -> None:
     healthy(client)
 
 
+def test_one_large_image_is_within_the_request_pixel_budget(client: httpx.Client, images) -> None:
+    """The per-request pixel budget counts headers within --max-pixels: one 7000x7000 image beside a good one is
+    read (its own error inside a 200), as is an oversized one, which --max-pixels refuses by itself."""
+    files = [("files", ("big.png", png_header(7_000, 7_000))), ("files", ("bomb.png", png_header(50_000, 50_000))),
+             ("files", images[0])]
+    r = client.post("/v1/recognize", files=files)
+    assert r.status_code == 200, r.text
+    big, bomb, good = r.json()["results"]
+    assert big["error"].startswith("big.png: not a readable image") and "decompression bomb" in bomb["error"]
+    assert "plate" in good
+
+
 def test_only_bad_images_still_200(client: httpx.Client) -> None:
     r = client.post("/v1/recognize", json={"images": [{"name": "x.jpg", "data": base64.b64encode(b"xx").decode()}]})
     assert r.status_code == 200
-    assert r.json() == {"results": [{"path": "x.jpg", "error": "x.jpg: not a readable image (corrupt, truncated "
-                                                               "or unsupported format)"}]}
+    err = r.json()["results"][0]["error"]
+    assert r.json() == {"results": [{"path": "x.jpg", "error": err}]}
+    assert err.startswith("x.jpg: not a readable image (corrupt, truncated or unsupported format")
+
+
+def test_an_image_gets_the_cli_s_verdict(client: httpx.Client, images) -> None:
+    """The service decodes as the CLI and the Python API do: a whole JPEG followed by other bytes (here bytes that
+    look like a start-of-scan marker, which a service-only truncation check once refused) reads as the JPEG."""
+    from lprnet.core.process import decode_image_bytes
+
+    jpeg = next(d for n, d in images if n.endswith(".jpg"))
+    tail = jpeg + b"\xff\xda\x00\x08 appended"
+    assert np.array_equal(decode_image_bytes(tail), decode_image_bytes(jpeg))
+    r = client.post("/v1/recognize", files=[("files", ("a.jpg", jpeg)), ("files", ("b.jpg", tail))])
+    assert r.status_code == 200, r.text
+    a, b = r.json()["results"]
+    assert "error" not in b and (b["plate"], b["confidence"]) == (a["plate"], a["confidence"])
 
 
 def _chunks(total: int, size: int = 64 * 1024, head: bytes = b"") -> Iterator[bytes]:
@@ -77,7 +105,7 @@ MULTIPART_HEAD = (b'--BOUNDARY\r\ncontent-disposition: form-data; name="files"; 
                                   "too-many-files", "too-many-json", "bad-base64", "no-files-field",
                                   "empty-images", "no-images-key", "bad-json", "item-without-data",
                                   "huge-integer", "deeply-nested-json", "no-boundary", "bad-multipart",
-                                  "too-many-fields"])
+                                  "too-many-fields", "too-many-pixels"])
 def test_request_errors(client: httpx.Client, settings: ServeSettings, images, case: str) -> None:
     max_body, max_images = settings.max_body_bytes, settings.max_images
     name, data = images[0]
@@ -119,6 +147,9 @@ def test_request_errors(client: httpx.Client, settings: ServeSettings, images, c
             "headers": {"content-type": "multipart/form-data; boundary=BOUNDARY"}}),
         "too-many-fields": (413, "too many form fields", {"data": {f"f{i}": "x" for i in range(MAX_EXTRA_FIELDS + 1)},
                                                           "files": {"files": (name, data)}}),
+        # two 7000x7000 headers (a few hundred bytes each), each within --max-pixels, 98 M pixels together
+        "too-many-pixels": (413, f"claim 98000000 pixels in all, more than the limit of {settings.max_request_pixels}",
+                            {"files": [("files", (f"{i}.png", png_header(7_000, 7_000))) for i in range(2)]}),
     }[case]
     r = client.post("/v1/recognize", **req)
     assert r.status_code == status, r.text

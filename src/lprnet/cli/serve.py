@@ -35,6 +35,9 @@ def serve(
     max_pixels: Annotated[int, typer.Option(
         min=1, max=MAX_IMAGE_PIXELS, help="Largest image (width x height, read from its header).")] = MAX_IMAGE_PIXELS,
     max_images: Annotated[int, typer.Option(min=1, help="Most images per request.")] = 64,
+    max_request_pixels: Annotated[int, typer.Option(
+        min=1, help="Most pixels per request, all its images together (read from their headers).")
+    ] = MAX_IMAGE_PIXELS,
     graceful_timeout: Annotated[float, typer.Option(
         min=0, help="Seconds to let in-flight requests finish on shutdown (0: no limit).")] = 30.0,
     log_level: Annotated[str, typer.Option(
@@ -52,7 +55,8 @@ def serve(
 
     settings = ServeSettings(weights=weights, backend=backend, device=device, threads=threads, decode=decode,
                              provinces=provinces, max_batch=max_batch, max_wait_ms=max_wait_ms, max_pixels=max_pixels,
-                             max_body_bytes=int(max_body_mb * 1024 * 1024), max_images=max_images)
+                             max_body_bytes=int(max_body_mb * 1024 * 1024), max_images=max_images,
+                             max_request_pixels=max_request_pixels)
     try:  # load here, so that a bad --weights/--backend is a clear error rather than a failed startup
         rec = lprnet.load(weights, backend=backend, device=device, threads=threads, decode=decode,
                           provinces=provinces)

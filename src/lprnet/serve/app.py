@@ -80,9 +80,10 @@ class ServeSettings:
     max_body_bytes: int = 10 * 1024 * 1024
     max_pixels: int = MAX_IMAGE_PIXELS
     max_images: int = 64
+    max_request_pixels: int = MAX_IMAGE_PIXELS  # all of a request's images together, read from their headers
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_body_bytes", "max_pixels", "max_images"):
+        for name in ("max_batch", "max_body_bytes", "max_pixels", "max_images", "max_request_pixels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:  # NaN too; a longer wait would hold a lone image forever
@@ -235,40 +236,31 @@ class MetricsMiddleware:
                 m.errors.labels("client").inc()
 
 
-def _jpeg_complete(data: bytes) -> bool:
-    """A JPEG has an end-of-image marker after its last start-of-scan (0xFF is byte-stuffed in scans)."""
-    sos = data.rfind(b"\xff\xda")
-    return sos >= 0 and data.find(b"\xff\xd9", sos + 2) >= 0
+class TooManyPixels(ValueError):
+    """A request whose images together claim more pixels than ``--max-request-pixels`` (answered 413)."""
 
 
-def decode_upload(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Encoded image -> 8-bit BGR, reading the pixel count from the header before decoding.
-
-    Raises :class:`ImageError` naming ``name`` for empty, non-image and truncated data and for
-    headers that claim more than ``max_pixels`` pixels (decompression bombs).
-    """
-    if not data:
-        raise ImageError(f"{name}: empty file")
-    head = image_header(data)
-    if head is None:  # an upload must be a format Pillow can at least parse the header of
-        raise ImageError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
-    if head[2] == "JPEG" and head[0] * head[1] <= max_pixels and not _jpeg_complete(data):
-        raise ImageError(f"{name}: truncated JPEG (no end-of-image marker after the last scan)")
-    return decode_image_bytes(data, name, max_pixels, header=head)  # the header is not parsed twice
-
-
-def _decode_all(items: list[tuple[str, bytes]], max_pixels: int,
-                input_size: tuple[int, int]) -> list[np.ndarray | str]:
+def _decode_all(items: list[tuple[str, bytes]], max_pixels: int, input_size: tuple[int, int],
+                max_request_pixels: int = MAX_IMAGE_PIXELS) -> list[np.ndarray | str]:
     """Decode each upload and resize it to the model input at once, exactly as ``preprocess`` would.
 
     ``preprocess`` skips the resize for an image already at the input size, so results are unchanged,
     while a queued image holds 94x24 pixels rather than up to ``max_pixels``.  Errors become strings.
+    Before any pixel is decoded, the images' headers are read: a request whose images within ``max_pixels``
+    together claim more than ``max_request_pixels`` raises :class:`TooManyPixels` (a small body of large
+    blank images would otherwise cost seconds of decoding).
     """
+    heads = [image_header(data) if data else None for _, data in items]
+    sizes = [hd[0] * hd[1] for hd in heads if hd is not None and hd[0] * hd[1] <= max_pixels]
+    if sum(sizes) > max_request_pixels:
+        raise TooManyPixels(f"the request's images claim {sum(sizes)} pixels in all, more than the limit of "
+                            f"{max_request_pixels} per request (--max-request-pixels); plate crops need far "
+                            "fewer: send crops, or fewer images per request")
     w, h = input_size
     out: list[np.ndarray | str] = []
-    for name, data in items:
+    for (name, data), head in zip(items, heads, strict=True):
         try:
-            img = decode_upload(data, name, max_pixels)
+            img = decode_image_bytes(data, name, max_pixels, header=head)  # as the CLI and the Python API decode
             out.append(img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h)))
         except ImageError as e:
             out.append(str(e))
@@ -478,7 +470,8 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
     @app.post(RECOGNIZE_PATH, response_model=None, openapi_extra=_OPENAPI_BODY, responses={
         200: {"model": RecognizeResponse, "description": "One result per image, in request order.",
               "content": {"application/json": {"example": _RESULTS_EXAMPLE}}},
-        413: _error("Body over --max-body-mb, more than --max-images images, or too many form fields."),
+        413: _error("Body over --max-body-mb, more than --max-images images, images claiming more than "
+                    "--max-request-pixels pixels in all, or too many form fields."),
         415: _error("Content type other than multipart/form-data or application/json."),
         422: _error("No images, invalid JSON, bad base64, or a malformed multipart body."),
         503: _error("The recognizer is not available (starting up or shutting down)."),
@@ -501,8 +494,12 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
             raise HTTPException(422, "no images: the 'files' field is empty")
         if len(items) > settings.max_images:
             raise HTTPException(413, f"too many images: {len(items)}, at most {settings.max_images} per request")
-        decoded = await asyncio.get_running_loop().run_in_executor(
-            st.decoders, _decode_all, items, settings.max_pixels, st.recognizer.config.input_size)
+        try:
+            decoded = await asyncio.get_running_loop().run_in_executor(
+                st.decoders, _decode_all, items, settings.max_pixels, st.recognizer.config.input_size,
+                settings.max_request_pixels)
+        except TooManyPixels as e:
+            raise HTTPException(413, str(e)) from None
         good = [d for d in decoded if not isinstance(d, str)]
         try:
             preds = iter(await st.batcher.submit(good))
