@@ -17,6 +17,7 @@ from lprnet.core.process import (
     ImageError,
     ctc_greedy_decode,
     ctc_plate_decode,
+    ctc_text_log_prob,
     decode_image_bytes,
     display_path,
     estimate_province_shares,
@@ -245,8 +246,43 @@ def test_ctc_decode_merges_repeats_and_drops_blanks():
     assert p.plate == "A11" == greedy_strings(lg, CS)[0]
     assert [c["step"] for c in p.chars] == [1, 4, 6]
     step_p = np.exp(5.0) / (np.exp(5.0) + 67 * np.exp(-5.0))
-    assert p.confidence == pytest.approx(step_p ** len(path), rel=1e-6)
     assert all(c["confidence"] == pytest.approx(step_p, rel=1e-6) for c in p.chars)
+    # the plate confidence is the text's probability over every alignment: above the one path's
+    assert p.confidence == pytest.approx(_torch_text_prob(lg[0], "A11", CS), rel=1e-9)
+    assert p.confidence > step_p ** len(path)
+
+
+def _torch_text_prob(lg: np.ndarray, text: str, cs: Charset) -> float:
+    """P(text | frames) of ``C x T`` logits by torch's CTC loss: the oracle for the decoder's confidences."""
+    import torch
+
+    logp = torch.from_numpy(lg.astype(np.float64)).log_softmax(0).T[:, None]  # T x 1 x C
+    target = torch.tensor([[cs.index(c) for c in text]], dtype=torch.long)
+    nll = torch.nn.functional.ctc_loss(logp, target, torch.tensor([lg.shape[1]]), torch.tensor([len(text)]),
+                                       blank=cs.blank_index, reduction="sum")
+    return float(torch.exp(-nll))
+
+
+def test_ctc_text_log_prob_is_torch_s_ctc_loss():
+    """The batched forward algorithm against torch's CTC loss on random frames: targets with repeated
+    characters (which need a blank between them), empty targets, and targets too long for the frames."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    cs = Charset.from_string("ab1")
+    n, t_len = 300, 6
+    lg = rng.normal(0.0, 2.0, (n, cs.num_classes, t_len))
+    targets = [list(rng.integers(0, 3, size=int(rng.integers(0, 6)))) for _ in range(n)]
+    logp = torch.from_numpy(lg).log_softmax(1)
+    got = ctc_text_log_prob(logp.permute(0, 2, 1).numpy(), targets, cs.blank_index)
+    flat = torch.tensor([c for t in targets for c in t], dtype=torch.long)
+    want = -torch.nn.functional.ctc_loss(logp.permute(2, 0, 1), flat, torch.full((n,), t_len),
+                                         torch.tensor([len(t) for t in targets]), blank=cs.blank_index,
+                                         reduction="none").numpy()
+    assert np.allclose(got, want, rtol=1e-9, atol=1e-9)  # -inf where torch says inf (no alignment)
+    impossible = np.isinf(want)
+    assert impossible.any() and (~impossible).sum() > 200
+    assert any(len(t) == 0 for t in targets) and any(t[k] == t[k + 1] for t in targets for k in range(len(t) - 1))
 
 
 def test_greedy_strings_equal_greedy_decoding_on_random_logits():
@@ -295,16 +331,20 @@ def _collapse_path(path, cs):
 
 def _brute_best(lg: np.ndarray, cs: Charset, formats, prior: np.ndarray | None = None):
     """Over every frame path of ``lg[0]`` whose reading fits a layout: the best log-probability
-    (plus ``prior`` of the first character) and its reading; ``(-inf, None)`` if none fits."""
+    (plus ``prior`` of the first character), its reading, and that reading's probability summed over
+    every path that reads it; ``(-inf, None, 0)`` if none fits."""
     logp = np.log(softmax(lg[0].astype(np.float64), axis=0))  # C x T
     best, best_text = -np.inf, None
+    text_p: dict[str, float] = {}
     for path in itertools.product(range(cs.num_classes), repeat=lg.shape[2]):
         text = _collapse_path(path, cs)
+        lp = sum(logp[k, t] for t, k in enumerate(path))
+        text_p[text] = text_p.get(text, 0.0) + np.exp(lp)
         if fits_format(text, formats):
-            lp = sum(logp[k, t] for t, k in enumerate(path)) + (0.0 if prior is None else prior[cs.index(text[0])])
+            lp += 0.0 if prior is None else prior[cs.index(text[0])]
             if lp > best:
                 best, best_text = lp, text
-    return best, best_text
+    return best, best_text, text_p.get(best_text, 0.0)
 
 
 def test_plate_decode_is_the_best_path_that_fits_a_layout():
@@ -317,7 +357,7 @@ def test_plate_decode_is_the_best_path_that_fits_a_layout():
     for _ in range(150):
         t_len = int(rng.integers(1, 7))
         lg = rng.normal(0.0, 2.0, (1, cs.num_classes, t_len)).astype(np.float32)
-        best, best_text = _brute_best(lg, cs, formats)
+        best, best_text, best_text_p = _brute_best(lg, cs, formats)
         (g,) = ctc_greedy_decode(lg, cs)
         (p,) = ctc_plate_decode(lg, cs, formats)
         if fits_format(g.plate, formats):
@@ -326,7 +366,9 @@ def test_plate_decode_is_the_best_path_that_fits_a_layout():
             assert p == g
         else:
             n_changed += 1
-            assert p.plate == best_text and np.log(p.confidence) == pytest.approx(best, rel=1e-9, abs=1e-9)
+            assert p.plate == best_text and p.confidence == pytest.approx(best_text_p, rel=1e-9, abs=1e-12)
+            # the characters come from the best path: each one's confidence is one of that path's frame probabilities
+            assert best <= np.log([c["confidence"] for c in p.chars]).sum() + 1e-9
             assert [c["step"] for c in p.chars] == sorted(c["step"] for c in p.chars)
     assert n_changed > 20  # the case under test occurred
 
@@ -375,14 +417,14 @@ def test_plate_decode_under_a_first_character_prior_is_the_best_weighted_path():
         lg = rng.normal(0.0, 2.0, (1, cs.num_classes, t_len)).astype(np.float32)
         prior = np.zeros(cs.num_classes)
         prior[cs.index("a")], prior[cs.index("b")] = rng.normal(0, 2), rng.choice([rng.normal(0, 2), -np.inf])
-        best, best_text = _brute_best(lg, cs, formats, prior)
+        _, best_text, best_text_p = _brute_best(lg, cs, formats, prior)
         (p,) = ctc_plate_decode(lg, cs, formats, first_prior=prior)
         (q,) = ctc_plate_decode(lg, cs, formats)
         if best_text is None:
             assert p == ctc_greedy_decode(lg, cs)[0]
             continue
         assert p.plate == best_text
-        assert np.log(p.confidence) + prior[cs.index(p.plate[0])] == pytest.approx(best, rel=1e-9, abs=1e-9)
+        assert p.confidence == pytest.approx(best_text_p, rel=1e-9, abs=1e-12)  # the model's, not the prior's
         n_differs += p.plate != q.plate
     assert n_differs > 5  # the prior changed readings in the cases under test
 

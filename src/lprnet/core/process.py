@@ -268,8 +268,8 @@ def _log_softmax_ntc(logits: np.ndarray) -> np.ndarray:
 
 
 def _collapse(path: np.ndarray, step_p: np.ndarray, charset: Charset) -> Prediction:
-    """A frame-level CTC path -> plate, per-character confidences (highest step probability of
-    the character's run) and the path probability (product over all steps, blanks included)."""
+    """A frame-level CTC path -> plate and per-character confidences (highest step probability of
+    the character's run); the plate confidence is left at 0 for :func:`_with_text_confidence`."""
     blank = charset.blank_index
     chars: list[dict[str, Any]] = []
     prev = -1
@@ -280,7 +280,45 @@ def _collapse(path: np.ndarray, step_p: np.ndarray, charset: Charset) -> Predict
         elif k == prev and k != blank:
             chars[-1]["confidence"] = max(chars[-1]["confidence"], float(step_p[t]))
         prev = k
-    return Prediction("".join(c["char"] for c in chars), float(np.prod(step_p)), chars)
+    return Prediction("".join(c["char"] for c in chars), 0.0, chars)
+
+
+def ctc_text_log_prob(logp: np.ndarray, targets: Sequence[Sequence[int]], blank: int) -> np.ndarray:
+    """``log P(target | frames)`` for each of ``N`` sequences: the CTC forward algorithm, summing over every
+    frame path that collapses to the target (``torch.nn.functional.ctc_loss`` with ``reduction="none"`` is its
+    negative).  ``logp`` is ``N x T x C`` log-probabilities; ``-inf`` where a target cannot fit in ``T`` frames."""
+    n, t_len, _ = logp.shape
+    lens = np.array([len(t) for t in targets], dtype=np.int64)
+    s_len = 2 * int(lens.max(initial=0)) + 1
+    ext = np.full((n, s_len), blank, dtype=np.int64)  # blank, c1, blank, c2, ..., blank (padded with blanks)
+    for i, t in enumerate(targets):
+        ext[i, 1:2 * len(t):2] = t
+    skip = np.zeros((n, s_len), dtype=bool)  # a state may skip the blank before it: a character unlike the last
+    skip[:, 2:] = (ext[:, 2:] != blank) & (ext[:, 2:] != ext[:, :-2])
+    emit = np.take_along_axis(logp, np.broadcast_to(ext[:, None, :], (n, t_len, s_len)), axis=2)  # N x T x S
+    neg = np.full((n, 2), -np.inf)
+    alpha = np.full((n, s_len), -np.inf)
+    alpha[:, :2] = emit[:, 0, :2]
+    for t in range(1, t_len):
+        prev1 = np.concatenate([neg[:, :1], alpha[:, :-1]], axis=1)
+        prev2 = np.where(skip, np.concatenate([neg, alpha[:, :-2]], axis=1), -np.inf)
+        alpha = np.logaddexp(np.logaddexp(alpha, prev1), prev2) + emit[:, t]
+    rows = np.arange(n)
+    last_char = np.where(lens > 0, alpha[rows, np.maximum(2 * lens - 1, 0)], -np.inf)
+    return np.logaddexp(alpha[rows, 2 * lens], last_char)
+
+
+def _with_text_confidence(logits: np.ndarray, preds: list[Prediction], charset: Charset) -> list[Prediction]:
+    """Set each plate confidence to the probability of its text under the model, summed over every CTC alignment
+    (:func:`ctc_text_log_prob`); decoding picks one path, but the frames a plate spans are not part of the answer.
+    Predictions from non-finite logits keep confidence 0."""
+    ok = [i for i in range(len(preds)) if np.isfinite(logits[i]).all()]
+    if ok:
+        lp = ctc_text_log_prob(_log_softmax_ntc(logits[ok]), [[charset.index(c) for c in preds[i].plate] for i in ok],
+                               charset.blank_index)
+        for i, v in zip(ok, np.exp(lp), strict=True):
+            preds[i].confidence = float(v)
+    return preds
 
 
 def _check_logits(logits: np.ndarray, charset: Charset) -> np.ndarray:
@@ -294,11 +332,15 @@ def ctc_greedy_decode(logits: np.ndarray, charset: Charset) -> list[Prediction]:
     """Greedy CTC decoding of ``N x C x T`` logits.
 
     Argmax per step, merge repeats, drop blanks. A character's confidence is the highest
-    softmax probability among the steps of its run; the plate confidence is the
-    probability of the whole greedy path (product over all T steps, blanks included).
+    softmax probability among the steps of its run; the plate confidence is the probability
+    of the plate's text, summed over every frame path that reads it (the CTC forward algorithm).
     Non-finite logits decode to an empty plate with confidence 0.
     """
     logits = _check_logits(logits, charset)
+    return _with_text_confidence(logits, _greedy_paths(logits, charset), charset)
+
+
+def _greedy_paths(logits: np.ndarray, charset: Charset) -> list[Prediction]:
     probs = softmax(logits.astype(np.float64), axis=1)
     best = logits.argmax(axis=1)  # N x T
     steps = np.arange(logits.shape[2])
@@ -413,7 +455,8 @@ def ctc_plate_decode(logits: np.ndarray, charset: Charset,
     A plate whose greedy reading already fits a layout keeps it unchanged (the greedy path is the
     most probable path overall).  Any other plate -- a character dropped or doubled, a digit where
     the city letter goes, a province in the serial -- is re-read as the most probable single CTC
-    path that fits one of the layouts; its confidences come from that path like greedy ones.
+    path that fits one of the layouts; its character confidences come from that path like greedy
+    ones, its plate confidence is the probability of its text (as greedy decoding's).
     Non-finite logits decode to an empty plate with confidence 0.
 
     ``first_prior`` (``C`` log-weights over the classes, ``-inf`` forbids; see
@@ -425,7 +468,7 @@ def ctc_plate_decode(logits: np.ndarray, charset: Charset,
     formats = CN_PLATE_FORMATS if formats is None else formats
     masks = format_masks(charset, formats)
     logits = _check_logits(logits, charset)
-    preds = ctc_greedy_decode(logits, charset)
+    preds = _greedy_paths(logits, charset)
     if first_prior is not None:
         first_prior = np.asarray(first_prior, dtype=np.float64)
         if first_prior.shape != (charset.num_classes,) or np.isnan(first_prior).any() or (first_prior == np.inf).any():
@@ -436,7 +479,7 @@ def ctc_plate_decode(logits: np.ndarray, charset: Charset,
     redo = [i for i, p in enumerate(preds) if np.isfinite(logits[i]).all() and not (
         fits_format(p.plate, formats) and (first_prior is None or first_prior[charset.index(p.plate[0])] >= top))]
     if not redo:
-        return preds
+        return _with_text_confidence(logits, preds, charset)
     logp = _log_softmax_ntc(logits[redo])  # N x T x C
     bonuses: list[np.ndarray | None] = [None] * len(masks)
     if first_prior is not None:
@@ -451,7 +494,7 @@ def ctc_plate_decode(logits: np.ndarray, charset: Charset,
         if np.isfinite(scores[pick[r]][r]):
             path = paths[pick[r]][r]
             preds[i] = _collapse(path, probs[r, steps, path], charset)
-    return preds
+    return _with_text_confidence(logits, preds, charset)
 
 
 def province_log_prior(shares: Mapping[str, float], charset: Charset, provinces: str = PROVINCES) -> np.ndarray:
