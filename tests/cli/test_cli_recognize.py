@@ -67,3 +67,43 @@ def test_a_negative_top_is_refused_by_name(tmp_path, weights, cmd: str) -> None:
     (tmp_path / "皖A12345.png").write_bytes(_png())
     res = runner.invoke(app, [cmd, str(tmp_path), "--weights", str(weights), "--top", "-1"])
     assert res.exit_code == 2 and "--top" in res.output
+
+
+def _recognize_cmd(weights, folder, *extra: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "lprnet", "recognize", str(folder), "-w", str(weights), "-b", "2", *extra]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("fmt", ["text", "json", "csv"])
+def test_output_that_cannot_be_written_is_one_error_line(weights, tmp_path, fmt: str) -> None:
+    """``> /dev/full`` (a full disk): one ``error:`` line and exit 2 -- not a traceback, and not exit 1, which says
+    that some images could not be read."""
+    import subprocess
+
+    for i in range(3):
+        (tmp_path / f"皖A1234{i}.png").write_bytes(_png())
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(_recognize_cmd(weights, tmp_path, "-f", fmt), stdout=full, stderr=subprocess.PIPE,
+                           text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == "error: cannot write the results to standard output: No space left on device", r.stderr
+
+
+def test_a_reader_that_goes_away_ends_recognize_quietly(weights, tmp_path) -> None:
+    """``lprnet recognize DIR | head -1``: once the reader has gone, the command stops without a traceback."""
+    import subprocess
+
+    png = _png()
+    for i in range(120):
+        (tmp_path / f"皖A{i:05d}.png").write_bytes(png)
+    # JSON lines are flushed one by one: the first arrives while 59 batches are still to be written
+    p = subprocess.Popen(_recognize_cmd(weights, tmp_path, "-f", "json"), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    first = p.stdout.readline()
+    p.stdout.close()  # as `head -1` does after its line
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 1
+    assert json.loads(first)["path"].startswith(str(tmp_path)) and err == "", err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -373,7 +374,21 @@ def test_folders_reached_through_symbolic_links_are_read_once(tmp_path: Path) ->
     (tmp_path / "data" / "皖C11111.jpg").symlink_to(tmp_path / "gone.jpg")
     names = sorted(p.name for p in walk_tree(tmp_path / "data"))
     assert names == ["皖A12345.jpg", "皖B54321.png", "皖C11111.jpg"]
-    assert sorted(p.name for p in list_images([tmp_path / "data"])) == ["皖A12345.jpg", "皖B54321.png"]
+    # `lprnet recognize DIR` lists the dangling link, so that it gets an error line naming it (as check-data does)
+    listed = list_images([tmp_path / "data"])
+    assert sorted(p.name for p in listed) == ["皖A12345.jpg", "皖B54321.png", "皖C11111.jpg"]
+    (tmp_path / "data" / "self.jpg").symlink_to(tmp_path / "data" / "self.jpg")  # a link round in a loop
+    os.mkfifo(tmp_path / "data" / "fifo.jpg")  # a pipe named like an image would block a reader: not listed
+    assert sorted(p.name for p in list_images([tmp_path / "data"])) == [
+        "self.jpg", "皖A12345.jpg", "皖B54321.png", "皖C11111.jpg"]
+    from lprnet.core.process import ImageError, read_image
+
+    with pytest.raises(ImageError, match=f"皖C11111.jpg: a symbolic link to {tmp_path / 'gone.jpg'}, which does not"):
+        read_image(tmp_path / "data" / "皖C11111.jpg")
+    with pytest.raises(ImageError, match="self.jpg: cannot read"):
+        read_image(tmp_path / "data" / "self.jpg")
+    (tmp_path / "data" / "self.jpg").unlink()
+    (tmp_path / "data" / "fifo.jpg").unlink()
     assert sorted(s.plate for s in real.load_folder(tmp_path / "data", strict=False)) == ["皖A12345", "皖B54321"]
     r = real.check_dataset(tmp_path / "data")
     assert [Path(w).name for w in r.bad_files] == ["皖C11111.jpg"]

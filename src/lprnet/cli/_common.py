@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -81,3 +84,25 @@ def fail(msg: str, code: int = 2) -> NoReturn:
     """Print an error to stderr and exit non-zero."""
     print(f"error: {msg}", file=sys.stderr)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def stdout_results() -> Iterator[None]:
+    """Around a command that streams its results to standard output: a reader that goes away (``| head``) ends the
+    command quietly (exit 1, no traceback; Python's documented handling of ``EPIPE``), and output that cannot be
+    written (``> /dev/full``, a full disk) is one ``error:`` line and exit 2 rather than a traceback."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        raise typer.Exit(1) from None
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        fail(f"cannot write the results to standard output: {e.strerror or e}")
+
+
+#: what writing to a full, closed or failing standard output raises (inputs' read errors are named per file)
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}

@@ -11,7 +11,16 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import BackendOpt, DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail, load_recognizer
+from lprnet.cli._common import (
+    BackendOpt,
+    DecodeOpt,
+    ProvincesOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    fail,
+    load_recognizer,
+    stdout_results,
+)
 
 
 class Fmt(str, Enum):
@@ -42,23 +51,24 @@ def recognize(
     if auto:
         rec = apply_auto_provinces(rec, files, batch_size)
     n_err = 0
-    writer = csv.writer(sys.stdout) if fmt is Fmt.csv else None
-    if writer:
-        writer.writerow(["path", "plate", "confidence", "error"])
-    for res in rec.iter_recognize(files, batch_size=batch_size):
-        n_err += not res.ok
-        if fmt is Fmt.json:
-            d = res.to_json()
-            if res.ok:
-                d["confidence"] = round(res.confidence, 6)
-                d["chars"] = [{"char": c["char"], "confidence": round(c["confidence"], 6)} for c in res.chars]
-            print(json.dumps(d, ensure_ascii=False), flush=True)
-        elif writer:
-            writer.writerow([res.path, res.plate, f"{res.confidence:.6f}" if res.ok else "", res.error or ""])
-        elif res.ok:
-            print(f"{res.path}\t{res.plate}\t{res.confidence:.4f}")
-        else:
-            print(f"{res.path}\tERROR\t{res.error}")
+    with stdout_results():
+        writer = csv.writer(sys.stdout) if fmt is Fmt.csv else None
+        if writer:
+            writer.writerow(["path", "plate", "confidence", "error"])
+        for res in rec.iter_recognize(files, batch_size=batch_size):
+            n_err += not res.ok
+            if fmt is Fmt.json:
+                d = res.to_json()
+                if res.ok:
+                    d["confidence"] = round(res.confidence, 6)
+                    d["chars"] = [{"char": c["char"], "confidence": round(c["confidence"], 6)} for c in res.chars]
+                print(json.dumps(d, ensure_ascii=False), flush=True)
+            elif writer:
+                writer.writerow([res.path, res.plate, f"{res.confidence:.6f}" if res.ok else "", res.error or ""])
+            elif res.ok:
+                print(f"{res.path}\t{res.plate}\t{res.confidence:.4f}")
+            else:
+                print(f"{res.path}\tERROR\t{res.error}")
     if n_err:
         print(f"{n_err} of {len(files)} file(s) could not be read", file=sys.stderr)
         raise typer.Exit(1)

@@ -141,6 +141,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         data = p.read_bytes()
     except FileNotFoundError:
+        if p.is_symlink():
+            target = display_path(os.readlink(p))
+            raise ImageError(f"{name}: a symbolic link to {target}, which does not exist") from None
         raise ImageError(f"{name}: no such file") from None
     except IsADirectoryError:
         raise ImageError(f"{name}: is a directory") from None
@@ -736,12 +739,14 @@ def walk_tree(root: str | os.PathLike[str]) -> list[Path]:
 
 def list_images(paths: Sequence[str | os.PathLike[str]], recursive: bool = True) -> list[Path]:
     """Expand files and directories into a sorted list of image files (directories recursed, through
-    symbolic links too: :func:`walk_tree`)."""
+    symbolic links too: :func:`walk_tree`).  A link inside a folder that leads nowhere (or round in a loop) is
+    listed like a file, so that reading it reports it rather than it going missing; pipes and devices are not."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             it = walk_tree(p) if recursive else p.glob("*")
-            out.extend(sorted(q for q in it if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS))
+            out.extend(sorted(q for q in it if q.suffix.lower() in IMAGE_EXTENSIONS
+                              and (q.is_file() or (q.is_symlink() and not q.exists()))))
         else:
             out.append(p)
     return out
