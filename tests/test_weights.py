@@ -70,8 +70,14 @@ def test_not_weights(tmp_path):
             return (print, ("pwned",))
 
     torch.save({"x": Evil()}, q)
-    with pytest.raises(WeightsError, match="evil.pth: not a readable PyTorch state dict"):
+    with pytest.raises(WeightsError, match=r"evil.pth: holds Python objects \(print\) beside its tensors") as e:
         build_model(q)
+    assert "weights_only" in str(e.value) and "False" not in str(e.value)  # no advice to load it unsafely
+    for suffix, kind in ((".onnx", "ONNX"), (".xml", "OpenVINO IR")):
+        exported = tmp_path / f"model{suffix}"
+        exported.write_bytes(b"\x08\x07 not weights")
+        with pytest.raises(WeightsError, match=f"model{suffix}: an exported {kind} model, not a weights file"):
+            build_model(exported)
     with pytest.raises(WeightsError, match="no such weights file"):
         build_model(tmp_path / "absent.safetensors")
 
@@ -298,7 +304,11 @@ def test_cli_weights_commands_refuse_bad_out_and_charset_clearly(tmp_path):
     assert not (tmp_path / "c.safetensors").exists()
     foreign = tmp_path / "foreign.safetensors"
     save_file({k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}, str(foreign))
-    assert run(app, ["info", str(foreign)]).exit_code == 2  # "pass the charset" ...
+    res = run(app, ["info", str(foreign)])
+    assert res.exit_code == 2 and f"lprnet import-weights {foreign} --charset" in res.output  # the way on ...
+    res = run(app, ["import-weights", str(foreign), "--out", str(tmp_path / "imported.safetensors")])
+    assert res.exit_code == 0, res.output  # ... works
+    assert run(app, ["info", str(tmp_path / "imported.safetensors")]).exit_code == 0
     res = run(app, ["info", str(foreign), "--charset", str(Charset.chinese())])  # ... and it can be passed
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["source_format"] == "safetensors"

@@ -271,6 +271,30 @@ def test_rewrite_refuses_dead_channels_before_any_work(setup, tmp_path):
     assert "reload check" not in r.output  # refused up front, not after verifying every rule
 
 
+def test_rewrite_checks_its_out_before_any_work_and_keeps_the_rule_history(setup, tmp_path):
+    """--out is checked before minutes of verification (a folder, the input itself, a place that cannot be
+    written: one error line, exit 2, the input untouched); --limit is at least 1; a file rewritten twice records
+    the rules of both runs."""
+    w, _ = setup
+    before = w.read_bytes()
+    for bad, said in [(tmp_path, "is a directory"), (w, "is the input"),
+                      ("/proc/nope/x.safetensors", "cannot write in /proc/nope")]:
+        r = runner.invoke(app, ["rewrite", "-w", str(w), "--out", str(bad)])
+        assert r.exit_code == 2 and said in r.stderr and "reload check" not in r.output, (bad, r.output)
+    assert w.read_bytes() == before
+    r = runner.invoke(app, ["rewrite", "-w", str(w), "--out", str(tmp_path / "x.safetensors"), "--limit", "0"])
+    assert r.exit_code == 2 and "--limit" in r.output
+    once, twice = tmp_path / "once.safetensors", tmp_path / "twice.safetensors"
+    r = runner.invoke(app, ["rewrite", "-w", str(w), "--out", str(once), "--rules", "fold-batchnorm"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["rewrite", "-w", str(once), "--out", str(twice), "--rules", "drop-eval-dropout"])
+    assert r.exit_code == 0, r.output
+    first = lprnet.weights.read_weights(once)[1].rules
+    assert "fold-batchnorm" in first
+    rules = lprnet.weights.read_weights(twice)[1].rules
+    assert rules[:len(first)] == first and "drop-eval-dropout" in rules[len(first):]
+
+
 def test_average_weights_command_writes_the_soup_and_names_bad_files(tmp_path):
     paths = []
     for seed in (1, 2):

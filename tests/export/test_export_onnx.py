@@ -333,3 +333,37 @@ def test_a_failed_export_names_no_file_it_did_not_write(random_weights: Path, tm
     assert not any(p.name.startswith(".q.onnx.") for p in tmp_path.iterdir())  # the staging folder is gone
     for st in res.steps:
         assert st.get("path") is None or not str(st["path"]).startswith(str(tmp_path / ".q.onnx.")), st
+
+
+def test_a_named_parity_folder_without_crops_is_refused_not_replaced(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--parity-data names the user's own crops: a folder with none is an error, never a quiet switch to
+    synthetic crops (the report would say PASS on plates the user did not choose); crops in subfolders count."""
+    import cv2
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ExportError, match="no plate crops in this folder"):
+        parity_images(8, empty)
+    monkeypatch.setenv("LPRNET_PARITY_DATA", str(empty))
+    with pytest.raises(ExportError, match="no plate crops in this folder"):
+        parity_images(8)
+    nested = tmp_path / "nested" / "cam1"
+    nested.mkdir(parents=True)
+    cv2.imwrite(str(nested / "皖A12345.png"), np.zeros((24, 94, 3), np.uint8))
+    imgs, labels, src = parity_images(8, tmp_path / "nested")
+    assert len(imgs) == 1 and labels == ["皖A12345"] and src == f"real:{tmp_path / 'nested'}"
+
+
+@pytest.mark.parametrize("where, said", [("dir", "is a directory"),
+                                         ("/proc/nope/m.onnx", "cannot write in /proc/nope")])
+def test_export_checks_its_out_before_loading_anything(random_weights: Path, tmp_path: Path, where: str,
+                                                       said: str) -> None:
+    """An --out that is a folder (OpenVINO once wrote DIR.xml beside it) or cannot be written: one error line
+    naming --out, before the model and the parity crops are loaded; no hidden staging folder is left."""
+    out = tmp_path if where == "dir" else Path(where)
+    for fmt in ("onnx", "openvino"):
+        r = runner.invoke(app, ["export", "-w", str(random_weights), "--format", fmt, "--out", str(out),
+                                "--parity-data", "synthetic", "--parity-n", "4"])
+        assert r.exit_code == 2 and said in r.stderr and f"--out {out}" in r.stderr, r.output
+    assert not list(tmp_path.glob(".*")) and not (tmp_path.parent / f"{tmp_path.name}.xml").exists()

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -13,7 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from lprnet.recognizer import ImageInput, Recognizer
+    from lprnet.weights import WeightsMeta
 
 WeightsOpt = Annotated[
     Path | None,
@@ -84,6 +88,40 @@ def fail(msg: str, code: int = 2) -> NoReturn:
     """Print an error to stderr and exit non-zero."""
     print(f"error: {msg}", file=sys.stderr)
     raise typer.Exit(code)
+
+
+def check_out_file(out: Path, inputs: Iterable[Path] = ()) -> None:
+    """Refuse, before any work, an ``--out`` weights file that is a directory, one of the input files (it would be
+    replaced) or in a folder that cannot be written."""
+    if out.is_dir():
+        fail(f"--out {out} is a directory; give a .safetensors file name")
+    for src in inputs:
+        if out.resolve() == src.resolve() or (out.exists() and src.exists() and out.samefile(src)):
+            fail(f"--out {out} is the input {src}; write to another file (the input would be replaced)")
+    writable_dir(out.parent, out)
+
+
+def writable_dir(d: Path, shown: Path) -> None:
+    """Create the folder ``d`` and prove a file can be written in it, before any work is done;
+    fail naming ``--out {shown}`` otherwise."""
+    if d.exists() and not d.is_dir():
+        fail(f"--out {shown}: {d} is a file, not a folder")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=d):
+            pass
+    except OSError as e:
+        fail(f"--out {shown}: cannot write in {d} ({e.strerror or e})")
+
+
+def save_or_fail(out: Path, state_dict: dict[str, Tensor], meta: WeightsMeta) -> None:
+    """``save_weights``, with a one-line error naming ``out`` when it cannot be written."""
+    from lprnet.weights import save_weights
+
+    try:
+        save_weights(out, state_dict, meta)
+    except OSError as e:
+        fail(f"cannot write {out}: {e.strerror or e}")
 
 
 @contextlib.contextmanager

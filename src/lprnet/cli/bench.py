@@ -8,14 +8,13 @@ import json
 import math
 import shlex
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from lprnet.cli._common import WeightsOpt, fail
+from lprnet.cli._common import WeightsOpt, fail, writable_dir
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -26,19 +25,6 @@ def _ints(text: str, what: str) -> list[int]:
     if not bs or min(bs) < 1:
         fail(f"{what} must be positive integers, got {text!r}")
     return list(dict.fromkeys(bs))  # a repeated size would double its rows and rounds
-
-
-def writable_dir(d: Path, shown: Path) -> None:
-    """Create the folder ``d`` and prove a file can be written in it, before any work is done;
-    fail naming ``--out {shown}`` otherwise."""
-    if d.exists() and not d.is_dir():
-        fail(f"--out {shown}: {d} is a file, not a folder")
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=d):
-            pass
-    except OSError as e:
-        fail(f"--out {shown}: cannot write in {d} ({e.strerror or e})")
 
 
 def _command() -> str:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import ThreadsOpt, WeightsOpt, fail
+from lprnet.cli._common import ThreadsOpt, WeightsOpt, fail, writable_dir
 
 
 class Format(str, Enum):
@@ -44,6 +44,9 @@ def export_cmd(
 
     if batch != "dynamic" and not (batch.isdigit() and int(batch) >= 1):
         fail(f"--batch must be 'dynamic' or a positive integer, got {batch!r}")
+    if out.is_dir():
+        fail(f"--out {out} is a directory; give a file name (.onnx, or .xml for OpenVINO)")
+    writable_dir(out.parent, out)  # before the model and the parity crops are loaded
     if threads is not None:
         torch.set_num_threads(threads)
     try:

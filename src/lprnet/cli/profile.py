@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import WeightsOpt, fail
+from lprnet.cli._common import WeightsOpt, fail, writable_dir
 
 
 def profile_cmd(
@@ -31,7 +31,6 @@ def profile_cmd(
     = None,
 ) -> None:
     """Top-N operators by self time (torch.profiler) for each form, as a table and a chart."""
-    from lprnet.cli.bench import writable_dir
     from lprnet.export.onnx import ExportError
     from lprnet.profile import output_paths, run_profile, to_markdown, write_png
     from lprnet.weights import WeightsError

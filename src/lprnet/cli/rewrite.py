@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import ThreadsOpt, fail
+from lprnet.cli._common import ThreadsOpt, check_out_file, fail, save_or_fail
 
 
 def _load_dir(d: Path | None, input_size: tuple[int, int], limit: int):  # -> (tensor|None, labels|None)
@@ -42,7 +42,7 @@ def rewrite(
                                                     "(default: the bundled samples).")] = None,
     calibration_dir: Annotated[Path | None, typer.Option(help="Crops for calibrated-context "
                                                          "(default: the verify images).")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many images from each folder.")] = 256,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many images from each folder.")] = 256,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
     threads: ThreadsOpt = None,
 ) -> None:
@@ -56,8 +56,9 @@ def rewrite(
     from lprnet import rewrite as rw
     from lprnet.core.process import greedy_strings
     from lprnet.model import LPRNet
-    from lprnet.weights import WeightsError, WeightsMeta, build_model, load_state, read_weights, save_weights
+    from lprnet.weights import WeightsError, WeightsMeta, build_model, load_state, read_weights
 
+    check_out_file(out, [weights])  # before minutes of verification
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -134,8 +135,9 @@ def rewrite(
     new_cfg = dataclasses.replace(cfg, batchnorm=batchnorm)
     prov = dict(meta.provenance)
     prov.update(rewritten_from=weights.name, source_form=form)
-    save_weights(out, deploy.state_dict(), WeightsMeta(config=new_cfg, form="deploy", context_norm=ctx,
-                                                       provenance=prov, rules=list(report.applied)))
+    history = list(meta.rules)  # a file rewritten before keeps the record of those rules
+    save_or_fail(out, deploy.state_dict(), WeightsMeta(config=new_cfg, form="deploy", context_norm=ctx, provenance=prov,
+                                                       rules=history + [r for r in report.applied if r not in history]))
     result["out"] = str(out)
     finish(0)
 

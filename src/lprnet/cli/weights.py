@@ -8,13 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lprnet.cli._common import fail
+from lprnet.cli._common import check_out_file, fail, save_or_fail
 
 if TYPE_CHECKING:
-    from torch import Tensor
 
     from lprnet.charset import Charset
-    from lprnet.weights import WeightsMeta
 
 
 def _charset(value: str | None) -> Charset | None:
@@ -29,36 +27,22 @@ def _charset(value: str | None) -> Charset | None:
         fail(f"--charset: {e}")
 
 
-def _check_out(out: Path, inputs: list[Path]) -> None:
-    """Refuse an ``--out`` that is a directory or one of the input files (it would be replaced)."""
-    if out.is_dir():
-        fail(f"--out {out} is a directory; give a .safetensors file name")
-    for src in inputs:
-        if out.resolve() == src.resolve() or (out.exists() and src.exists() and out.samefile(src)):
-            fail(f"--out {out} is the input {src}; write to another file (the input would be replaced)")
-
-
-def _save(out: Path, state_dict: dict[str, Tensor], meta: WeightsMeta) -> None:
-    """``save_weights``, with a clear error when ``out`` cannot be written."""
-    from lprnet.weights import save_weights
-
-    try:
-        save_weights(out, state_dict, meta)
-    except OSError as e:
-        fail(f"cannot write {out}: {e}")
-
-
 def import_weights(
-    src: Annotated[Path, typer.Argument(help="Reference-style .pth state dict.")],
+    src: Annotated[Path, typer.Argument(help="Reference-style .pth state dict, or a .safetensors file of bare "
+                                        "tensors (no lprnet metadata).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors")],
     charset: Annotated[str | None, typer.Option(
         help="Charset string in class order (blank '-' last); default: the 68-class Chinese set.")] = None,
 ) -> None:
-    """Import a reference ``.pth`` (read with weights_only=True) into our safetensors format."""
-    from lprnet.weights import WeightsError, WeightsMeta, build_model
+    """Import a reference ``.pth`` (read with weights_only=True), or a safetensors file of bare tensors, into our
+    safetensors format (charset, form and provenance in its metadata)."""
+    from lprnet.charset import Charset
+    from lprnet.weights import WeightsError, WeightsMeta, bare_safetensors, build_model
 
     cs = _charset(charset)
-    _check_out(out, [src])
+    check_out_file(out, [src])
+    if cs is None and bare_safetensors(src):  # bare tensors, as a .pth holds: the same default charset
+        cs = Charset.chinese()
     try:
         model, meta = build_model(src, form="deploy", charset=cs)
     except WeightsError as e:
@@ -70,7 +54,7 @@ def import_weights(
     if ctx == "sample":
         prov["note"] = "per-sample context normalisation"
     new = WeightsMeta(config=meta.config, form="deploy", context_norm=ctx, provenance=prov, rules=list(meta.rules))
-    _save(out, model.state_dict(), new)
+    save_or_fail(out, model.state_dict(), new)
     w, h = meta.config.input_size
     print(f"wrote {out} ({meta.config.num_classes} classes, input {w}x{h})")
 
@@ -109,12 +93,12 @@ def average_weights_cmd(
     """Average weights files uniformly (a "model soup"): every float tensor, BatchNorm statistics included."""
     from lprnet.weights import WeightsError, average_weights
 
-    _check_out(out, list(weights))
+    check_out_file(out, list(weights))
     try:
         sd, meta = average_weights(list(weights))
     except WeightsError as e:
         fail(str(e))
-    _save(out, sd, meta)
+    save_or_fail(out, sd, meta)
     print(f"wrote {out} (the average of {len(weights)} weights files)")
 
 

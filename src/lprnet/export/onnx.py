@@ -76,6 +76,7 @@ from lprnet.core.process import (
     IMAGE_EXTENSIONS,
     ImageError,
     label_from_filename,
+    list_images,
     preprocess,
     read_image,
 )
@@ -353,11 +354,14 @@ def parity_images(n: int = 256, data: str | os.PathLike[str] | None = None, seed
                 raise ExportError(f"{data}: {e}") from None
     d = find_parity_dir(data)
     if d is not None:
-        files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = list_images([d])  # subfolders too, as every command that reads a folder of crops
         if files:
             step = max(1, len(files) // max(1, n))
             pick = files[::step][:n]
             return [read_image(p) for p in pick], [label_from_filename(p) for p in pick], f"real:{d}"
+        if data is not None or os.environ.get(PARITY_ENV):  # named by the user: never quietly synthetic instead
+            raise ExportError(f"{d}: no plate crops in this folder ({', '.join(IMAGE_EXTENSIONS)}) for the parity "
+                              "check; name a folder of crops, or 'synthetic'")
     from lprnet.data.synth import generate
 
     imgs, labels = [], []

@@ -61,6 +61,8 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = Path(out)
+    if out.is_dir():
+        raise ExportError(f"{out} is a directory; give a file name (.onnx, or .xml for OpenVINO)")
     if fmt == "openvino" and out.suffix != ".xml":
         out = out.with_suffix(".xml")
     if fmt == "onnx" and out.suffix != ".onnx":

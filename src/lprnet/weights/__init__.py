@@ -13,6 +13,8 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +224,9 @@ def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return sd
 
 
+#: Exported models by file suffix: named as such when given where weights are expected.
+_EXPORTED = {".onnx": "ONNX", ".xml": "OpenVINO IR", ".bin": "OpenVINO IR"}
+
 #: Keys under which training checkpoints keep the model's state dict, in the order tried.
 _CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "net")
 
@@ -229,7 +234,13 @@ _CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "net")
 def _read_pth(path: Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # pickle errors, zip errors, refused globals
+    except pickle.UnpicklingError as e:  # torch's text goes on to suggest loading it unsafely: not ours to pass on
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f"Python objects ({found.group(1)})" if found else "Python objects"
+        raise WeightsError(f"{path}: holds {what} beside its tensors; a .pth is read with "
+                           "torch.load(weights_only=True) and nothing else is unpickled: save the bare state dict "
+                           "(torch.save(model.state_dict(), ...)) where the file was made") from None
+    except Exception as e:  # zip errors, truncation
         raise WeightsError(f"{path}: not a readable PyTorch state dict ({describe_error(e)})") from None
     if isinstance(obj, dict) and {"model", "sampler", "scheduler", "config"} <= obj.keys():
         # ours (lprnet train's checkpoints/last.pt): its charset, input size, form and EMA weights are not a .pth's
@@ -248,6 +259,17 @@ def _read_pth(path: Path) -> dict[str, Tensor]:
     return _strip_prefix(dict(obj))
 
 
+def bare_safetensors(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a safetensors file of bare tensors, without our metadata (False for anything else)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "lprnet" not in (f.metadata() or {})
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
 def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
                  ) -> tuple[dict[str, Tensor], WeightsMeta]:
     """Read our safetensors file or a reference ``.pth`` state dict.
@@ -260,6 +282,9 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
         raise WeightsError(f"{p}: no such weights file")
     if p.is_dir():
         raise WeightsError(f"{p}: is a directory, not a weights file")
+    if p.suffix.lower() in _EXPORTED:
+        raise WeightsError(f"{p}: an exported {_EXPORTED[p.suffix.lower()]} model, not a weights file (.safetensors, "
+                           "or a reference .pth); `lprnet recognize`, `bench` and `profile` run it with --backend")
     with open(p, "rb") as fh:
         head = fh.read(4)
     # a zip archive (torch.save's format) starts with its local-file-header signature; "PK" alone is not enough:
@@ -281,7 +306,8 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
             raise WeightsError(f"{p}: not a safetensors weights file ({e})") from None
         if raw is None:
             if charset is None:
-                raise WeightsError(f"{p}: safetensors file without lprnet metadata; pass the charset")
+                raise WeightsError(f"{p}: safetensors file without lprnet metadata (charset, form); import it first: "
+                                   f"lprnet import-weights {p} --charset CHARS --out W.safetensors")
             meta = WeightsMeta(config=ModelConfig(charset=charset, channel_strides=_strides_of(sd)))
         else:
             meta = _parse_meta(p, raw)
