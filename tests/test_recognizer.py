@@ -311,3 +311,39 @@ def test_character_accuracy_is_floored_at_zero():
 
     rep = EvalReport(n=1, chars_total=6, char_errors=9)
     assert rep.char_accuracy == 0.0 and EvalReport(n=1, chars_total=6, char_errors=3).char_accuracy == 0.5
+
+
+def test_a_batch_holds_input_sized_crops_not_the_frames_they_came_from(weights_file) -> None:
+    """Images are brought to the input size as they are read, so a batch of camera frames costs 94x24 pixels each
+    while it waits; the readings are those of the frames themselves."""
+    rec = lprnet.load(weights_file)
+    rng = np.random.default_rng(5)
+    frames = [cv2.GaussianBlur(rng.integers(0, 256, (480 + 40 * i, 1920, 3), dtype=np.uint8), (31, 31), 0)
+              for i in range(3)]
+    seen: list[tuple[int, ...]] = []
+    real_predict = rec.predict_logits
+
+    def spy(images):
+        seen.extend(im.shape for im in images)
+        return real_predict(images)
+
+    rec.predict_logits = spy  # type: ignore[method-assign]
+    got = rec.recognize(frames, channel_order="bgr", batch_size=3)
+    assert seen == [(24, 94, 3)] * 3
+    rec.predict_logits = real_predict  # type: ignore[method-assign]
+    want = ctc_plate_decode(rec.backend(preprocess(frames, rec.config.input_size)), rec.charset)
+    assert [(r.plate, r.confidence) for r in got] == [(p.plate, p.confidence) for p in want]
+
+
+def test_mistakes_in_the_call_are_argument_errors_said_once(weights_file, images) -> None:
+    """A wrong channel_order or provinces value is the caller's mistake: one ValueError naming the argument, not an
+    error result per image or an AttributeError from deep inside."""
+    rec = lprnet.load(weights_file)
+    with pytest.raises(ValueError, match="channel_order must be 'bgr' or 'rgb', got 'BGR'"):
+        rec.recognize(images, channel_order="BGR")  # type: ignore[arg-type]
+    for bad, said in [(0.8, "provinces must be shares by province"), (["皖"], "provinces must be shares by province"),
+                      ({"皖": None}, "the share of '皖' must be a number"),
+                      ({"皖": "abc"}, "the share of '皖' must be a number")]:
+        with pytest.raises(ValueError, match=said):
+            rec.with_provinces(bad)  # type: ignore[arg-type]
+    assert rec.with_provinces({"皖": "0.8"}).provinces == {"皖": 0.8}

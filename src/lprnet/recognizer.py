@@ -28,6 +28,7 @@ from lprnet.core.process import (
     decode_image_bytes,
     display_path,
     estimate_province_shares,
+    fit_input,
     format_masks,
     format_province_shares,
     parse_province_shares,
@@ -188,10 +189,12 @@ class Recognizer:
         """Streaming form of :meth:`recognize`: results in input order, ``batch_size`` at a time."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if channel_order not in (None, "bgr", "rgb"):  # a mistake in the call, not in an image: said once
+            raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
         pending: list[tuple[int, ImageInput, np.ndarray | None, str | None]] = []
         for i, item in enumerate(_items(images)):
-            try:
-                img, err = self._to_bgr(item, channel_order, i), None
+            try:  # at the input size at once: a batch holds 94x24 crops, not the frames they came from
+                img, err = fit_input(self._to_bgr(item, channel_order, i), self.config.input_size), None
             except ImageError as e:
                 img, err = None, str(e)
             pending.append((i, item, img, err))
@@ -249,7 +252,16 @@ def resolve_provinces(provinces: Mapping[str, float] | str | None) -> dict[str, 
                              "`lprnet eval`; elsewhere give the shares (`lprnet provinces DIR` estimates them; in "
                              "Python: rec.with_provinces(rec.estimate_provinces(images).option()))")
         return parse_province_shares(provinces)
-    return {str(k): float(v) for k, v in provinces.items()} or None
+    if not isinstance(provinces, Mapping):
+        raise ValueError(f"provinces must be shares by province, e.g. {{'皖': 0.8}} or '皖=0.8', got "
+                         f"{type(provinces).__name__} {provinces!r}")
+    out: dict[str, float] = {}
+    for k, v in provinces.items():
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"provinces: the share of {k!r} must be a number in (0, 1], got {v!r}") from None
+    return out or None
 
 
 def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch",

@@ -133,6 +133,8 @@ def test_healthz_metrics_openapi(client: httpx.Client) -> None:
     assert h.status_code == 200
     assert h.json()["status"] == "ok" and h.json()["model_loaded"] is True and h.json()["backend"] == "torch"
     assert h.json()["decode"] == "plate" and h.json()["provinces"] is None
+    head = client.head("/healthz")  # load balancers probe with HEAD: the GET's status, no body
+    assert head.status_code == 200 and head.content == b""
     m = client.get("/metrics")
     assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
     for name in ("lprnet_requests_total", "lprnet_errors_total", "lprnet_images_total", "lprnet_batch_size_bucket",

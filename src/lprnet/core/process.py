@@ -234,14 +234,20 @@ def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<ar
 RESIZE_INTERPOLATION = cv2.INTER_LINEAR
 
 
+def fit_input(img: np.ndarray, input_size: tuple[int, int] = (94, 24)) -> np.ndarray:
+    """A BGR image at the model's input size (``W x H``), resized as :func:`preprocess` resizes it; an image at that
+    size already is returned as it is. Readers that queue images call it on arrival, so that a queued image holds
+    94x24 pixels, not a camera frame's, and the result is the same."""
+    w, h = input_size
+    return img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h), interpolation=RESIZE_INTERPOLATION)
+
+
 def preprocess(images: Sequence[np.ndarray], input_size: tuple[int, int] = (94, 24)) -> np.ndarray:
     """BGR uint8 images -> float32 ``N x 3 x H x W`` normalised as the reference does."""
     w, h = input_size
     out = np.empty((len(images), 3, h, w), dtype=np.float32)
     for i, img in enumerate(images):
-        if img.shape[:2] != (h, w):
-            img = cv2.resize(img, (w, h), interpolation=RESIZE_INTERPOLATION)
-        out[i] = ((img.astype(np.float32) - 127.5) * 0.0078125).transpose(2, 0, 1)
+        out[i] = ((fit_input(img, input_size).astype(np.float32) - 127.5) * 0.0078125).transpose(2, 0, 1)
     return out
 
 

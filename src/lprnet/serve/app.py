@@ -38,7 +38,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -48,7 +47,14 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from lprnet.core.process import MAX_IMAGE_PIXELS, ImageError, Prediction, decode_image_bytes, image_header
+from lprnet.core.process import (
+    MAX_IMAGE_PIXELS,
+    ImageError,
+    Prediction,
+    decode_image_bytes,
+    fit_input,
+    image_header,
+)
 from lprnet.recognizer import Recognizer
 from lprnet.serve.batcher import Batcher, BatcherClosed
 
@@ -242,10 +248,8 @@ class TooManyPixels(ValueError):
 
 def _decode_all(items: list[tuple[str, bytes]], max_pixels: int, input_size: tuple[int, int],
                 max_request_pixels: int = MAX_IMAGE_PIXELS) -> list[np.ndarray | str]:
-    """Decode each upload and resize it to the model input at once, exactly as ``preprocess`` would.
-
-    ``preprocess`` skips the resize for an image already at the input size, so results are unchanged,
-    while a queued image holds 94x24 pixels rather than up to ``max_pixels``.  Errors become strings.
+    """Decode each upload and resize it to the model input at once (:func:`~lprnet.core.process.fit_input`), so that
+    a queued image holds 94x24 pixels rather than up to ``max_pixels``.  Errors become strings.
     Before any pixel is decoded, the images' headers are read: a request whose images within ``max_pixels``
     together claim more than ``max_request_pixels`` raises :class:`TooManyPixels` (a small body of large
     blank images would otherwise cost seconds of decoding).
@@ -256,12 +260,11 @@ def _decode_all(items: list[tuple[str, bytes]], max_pixels: int, input_size: tup
         raise TooManyPixels(f"the request's images claim {sum(sizes)} pixels in all, more than the limit of "
                             f"{max_request_pixels} per request (--max-request-pixels); plate crops need far "
                             "fewer: send crops, or fewer images per request")
-    w, h = input_size
     out: list[np.ndarray | str] = []
     for (name, data), head in zip(items, heads, strict=True):
         try:
             img = decode_image_bytes(data, name, max_pixels, header=head)  # as the CLI and the Python API decode
-            out.append(img if img.shape[:2] == (h, w) else cv2.resize(img, (w, h)))
+            out.append(fit_input(img, input_size))
         except ImageError as e:
             out.append(str(e))
         except Exception as e:  # a decoder bug must not take the request down
@@ -531,6 +534,9 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
                              "input_size": list(rec.config.input_size), "decode": rec.decode,
                              "provinces": rec.provinces, "max_batch": settings.max_batch,
                              "max_wait_ms": settings.max_wait_ms, "queued": st.batcher.queued})
+
+    # load balancers probe with HEAD: the same answer without its body (not a second operation in the schema)
+    app.add_api_route("/healthz", healthz, methods=["HEAD"], response_model=None, include_in_schema=False)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def demo_page() -> HTMLResponse:
