@@ -102,7 +102,7 @@ MULTIPART_HEAD = (b'--BOUNDARY\r\ncontent-disposition: form-data; name="files"; 
 
 @pytest.mark.parametrize("case", ["wrong-type", "no-type", "too-large", "too-large-chunked", "too-large-file",
                                   "too-large-chunked-multipart",
-                                  "too-many-files", "too-many-json", "bad-base64", "no-files-field",
+                                  "too-many-files", "too-many-json", "no-files-field",
                                   "empty-images", "no-images-key", "bad-json", "item-without-data",
                                   "huge-integer", "deeply-nested-json", "no-boundary", "bad-multipart",
                                   "too-many-fields", "too-many-pixels"])
@@ -127,8 +127,6 @@ def test_request_errors(client: httpx.Client, settings: ServeSettings, images, c
                            {"files": [("files", (f"{i}.jpg", data)) for i in range(max_images + 1)]}),
         "too-many-json": (413, "too many images",
                           {"json": {"images": [{"name": "a", "data": b64}] * (max_images + 1)}}),
-        "bad-base64": (422, "images[1] ('second.jpg'): 'data' is not valid base64",
-                       {"json": {"images": [{"name": "a", "data": b64}, {"name": "second.jpg", "data": "@@@="}]}}),
         "no-files-field": (422, "'files' field", {"files": {"upload": (name, data)}}),
         "empty-images": (422, "no images", {"json": {"images": []}}),
         "no-images-key": (422, "'images'", {"json": {"pictures": [b64]}}),

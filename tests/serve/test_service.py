@@ -91,6 +91,24 @@ def test_json_base64_equals_recognize(client: httpx.Client, recognizer: Recogniz
     assert got[0]["plate"] == expected(recognizer, images[:1])[0]["plate"]
 
 
+def test_json_items_that_are_not_base64_are_answered_in_place(client: httpx.Client, recognizer: Recognizer,
+                                                               images) -> None:
+    """One item whose data is not base64 gets its own error inside the 200 answer; the others are read. URL-safe
+    and unpadded base64 (what many clients send) are read like the standard form."""
+    first = images[0]
+    padded = next(im for im in images if len(im[1]) % 3 and "_" in base64.urlsafe_b64encode(im[1]).decode())
+    std = base64.b64encode(first[1]).decode()
+    urlsafe = base64.urlsafe_b64encode(padded[1]).decode().rstrip("=")
+    r = client.post("/v1/recognize", json={"images": [
+        {"name": "a.png", "data": std}, {"name": "b.png", "data": "@@@="}, {"name": "c.png", "data": urlsafe}]})
+    assert r.status_code == 200, r.text
+    a, b, c = r.json()["results"]
+    want = expected(recognizer, [first, padded])
+    assert (a["plate"], c["plate"]) == (want[0]["plate"], want[1]["plate"])
+    assert set(b) == {"path", "error"} and b["error"].startswith("b.png: images[1].data is not valid base64")
+    assert any(ch in urlsafe for ch in "-_") and len(urlsafe) % 4  # the cases under test occurred
+
+
 def test_concurrent_requests_are_batched(server: str, recognizer: Recognizer, images) -> None:
     want = {w["path"]: w for w in expected(recognizer, images)}
     before = httpx.get(f"{server}/metrics").text

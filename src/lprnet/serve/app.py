@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -246,7 +246,7 @@ class TooManyPixels(ValueError):
     """A request whose images together claim more pixels than ``--max-request-pixels`` (answered 413)."""
 
 
-def _decode_all(items: list[tuple[str, bytes]], max_pixels: int, input_size: tuple[int, int],
+def _decode_all(items: Sequence[tuple[str, bytes | str]], max_pixels: int, input_size: tuple[int, int],
                 max_request_pixels: int = MAX_IMAGE_PIXELS) -> list[np.ndarray | str]:
     """Decode each upload and resize it to the model input at once (:func:`~lprnet.core.process.fit_input`), so that
     a queued image holds 94x24 pixels rather than up to ``max_pixels``.  Errors become strings.
@@ -254,7 +254,7 @@ def _decode_all(items: list[tuple[str, bytes]], max_pixels: int, input_size: tup
     together claim more than ``max_request_pixels`` raises :class:`TooManyPixels` (a small body of large
     blank images would otherwise cost seconds of decoding).
     """
-    heads = [image_header(data) if data else None for _, data in items]
+    heads = [image_header(data) if isinstance(data, bytes) and data else None for _, data in items]
     sizes = [hd[0] * hd[1] for hd in heads if hd is not None and hd[0] * hd[1] <= max_pixels]
     if sum(sizes) > max_request_pixels:
         raise TooManyPixels(f"the request's images claim {sum(sizes)} pixels in all, more than the limit of "
@@ -262,6 +262,9 @@ def _decode_all(items: list[tuple[str, bytes]], max_pixels: int, input_size: tup
                             "fewer: send crops, or fewer images per request")
     out: list[np.ndarray | str] = []
     for (name, data), head in zip(items, heads, strict=True):
+        if isinstance(data, str):  # refused while the request was read (not base64)
+            out.append(data)
+            continue
         try:
             img = decode_image_bytes(data, name, max_pixels, header=head)  # as the CLI and the Python API decode
             out.append(fit_input(img, input_size))
@@ -317,12 +320,21 @@ async def _read_multipart(request: Request, max_images: int) -> list[tuple[str, 
 
 
 def _b64(text: str) -> bytes:
+    """Standard or URL-safe base64, padded or not, in lines or not, bare or as a data URL."""
     if text.startswith("data:") and "," in text:  # data URL: data:image/jpeg;base64,....
         text = text.split(",", 1)[1]
-    return base64.b64decode("".join(text.split()), validate=True)
+    text = "".join(text.split()).translate(_URLSAFE)
+    if "=" not in text:  # unpadded
+        text += "=" * (-len(text) % 4)
+    return base64.b64decode(text, validate=True)
 
 
-async def _read_json(request: Request, max_images: int) -> list[tuple[str, bytes]]:
+_URLSAFE = str.maketrans("-_", "+/")
+
+
+async def _read_json(request: Request, max_images: int) -> list[tuple[str, bytes | str]]:
+    """The request's images as ``(name, encoded bytes)``; an item whose ``data`` is not base64 is ``(name, error)``,
+    answered in its place while the others are read."""
     raw = await request.body()
     try:
         doc = json.loads(raw)
@@ -339,7 +351,7 @@ async def _read_json(request: Request, max_images: int) -> list[tuple[str, bytes
         raise HTTPException(422, "no images: 'images' is empty")
     if len(images) > max_images:
         raise HTTPException(413, f"too many images: {len(images)} in 'images', at most {max_images} per request")
-    out: list[tuple[str, bytes]] = []
+    out: list[tuple[str, bytes | str]] = []
     for i, item in enumerate(images):
         if not isinstance(item, dict) or not isinstance(item.get("data"), str):
             raise HTTPException(422, f"images[{i}]: each item needs a 'data' string (base64 of the image file)")
@@ -350,7 +362,7 @@ async def _read_json(request: Request, max_images: int) -> list[tuple[str, bytes
         try:
             out.append((name, _b64(item["data"])))
         except (binascii.Error, ValueError) as e:
-            raise HTTPException(422, f"images[{i}] ({name!r}): 'data' is not valid base64 ({e})") from None
+            out.append((name, f"{name}: images[{i}].data is not valid base64 ({e})"))
     return out
 
 
@@ -476,7 +488,7 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
         413: _error("Body over --max-body-mb, more than --max-images images, images claiming more than "
                     "--max-request-pixels pixels in all, or too many form fields."),
         415: _error("Content type other than multipart/form-data or application/json."),
-        422: _error("No images, invalid JSON, bad base64, or a malformed multipart body."),
+        422: _error("No images, invalid JSON, an item without a 'data' string, or a malformed multipart body."),
         503: _error("The recognizer is not available (starting up or shutting down)."),
     })
     async def recognize(request: Request) -> JSONResponse:
