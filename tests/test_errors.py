@@ -1,12 +1,14 @@
-"""The one-line text of wrapped library exceptions (lprnet.errors) and a site that relies on it."""
+"""The one-line text of wrapped library exceptions (lprnet.errors) and a site that relies on it; SIGTERM as an
+exception."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from lprnet.errors import describe_error, first_line
+from lprnet.errors import describe_error, first_line, sigterm_raises
 
 
 @pytest.mark.parametrize(("text", "line"), [
@@ -42,3 +44,21 @@ def test_a_runtime_error_without_text_is_still_a_named_export_error(tmp_path: Pa
     path.write_bytes(b"not onnx")
     with pytest.raises(ExportError, match=r"model\.onnx: ONNX Runtime cannot load the model"):
         OnnxRuntimeBackend(path)
+
+
+def test_sigterm_raises_so_cleanup_runs():
+    """kill/timeout/a container stop send SIGTERM, which by default ends Python without running cleanup (the
+    temporary output file stayed, Ray was not shut down); within a job it raises SystemExit(143)."""
+    import signal
+    import time
+
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
+    with pytest.raises(SystemExit) as e, sigterm_raises():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this at once
+        finally:
+            cleaned.append(True)
+    assert e.value.code == 143 and cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -3,11 +3,17 @@
 Our errors name the file or field and say what is wrong in one line; the exceptions they wrap (ONNX, ONNX Runtime,
 OpenVINO, PyTorch's unpickler, Ray) carry tracebacks, colour codes, several lines or no text at all.
 :func:`first_line` and :func:`describe_error` are the one place that turns such an exception into a line.
+:func:`sigterm_raises` turns a SIGTERM into an exception, so that work interrupted that way cleans up after itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 _COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -25,3 +31,22 @@ def describe_error(e: BaseException) -> str:
     """``Type: first line`` of an exception, or just ``Type`` when its text is empty."""
     line = first_line(e)
     return f"{type(e).__name__}: {line}" if line else type(e).__name__
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within: SIGTERM (kill, timeout, a container's stop) raises SystemExit(143) in the main thread, so that
+    cleanup runs (a temporary output file or folder, ray.shutdown) instead of the process vanishing mid-write.
+    Outside the main thread (where signal handlers cannot be set) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -367,3 +367,23 @@ def test_export_checks_its_out_before_loading_anything(random_weights: Path, tmp
                                 "--parity-data", "synthetic", "--parity-n", "4"])
         assert r.exit_code == 2 and said in r.stderr and f"--out {out}" in r.stderr, r.output
     assert not list(tmp_path.glob(".*")) and not (tmp_path.parent / f"{tmp_path.name}.xml").exists()
+
+
+def test_a_killed_export_leaves_no_staging_folder(random_weights: Path, tmp_path: Path) -> None:
+    """kill (SIGTERM) during an export: exit 143 and the hidden staging folder beside --out is removed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "m.onnx"
+    p = subprocess.Popen([sys.executable, "-m", "lprnet", "export", "-w", str(random_weights), "--out", str(out),
+                          "--parity-data", "synthetic", "--parity-n", "600", "--threads", "1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob(".m.onnx.*")) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".m.onnx.*")), "the export never staged its files"
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=120) == 143
+    assert not out.exists() and not list(tmp_path.glob(".m.onnx.*"))

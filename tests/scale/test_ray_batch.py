@@ -291,26 +291,6 @@ def test_results_are_published_where_the_filesystem_has_no_hard_links(tmp_path, 
     assert "皖A12345" in out.read_text() and sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]
 
 
-def test_sigterm_during_a_job_raises_so_cleanup_runs():
-    """kill/timeout/a container stop send SIGTERM, which by default ends Python without running cleanup (the
-    temporary output file stayed, Ray was not shut down); within a job it raises SystemExit(143)."""
-    import signal
-    import time
-
-    from lprnet.scale.ray_batch import _sigterm_raises
-
-    before = signal.getsignal(signal.SIGTERM)
-    cleaned = []
-    with pytest.raises(SystemExit) as e, _sigterm_raises():
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)  # the handler interrupts this at once
-        finally:
-            cleaned.append(True)
-    assert e.value.code == 143 and cleaned == [True]
-    assert signal.getsignal(signal.SIGTERM) is before
-
-
 def test_a_file_too_large_for_an_image_is_one_error_row(tmp_path, monkeypatch):
     """Arrow's binary column cannot hold a value of 2 GiB: one such file aborted the whole job. Files over the
     limit are named in their row and not read; the rest of the batch is."""

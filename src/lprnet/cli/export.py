@@ -38,6 +38,7 @@ def export_cmd(
     the command exits 1 when parity fails."""
     import torch
 
+    from lprnet.errors import sigterm_raises
     from lprnet.export.onnx import ExportError
     from lprnet.export.pipeline import export_weights
     from lprnet.weights import WeightsError
@@ -50,9 +51,10 @@ def export_cmd(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        res = export_weights(weights, fmt.value, out, int8=int8, batch=None if batch == "dynamic" else int(batch),
-                             parity_data=parity_data, parity_n=parity_n, threads=threads, keep_failed=keep_failed,
-                             dead_channels=dead_channels)
+        with sigterm_raises():  # a kill (exit 143) still removes the hidden staging folder beside --out
+            res = export_weights(weights, fmt.value, out, int8=int8, batch=None if batch == "dynamic" else int(batch),
+                                 parity_data=parity_data, parity_n=parity_n, threads=threads, keep_failed=keep_failed,
+                                 dead_channels=dead_channels)
     except (WeightsError, ExportError, ValueError, ImportError) as e:
         fail(str(e))
     except OSError as e:  # e.g. an output folder that cannot be written

@@ -65,21 +65,27 @@ def info(
         help="Charset string in class order (blank '-' last), for files without lprnet metadata "
              "(default for .pth: the 68-class Chinese set).")] = None,
 ) -> None:
-    """Print a weights file's metadata, parameter statistics and tensor digest (metadata-free) as JSON."""
+    """Print a weights file's metadata, parameter statistics and tensor digest (metadata-free) as JSON.
+
+    The tensors are loaded into the model the metadata describes first, so a file whose tensors do not fit it is
+    refused here as every other command refuses it. ``parameters`` counts every float tensor, BatchNorm running
+    statistics included; ``subnormal_parameters`` those below their own dtype's smallest normal value."""
     import torch
 
-    from lprnet.weights import WeightsError, read_weights, tensor_digest
+    from lprnet.weights import WeightsError, build_model, read_weights, tensor_digest
 
     cs = _charset(charset)
     try:
         sd, meta = read_weights(weights, cs)
+        build_model(weights, charset=cs)  # the tensors fit the layout the metadata names
     except WeightsError as e:
         fail(str(e))
     floats = [v for v in sd.values() if v.is_floating_point()]
     n = sum(v.numel() for v in floats)
-    tiny = torch.finfo(torch.float32).tiny
-    sub = sum(int(((v != 0) & (v.abs() < tiny)).sum()) for v in floats)
+    sub = sum(int(((v != 0) & (v.abs() < torch.finfo(v.dtype).tiny)).sum()) for v in floats)
     d = meta.to_json()
+    if meta.source_format != "safetensors":  # the file holds no metadata of ours: no format or version to report
+        del d["format"], d["version"]
     d["config"]["charset"] = d["config"]["charset"]["chars"]
     d.update(source_format=meta.source_format, parameters=n, subnormal_parameters=sub,
              output_length=meta.config.output_length, tensors_sha256=tensor_digest(sd))

@@ -25,15 +25,11 @@ Ray is imported inside the functions, so importing this module does not need it.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import signal
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +37,7 @@ from typing import Any
 import pyarrow as pa
 
 from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, decode_image_bytes, display_path, list_images
-from lprnet.errors import describe_error
+from lprnet.errors import describe_error, sigterm_raises
 from lprnet.recognizer import DECODE_MODES
 from lprnet.weights import chmod_as_created
 
@@ -335,24 +331,6 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     tmp.unlink()
 
 
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Within: SIGTERM (kill, timeout, a container's stop) raises SystemExit(143) in the main thread, so that
-    cleanup runs (the temporary output file, ray.shutdown) instead of the process vanishing mid-write."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_batch(
     inputs: list[str],
     out: str | os.PathLike[str],
@@ -430,7 +408,7 @@ def run_batch(
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = progress
     try:
-        with _sigterm_raises():
+        with sigterm_raises():
             t0 = time.perf_counter()
             rows_per_block = max(batch_size, math.ceil(len(inputs) / 2000))
             ds = ray.data.from_items([{"path": p} for p in inputs],

@@ -194,10 +194,14 @@ def average_weights(paths: list[str | os.PathLike[str]]) -> tuple[dict[str, Tens
             meta = dataclasses.replace(meta, config=dataclasses.replace(meta.config, channel_strides=strides))
         if sds:
             first, m0 = sds[0], metas[0]
-            if (meta.form, meta.context_norm, meta.config.to_json(), meta.rules) != (
-                    m0.form, m0.context_norm, m0.config.to_json(), m0.rules):
-                raise WeightsError(f"{path}: form, context normalisation, config or rewrite rules differ from "
-                                   f"{paths[0]}")
+            c, c0 = meta.config.to_json(), m0.config.to_json()
+            differ = [f"{name} {b!r} vs {a!r}" for name, a, b in [
+                ("form", m0.form, meta.form), ("context normalisation", m0.context_norm, meta.context_norm),
+                ("rewrite rules", m0.rules, meta.rules),
+                *((f"config.{k}", c0.get(k), c.get(k)) for k in sorted(set(c) | set(c0)) if k != "charset"),
+                ("charset", str(m0.config.charset), str(meta.config.charset))] if a != b]
+            if differ:
+                raise WeightsError(f"{path}: differs from {paths[0]} in {'; '.join(differ)}")
             if set(sd) != set(first) or any(sd[k].shape != first[k].shape for k in sd):
                 raise WeightsError(f"{path}: tensor names or shapes differ from {paths[0]}")
         sds.append(sd)
