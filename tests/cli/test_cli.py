@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -277,7 +278,7 @@ def test_rewrite_checks_its_out_before_any_work_and_keeps_the_rule_history(setup
     the rules of both runs."""
     w, _ = setup
     before = w.read_bytes()
-    for bad, said in [(tmp_path, "is a directory"), (w, "is the input"),
+    for bad, said in [(tmp_path, "is a directory"), (w, "is the input"), (tmp_path / "x.txt", "ending in .safetensors"),
                       ("/proc/nope/x.safetensors", "cannot write in /proc/nope")]:
         r = runner.invoke(app, ["rewrite", "-w", str(w), "--out", str(bad)])
         assert r.exit_code == 2 and said in r.stderr and "reload check" not in r.output, (bad, r.output)
@@ -293,6 +294,31 @@ def test_rewrite_checks_its_out_before_any_work_and_keeps_the_rule_history(setup
     assert "fold-batchnorm" in first
     rules = lprnet.weights.read_weights(twice)[1].rules
     assert rules[:len(first)] == first and "drop-eval-dropout" in rules[len(first):]
+
+
+def test_rewrite_leaves_no_file_that_does_not_read_back_as_the_rewritten_graph(setup, tmp_path, monkeypatch):
+    """The written file is read back as its users will read it; one that does not reproduce the rewritten graph bit
+    for bit is removed (exit 1), and an older file at --out is kept."""
+    import lprnet.weights as weights_mod
+
+    w, _ = setup
+    out = tmp_path / "x.safetensors"
+    out.write_bytes(b"an older file")
+    real_build = weights_mod.build_model
+
+    def build_off_by_one_bit(path, *args, **kwargs):
+        model, meta = real_build(path, *args, **kwargs)
+        if Path(path).name.startswith(".x.safetensors"):  # the read-back of the written file
+            with torch.no_grad():
+                p = next(model.parameters())
+                p.view(-1)[0] = torch.nextafter(p.view(-1)[0], torch.tensor(1e9))
+        return model, meta
+
+    monkeypatch.setattr(weights_mod, "build_model", build_off_by_one_bit)
+    r = runner.invoke(app, ["rewrite", "-w", str(w), "--out", str(out), "--rules", "safe", "--json"])
+    assert r.exit_code == 1 and "does not reproduce the rewritten graph" in r.stderr, r.output
+    assert json.loads(r.stdout)["reload_check"] == "MISMATCH"
+    assert out.read_bytes() == b"an older file" and [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]
 
 
 def test_average_weights_command_writes_the_soup_and_names_bad_files(tmp_path):

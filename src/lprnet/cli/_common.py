@@ -92,12 +92,14 @@ def fail(msg: str, code: int = 2) -> NoReturn:
 
 def check_out_file(out: Path, inputs: Iterable[Path] = ()) -> None:
     """Refuse, before any work, an ``--out`` weights file that is a directory, one of the input files (it would be
-    replaced) or in a folder that cannot be written."""
+    replaced), not named ``.safetensors`` or in a folder that cannot be written."""
     if out.is_dir():
         fail(f"--out {out} is a directory; give a .safetensors file name")
     for src in inputs:
         if out.resolve() == src.resolve() or (out.exists() and src.exists() and out.samefile(src)):
             fail(f"--out {out} is the input {src}; write to another file (the input would be replaced)")
+    if out.suffix.lower() != ".safetensors":  # as export wants .onnx: a weights file says what it is
+        fail(f"--out {out}: weights are written as .safetensors; give a name ending in .safetensors")
     writable_dir(out.parent, out)
 
 

@@ -25,8 +25,9 @@ def export_cmd(
     = False,
     batch: Annotated[str, typer.Option("--batch", help="'dynamic' or a fixed batch size N.")] = "dynamic",
     parity_data: Annotated[Path | None, typer.Option(
-        "--parity-data", help="Labelled crops for the parity check (default: ../shared/data/plates-cn-1k if "
-        "present, else synthetic; 'synthetic' forces synthetic crops).")] = None,
+        "--parity-data", help="Labelled crops for the parity check (a folder, a manifest or ccpd:DIR; default: "
+        "$LPRNET_PARITY_DATA, else ../shared/data/plates-cn-1k if present, else synthetic; 'synthetic' forces "
+        "synthetic crops).")] = None,
     parity_n: Annotated[int, typer.Option("--parity-n", min=1, help="Crops in the parity check.")] = 256,
     keep_failed: Annotated[bool, typer.Option("--keep-failed", help="Keep the files when parity fails.")] = False,
     dead_channels: Annotated[bool, typer.Option("--dead-channels", help="Apply the verified dead-channels rewrite "

@@ -31,7 +31,7 @@ def provinces_cmd(
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     backend: BackendOpt = "torch",
 ) -> None:
-    """Estimate which provinces' plates a camera sees (EM over the model's readings, no labels)
+    """Estimate which provinces' plates a camera sees (EM over the model's province probabilities, no labels)
     and print the --provinces value that weighs readings by it."""
     from lprnet.core.process import list_images
     from lprnet.data.real import split_kind_prefix

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -46,9 +47,10 @@ def rewrite(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
     threads: ThreadsOpt = None,
 ) -> None:
-    """Rewrite a model rule by rule, verify each rule's tier, write and reload-check the result.
+    """Rewrite a model rule by rule, verify each rule's tier, write the result, read it back and check it against
+    the rewritten graph bit for bit.
 
-    Exits 1 (writing nothing) when any rule fails its tier or the saved model does not
+    Exits 1 (writing nothing) when any rule fails its tier or the file read back does not
     reproduce the rewritten graph bit for bit.
     """
     import torch
@@ -100,7 +102,8 @@ def rewrite(
             con = Console(width=None if sys.stdout.isatty() else 160)
             con.print(report.to_table())
             if result["reload_check"] is not None:
-                con.print(f"reload check (saved model vs rewritten graph, bitwise): {result['reload_check']}")
+                con.print(f"reload check (the written file read back vs the rewritten graph, bitwise): "
+                          f"{result['reload_check']}")
             if result["out"]:
                 con.print(f"wrote [bold]{result['out']}[/]")
         if code:
@@ -125,19 +128,31 @@ def rewrite(
     except WeightsError as e:
         fail(str(e), 1)
     deploy.eval()
-    check = vx if vx is not None else example
-    with torch.inference_mode():
-        same = rw.bitwise_equal(gm(check), deploy(check))
-    result["reload_check"] = "bitwise equal" if same else "MISMATCH"
-    if not same:
-        print("error: the deploy model does not reproduce the rewritten graph; nothing written", file=sys.stderr)
-        finish(1)
     new_cfg = dataclasses.replace(cfg, batchnorm=batchnorm)
     prov = dict(meta.provenance)
     prov.update(rewritten_from=weights.name, source_form=form)
     history = list(meta.rules)  # a file rewritten before keeps the record of those rules
-    save_or_fail(out, deploy.state_dict(), WeightsMeta(config=new_cfg, form="deploy", context_norm=ctx, provenance=prov,
-                                                       rules=history + [r for r in report.applied if r not in history]))
+    # written beside --out, read back as every user of the file will read it, and moved into place only if it
+    # reproduces the rewritten graph bit for bit
+    staged = out.with_name(f".{out.name}.unchecked.safetensors")
+    save_or_fail(staged, deploy.state_dict(), WeightsMeta(
+        config=new_cfg, form="deploy", context_norm=ctx, provenance=prov,
+        rules=history + [r for r in report.applied if r not in history]))
+    try:
+        reloaded, _ = build_model(staged)
+        check = vx if vx is not None else example
+        with torch.inference_mode():
+            same = rw.bitwise_equal(gm(check), reloaded(check))
+        result["reload_check"] = "bitwise equal" if same else "MISMATCH"
+        if same:
+            os.replace(staged, out)
+    except WeightsError as e:
+        fail(f"the written model does not load ({e}); nothing written", 1)
+    finally:
+        staged.unlink(missing_ok=True)
+    if not same:
+        print("error: the written model does not reproduce the rewritten graph; nothing written", file=sys.stderr)
+        finish(1)
     result["out"] = str(out)
     finish(0)
 

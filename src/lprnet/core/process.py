@@ -4,8 +4,9 @@
   any size and channel count into 8-bit BGR arrays, with errors that name the input.
 * :func:`preprocess` resizes to the model's input size and normalises exactly as the
   reference does: ``cv2.resize`` (bilinear), ``(x - 127.5) * 0.0078125``, ``N x 3 x H x W``.
-* :func:`ctc_greedy_decode` turns logits into plate strings with a plate confidence and
-  per-character confidences taken from the greedy CTC path; :func:`ctc_plate_decode` does the
+* :func:`ctc_greedy_decode` turns logits into plate strings with per-character confidences
+  taken from the greedy CTC path and a plate confidence, the probability of the plate's text
+  summed over every alignment (:func:`ctc_text_log_prob`); :func:`ctc_plate_decode` does the
   same but re-reads plates whose greedy reading fits no GA 36 layout as the most probable CTC
   path that does (grammar-constrained decoding), optionally under a prior over provinces
   (:func:`province_log_prior`: the share of local plates where the camera stands).

@@ -5,12 +5,14 @@ or as JSON ``{"images": [{"name": "...", "data": "<base64>"}]}``, and answers
 ``{"results": [...]}`` with one entry per image in request order, each with the fields of
 ``lprnet recognize --format json`` (``path`` is the uploaded file name): ``{"path", "plate",
 "confidence", "chars"}``, or ``{"path", "error"}`` for an image that cannot be read (not an image,
-truncated, too many pixels claimed by its header).  Problems with the request itself get a 4xx
-answer with ``{"detail": "..."}`` naming the field or item: 415 wrong content type, 413 body too
-large (enforced while reading, chunked bodies included), too many images or form fields, 422 no
-images, bad JSON, bad base64 or a malformed multipart body, 503 while the recognizer is unavailable
-(starting up, shutting down, or a request cut off by uvicorn's graceful-shutdown timeout).  The
-OpenAPI schema declares these answers.  ``GET /healthz`` reports the model, backend, decoding and
+truncated, too many pixels claimed by its header, a JSON item whose data is not base64); the other
+images are read.  Problems with the request itself get a 4xx answer with ``{"detail": "..."}`` naming
+the field or item: 415 wrong content type, 413 body too large (enforced while reading, chunked bodies
+included), too many images or form fields, or images whose headers claim more than
+``--max-request-pixels`` pixels in all; 422 no images, bad JSON, an item without a ``data`` string or a
+malformed multipart body; 503 while the recognizer is unavailable (starting up, shutting down, or a
+request cut off by uvicorn's graceful-shutdown timeout).  The OpenAPI schema declares these answers.
+``GET /healthz`` (``HEAD`` too, for load balancers) reports the backend, input size, decoding and
 province shares; ``GET /metrics`` is in the Prometheus text format; ``GET /`` is a demo page
 (``static/index.html``) that uploads one or several images.
 
