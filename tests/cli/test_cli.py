@@ -80,7 +80,8 @@ def test_recognize_bad_weights_and_empty_dir(setup, tmp_path):
 def test_eval_json(setup):
     w, imgs = setup
     r = runner.invoke(app, ["eval", str(imgs), "-w", str(w), "--json"])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # the report, then exit 1: one file was not scored
+    assert r.stderr.strip() == "1 input(s) not scored"
     d = json.loads(r.stdout)
     assert d["n"] == 3 and len(d["unreadable"]) == 1
     assert 0.0 <= d["accuracy"] <= 1.0 and {"confusions", "char_accuracy", "deletions"} <= set(d)
@@ -93,7 +94,7 @@ def test_eval_names_unlabelled_files_and_fails_when_nothing_is_scored(setup, tmp
     (d / "皖A12345.jpg").write_bytes((imgs / "皖A12345.jpg").read_bytes())
     (d / "IMG_0001.jpg").write_bytes((imgs / "皖A12345.jpg").read_bytes())  # a stray photo: no plate label
     r = runner.invoke(app, ["eval", str(d), "-w", str(w), "--json"])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output
     rep = json.loads(r.stdout)
     assert rep["n"] == 1 and [u["path"] for u in rep["unreadable"]] == [str(d / "IMG_0001.jpg")]
     assert "label 'IMG'" in rep["unreadable"][0]["error"] and "not scored" in rep["unreadable"][0]["error"]
@@ -119,7 +120,7 @@ def test_province_shares_option(setup):
     free = [r.plate for r in lprnet.load(w).recognize(sorted(imgs.rglob("*.*"))) if r.ok]
     assert any(not p.startswith("皖") for p in free)  # without the option, this model reads other provinces
     r = runner.invoke(app, ["eval", str(imgs), "-w", str(w), "--json", "--provinces", "皖=0.8,苏=0.1"])
-    assert r.exit_code == 0 and json.loads(r.stdout)["provinces"] == {"皖": 0.8, "苏": 0.1}
+    assert r.exit_code == 1 and json.loads(r.stdout)["provinces"] == {"皖": 0.8, "苏": 0.1}  # the broken file
     for bad, msg in [("X=0.5", "not a province"), ("皖=1.5", "(0, 1]")]:
         r = runner.invoke(app, ["recognize", str(imgs), "-w", str(w), "--provinces", bad])
         assert r.exit_code == 2 and msg in r.stderr, r.output
@@ -141,7 +142,7 @@ def test_provinces_auto_estimates_then_reads(setup):
     assert any(row["path"].endswith("broken.jpg") and row["error"] for row in rows)
     assert f"--provinces auto: {opt} (estimated from 3 plates)" in r.stderr
     r = runner.invoke(app, ["eval", str(imgs), "-w", str(w), "--json", "--provinces", "auto"])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # the broken file
     d = json.loads(r.stdout)
     assert d["provinces"] == lprnet.recognizer.resolve_provinces(opt) and d["provinces_estimated"] is True
     r = runner.invoke(app, ["recognize", str(imgs), "-w", str(w), "--provinces", "auto", "--decode", "greedy"])
@@ -197,6 +198,14 @@ def test_provinces_command_reads_ccpd_scenes_rectified(setup, tmp_path):
     assert d["n"] == 5 and d["provinces"] == want.option(0.01)
     assert d["shares"] == pytest.approx({p: round(v, 6) for p, v in want.shares.items()}, abs=1e-6)
     assert sum(d["shares"][text[0]] for _, text in good) > 0.6  # the scenes' provinces carry the mass
+    # the folder without its ccpd: prefix is detected as eval detects it (scenes rectified, not read whole), and a
+    # manifest as a manifest
+    r = runner.invoke(app, ["provinces", str(scenes), str(crop), "--json", "--min-share", "0.01"])
+    assert r.exit_code == 1 and json.loads(r.stdout)["shares"] == d["shares"], r.output
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,plate\n{crop},皖A12345\n", encoding="utf-8")
+    r = runner.invoke(app, ["provinces", str(manifest), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["n"] == 1, r.output
     whole = rec.estimate_provinces([*sorted(scenes.glob("0*.jpg")), crop])  # the scenes unrectified
     assert max(abs(whole.shares[p] - v) for p, v in want.shares.items()) > 0.01
     (scenes / "junk.jpg").unlink()

@@ -39,11 +39,11 @@ def test_eval_reports_file_names_that_are_not_utf8(weights, tmp_path):
         pytest.skip("this file system cannot hold a file name that is not UTF-8")
     (d / "皖A54321.png").write_bytes(_png())
     r = runner.invoke(app, ["eval", str(d), "-w", str(weights), "--json"])
-    assert r.exit_code == 0, (r.output, r.exception)
+    assert r.exit_code == 1, (r.output, r.exception)  # a file not scored
     rep = json.loads(r.stdout)
     assert rep["n"] == 1 and [u["path"] for u in rep["unreadable"]] == [f"{d}/\\xcd\\xeeA12345.png"]
     r = runner.invoke(app, ["eval", str(d), "-w", str(weights)], env={"COLUMNS": "400"})
-    assert r.exit_code == 0, (r.output, r.exception)
+    assert r.exit_code == 1, (r.output, r.exception)
     assert f"not scored {d}/\\xcd\\xeeA12345.png: " in r.stdout
 
 
@@ -56,7 +56,7 @@ def test_eval_prints_bracketed_names_as_they_are(weights, tmp_path):
     (d / "[bold]").mkdir()
     (d / "[bold]" / "皖A22222.jpg").write_bytes(b"not an image either")
     r = runner.invoke(app, ["eval", str(d), "-w", str(weights)], env={"COLUMNS": "400"})
-    assert r.exit_code == 0, (r.output, r.exception)
+    assert r.exit_code == 1, (r.output, r.exception)
     assert f"not scored {d}/皖A11111.jpg: not a readable image" in r.stdout  # the file named once
     assert f"not scored {d}/[bold]/皖A22222.jpg: not a readable image" in r.stdout
 

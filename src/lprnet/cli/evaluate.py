@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import sys
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from lprnet.cli._common import BackendOpt, DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail, load_recognizer
+
+if TYPE_CHECKING:
+    from lprnet.evaluate import EvalReport
 
 
 def evaluate_cmd(
@@ -39,6 +43,7 @@ def evaluate_cmd(
     if as_json:
         print(json.dumps({**rep.to_json(top), "decode": rec.decode, "provinces": rec.provinces,
                           "provinces_estimated": auto}, ensure_ascii=False))
+        _fail_if_unscored(rep)
         return
     from rich.console import Console
     from rich.markup import escape
@@ -61,6 +66,15 @@ def evaluate_cmd(
         con.print(t)
     for u in rep.unreadable:
         con.print(f"[red]not scored[/] {escape(u['path'])}: {escape(u['error'])}")  # a [tag] in a name is text
+    _fail_if_unscored(rep)
+
+
+def _fail_if_unscored(rep: EvalReport) -> None:
+    """Exit 1 when some inputs were not scored (a missing folder, unreadable files, names that are no plate label),
+    as recognize, provinces, batch and check-data do: a test set with a typo in it must not pass a CI gate."""
+    if rep.unreadable:
+        print(f"{len(rep.unreadable)} input(s) not scored", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

@@ -33,8 +33,8 @@ def provinces_cmd(
 ) -> None:
     """Estimate which provinces' plates a camera sees (EM over the model's province probabilities, no labels)
     and print the --provinces value that weighs readings by it."""
-    from lprnet.core.process import list_images
-    from lprnet.data.real import split_kind_prefix
+    from lprnet.core.process import IMAGE_EXTENSIONS, list_images
+    from lprnet.data.real import detect_kind, split_kind_prefix
     from lprnet.evaluate import unlabelled_images
 
     if min_share <= 0.0:
@@ -43,8 +43,12 @@ def provinces_cmd(
     bad: list[str] = []  # dataset entries that cannot become a plate image, by name
     items: list[Path | np.ndarray] = []
     for raw in paths:
-        if split_kind_prefix(raw)[1] is None:
-            items.extend(list_images([Path(raw)]))
+        path, kind = split_kind_prefix(raw)
+        if kind is None and ((path.is_file() and path.suffix.lower() not in IMAGE_EXTENSIONS)
+                             or (path.is_dir() and detect_kind(path) == "ccpd")):
+            kind = "detected"  # a manifest or a folder of CCPD scenes, as eval reads them (scenes rectified)
+        if kind is None:  # crops: any name, a label is not needed
+            items.extend(list_images([path]))
         else:
             items.extend(unlabelled_images([raw], on_error=bad.append))
     if not items and not bad:
