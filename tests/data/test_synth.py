@@ -725,3 +725,15 @@ def test_a_killed_jpeg_render_leaves_no_half_crop_that_loads(tmp_path: Path, mon
     jpgs = sorted((tmp_path / "jpg").glob("*.jpg"))
     assert len(jpgs) == 2
     assert all(p.read_bytes().endswith(b"\xff\xd9") for p in jpgs)  # each ends with the JPEG end-of-image marker
+
+
+def test_cli_synth_checks_the_preview_place_before_rendering(tmp_path: Path) -> None:
+    """A --preview that cannot be written is refused by name before any plate is rendered (it was found only after
+    all of them, as '[Errno 17] File exists')."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(_app(), ["synth", "--n", "5", "--out", str(out), "--preview", str(blocker / "grid.png"),
+                                      "--no-progress"])
+    assert res.exit_code == 2 and f"--preview {blocker / 'grid.png'}: {blocker} is a file" in res.output, res.output
+    assert not out.exists()

@@ -354,3 +354,44 @@ def test_ray_address_from_the_environment_joins_that_cluster(ray_session, job, t
     assert r.returncode == 0, r.stderr[-3000:]
     with out.open(encoding="utf-8") as f:
         _check(list(csv.DictReader(f)), picked, set(), expected)
+
+
+def test_a_parquet_folder_appears_only_when_every_part_is_written(tmp_path):
+    """Results for a folder are written into a hidden folder and moved into place at the end: a job that fails or is
+    killed part-way (SystemExit, as SIGTERM raises) leaves neither a folder of some of the results nor the hidden
+    one; a finished job leaves its parts in the (empty) folder that was named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lprnet.scale.ray_batch import _write_parquet_dir
+
+    table = pa.table({"path": ["a.jpg", "b.jpg"], "plate": ["皖A12345", None], "confidence": [0.9, None],
+                      "error": [None, "b.jpg: not a readable image"]})
+
+    class Killed:
+        def write_parquet(self, folder: str) -> None:
+            pq.write_table(table, f"{folder}/part-0.parquet")
+            raise SystemExit(143)
+
+    class Done:
+        def write_parquet(self, folder: str) -> None:
+            pq.write_table(table, f"{folder}/part-0.parquet")
+
+    out = tmp_path / "results"
+    with pytest.raises(SystemExit):
+        _write_parquet_dir(Killed(), out)
+    assert list(tmp_path.iterdir()) == []
+    out.mkdir()  # named and empty, as the command allows
+    assert _write_parquet_dir(Done(), out) == (2, 1)
+    assert [p.name for p in tmp_path.iterdir()] == ["results"] and pq.read_table(out).num_rows == 2
+
+
+def test_an_output_that_is_a_dangling_link_is_refused_before_the_job(tmp_path):
+    from lprnet.scale.ray_batch import run_batch
+
+    img = tmp_path / "皖A12345.png"
+    img.write_bytes(b"x")
+    out = tmp_path / "r.csv"
+    out.symlink_to(tmp_path / "gone" / "r.csv")
+    with pytest.raises(BatchJobError, match="the output file exists; pass --overwrite"):
+        run_batch([str(img)], out)

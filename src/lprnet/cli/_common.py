@@ -103,17 +103,17 @@ def check_out_file(out: Path, inputs: Iterable[Path] = ()) -> None:
     writable_dir(out.parent, out)
 
 
-def writable_dir(d: Path, shown: Path) -> None:
+def writable_dir(d: Path, shown: Path, option: str = "--out") -> None:
     """Create the folder ``d`` and prove a file can be written in it, before any work is done;
-    fail naming ``--out {shown}`` otherwise."""
+    fail naming ``{option} {shown}`` otherwise."""
     if d.exists() and not d.is_dir():
-        fail(f"--out {shown}: {d} is a file, not a folder")
+        fail(f"{option} {shown}: {d} is a file, not a folder")
     try:
         d.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=d):
             pass
     except OSError as e:
-        fail(f"--out {shown}: cannot write in {d} ({e.strerror or e})")
+        fail(f"{option} {shown}: cannot write in {d} ({e.strerror or e})")
 
 
 def save_or_fail(out: Path, state_dict: dict[str, Tensor], meta: WeightsMeta) -> None:

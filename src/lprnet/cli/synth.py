@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import fail
+from lprnet.cli._common import fail, writable_dir
 
 
 class SynthFormat(str, Enum):
@@ -102,6 +102,8 @@ def synth(
         fail(f"--out {out} exists and is not a directory")
     if preview is not None and preview.is_dir():
         fail(f"--preview {preview} is a directory; give a .png file name")
+    if preview is not None:  # before the plates are rendered, not after
+        writable_dir(preview.parent, preview, "--preview")
     size = (width, height)
     # what every writer and the preview share: which plates, how they are drawn
     plates = dict(kinds=kind_list, weights=weight_list, out_size=size, province_smudge=province_smudge,

@@ -331,6 +331,46 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     tmp.unlink()
 
 
+def _init_ray(ray_address: str | None, actors: int, cpus_per_actor: float, object_store_memory: int | None) -> None:
+    """Join ``ray_address`` (or ``$RAY_ADDRESS``), or start a local Ray sized for the job; one-line errors."""
+    import ray
+
+    address = ray_address or os.environ.get("RAY_ADDRESS")  # ray.init honours RAY_ADDRESS too
+    try:
+        if address:  # joining a cluster: it has its own CPUs
+            ray.init(address=address, ignore_reinit_error=True)
+        else:  # "local": a new Ray, not the last `ray start` cluster Ray would otherwise join
+            need = math.ceil(actors * cpus_per_actor) + 1
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False,
+                     log_to_driver=False, ignore_reinit_error=True, object_store_memory=object_store_memory)
+    except Exception as e:  # ConnectionError, ValueError, TimeoutError...: one line, no traceback
+        where = (f"--ray-address {ray_address}" if ray_address else
+                 f"RAY_ADDRESS={address}" if address else "a local Ray")
+        raise BatchJobError(f"{where}: cannot {'connect to' if address else 'start'} Ray "
+                            f"({describe_error(e)})") from None
+
+
+def _write_parquet_dir(ds: Any, out: Path) -> tuple[int, int]:
+    """Write the results as Parquet part files into a hidden folder beside ``out`` and move it into place only when
+    every part is written: a killed or failed job leaves no folder of some of the results that reads as all of
+    them. Returns (rows, failed rows)."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        ds.write_parquet(str(stage))
+        errors = pq.read_table(str(stage), columns=["error"]).column("error")
+        if out.is_dir():
+            out.rmdir()  # empty: checked before the job, and nothing else writes there
+        os.replace(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return len(errors), len(errors) - errors.null_count
+
+
 def run_batch(
     inputs: list[str],
     out: str | os.PathLike[str],
@@ -372,7 +412,7 @@ def run_batch(
         raise BatchJobError(f"{out}: the output folder is not empty")
     if kind != "parquet-dir":
         _check_not_an_input(out, inputs, manifest)
-        if out.exists() and not overwrite:
+        if os.path.lexists(out) and not overwrite:  # a link that leads nowhere too: the job would end refused
             raise BatchJobError(f"{out}: the output file exists; pass --overwrite to replace it")
     _check_writable(out if kind == "parquet-dir" else out.parent, out)
     files = _weights_files(weights, backend)
@@ -387,51 +427,37 @@ def run_batch(
     import ray
     import ray.data
 
-    started = False
-    if not ray.is_initialized():
-        address = ray_address or os.environ.get("RAY_ADDRESS")  # ray.init honours RAY_ADDRESS too
+    with sigterm_raises():  # from before Ray starts: a kill during its start-up still shuts it down (no orphans)
+        started = False
         try:
-            if address:  # joining a cluster: it has its own CPUs
-                ray.init(address=address, ignore_reinit_error=True)
-            else:  # "local": a new Ray, not the last `ray start` cluster Ray would otherwise join
-                need = math.ceil(actors * cpus_per_actor) + 1
-                ray.init(address="local", num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False,
-                         log_to_driver=False, ignore_reinit_error=True, object_store_memory=object_store_memory)
-        except Exception as e:  # ConnectionError, ValueError, TimeoutError...: one line, no traceback
-            where = (f"--ray-address {ray_address}" if ray_address else
-                     f"RAY_ADDRESS={address}" if address else "a local Ray")
-            raise BatchJobError(f"{where}: cannot {'connect to' if address else 'start'} Ray "
-                                f"({describe_error(e)})") from None
-        started = True
-    ctx = ray.data.DataContext.get_current()
-    saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
-    ctx.execution_options.preserve_order = True
-    ctx.enable_progress_bars = progress
-    try:
-        with sigterm_raises():
-            t0 = time.perf_counter()
-            rows_per_block = max(batch_size, math.ceil(len(inputs) / 2000))
-            ds = ray.data.from_items([{"path": p} for p in inputs],
-                                     override_num_blocks=max(1, math.ceil(len(inputs) / rows_per_block)))
-            ds = ds.map_batches(read_files, batch_format="pyarrow", batch_size=batch_size)
-            ds = ds.map_batches(RecognizerActor, batch_format="pyarrow", batch_size=batch_size,
-                                fn_constructor_kwargs={"files": files, "backend": backend,
-                                                       "threads": threads_per_actor, "decode": decode,
-                                                       "provinces": provinces},
-                                concurrency=actors, num_cpus=cpus_per_actor)
-            if kind == "parquet-dir":
-                import pyarrow.parquet as pq
-
-                ds.write_parquet(str(out))
-                errors = pq.read_table(str(out), columns=["error"]).column("error")
-                n, failures = len(errors), len(errors) - errors.null_count
-            else:
-                n, failures = _write_stream(ds, out, kind, overwrite)
-            seconds = time.perf_counter() - t0
-    finally:
-        ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
-        if started:
-            ray.shutdown()
+            if not ray.is_initialized():
+                started = True
+                _init_ray(ray_address, actors, cpus_per_actor, object_store_memory)
+            ctx = ray.data.DataContext.get_current()
+            saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
+            ctx.execution_options.preserve_order = True
+            ctx.enable_progress_bars = progress
+            try:
+                t0 = time.perf_counter()
+                rows_per_block = max(batch_size, math.ceil(len(inputs) / 2000))
+                ds = ray.data.from_items([{"path": p} for p in inputs],
+                                         override_num_blocks=max(1, math.ceil(len(inputs) / rows_per_block)))
+                ds = ds.map_batches(read_files, batch_format="pyarrow", batch_size=batch_size)
+                ds = ds.map_batches(RecognizerActor, batch_format="pyarrow", batch_size=batch_size,
+                                    fn_constructor_kwargs={"files": files, "backend": backend,
+                                                           "threads": threads_per_actor, "decode": decode,
+                                                           "provinces": provinces},
+                                    concurrency=actors, num_cpus=cpus_per_actor)
+                if kind == "parquet-dir":
+                    n, failures = _write_parquet_dir(ds, out)
+                else:
+                    n, failures = _write_stream(ds, out, kind, overwrite)
+                seconds = time.perf_counter() - t0
+            finally:
+                ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+        finally:
+            if started:
+                ray.shutdown()
     if n != len(inputs):  # one row per input is the contract; say so loudly if broken
         print(f"warning: {len(inputs)} inputs but {n} result rows", file=sys.stderr)
     return BatchSummary(n, failures, seconds, out)
