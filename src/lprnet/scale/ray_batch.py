@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -336,6 +337,15 @@ def _init_ray(ray_address: str | None, actors: int, cpus_per_actor: float, objec
     import ray
 
     address = ray_address or os.environ.get("RAY_ADDRESS")  # ray.init honours RAY_ADDRESS too
+    where = (f"--ray-address {ray_address}" if ray_address else
+             f"RAY_ADDRESS={address}" if address else "a local Ray")
+    host, sep, port = (address or "").rpartition(":")
+    if sep and host and port.isdigit() and "://" not in address:  # HOST:PORT of a cluster's head (its GCS)
+        try:  # ray.init retries an address where nothing answers for minutes, printing warnings
+            socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+        except OSError as e:
+            raise BatchJobError(f"{where}: nothing answers at {host}:{port} ({e.strerror or e}); is the cluster's "
+                                "head running (`ray start --head`), and is this its address?") from None
     try:
         if address:  # joining a cluster: it has its own CPUs
             ray.init(address=address, ignore_reinit_error=True)
@@ -344,8 +354,6 @@ def _init_ray(ray_address: str | None, actors: int, cpus_per_actor: float, objec
             ray.init(address="local", num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False,
                      log_to_driver=False, ignore_reinit_error=True, object_store_memory=object_store_memory)
     except Exception as e:  # ConnectionError, ValueError, TimeoutError...: one line, no traceback
-        where = (f"--ray-address {ray_address}" if ray_address else
-                 f"RAY_ADDRESS={address}" if address else "a local Ray")
         raise BatchJobError(f"{where}: cannot {'connect to' if address else 'start'} Ray "
                             f"({describe_error(e)})") from None
 
