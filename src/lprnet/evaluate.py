@@ -28,6 +28,7 @@ from lprnet.data.real import (
     DataError,
     Problem,
     Sample,
+    label_conflicts,
     load_crop,
     scan_source,
     split_by_label,
@@ -159,19 +160,8 @@ def labelled_samples(paths: Sequence[str | os.PathLike[str]], charset: Charset |
     if charset is not None:
         found, unlabelled = _scorable(found, charset, max_steps)
         problems.extend(unlabelled)
-    samples: list[Sample] = []
-    first: dict[tuple[str, Any], Sample] = {}
-    repeats = 0
-    for s in found:
-        key = (os.path.realpath(s.path), s.quad)
-        seen = first.setdefault(key, s)
-        if seen is s:
-            samples.append(s)
-        elif seen.plate == s.plate:
-            repeats += 1
-        else:
-            problems.append(Problem(str(s.path), f"labelled {s.plate!r} here and {seen.plate!r} before; "
-                                                 "scored once, as the first"))
+    samples, conflicts, repeats = label_conflicts(found)
+    problems.extend(Problem(str(found[i].path), f"{why}; scored once, as the first") for i, why in conflicts)
     return samples, problems, repeats
 
 

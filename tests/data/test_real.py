@@ -393,3 +393,16 @@ def test_folders_reached_through_symbolic_links_are_read_once(tmp_path: Path) ->
     r = real.check_dataset(tmp_path / "data")
     assert [Path(w).name for w in r.bad_files] == ["皖C11111.jpg"]
     assert r.summary().startswith("3 entries checked, 2 good")
+
+
+def test_check_dataset_names_an_image_labelled_twice_differently(tmp_path: Path) -> None:
+    """The same file labelled 京PL3N67 on one manifest row and 皖A12345 on another: no reading is right for both,
+    so check-data names the row (eval scores it once, as the first); a repeat with the same label is fine."""
+    img = tmp_path / "crop.jpg"
+    _write(img)
+    m = tmp_path / "m.csv"
+    m.write_text(f"path,plate\n{img},京PL3N67\n{img},京PL3N67\n{img},皖A12345\n", encoding="utf-8")
+    r = real.check_dataset(m)
+    assert [(p.where, p.message) for p in r.problems] == [
+        (f"{m}:4", f"labelled '皖A12345' here and '京PL3N67' before (image {img})")]
+    assert r.summary().startswith("3 entries checked, 2 good, 1 with problems")

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -560,6 +560,25 @@ def _image_problem(s: Sample) -> str | None:
     return None
 
 
+def label_conflicts(samples: Sequence[Sample]) -> tuple[list[Sample], list[tuple[int, str]], int]:
+    """One sample per plate (its file, and its corners for a scene) in the order met: ``(kept, conflicts,
+    repeats)``. A repeat with the same label is only counted; a repeat with another label is a conflict, given as
+    ``(its index in samples, "labelled X here and Y before")``, since no reading can be right for both."""
+    first: dict[tuple[str, Any], Sample] = {}
+    kept: list[Sample] = []
+    conflicts: list[tuple[int, str]] = []
+    repeats = 0
+    for i, s in enumerate(samples):
+        seen = first.setdefault((os.path.realpath(s.path), s.quad), s)
+        if seen is s:
+            kept.append(s)
+        elif seen.plate == s.plate:
+            repeats += 1
+        else:
+            conflicts.append((i, f"labelled {s.plate!r} here and {seen.plate!r} before"))
+    return kept, conflicts, repeats
+
+
 def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], kind: str | None = None,
                   charset: Charset = DEFAULT_CHARSET, lengths: Iterable[int] | None = (7, 8),
                   check_images: bool = True, workers: int = 4, max_steps: int | None = DEFAULT_STEPS) -> CheckReport:
@@ -610,6 +629,10 @@ def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
                      for m in label_problems(s.plate, charset, lengths, max_steps)]
         if bad_label:
             bad[i] = bad_label
+    for i, why in label_conflicts(candidates)[1]:  # one image with two labels: no reading is right for both
+        row = rows[i]
+        bad.setdefault(i, []).append(Problem(str(candidates[i].path) if row is None else row,
+                                             why if row is None else f"{why} (image {candidates[i].path})"))
     if check_images and candidates:
         with ThreadPoolExecutor(max(1, workers)) as ex:
             for i, why in enumerate(ex.map(_image_problem, candidates)):
