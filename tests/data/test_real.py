@@ -249,13 +249,14 @@ def test_check_dataset_counts_entries_not_files(tmp_path: Path) -> None:
                    "imgs/a.jpg,皖A12345\nimgs/a.jpg\n", encoding="utf-8")
     r = real.check_dataset(man)
     assert r.checked == 6 and r.bad_entries == 5 and len(r.samples) == 1
-    assert r.summary() == "6 entries checked, 1 good, 5 with problems (5 problems)"
-    assert [p.where for p in r.problems] == [f"{man}:7", f"{man}:2", f"{man}:3", str(tmp_path / "imgs" / "zz.jpg"),
-                                             str(tmp_path / "imgs" / "zz.jpg")]
+    assert r.summary() == "6 entries checked, 1 good, 5 with problems (6 problems)"
+    zz = str(tmp_path / "imgs" / "zz.jpg")
+    assert [p.where for p in r.problems] == [f"{man}:7", f"{man}:2", f"{man}:3", zz, f"{man}:5", zz]
     assert all(str(tmp_path / "imgs" / "a.jpg") in p.message for p in r.problems[1:3])
-    # without decoding, the missing files are not looked at: only the labels
+    assert r.problems[4].message == f"labelled '皖A13H26' here and '皖A13H25' before (image {zz})"
+    # without decoding, the missing files are not looked at: only the labels (the two for zz.jpg among them)
     r2 = real.check_dataset(man, check_images=False)
-    assert r2.summary() == "6 entries checked, 3 good, 3 with problems (3 problems)"
+    assert r2.summary() == "6 entries checked, 2 good, 4 with problems (4 problems)"
 
 
 def test_check_dataset_ccpd_names(tmp_path: Path) -> None:

@@ -569,7 +569,11 @@ def label_conflicts(samples: Sequence[Sample]) -> tuple[list[Sample], list[tuple
     conflicts: list[tuple[int, str]] = []
     repeats = 0
     for i, s in enumerate(samples):
-        seen = first.setdefault((os.path.realpath(s.path), s.quad), s)
+        try:
+            where = os.path.realpath(s.path)
+        except ValueError:  # a NUL byte in a manifest's path: no file, named when it is read
+            where = str(s.path)
+        seen = first.setdefault((where, s.quad), s)
         if seen is s:
             kept.append(s)
         elif seen.plate == s.plate:
@@ -629,10 +633,11 @@ def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
                      for m in label_problems(s.plate, charset, lengths, max_steps)]
         if bad_label:
             bad[i] = bad_label
-    for i, why in label_conflicts(candidates)[1]:  # one image with two labels: no reading is right for both
-        row = rows[i]
-        bad.setdefault(i, []).append(Problem(str(candidates[i].path) if row is None else row,
-                                             why if row is None else f"{why} (image {candidates[i].path})"))
+    labelled = [i for i in range(len(candidates)) if i not in bad]  # rows whose labels are plates
+    for j, why in label_conflicts([candidates[i] for i in labelled])[1]:  # one image, two labels: no reading is
+        i, row = labelled[j], rows[labelled[j]]                           # right for both
+        bad[i] = [Problem(str(candidates[i].path) if row is None else row,
+                          why if row is None else f"{why} (image {candidates[i].path})")]
     if check_images and candidates:
         with ThreadPoolExecutor(max(1, workers)) as ex:
             for i, why in enumerate(ex.map(_image_problem, candidates)):
