@@ -347,3 +347,15 @@ def test_mistakes_in_the_call_are_argument_errors_said_once(weights_file, images
         with pytest.raises(ValueError, match=said):
             rec.with_provinces(bad)  # type: ignore[arg-type]
     assert rec.with_provinces({"皖": "0.8"}).provinces == {"皖": 0.8}
+
+
+def test_evaluate_shows_progress_on_stderr_when_asked(weights_file, tmp_path, capsys) -> None:
+    """A long evaluation says how far it is (on stderr, so the report on stdout stays clean); off by default."""
+    for i, img in enumerate(np.random.default_rng(0).integers(0, 256, (3, 24, 94, 3), dtype=np.uint8)):
+        cv2.imwrite(str(tmp_path / f"皖A1234{i}.png"), img)
+    rec = lprnet.load(weights_file)
+    evaluate(rec, [tmp_path])
+    assert capsys.readouterr().err == ""
+    rep = evaluate(rec, [tmp_path], progress=True)
+    err = capsys.readouterr().err
+    assert rep.n == 3 and "reading plates" in err and "3/3" in err

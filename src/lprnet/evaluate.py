@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -202,12 +203,16 @@ def _scorable(samples: list[Sample], charset: Charset, max_steps: int | None = N
     return keep, [Problem(str(s.path), "; ".join(why) + " (not scored)") for s, why in bad]
 
 
-def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], batch_size: int = 100) -> EvalReport:
+def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], batch_size: int = 100,
+             progress: bool | None = False) -> EvalReport:
     """Recognize every labelled plate under ``paths`` (see the module docstring) and score it.
 
     Files that cannot be read and dataset entries that cannot become a plate are listed in
-    ``unreadable`` by name; everything else is still scored.
+    ``unreadable`` by name; everything else is still scored.  ``progress`` shows a bar on stderr (``None``: when
+    stderr is a terminal).
     """
+    from tqdm import tqdm
+
     samples, problems, repeats = labelled_samples(paths, recognizer.charset, recognizer.config.output_length)
     rep = EvalReport(repeats=repeats)
     # names as printable text (display_path): a file name that is not UTF-8 must not break the JSON or the table
@@ -223,7 +228,10 @@ def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], ba
             fed.append(s)
             yield item
 
-    for k, res in enumerate(recognizer.iter_recognize(images(), channel_order="bgr", batch_size=batch_size)):
+    results = recognizer.iter_recognize(images(), channel_order="bgr", batch_size=batch_size)
+    bar = tqdm(results, total=len(samples), desc="reading plates", unit="plate",
+               disable=None if progress is None else not progress, file=sys.stderr)
+    for k, res in enumerate(bar):
         sample = fed[k]
         f = sample.path
         if not res.ok:

@@ -35,7 +35,7 @@ def evaluate_cmd(
     rec, auto = load_recognizer(weights, provinces, backend=backend, device=device, threads=threads, decode=decode)
     if auto:  # shares from the plates' images alone, never their labels
         rec = apply_auto_provinces(rec, unlabelled_images(paths), batch_size, quiet=as_json)
-    rep = evaluate(rec, paths, batch_size=batch_size)
+    rep = evaluate(rec, paths, batch_size=batch_size, progress=None)  # a bar on stderr when it is a terminal
     if rep.n == 0:  # nothing scored: an accuracy of 0/0 must not pass a CI job
         why = "; ".join(f"{u['path']}: {u['error']}" for u in rep.unreadable[:5])
         fail(f"no labelled plate could be scored under {', '.join(map(str, paths))}" + (f" ({why}"
