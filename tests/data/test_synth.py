@@ -375,15 +375,20 @@ def test_shards_round_trip_and_resume(tmp_path: Path) -> None:
     assert all(a.tobytes() == b.tobytes() for a, (b, _, _) in zip(got_imgs, expected, strict=True))
     assert not list(out.glob(".*tmp"))
 
-    # resume: existing shards are skipped (untouched), a missing one is re-rendered identically
-    before = paths[1].read_bytes()
-    stamp = paths[0].stat().st_mtime_ns
-    paths[0].write_bytes(b"sentinel")  # would be overwritten if it were not skipped
+    # resume: whole shards are skipped (untouched); a missing one, a truncated one and one that is not a shard at
+    # all are rendered again, identically
+    before = [p.read_bytes() for p in paths]
+    stamp = paths[2].stat().st_mtime_ns
+    paths[0].write_bytes(b"sentinel")
     paths[1].unlink()
     again = synth.write_shards(out, 25, seed=9, shard_size=10, progress=False)
     assert again == paths
-    assert paths[0].read_bytes() == b"sentinel" and paths[0].stat().st_mtime_ns >= stamp
-    assert np.array_equal(synth.load_shard(paths[1])[0], np.load(_bytes_file(tmp_path, before))["images"])
+    assert paths[2].stat().st_mtime_ns == stamp
+    for k in (0, 1):
+        assert np.array_equal(synth.load_shard(paths[k])[0], np.load(_bytes_file(tmp_path, before[k]))["images"])
+    paths[1].write_bytes(before[1][: len(before[1]) - 100])  # truncated: its CRC or its zip directory fails
+    synth.write_shards(out, 25, seed=9, shard_size=10, progress=False)
+    assert np.array_equal(synth.load_shard(paths[1])[0], np.load(_bytes_file(tmp_path, before[1]))["images"])
     # a restart with other settings must not mix datasets
     with pytest.raises(ValueError, match="other settings"):
         synth.write_shards(out, 25, seed=10, shard_size=10, progress=False)

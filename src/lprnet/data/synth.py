@@ -930,6 +930,21 @@ def _out_dir(out_dir: str | os.PathLike[str], empty: bool = False, why: str = ""
     return out
 
 
+def _whole_shard(path: Path, n: int) -> bool:
+    """Whether the shard at ``path`` exists, every member passes its CRC check and it holds ``n`` plates."""
+    import zipfile
+    import zlib
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            if z.testzip() is not None:
+                return False
+        with np.load(path, allow_pickle=False) as f:
+            return len(f["labels"]) == n
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return False
+
+
 def write_shards(
     out_dir: str | os.PathLike[str],
     n: int,
@@ -1005,7 +1020,9 @@ def write_shards(
         os.replace(tmp_meta, meta_path)
     n_shards = (n + shard_size - 1) // shard_size
     paths = [out / f"shard-{k:05d}.npz" for k in range(n_shards)]
-    todo = [k for k, p in enumerate(paths) if not p.exists()]
+    sizes = [min(n, (k + 1) * shard_size) - k * shard_size for k in range(n_shards)]
+    # a resumed run renders again every shard that is missing or not whole (damaged on disk since it was written)
+    todo = [k for k, p in enumerate(paths) if not (resume and _whole_shard(p, sizes[k]))]
     ranges = [(k * shard_size, min(n, (k + 1) * shard_size)) for k in todo]
     bar = _progress(sum(e - s for s, e in ranges), f"shards -> {out}", progress)
     results = _chunks(seed, ranges, kinds, probs, out_size, workers, smudge,
