@@ -407,3 +407,21 @@ def test_check_dataset_names_an_image_labelled_twice_differently(tmp_path: Path)
     assert [(p.where, p.message) for p in r.problems] == [
         (f"{m}:4", f"labelled '皖A12345' here and '京PL3N67' before (image {img})")]
     assert r.summary().startswith("3 entries checked, 2 good, 1 with problems")
+
+
+def test_a_killed_jpg_render_is_named_by_check_data(tmp_path: Path) -> None:
+    """`lprnet synth --format jpg` killed part-way leaves crops without labels.csv: check-data names the folder (its
+    crops are part of what was asked for), and a finished render leaves no marker."""
+    from lprnet.data import synth
+
+    done = tmp_path / "done"
+    synth.write_folder(done, 6, seed=1, progress=False)
+    assert not (done / real.UNFINISHED_MARKER).exists() and real.check_dataset(done).ok
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    for p in sorted(done.glob("*.jpg"))[:3]:
+        (killed / p.name).write_bytes(p.read_bytes())
+    (killed / real.UNFINISHED_MARKER).write_text("x")
+    r = real.check_dataset(killed)
+    assert [p.where for p in r.problems] == [str(killed)] and "unfinished `lprnet synth` render (3 crops" in str(
+        r.problems[0])

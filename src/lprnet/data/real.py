@@ -346,10 +346,17 @@ def _images_under(root: Path) -> tuple[list[Path], list[Problem]]:
     return sorted(files), [Problem(str(q), "broken symbolic link (its target does not exist)") for q in sorted(broken)]
 
 
+#: the file a folder of JPEGs from ``lprnet synth`` holds while the render runs (hidden, not an image)
+UNFINISHED_MARKER = ".lprnet-synth-unfinished"
+
+
 def _scan_folder(root: Path) -> tuple[list[Sample], list[Problem]]:
     if not root.is_dir():
         return [], [Problem(str(root), "not a directory")]
     files, problems = _images_under(root)
+    if (root / UNFINISHED_MARKER).is_file():  # its plates are a part of what was asked for
+        problems.insert(0, Problem(str(root), f"an unfinished `lprnet synth` render ({len(files)} crops, no "
+                                              "labels.csv; killed?): render it again into an empty folder"))
     return [Sample(p, label_from_filename(p), source="folder") for p in files], problems
 
 

@@ -39,6 +39,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from lprnet.charset import DIGITS, LETTERS, PROVINCES, SERIAL, Charset
 from lprnet.core.process import RESIZE_INTERPOLATION
+from lprnet.data.real import UNFINISHED_MARKER
 from lprnet.errors import first_line
 
 __all__ = [
@@ -1093,6 +1094,9 @@ def write_folder(
     out_size = _check_out_size(out_size)  # all checked before anything is written
     out = _out_dir(out_dir, empty=True,
                    why="a folder dataset reads every image in it, so earlier crops would mix with these")
+    marker = out / UNFINISHED_MARKER  # until labels.csv is written: check-data names a killed render's folder
+    marker.write_text("an lprnet synth render that has not finished (or was killed): render it again into an empty "
+                      "folder\n", encoding="utf-8")
     bar = _progress(n, f"jpg -> {out}", progress)
     rows: list[tuple[str, str, str]] = []
     i = 0
@@ -1120,6 +1124,7 @@ def write_folder(
         w.writerow(("path", "plate", "kind"))
         w.writerows(rows)
     os.replace(tmp, csv_path)
+    marker.unlink()
     return csv_path
 
 
