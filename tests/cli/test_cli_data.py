@@ -194,3 +194,13 @@ def test_check_data_names_the_shards_training_would_refuse(tmp_path: Path) -> No
     assert f"{d / 'shard-00000.npz'}: images must be N x H x W x 3 uint8 matching 3 labels" in r.stdout
     assert f"{d / 'shard-00001.npz'}: images must be N x H x W x 3 uint8 matching 2 labels" in r.stdout
     assert "4 entries checked, 2 good, 2 with problems" in r.stdout
+
+
+@pytest.mark.parametrize("args, said", [(["--charset", ""], "--charset: charset needs at least one character"),
+                                        (["--lengths", "-7"], "--lengths must be positive integers"),
+                                        (["--lengths", "7,0"], "--lengths must be positive integers")])
+def test_check_data_refuses_an_empty_charset_and_lengths_below_one(tmp_path: Path, args: list[str],
+                                                                   said: str) -> None:
+    _jpg(tmp_path / "d" / "皖A12345.jpg")
+    r = runner.invoke(app, ["check-data", str(tmp_path / "d"), *args])
+    assert r.exit_code == 2 and said in " ".join(r.output.split()), r.output

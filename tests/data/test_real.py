@@ -388,6 +388,8 @@ def test_folders_reached_through_symbolic_links_are_read_once(tmp_path: Path) ->
         read_image(tmp_path / "data" / "皖C11111.jpg")
     with pytest.raises(ImageError, match="self.jpg: cannot read"):
         read_image(tmp_path / "data" / "self.jpg")
+    with pytest.raises(ImageError, match="fifo.jpg: not a regular file"):  # named at once, not waited on
+        read_image(tmp_path / "data" / "fifo.jpg")
     (tmp_path / "data" / "self.jpg").unlink()
     (tmp_path / "data" / "fifo.jpg").unlink()
     assert sorted(s.plate for s in real.load_folder(tmp_path / "data", strict=False)) == ["皖A12345", "皖B54321"]

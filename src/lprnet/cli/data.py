@@ -33,14 +33,16 @@ def check_data_command(
     if kind is not None and kind not in SOURCE_KINDS:
         raise typer.BadParameter(f"--kind must be one of {', '.join(SOURCE_KINDS)}")
     try:
-        cs = Charset.from_string(charset) if charset else Charset.chinese()
+        cs = Charset.from_string(charset) if charset is not None else Charset.chinese()
     except ValueError as e:
         fail(f"--charset: {e}")
     try:  # by default GA 36's 7 or 8 characters for the Chinese charset, any length for another
         lens = (default_lengths(cs) if lengths is None
                 else tuple(int(v) for v in lengths.split(",") if v.strip()) or None)
+        if lens and min(lens) < 1:
+            raise ValueError
     except ValueError:
-        raise typer.BadParameter(f"--lengths must be integers separated by commas, got {lengths!r}") from None
+        raise typer.BadParameter(f"--lengths must be positive integers separated by commas, got {lengths!r}") from None
     try:
         report = check_sources(paths, kind=kind, charset=cs, lengths=lens, check_images=images, workers=workers)
     except ValueError as e:  # a malformed train-style spec

@@ -140,6 +140,12 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as 8-bit BGR (any channel count/bit depth); errors name the file."""
     p, name = Path(path), display_path(path)
     try:
+        special = p.exists() and not p.is_file() and not p.is_dir()  # reading a pipe would wait for a writer
+    except ValueError:  # a NUL byte in the name: reported below
+        special = False
+    if special:
+        raise ImageError(f"{name}: not a regular file (a pipe, socket or device)")
+    try:
         data = p.read_bytes()
     except FileNotFoundError:
         if p.is_symlink():
