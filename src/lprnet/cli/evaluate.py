@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -49,7 +50,8 @@ def evaluate_cmd(
     from rich.markup import escape
     from rich.table import Table
 
-    con = Console()
+    # piped (and no $COLUMNS): 160 columns, not rich's 80, so that a line is not broken mid-figure
+    con = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
     con.print(f"plates: {rep.n}   whole-plate accuracy: [bold]{rep.accuracy:.4f}[/] "
               f"({rep.correct}/{rep.n})   per-character accuracy: {rep.char_accuracy:.4f}   decoding: {rec.decode}"
               + (f" (provinces {rec.provinces}{', estimated' if auto else ''})" if rec.provinces else ""))
