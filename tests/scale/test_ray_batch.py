@@ -219,7 +219,10 @@ def test_an_output_that_cannot_be_written_fails_before_ray(job, tmp_path):
     for out in (tmp_path / "afile" / "r.csv", f"{tmp_path / 'afile' / 'parts'}/"):
         res = runner.invoke(app, ["batch", str(root), "--out", str(out), "--weights", str(w), *COMMON,
                                   "--ray-address", "ray://127.0.0.1:1"])  # Ray is never reached
-        assert res.exit_code == 2 and "cannot be written there" in res.output, res.output
+        assert res.exit_code == 2 and f"{tmp_path / 'afile'} is a file, not a folder" in res.output, res.output
+    res = runner.invoke(app, ["batch", str(root), "--out", "/proc/nope/r.csv", "--weights", str(w), *COMMON,
+                              "--ray-address", "ray://127.0.0.1:1"])
+    assert res.exit_code == 2 and "cannot be written there" in res.output, res.output
 
 
 def test_an_interrupted_stream_leaves_no_temp_file(tmp_path):
@@ -411,3 +414,4 @@ def test_a_cluster_address_where_nothing_answers_is_one_error_line():
     with pytest.raises(BatchJobError, match=f"--ray-address 127.0.0.1:{port}: nothing answers at 127.0.0.1:{port}"):
         _init_ray(f"127.0.0.1:{port}", actors=1, cpus_per_actor=1.0, object_store_memory=None)
     assert time.monotonic() - t0 < 30
+

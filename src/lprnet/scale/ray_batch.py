@@ -229,6 +229,11 @@ def output_kind(out: str | os.PathLike[str]) -> str:
 
 def _check_writable(folder: Path, out: Path) -> None:
     """Create ``folder`` and write a probe file there, so an output that cannot be written fails before Ray starts."""
+    above = folder
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if above.exists() and not above.is_dir():  # mkdir would say "File exists" of a folder the user never named
+        raise BatchJobError(f"{out}: {above} is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".lprnet-probe-"):
