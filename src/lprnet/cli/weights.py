@@ -72,12 +72,14 @@ def info(
     statistics included; ``subnormal_parameters`` those below their own dtype's smallest normal value."""
     import torch
 
-    from lprnet.weights import WeightsError, build_model, read_weights, tensor_digest
+    from lprnet.model import LPRNet
+    from lprnet.weights import WeightsError, load_state, read_weights, tensor_digest
 
     cs = _charset(charset)
     try:
         sd, meta = read_weights(weights, cs)
-        build_model(weights, charset=cs)  # the tensors fit the layout the metadata names
+        ctx = meta.context_norm if meta.context_norm in ("sample", "calibrated", "none") else "sample"
+        load_state(LPRNet.from_config(meta.config, context_norm=ctx), sd, str(weights))  # tensors fit the layout
     except WeightsError as e:
         fail(str(e))
     floats = [v for v in sd.values() if v.is_floating_point()]
