@@ -415,3 +415,28 @@ def test_a_cluster_address_where_nothing_answers_is_one_error_line():
         _init_ray(f"127.0.0.1:{port}", actors=1, cpus_per_actor=1.0, object_store_memory=None)
     assert time.monotonic() - t0 < 30
 
+
+
+def test_ray_address_auto_whose_recorded_head_has_stopped_is_one_error_line(tmp_path, monkeypatch):
+    """``auto`` joins the head the last ``ray start`` recorded; a head that has since stopped was retried by
+    ray.init for minutes. The job resolves the address as Ray does and says at once that nothing answers there."""
+    import socket
+    import time
+
+    import ray._private.services as services
+
+    from lprnet.scale.ray_batch import _init_ray
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # where Ray looks for the recorded address
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: [])  # no other Ray of this test run counts
+    t0 = time.monotonic()
+    with pytest.raises(BatchJobError, match=rf"--ray-address auto \(resolved to \S+:{port}\): nothing answers "
+                                            rf"at \S+:{port}"):  # Ray names this host by its address
+        _init_ray("auto", actors=1, cpus_per_actor=1.0, object_store_memory=None)
+    assert time.monotonic() - t0 < 30

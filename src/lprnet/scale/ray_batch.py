@@ -13,7 +13,7 @@ The pipeline (:func:`run_batch`)::
   inference raises -- gets ``error`` set, ``plate`` empty and ``confidence`` null; the job
   goes on.
 * The weights file is read on the driver and its bytes travel to the actors through Ray's
-  object store (as constructor arguments), so workers on other nodes need ``lprnet``
+  object store (put once; each actor gets a reference), so workers on other nodes need ``lprnet``
   installed but not the weights file (the bundled default weights travel the same way).
 * Results are streamed to one file on the driver in input order (``preserve_order``), so
   memory stays bounded; an output path ending in ``/`` (or an existing folder) instead
@@ -147,14 +147,22 @@ class RecognizerActor:
 
     ``files`` maps file names to bytes (the weights, plus an OpenVINO ``.bin`` beside an
     ``.xml``); they are written to a private temporary folder and the first entry is loaded.
+    It may also be ``(ref,)``, a reference to that mapping in Ray's object store: a reference
+    nested in an argument reaches the actor as it is, so the actor's constructor arguments stay
+    small and a restarted actor fetches the weights again while the driver holds the reference.
     ``None`` loads the bundled default weights of the worker's installation.  ``decode``
     (``"auto"``, ``"plate"`` or ``"greedy"``) and ``provinces`` (province shares such as
     ``"皖=0.8"``) are passed to :func:`~lprnet.recognizer.load`.
     """
 
-    def __init__(self, files: dict[str, bytes] | None, backend: str = "torch", threads: int | None = 1,
-                 decode: str = "auto", provinces: str | None = None) -> None:
+    def __init__(self, files: dict[str, bytes] | tuple[Any] | None, backend: str = "torch",
+                 threads: int | None = 1, decode: str = "auto", provinces: str | None = None) -> None:
         from lprnet.recognizer import load
+
+        if isinstance(files, tuple):
+            import ray
+
+            files = ray.get(files[0])
 
         weights: Path | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -337,6 +345,18 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     tmp.unlink()
 
 
+def _auto_address() -> str:
+    """What Ray's ``address="auto"`` resolves to (the head address the last ``ray start`` recorded, else a running
+    head found here), or ``"auto"`` when Ray cannot say: then ``ray.init`` reports it. A recorded head that has
+    since stopped would otherwise have ``ray.init`` retry it for minutes."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address  # not public: any failure falls back
+
+        return canonicalize_bootstrap_address("auto") or "auto"
+    except Exception:
+        return "auto"
+
+
 def _init_ray(ray_address: str | None, actors: int, cpus_per_actor: float, object_store_memory: int | None) -> None:
     """Join ``ray_address`` (or ``$RAY_ADDRESS``), or start a local Ray sized for the job; one-line errors."""
     import ray
@@ -344,8 +364,11 @@ def _init_ray(ray_address: str | None, actors: int, cpus_per_actor: float, objec
     address = ray_address or os.environ.get("RAY_ADDRESS")  # ray.init honours RAY_ADDRESS too
     where = (f"--ray-address {ray_address}" if ray_address else
              f"RAY_ADDRESS={address}" if address else "a local Ray")
-    host, sep, port = (address or "").rpartition(":")
-    if sep and host and port.isdigit() and "://" not in address:  # HOST:PORT of a cluster's head (its GCS)
+    target = _auto_address() if address == "auto" else address
+    if target != address:
+        where += f" (resolved to {target})"
+    host, sep, port = (target or "").rpartition(":")
+    if sep and host and port.isdigit() and "://" not in target:  # HOST:PORT of a cluster's head (its GCS)
         try:  # ray.init retries an address where nothing answers for minutes, printing warnings
             socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
         except OSError as e:
@@ -453,14 +476,15 @@ def run_batch(
             try:
                 t0 = time.perf_counter()
                 rows_per_block = max(batch_size, math.ceil(len(inputs) / 2000))
-                ds = ray.data.from_items([{"path": p} for p in inputs],
-                                         override_num_blocks=max(1, math.ceil(len(inputs) / rows_per_block)))
+                blocks = max(min(actors, len(inputs)), math.ceil(len(inputs) / rows_per_block))  # every actor busy
+                ds = ray.data.from_items([{"path": p} for p in inputs], override_num_blocks=blocks)
                 ds = ds.map_batches(read_files, batch_format="pyarrow", batch_size=batch_size)
+                files_ref = ray.put(files)  # held here until the job ends: a restarted actor reads it again
                 ds = ds.map_batches(RecognizerActor, batch_format="pyarrow", batch_size=batch_size,
-                                    fn_constructor_kwargs={"files": files, "backend": backend,
+                                    fn_constructor_kwargs={"files": (files_ref,), "backend": backend,
                                                            "threads": threads_per_actor, "decode": decode,
                                                            "provinces": provinces},
-                                    concurrency=actors, num_cpus=cpus_per_actor)
+                                    compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor)
                 if kind == "parquet-dir":
                     n, failures = _write_parquet_dir(ds, out)
                 else:
