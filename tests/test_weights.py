@@ -248,6 +248,10 @@ def test_file_sha256_streams_blocks_to_the_whole_file_hash(tmp_path):
     ('{"format": "lprnet-weights", "config": {"charset": {"x": 1}}}', r"field 'config.charset' is invalid"),
     ('{"format": "lprnet-weights", "config": {"dropout": "abc"}}', r"field 'config.dropout' is invalid"),
     ('{"format": "other"}', "field 'format' is 'other'"),
+    ('{"format": "lprnet-weights", "form": "banana"}', "field 'form' is 'banana'; expected one of deploy, reference"),
+    ('{"format": "lprnet-weights", "context_norm": "global"}', "field 'context_norm' is 'global'; expected one of"),
+    ('{"format": "lprnet-weights", "config": {"batchnorm": "no"}}', r"field 'config.batchnorm' is invalid .*true "
+                                                                   "or false, got 'no'"),
 ])
 def test_bad_metadata_is_refused_naming_the_file_and_field(tmp_path, raw, match):
     """A malformed ``lprnet`` block is a WeightsError naming file and field: never a traceback, never read
@@ -387,3 +391,63 @@ def test_atomic_writes_flush_the_folder_after_the_rename(tmp_path, monkeypatch):
     assert seen[-1] == str(tmp_path / "sub")  # the folder, last, after the file's own flush
     assert len(seen) == 2 and seen[0].startswith(str(tmp_path / "sub" / ".w.bin."))
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["w.bin"]
+
+
+def test_torch_files_are_known_by_their_content_not_their_name(tmp_path):
+    """The reference checkpoint is torch's older bare pickle: named .pth.tar, .ckpt or nothing it is still read
+    (with weights_only=True); a Hugging Face style pytorch_model.bin is a torch zip, not an OpenVINO .bin."""
+    sd = _random_model().state_dict()
+    for name, legacy in (("ref.pth.tar", True), ("ref", True), ("model.ckpt", False), ("pytorch_model.bin", False)):
+        p = tmp_path / name
+        torch.save(sd, p, _use_new_zipfile_serialization=not legacy)
+        _, meta = build_model(p)
+        assert meta.source_format == "pth", name
+    ours = save_weights(tmp_path / "ours.safetensors", sd, WeightsMeta())
+    named_pth = tmp_path / "ours.pth"
+    named_pth.write_bytes(ours.read_bytes())
+    assert read_weights(named_pth)[1].source_format == "safetensors"  # the content decides
+    junk = tmp_path / "model.bin"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(WeightsError, match="model.bin: an exported OpenVINO IR model"):
+        build_model(junk)
+
+
+def test_integer_tensors_are_refused_by_name(tmp_path):
+    """load_state_dict casts integers to float without a word: quantized weights would load as garbage."""
+    sd = _random_model().state_dict()
+    sd["backbone.0.weight"] = (sd["backbone.0.weight"] * 100).to(torch.int8)
+    p = save_weights(tmp_path / "int8.safetensors", sd, WeightsMeta())
+    with pytest.raises(WeightsError, match="int8.safetensors: backbone.0.weight holds int8 values where the model "
+                                           "has floating point ones"):
+        build_model(p)
+
+
+def test_bare_safetensors_from_a_wrapped_model_lose_the_wrapper_prefix(tmp_path):
+    from safetensors.torch import save_file
+
+    sd = {k: v for k, v in _random_model().state_dict().items() if not k.endswith("num_batches_tracked")}
+    for prefix in ("module.", "_orig_mod."):
+        p = tmp_path / f"{prefix.strip('.')}.safetensors"
+        save_file({prefix + k: v for k, v in sd.items()}, str(p))
+        got, _ = read_weights(p, charset=Charset.chinese())
+        assert set(got) == set(sd)
+
+
+def test_average_weights_types_and_tensors_are_checked_per_file(tmp_path):
+    """The average keeps the widest float type whatever the order of the files, and a file with a tensor the model
+    lacks is named even when every file has it (the result would load nowhere)."""
+    from lprnet.weights import average_weights
+
+    a = save_weights(tmp_path / "a.safetensors", _random_model(seed=1).state_dict(), WeightsMeta())
+    half = {k: v.half() if v.is_floating_point() else v for k, v in _random_model(seed=2).state_dict().items()}
+    h = save_weights(tmp_path / "h.safetensors", half, WeightsMeta())
+    for order in ([a, h], [h, a]):
+        out, _ = average_weights(order)
+        assert out["backbone.0.weight"].dtype == torch.float32
+    both = []
+    for name, seed in (("x1", 1), ("x2", 2)):
+        sd = _random_model(seed=seed).state_dict()
+        sd["extra.w"] = torch.zeros(3)
+        both.append(save_weights(tmp_path / f"{name}.safetensors", sd, WeightsMeta()))
+    with pytest.raises(WeightsError, match=r"x1.safetensors: weights do not fit the model: .*unexpected \['extra.w'\]"):
+        average_weights(both)

@@ -125,7 +125,9 @@ class ModelConfig:
         if "dropout" in d:
             kw["dropout"] = float(d["dropout"])
         if "batchnorm" in d:
-            kw["batchnorm"] = bool(d["batchnorm"])
+            if not isinstance(d["batchnorm"], bool):  # bool("no") is True
+                raise ValueError(f"batchnorm must be true or false, got {d['batchnorm']!r}")
+            kw["batchnorm"] = d["batchnorm"]
         if "channel_strides" in d:
             cs = d["channel_strides"]
             if not isinstance(cs, (list, tuple)):

@@ -56,7 +56,8 @@ class LPRNet(nn.Module):
 
     Args:
         num_classes: classes including the CTC blank (68 for the Chinese charset).
-        input_size: (width, height) the network is built for; checked, not assumed.
+        input_size: (width, height) the network is built for (checked here to be a size its layers can take;
+            ``forward`` does not check its input: preprocessing resizes every image to it).
         dropout: dropout rate used in training (identity in eval).
         batchnorm: ``False`` for a model whose BatchNorms were folded into the convs.
         context_norm: ``"sample"`` divides each tap by its per-sample mean square;

@@ -10,6 +10,7 @@ tensors, and no CUDA is needed.  The bundled default weights live beside this mo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -164,9 +165,10 @@ def average_weights(paths: list[str | os.PathLike[str]]) -> tuple[dict[str, Tens
     """The uniform average of several weights files of one architecture ("model soup").
 
     Every floating-point tensor (parameters and BatchNorm statistics) is averaged in float64 and
-    cast back; other tensors are taken from the last file.  All files must share the form, context
-    normalisation, config, applied rewrite rules and tensor names and shapes; the error names the first
-    file that does not.  The one exception is the layout: files of a narrower layout are widened
+    stored in the widest floating type among the files; other tensors are taken from the last file.
+    Each file must fit the model its metadata describes (tensor names and types), and all must share the
+    form, context normalisation, config, applied rewrite rules and tensor names and shapes; the error names
+    the first file that does not.  The one exception is the layout: files of a narrower layout are widened
     (:func:`lprnet.model.widen_state_dict`, the same function) to the widest among them, so the
     weights a wide model was fine-tuned from can be averaged with it.
     The result's provenance lists each ingredient's file name, SHA-256 and provenance.
@@ -204,12 +206,14 @@ def average_weights(paths: list[str | os.PathLike[str]]) -> tuple[dict[str, Tens
                 raise WeightsError(f"{path}: differs from {paths[0]} in {'; '.join(differ)}")
             if set(sd) != set(first) or any(sd[k].shape != first[k].shape for k in sd):
                 raise WeightsError(f"{path}: tensor names or shapes differ from {paths[0]}")
+        load_state(_deploy_model(meta), sd, str(path))  # names a tensor the model lacks, or of the wrong type
         sds.append(sd)
         metas.append(meta)
     out = {}
     for k, last in sds[-1].items():
-        if last.is_floating_point():
-            out[k] = (sum(sd[k].double() for sd in sds) / len(sds)).to(last.dtype)
+        if last.is_floating_point():  # in the widest type among the files: the order of the files does not matter
+            dtype = functools.reduce(torch.promote_types, (sd[k].dtype for sd in sds))
+            out[k] = (sum(sd[k].double() for sd in sds) / len(sds)).to(dtype)
         else:
             out[k] = last.clone()
     trainers = {m.provenance.get("trainer") for m in metas}
@@ -228,8 +232,28 @@ def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return sd
 
 
-#: Exported models by file suffix: named as such when given where weights are expected.
+#: Exported models by file suffix: named as such when given where weights are expected (a ``.bin`` only when its
+#: content is not a PyTorch file: ``pytorch_model.bin`` is one).
 _EXPORTED = {".onnx": "ONNX", ".xml": "OpenVINO IR", ".bin": "OpenVINO IR"}
+
+#: The ``form`` and ``context_norm`` values our metadata may hold.
+FORMS = ("deploy", "reference")
+CONTEXT_NORMS = ("sample", "calibrated", "none", "batch")
+
+
+def _sniff(p: Path) -> str | None:
+    """``"safetensors"``, ``"torch"`` (``torch.save``'s zip archive, or its older bare pickle, as the reference
+    checkpoint is) or None, from the first bytes of the file, whatever its name."""
+    with open(p, "rb") as fh:
+        head = fh.read(9)
+    # a safetensors file starts with its header's length (8 bytes, little-endian) and the header's "{"
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= p.stat().st_size - 8:
+        return "safetensors"
+    # a zip archive starts with its local-file-header signature; "PK" alone is not enough: a safetensors file
+    # starts with its header length, whose low bytes are "PK" for a 19280-byte header (caught above)
+    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return "torch"
+    return None
 
 #: Keys under which training checkpoints keep the model's state dict, in the order tried.
 _CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "net")
@@ -286,14 +310,11 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
         raise WeightsError(f"{p}: no such weights file")
     if p.is_dir():
         raise WeightsError(f"{p}: is a directory, not a weights file")
-    if p.suffix.lower() in _EXPORTED:
-        raise WeightsError(f"{p}: an exported {_EXPORTED[p.suffix.lower()]} model, not a weights file (.safetensors, "
+    kind, suffix = _sniff(p), p.suffix.lower()
+    if suffix in _EXPORTED and (suffix != ".bin" or kind is None):
+        raise WeightsError(f"{p}: an exported {_EXPORTED[suffix]} model, not a weights file (.safetensors, "
                            "or a reference .pth); `lprnet recognize`, `bench` and `profile` run it with --backend")
-    with open(p, "rb") as fh:
-        head = fh.read(4)
-    # a zip archive (torch.save's format) starts with its local-file-header signature; "PK" alone is not enough:
-    # a safetensors file starts with its header length, whose low bytes are "PK" for a 19280-byte header
-    if p.suffix.lower() in (".pth", ".pt") or head == b"PK\x03\x04":
+    if kind == "torch" or (kind is None and suffix in (".pth", ".pt")):
         sd = _read_pth(p)
         meta = WeightsMeta(config=ModelConfig(charset=charset or DEFAULT_CHARSET, channel_strides=_strides_of(sd)),
                            form="reference",
@@ -309,6 +330,7 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
         except (SafetensorError, OSError, ValueError) as e:
             raise WeightsError(f"{p}: not a safetensors weights file ({e})") from None
         if raw is None:
+            sd = _strip_prefix(sd)  # bare tensors saved from a DataParallel or compiled model
             if charset is None:
                 raise WeightsError(f"{p}: safetensors file without lprnet metadata (charset, form); import it first: "
                                    f"lprnet import-weights {p} --charset CHARS --out W.safetensors")
@@ -349,6 +371,9 @@ def _parse_meta(p: Path, raw: str) -> WeightsMeta:
                             ("rules", list, "a list")):
         if name in d and not isinstance(d[name], typ):
             raise bad(name, f"must be {what}, got {type(d[name]).__name__} {d[name]!r:.60}")
+    for name, allowed in (("form", FORMS), ("context_norm", CONTEXT_NORMS)):
+        if name in d and d[name] not in allowed:
+            raise bad(name, f"is {d[name]!r}; expected one of {', '.join(allowed)}")
     if not all(isinstance(r, str) for r in d.get("rules", [])):
         raise bad("rules", f"must be a list of rule names (strings), got {d['rules']!r:.60}")
     cfg = d.get("config", {})
@@ -405,7 +430,19 @@ def load_state(model: nn.Module, sd: dict[str, Tensor], name: str = "<weights>")
         k = bad[0]
         raise WeightsError(f"{name}: shape mismatch for {k}: file {tuple(sd[k].shape)}, "
                            f"model {tuple(model.state_dict()[k].shape)}")
+    bad = [k for k, v in model.state_dict().items() if k in sd and v.is_floating_point()
+           and not sd[k].is_floating_point()]
+    if bad:  # load_state_dict would cast integers to float silently (quantized tensors need their scales)
+        raise WeightsError(f"{name}: {bad[0]} holds {str(sd[bad[0]].dtype).removeprefix('torch.')} values where the "
+                           f"model has floating point ones{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}; "
+                           "quantized or integer weights are not LPRNet weights")
     model.load_state_dict(sd, strict=False)
+
+
+def _deploy_model(meta: WeightsMeta) -> LPRNet:
+    """An :class:`LPRNet` of the layout ``meta`` describes, untrained."""
+    ctx = meta.context_norm if meta.context_norm != "batch" else "sample"  # the reference's: per sample here
+    return LPRNet.from_config(meta.config, context_norm=ctx)  # type: ignore[arg-type]
 
 
 def build_model(path: str | os.PathLike[str] | None = None, form: str = "deploy",
@@ -420,8 +457,7 @@ def build_model(path: str | os.PathLike[str] | None = None, form: str = "deploy"
     sd, meta = read_weights(p, charset)
     cfg = meta.config
     if form == "deploy":
-        ctx = meta.context_norm if meta.context_norm in ("sample", "calibrated", "none") else "sample"
-        model: nn.Module = LPRNet.from_config(cfg, context_norm=ctx)  # type: ignore[arg-type]
+        model: nn.Module = _deploy_model(meta)
     elif form == "reference":
         if not cfg.batchnorm or cfg.input_size != (94, 24):
             raise WeightsError(f"{p}: the reference form needs unfolded BatchNorm and 94x24 input")
