@@ -7,7 +7,9 @@ What is timed (``ms per plate``, at each batch size, default 1 and 32):
   ``AvgPool2d`` built in ``forward``;
 * ``deploy`` — our deploy form :class:`~lprnet.model.LPRNet` eager (same weights, unfolded);
 * ``rewritten`` — ``lprnet.rewrite.apply(reference, ..., "deploy")``: the torch.fx graph
-  with BatchNorm folded and subnormals flushed (verified by the rewrite verifier);
+  with MaxPool3d split, BatchNorm folded, subnormals flushed and a per-sample context
+  (verified by the rewrite verifier); the row names the rules that changed the graph
+  (:func:`rewritten_label`);
 * ``rewritten + dead-channels`` — the same plus the ``dead-channels`` rule (constant
   channels removed, about half the FLOPs of the reference checkpoint);
 * ``onnxruntime`` / ``openvino`` fp32 — the checked ONNX export (:mod:`lprnet.export`) of
@@ -148,6 +150,23 @@ def tile(x: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(x[np.arange(n) % len(x)])
 
 
+def rewritten_label(rules: Sequence[str]) -> str:
+    """The table name of the rewritten fx graph: the rules that changed it, in order
+    (``RewriteReport.applied``), so the row says what was run."""
+    return f"rewritten (fx: {' + '.join(rules) if rules else 'no rule changed the graph'})"
+
+
+def reference_batch_note(batches: Sequence[int]) -> str:
+    """The footnote on the reference form's ``max abs diff``: it normalises over the whole
+    batch, so it differs from the deploy form at the batch sizes above 1 that were run."""
+    big = [b for b in dict.fromkeys(batches) if b > 1]
+    if not big:
+        return ("the reference form normalises over the whole batch, which at batch 1 (the only size run) is the "
+                "per-sample normalisation")
+    sizes = ", ".join(str(b) for b in big)
+    return f"the reference form normalises over the whole batch, so at batch {sizes} it differs by design"
+
+
 def build_candidates(weights: str | Path | None, workdir: Path, *, threads: int = 1,
                      backends: Sequence[str] = ("torch", "onnxruntime", "openvino"), int8: bool = True,
                      example: np.ndarray | None = None) -> tuple[list[Candidate], dict[str, Any]]:
@@ -192,8 +211,8 @@ def build_candidates(weights: str | Path | None, workdir: Path, *, threads: int 
         cands.append(Candidate("deploy (LPRNet, eager)", "torch", "fp32", _torch_runner(deploy)))
         gm, rep = rewrite.apply(src, (ex,), preset)
         notes["rewrite_ok"] = rep.ok
-        notes["rewrite_rules"] = [r.name for r in rep.rules if r.sites]
-        cands.append(Candidate("rewritten (fx: fold-batchnorm + flush-subnormals)", "torch", "fp32",
+        notes["rewrite_rules"] = rep.applied
+        cands.append(Candidate(rewritten_label(rep.applied), "torch", "fp32",
                                _torch_runner(gm), note="verified" if rep.ok else "VERIFICATION FAILED"))
         assert slim is not None
         cands.append(Candidate("rewritten + dead-channels (fx)", "torch", "fp32", _torch_runner(slim),
@@ -338,8 +357,7 @@ class BenchReport:
         lines += ["", "`x floor`: ms/plate over the floor of the row's own model (its FLOPs / the matmul rate); "
                   "n/a for INT8 rows, whose kernels are not bound by the fp32 matmul rate the floor assumes. "
                   "`max abs diff`: max |logit difference| against the deploy form (eager) on the batch; "
-                  "the reference form normalises over the whole batch, so at batch 32 it differs by design; "
-                  "INT8 differs by quantisation."]
+                  f"{reference_batch_note(self.batches)}; INT8 differs by quantisation."]
         acc = self._accuracy_rows()
         if acc:
             base = acc.get("deploy (LPRNet, eager)", {}).get("accuracy")
@@ -555,5 +573,5 @@ def write_docs(report: BenchReport, out_dir: str | Path, command: str = "") -> l
 
 
 __all__ = ["INT8_TARGET_DROP", "INT8_TARGET_MS", "BenchReport", "Candidate", "accuracy_crops", "build_candidates",
-           "candidate_accuracy", "count_flops", "matmul_gflops", "paired_speedup", "run_bench", "source_size",
-           "time_rounds", "write_docs"]
+           "candidate_accuracy", "count_flops", "matmul_gflops", "paired_speedup", "reference_batch_note",
+           "rewritten_label", "run_bench", "source_size", "time_rounds", "write_docs"]

@@ -104,7 +104,8 @@ def profile_torch(model: nn.Module, x: np.ndarray, *, form: str, iters: int = 10
 
 def profile_onnxruntime(onnx_path: str | Path, x: np.ndarray, *, form: str, threads: int = 1, iters: int = 10,
                         warmup: int = 2) -> FormProfile:
-    """ONNX Runtime's node profiler, grouped by op type (kernel time per forward pass)."""
+    """ONNX Runtime's node profiler, grouped by op type (kernel time per timed forward pass;
+    the profiled session's warm-up runs are left out, see :func:`ort_op_stats`)."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="lprnet-ortprof-") as td:
@@ -128,15 +129,40 @@ def profile_onnxruntime(onnx_path: str | Path, x: np.ndarray, *, form: str, thre
             sess.run(None, {name: xx})
         wall = (time.perf_counter() - t0) * 1000.0 / iters
         events = json.loads(Path(sess.end_profiling()).read_text())
-    acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    runs = iters + warmup  # the profiled session also saw the warm-up runs
-    for e in events:
-        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
-            op = str(e.get("args", {}).get("op_name", "?"))
-            acc[op][0] += 1
-            acc[op][1] += float(e.get("dur", 0)) / 1000.0
-    ops, total = _stats(acc, runs)
+    ops, total = ort_op_stats(events, warmup=warmup, iters=iters)
     return FormProfile(form, "onnxruntime", int(x.shape[0]), iters, total, wall, ops)
+
+
+def ort_op_stats(events: list[dict[str, Any]], *, warmup: int, iters: int) -> tuple[list[OpStat], float]:
+    """Per-op-type stats of the last ``iters`` runs in an ONNX Runtime profile (its JSON trace).
+
+    ONNX Runtime profiles a session from its creation to ``end_profiling``, so the trace also
+    holds the ``warmup`` runs made before the timed ones (the first runs of a session are slow:
+    buffers are allocated then).  Only kernel events inside the timed runs' ``model_run``
+    spans count.  A trace without ``model_run`` events is cut by position instead: every
+    run has the same kernels in the same order, so the first ``warmup`` shares are dropped.
+    ``ValueError`` when the trace does not hold ``warmup + iters`` runs."""
+    kernels = sorted((e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")),
+                     key=lambda e: float(e.get("ts", 0)))
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: float(e.get("ts", 0)))
+    if runs:
+        if len(runs) != warmup + iters:
+            raise ValueError(f"ONNX Runtime profile: {len(runs)} model_run events, expected {warmup} warm-up + "
+                             f"{iters} timed runs")
+        spans = [(float(r["ts"]), float(r["ts"]) + float(r.get("dur", 0))) for r in runs[warmup:]]
+        kept = [e for e in kernels if any(a <= float(e.get("ts", 0)) <= b for a, b in spans)]
+    else:
+        if len(kernels) % (warmup + iters):
+            raise ValueError(f"ONNX Runtime profile: {len(kernels)} kernel events do not split into {warmup} "
+                             f"warm-up + {iters} timed runs")
+        kept = kernels[len(kernels) // (warmup + iters) * warmup:]
+    acc: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for e in kept:
+        op = str(e.get("args", {}).get("op_name", "?"))
+        acc[op][0] += 1
+        acc[op][1] += float(e.get("dur", 0)) / 1000.0
+    return _stats(acc, iters)
 
 
 def run_profile(weights: str | Path | None = None, *, backend: str = "torch", compare_rewrite: bool = False,

@@ -236,6 +236,34 @@ def test_markdown_int8_rows_have_no_floor_ratio() -> None:
     assert "n/a for INT8 rows" in md
 
 
+def test_rewritten_row_names_the_rules_applied(weights: Path, tmp_path: Path) -> None:
+    """The rewritten row's name lists the rules that changed the graph (the deploy preset also splits
+    MaxPool3d and makes the context per-sample; these random weights have no subnormal to flush), not a
+    fixed 'fold-batchnorm + flush-subnormals'."""
+    cands, notes = lprnet.bench.build_candidates(weights, tmp_path, backends=("torch",), int8=False)
+    rules = notes["rewrite_rules"]
+    assert {"maxpool3d-to-2d", "fold-batchnorm", "per-sample-context"} <= set(rules)
+    assert "flush-subnormals" not in rules
+    names = [c.name for c in cands if c.name.startswith("rewritten (fx")]
+    assert names == [f"rewritten (fx: {' + '.join(rules)})"]
+    assert notes["rewrite_ok"]
+
+
+@pytest.mark.parametrize("batches, said", [
+    ([1, 4], "the reference form normalises over the whole batch, so at batch 4 it differs by design"),
+    ([1, 4, 32], "so at batch 4, 32 it differs by design"),
+    ([1], "at batch 1 (the only size run) is the per-sample normalisation"),
+])
+def test_markdown_reference_footnote_names_the_batches_run(batches: list[int], said: str) -> None:
+    rep = BenchReport(1, 2.0, 288_000_000, 100.0, 1, batches, "synthetic", [
+        {"name": "reference (ReferenceLPRNet, eager)", "backend": "torch", "precision": "fp32", "batch": b,
+         "ms_per_plate": 10.0, "speedup_vs_reference": 1.0, "max_abs_diff": 0.0} for b in batches])
+    md = rep.to_markdown()
+    assert said in md
+    if 32 not in batches:
+        assert "batch 32" not in md
+
+
 def _fake_report() -> BenchReport:
     return BenchReport(1, 2.0, 288_000_000, 100.0, 1, [1], "synthetic", [
         {"name": "reference (ReferenceLPRNet, eager)", "backend": "torch", "precision": "fp32", "batch": 1,

@@ -203,3 +203,56 @@ def test_write_png_leaves_the_matplotlib_backend_alone(tmp_path: Path) -> None:
     finally:
         matplotlib.use(prev)
     assert png == tmp_path / "p.png" and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def _ort_trace(warm_us: float, timed_us: tuple[float, float], warmup: int = 2, iters: int = 2) -> list[dict]:
+    """A synthetic ONNX Runtime trace: ``warmup`` slow runs, then ``iters`` runs, each with a Conv and a Relu
+    kernel (durations in microseconds) inside its ``model_run`` span."""
+    events: list[dict] = [{"cat": "Session", "name": "session_initialization", "ts": 0, "dur": 50}]
+    ts = 100.0
+    for i in range(warmup + iters):
+        conv, relu = (warm_us, warm_us) if i < warmup else timed_us
+        events.append({"cat": "Session", "name": "model_run", "ts": ts, "dur": conv + relu + 20})
+        events.append({"cat": "Node", "name": "conv_kernel_time", "ts": ts + 5, "dur": conv,
+                       "args": {"op_name": "Conv"}})
+        events.append({"cat": "Node", "name": "relu_kernel_time", "ts": ts + 10 + conv, "dur": relu,
+                       "args": {"op_name": "Relu"}})
+        events.append({"cat": "Node", "name": "relu_fence_before", "ts": ts + 9 + conv, "dur": 0,
+                       "args": {"op_name": "Relu"}})
+        ts += conv + relu + 100
+    return events
+
+
+def test_ort_op_stats_leaves_the_warmup_runs_out() -> None:
+    """The profiled session's warm-up runs (10 ms kernels here) are in the trace; the per-pass
+    self times are those of the timed runs only (1 ms Conv, 0.5 ms Relu), not the average of all four."""
+    events = _ort_trace(10_000.0, (1_000.0, 500.0))
+    ops, total = lprnet.profile.ort_op_stats(events, warmup=2, iters=2)
+    assert {o.name: (o.calls, o.self_ms) for o in ops} == {"Conv": (1.0, 1.0), "Relu": (1.0, 0.5)}
+    assert total == pytest.approx(1.5) and [o.name for o in ops] == ["Conv", "Relu"]
+    # a trace without model_run spans is cut by position (every run has the same kernels)
+    no_runs = [e for e in events if e.get("name") != "model_run"]
+    assert lprnet.profile.ort_op_stats(no_runs, warmup=2, iters=2)[1] == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="4 model_run events, expected 1 warm-up \\+ 2 timed runs"):
+        lprnet.profile.ort_op_stats(events, warmup=1, iters=2)
+
+
+def test_ort_profile_counts_each_timed_pass_once(tmp_path: Path) -> None:
+    """With real ONNX Runtime traces: each op type's calls per pass are its node count in the graph (the warm-up runs
+    in the same trace are cut off by their model_run spans, not averaged in)."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from lprnet.export.onnx import export_onnx
+
+    torch.manual_seed(5)
+    path = tmp_path / "m.onnx"
+    export_onnx(LPRNet().eval(), path)
+    nodes: dict[str, int] = {}
+    for n in onnx.load(str(path)).graph.node:
+        nodes[n.op_type] = nodes.get(n.op_type, 0) + 1
+    x = np.random.default_rng(0).random((1, 3, 24, 94), dtype=np.float32)
+    prof = lprnet.profile.profile_onnxruntime(path, x, form="deploy", threads=1, iters=2, warmup=3)
+    assert prof.iters == 2 and prof.find("Conv")
+    (conv,) = [o for o in prof.ops if o.name == "Conv"]
+    assert conv.calls == nodes["Conv"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 from collections.abc import Iterable
 
@@ -423,3 +424,91 @@ def test_inline_forward_module_with_parameters_is_refused() -> None:
 
     with pytest.raises(RewriteError, match="parameters"):
         apply(Fresh(), torch.randn(2, 4))
+
+
+def _table_text(report: RewriteReport) -> str:
+    from rich.console import Console
+
+    con = Console(width=200, record=True, file=io.StringIO())
+    con.print(report.to_table())
+    return con.export_text()
+
+
+def test_table_shows_batch1_mode_and_report_only_verdicts() -> None:
+    """The ``[batch-1]`` of a semantic rule's verdict is text, not rich markup (it was dropped,
+    leaving a bare PASS); a report-only rule (no bound) reads REPORT in the table and the JSON."""
+    torch.manual_seed(1)
+    calib = torch.randn(10, 2, 3, 4) * torch.linspace(0.5, 2.0, 10).view(10, 1, 1, 1)
+    _, rep_c = apply(Normed(), calib[:2], ["calibrated-context"], calibration_inputs=calib, verify_inputs=calib)
+    v = rep_c.rule("calibrated-context").verification
+    assert v is not None and v.report_only and v.passed and v.verdict == "REPORT"
+    assert rep_c.to_json()["rules"][-1]["verification"]["report_only"] is True
+    assert rep_c.to_json()["chain"]["report_only"] is True
+    table = _table_text(rep_c)
+    row = next(line for line in table.splitlines() if "calibrated-context" in line)
+    assert "REPORT [batch-1]" in row and "PASS" not in row, table
+    chain = next(line for line in table.splitlines() if "(whole chain)" in line)
+    assert "REPORT [batch-1]" in chain, table
+    assert "REPORT [batch-1]" in rep_c.to_text()
+
+    _, rep_p = apply(Means(), torch.randn(3, 2, 4, 5), ["per-sample-context"])
+    vp = rep_p.rule("per-sample-context").verification
+    assert vp is not None and not vp.report_only and vp.verdict == "PASS"
+    assert rep_p.to_json()["rules"][-1]["verification"]["report_only"] is False
+    row = next(line for line in _table_text(rep_p).splitlines() if "per-sample-context" in line)
+    assert "PASS [batch-1]" in row
+
+
+# ---------------------------------------------------------------------------- dead-channels guards
+def _dead_after(bn: nn.BatchNorm2d, dead: list[int]) -> None:
+    with torch.no_grad():
+        bn.weight[dead] = 0.0
+        bn.bias[dead] = 0.5
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_dead_channels_consumer_with_string_padding(padding: str) -> None:
+    """``padding='same'`` pads (the site is skipped with its reason, no ``int('same')`` crash);
+    ``'valid'`` is zero padding, so the site is rewritten within the bound."""
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=padding)).eval()
+    _dead_after(m[1], [0, 1, 2])
+    x = torch.randn(2, 3, 12, 12)
+    gm, report = apply(m, x, ["dead-channels"])
+    r = report.rule("dead-channels")
+    if padding == "same":
+        assert r.sites == [] and any("padding='same'" in s for s in _skip_reasons(report, "dead-channels")), \
+            _skip_reasons(report, "dead-channels")
+    else:
+        assert len(r.sites) == 1 and r.sites[0].detail["dead"] == 3 and r.skipped == []
+    assert report.ok, report.to_text()
+    with torch.no_grad():
+        assert torch.allclose(gm(x), m(x), atol=1e-5)
+
+
+class SharedBatchNorm(nn.Module):
+    """One BatchNorm module called after two convs (two call sites)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.bn = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8)
+        self.h1, self.h2 = nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h1(torch.relu(self.bn(self.c1(x)))) + self.h2(torch.relu(self.bn(self.c2(x))))
+
+
+def test_dead_channels_skips_a_batchnorm_shared_by_two_convs() -> None:
+    """Narrowing a shared BatchNorm for one conv broke the other call (``running_mean should
+    contain 8 elements not 5``); the guard counts the BatchNorm's call sites and skips."""
+    m = SharedBatchNorm().eval()
+    _dead_after(m.bn, [1, 4, 6])
+    x = torch.randn(2, 3, 5, 6)
+    gm, report = apply(m, x, ["dead-channels"])
+    r = report.rule("dead-channels")
+    assert r.sites == []
+    assert sorted(s.target for s in r.skipped) == ["c1", "c2"]
+    assert all("BatchNorm bn" in s.reason and "several sites" in s.reason for s in r.skipped), \
+        _skip_reasons(report, "dead-channels")
+    assert report.ok
+    with torch.no_grad():
+        assert torch.equal(gm(x), m(x))

@@ -25,7 +25,9 @@ it, and rewrites all of them or none:
 
 Guards (per site; a failing one skips the site with its reason): the producer is an
 eval-mode ``Conv2d`` module called once (``groups=1``), any BatchNorm is an eval-mode
-``BatchNorm2d`` with running statistics and the conv's only user; at least one channel is
+``BatchNorm2d`` with running statistics, the conv's only user and called once (a BatchNorm
+shared by two convs is not narrowed); consumer convs have zero padding (``padding='same'``
+skips the site, ``'valid'`` is zero padding); at least one channel is
 dead and one alive; every use reaches one of the consumers above (at most one strided
 pool).  Tier ``tolerance`` (bound ``atol=rtol=1e-4``): a subnormal scale still lets
 ``gamma * x`` through (about 1e-38 x), and the context mean is reassociated.
@@ -71,7 +73,16 @@ def _mod(gm: fx.GraphModule, n: Any) -> nn.Module | None:
 
 
 def _zero_pad(p: Any) -> bool:
+    """Whether a conv/pool ``padding`` adds no border: an int or tuple of zeros, or the string
+    ``'valid'`` (no padding); ``'same'`` pads (for any kernel larger than 1) and counts as padded."""
+    if isinstance(p, str):
+        return p == "valid"
     return all(int(v) == 0 for v in (p if isinstance(p, (tuple, list)) else (p,)))
+
+
+def _call_sites(gm: fx.GraphModule, target: Any) -> int:
+    """How many graph nodes call the submodule ``target``."""
+    return sum(1 for n in gm.graph.nodes if n.op == "call_module" and n.target == target)
 
 
 # ---------------------------------------------------------------------------- analysis
@@ -104,6 +115,9 @@ def _head(gm: fx.GraphModule, conv: Node) -> tuple[Node | None, Tensor, Tensor]:
         users = list(conv.users)
         bn_mod = _mod(gm, users[0]) if len(users) == 1 else None
         if isinstance(bn_mod, nn.BatchNorm2d):
+            if _call_sites(gm, users[0].target) != 1:
+                raise _Skip(f"BatchNorm {users[0].target} after the conv is called at several sites (shared with "
+                            "another conv: narrowing it would break the other call)")
             if bn_mod.training or bn_mod.running_mean is None or not bn_mod.affine:
                 raise _Skip("BatchNorm after the conv is in training mode, has no running statistics "
                             "or no affine parameters")
@@ -173,9 +187,9 @@ def _walk(gm: fx.GraphModule, v: Node, k: Tensor, plan: _Plan, stride: int) -> N
             _walk(gm, u, k, plan, stride)
         elif isinstance(m, nn.Conv2d) and u.args[0] is v and len(u.args) == 1:
             if m.groups != 1 or not _zero_pad(m.padding):
-                raise _Skip(f"{u.target}: consumer conv with padding or groups (a constant channel is not "
-                            "constant at zero-padded borders)")
-            if len([n for n in gm.graph.nodes if n.op == "call_module" and n.target == u.target]) != 1:
+                raise _Skip(f"{u.target}: consumer conv with padding={m.padding!r} or groups={m.groups} (a constant "
+                            "channel is not constant at zero-padded borders)")
+            if _call_sites(gm, u.target) != 1:
                 raise _Skip(f"{u.target}: consumer conv called more than once")
             plan.convs.append((u, k.clone(), stride))
         else:
@@ -188,7 +202,7 @@ def analyse(gm: fx.GraphModule, conv: Node) -> _Plan:
     m = _mod(gm, conv)
     if not isinstance(m, nn.Conv2d) or m.training or m.groups != 1:
         raise _Skip("producer is not an eval-mode Conv2d with groups=1")
-    if len([n for n in gm.graph.nodes if n.op == "call_module" and n.target == conv.target]) != 1:
+    if _call_sites(gm, conv.target) != 1:
         raise _Skip("producer conv is called at several sites")
     bn, dead, k = _head(gm, conv)
     if not bool(dead.any()):

@@ -112,7 +112,9 @@ class Verification:
 
     ``passed`` — every counted check met the tier (bitwise: identical bits, shapes and
     dtypes; tolerance: within ``bound`` with matching non-finite positions; semantic:
-    within ``bound`` at batch size 1, or report-only when ``bound`` is None).
+    within ``bound`` at batch size 1, or report-only when ``bound`` is None: then every
+    check is informational, ``passed`` is trivially True and ``report_only`` says so — the
+    table shows ``REPORT``, not ``PASS``).
     ``bitwise`` — every counted check was in fact bit-identical (also for tolerance rules).
     ``decoded_agreement`` — fraction of identical decoded strings on the real data (in
     ``mode``); ``decoded_agreement_batched`` — the same for full batches (semantic rules).
@@ -143,6 +145,19 @@ class Verification:
         return self.counted or list(self.checks)
 
     @property
+    def report_only(self) -> bool:
+        """Every check is informational: the rule promises no bound (a semantic rule without
+        one), so ``passed`` holds by construction and says nothing about the results."""
+        return bool(self.checks) and not self.counted
+
+    @property
+    def verdict(self) -> str:
+        """``PASS``, ``FAIL`` or ``REPORT`` (report-only: measured, nothing promised)."""
+        if self.report_only:
+            return "REPORT"
+        return "PASS" if self.passed else "FAIL"
+
+    @property
     def bitwise(self) -> bool:
         return all(c.bitwise for c in self.measured)
 
@@ -166,6 +181,7 @@ class Verification:
             "tier": self.tier,
             "bound": self.bound.to_json() if self.bound else None,
             "passed": self.passed,
+            "report_only": self.report_only,
             "mode": self.mode,
             "families": list(self.families),
             "data_samples": self.data_samples,
@@ -279,7 +295,7 @@ class RewriteReport:
             if v is None:
                 verdict, err, bits, agree = "not run", "", "", ""
             else:
-                verdict = "PASS" if v.passed else "FAIL"
+                verdict = v.verdict
                 if v.mode != "batch":
                     verdict += f" [{v.mode}]"
                 err = f"{v.max_abs_err:.2g} / {v.max_rel_err:.2g}"
@@ -294,17 +310,21 @@ class RewriteReport:
                "decoded agreement", "time")
 
     def to_table(self) -> Any:
-        """A :class:`rich.table.Table` (plain text from :meth:`to_text` if rich is missing)."""
+        """A :class:`rich.table.Table` (plain text from :meth:`to_text` if rich is missing).
+
+        Every cell is escaped: its text (``PASS [batch-1]``, a model or rule name) is data,
+        not rich markup, which would drop a bracketed ``[batch-1]`` as an unknown tag."""
         try:
+            from rich.markup import escape
             from rich.table import Table
         except ImportError:  # pragma: no cover - rich is a dependency
             return self.to_text()
-        table = Table(title=f"rewrite of {self.model}: {'ok' if self.ok else 'FAILED'}")
+        table = Table(title=escape(f"rewrite of {self.model}: {'ok' if self.ok else 'FAILED'}"))
         for h in self._HEADER:
             table.add_column(h, no_wrap=h in ("rule", "verified"))
         for row in self._rows():
-            style = "red" if "FAIL" in row[4] else None
-            table.add_row(*row, style=style)
+            style = "red" if row[4].startswith("FAIL") else None
+            table.add_row(*(escape(c) for c in row), style=style)
         return table
 
     def to_text(self) -> str:
