@@ -15,9 +15,7 @@ box than the training data's mostly tight crops gives; seed 7), a test of how th
 detector.  ``--grayscale 1`` makes every crop a monochrome-camera one (night / infrared traffic cameras; seed 9).
 ``--baseline W`` also reads the same synthetic plates and real folders with weights ``W`` and reports the pair:
 plates only one of them reads right, and the exact sign test on that split — whether a difference is more than
-noise.  ``--provinces 皖=0.8`` reads the real folders with province shares, both weights alike.  ``--tta t3-rescore``
-reads with test-time augmentation (:func:`lprnet.recognizer.resolve_tta`), ``--weights`` only: with
-``--baseline`` the same file, it measures what the augmentation adds (greedy figures stay plain readings).
+noise.  ``--provinces 皖=0.8`` reads the real folders with province shares, both weights alike.
 
 The synthetic test seeds (3; 5 for a face of your own; 7 for loose crops; 9 for monochrome crops; since stage 32
 also 63, 65, 67 and 61 for the same four kinds, since stage 33 71, 73, 75 and 69; the pre-written decisions since
@@ -63,8 +61,6 @@ def main() -> None:
                     help="share of monochrome-camera synthetic test crops (default: the generator's, 0; 1: all)")
     ap.add_argument("--baseline", type=Path, default=None,
                     help="weights to compare with, plate by plate, on the same synthetic plates and real folders")
-    ap.add_argument("--tta", default=None,
-                    help="test-time augmentation for --weights only (e.g. t3-rescore; the baseline reads plainly)")
     ap.add_argument("--provinces", default=None,
                     help="province shares for reading the real folders only (e.g. 皖=0.8; default none)")
     args = ap.parse_args()
@@ -72,7 +68,7 @@ def main() -> None:
         ap.error("--n-per-kind must be >= 0 and --threads >= 1")
     torch.set_num_threads(args.threads)
     try:
-        rec = lprnet.load(args.weights, decode=args.decode, tta=args.tta)
+        rec = lprnet.load(args.weights, decode=args.decode)
         base = lprnet.load(args.baseline, decode=args.decode) if args.baseline else None
         rec.with_provinces(args.provinces)  # a bad value fails here, before any plate is read
     except ValueError as e:  # WeightsError, a bad --decode or --provinces
@@ -80,8 +76,7 @@ def main() -> None:
     greedy = Recognizer(rec.backend, rec.config, rec.meta, decode="greedy")  # same loaded model
     only_new = only_base = 0  # over every kind
     by_kind: dict[str, tuple[int, int]] = {}
-    out: dict = {"weights": str(args.weights or "default"), "decode": rec.decode, "tta": rec.tta,
-                 "synthetic": {}, "real": {},
+    out: dict = {"weights": str(args.weights or "default"), "decode": rec.decode, "synthetic": {}, "real": {},
                  "seed": args.seed, "cjk_faces": [str(p) for p in args.cjk_face],
                  "loose_crops": args.loose_crops, "grayscale": args.grayscale}
     # one face table for all kinds: glyphs are rendered once, not once per kind
@@ -94,13 +89,12 @@ def main() -> None:
             for i in range(0, len(items), 100):  # one forward pass, both decodings
                 batch = [im for im, _, _ in items[i:i + 100]]
                 logits = rec.predict_logits(batch)
-                mine = rec.read(batch) if rec.tta else rec.decode_logits(logits)
-                pairs = [(p.plate, t) for p, t in zip(mine, truth[i:i + 100])]
+                pairs = [(p.plate, t) for p, t in zip(rec.decode_logits(logits), truth[i:i + 100])]
                 ok += sum(p == t for p, t in pairs)
                 tail += sum(p[1:] == t[1:] for p, t in pairs)
                 ok_g += sum(p.plate == t for p, t in zip(ctc_greedy_decode(logits, rec.charset), truth[i:i + 100]))
                 if base is not None:
-                    theirs = base.read(batch)  # the same plates, same path
+                    theirs = base.decode_logits(base.predict_logits(batch))  # the same plates, same path
                     for (p, t), b in zip(pairs, theirs):
                         kind_new += p == t and b.plate != t
                         kind_base += p != t and b.plate == t

@@ -20,9 +20,6 @@ from lprnet.charset import CN_PLATE_FORMATS, Charset
 from lprnet.config import ModelConfig
 from lprnet.core.backend import Backend, TorchBackend
 from lprnet.core.process import (
-    TTA_COMBINE,
-    TTA_SCALES,
-    TTA_SETS,
     ChannelOrder,
     ImageError,
     Prediction,
@@ -40,9 +37,6 @@ from lprnet.core.process import (
     province_scores,
     read_image,
     to_bgr,
-    tta_average,
-    tta_rescore,
-    tta_views,
 )
 from lprnet.weights import WeightsMeta, build_model
 
@@ -97,10 +91,8 @@ class Recognizer:
     """
 
     def __init__(self, backend: Backend, config: ModelConfig, meta: WeightsMeta | None = None,
-                 decode: str = "auto", provinces: Mapping[str, float] | str | None = None,
-                 tta: str | None = None) -> None:
+                 decode: str = "auto", provinces: Mapping[str, float] | str | None = None) -> None:
         self.backend = backend
-        self.tta = resolve_tta(tta)
         self.config = config
         self.charset = config.charset
         self.meta = meta
@@ -118,8 +110,7 @@ class Recognizer:
     def with_provinces(self, provinces: Mapping[str, float] | str | None) -> Recognizer:
         """The same model and decoding under other province shares (e.g. an estimate's
         :meth:`ProvinceEstimate.option`); the backend is shared, nothing is reloaded."""
-        return Recognizer(self.backend, self.config, self.meta, decode=self.decode, provinces=provinces,
-                          tta=self.tta)
+        return Recognizer(self.backend, self.config, self.meta, decode=self.decode, provinces=provinces)
 
     def decode_logits(self, logits: np.ndarray) -> list[Prediction]:
         """``N x C x T`` logits -> predictions, with this recognizer's decoding (``self.decode``,
@@ -183,21 +174,6 @@ class Recognizer:
         """BGR uint8 images -> logits ``N x C x T`` (no decoding)."""
         return self.backend(preprocess(images, self.config.input_size))
 
-    def read(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """BGR uint8 images -> predictions: one forward pass and this recognizer's decoding, or with test-time
-        augmentation (``self.tta``) one pass over every view of every image and the views' readings combined."""
-        if self.tta is None:
-            return self.decode_logits(self.predict_logits(images))
-        names, combine = self.tta.split("-")
-        scales = [TTA_SCALES[k] for k in TTA_SETS[names]]
-        views = [tta_views(img, scales, self.config.input_size) for img in images]
-        flat = [views[i][k] for k in range(len(scales)) for i in range(len(images))]  # view-major
-        logits = self.predict_logits(flat)
-        logits = logits.reshape(len(scales), len(images), *logits.shape[1:])
-        if combine == "avg":
-            return self.decode_logits(tta_average(logits))
-        return tta_rescore(logits, [self.decode_logits(v) for v in logits], self.charset, self._first_prior)
-
     def recognize(self, images: ImageInput | Iterable[ImageInput], *,
                   channel_order: ChannelOrder | None = None, batch_size: int = 32) -> list[Result]:
         """Recognize one image or many; always returns a list of :class:`Result`.
@@ -230,7 +206,7 @@ class Recognizer:
 
     def _flush(self, pending: list[tuple[int, ImageInput, np.ndarray | None, str | None]]) -> Iterator[Result]:
         good = [p[2] for p in pending if p[2] is not None]
-        preds = self.read(good) if good else []
+        preds = self.decode_logits(self.predict_logits(good)) if good else []
         it = iter(preds)
         for _, item, img, err in pending:
             if img is None:
@@ -266,18 +242,6 @@ def resolve_decode(decode: str, charset: Charset) -> str:
     return "plate"
 
 
-def resolve_tta(tta: str | None) -> str | None:
-    """A test-time augmentation setting ``"SET-COMBINE"`` (``SET`` in :data:`TTA_SETS`, ``COMBINE`` in
-    :data:`TTA_COMBINE`), or None for none (``""`` and ``"off"`` too)."""
-    if tta is None or tta in ("", "off"):
-        return None
-    names, _, combine = str(tta).partition("-")
-    if names not in TTA_SETS or combine not in TTA_COMBINE:
-        choices = ", ".join(f"{s}-{c}" for s in TTA_SETS for c in TTA_COMBINE)
-        raise ValueError(f"unknown tta {tta!r}; expected off or one of {choices}")
-    return f"{names}-{combine}"
-
-
 def resolve_provinces(provinces: Mapping[str, float] | str | None) -> dict[str, float] | None:
     """Province shares as a dict (``"皖=0.8,苏=0.1"`` is parsed), or None for none."""
     if provinces is None or (isinstance(provinces, str) and not provinces.strip()):
@@ -302,7 +266,7 @@ def resolve_provinces(provinces: Mapping[str, float] | str | None) -> dict[str, 
 
 def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch",
          device: str = "cpu", threads: int | None = None, decode: str = "auto",
-         provinces: Mapping[str, float] | str | None = None, tta: str | None = None) -> Recognizer:
+         provinces: Mapping[str, float] | str | None = None) -> Recognizer:
     """Load a recognizer; ``weights=None`` uses the bundled default weights.
 
     ``weights`` may be one of our ``.safetensors`` files or a reference-style ``.pth``
@@ -331,11 +295,11 @@ def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch
         from lprnet.export.runtimes import load_backend
 
         runtime, meta = load_backend(weights, backend, threads)
-        return Recognizer(runtime, meta.config, meta, decode=decode, provinces=provinces, tta=tta)
+        return Recognizer(runtime, meta.config, meta, decode=decode, provinces=provinces)
     if weights is not None and Path(weights).suffix.lower() in (".onnx", ".xml"):
         raise ValueError(f"{weights}: an exported model; load it with backend='onnxruntime' or 'openvino'")
     model, meta = build_model(Path(weights) if weights is not None else None, form="deploy")
     backend_ = TorchBackend(model, device)  # a bad device fails before the process-wide setting changes
     if threads is not None:
         torch.set_num_threads(int(threads))
-    return Recognizer(backend_, meta.config, meta, decode=decode, provinces=provinces, tta=tta)
+    return Recognizer(backend_, meta.config, meta, decode=decode, provinces=provinces)

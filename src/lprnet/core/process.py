@@ -258,31 +258,6 @@ def preprocess(images: Sequence[np.ndarray], input_size: tuple[int, int] = (94, 
     return out
 
 
-#: Test-time augmentation: rescalings ``(sx, sy)`` about the centre of the model input (see :func:`tta_views`),
-#: fixed by ``docs/decisions/tta52-rule.txt`` before any was measured.
-TTA_SCALES: dict[str, tuple[float, float]] = {
-    "id": (1.0, 1.0), "y+": (1.0, 1.08), "y-": (1.0, 0.92), "x+": (1.04, 1.0), "x-": (0.96, 1.0)}
-TTA_SETS: dict[str, tuple[str, ...]] = {"t3": ("id", "y+", "y-"), "t5": ("id", "y+", "y-", "x+", "x-")}
-TTA_COMBINE = ("avg", "rescore")
-
-
-def tta_views(img: np.ndarray, scales: Sequence[tuple[float, float]],
-              input_size: tuple[int, int] = (94, 24)) -> list[np.ndarray]:
-    """The image at the model's input size, once per ``(sx, sy)``: rescaled about its centre (bilinear, border
-    replicated), so that ``(1, 1)`` is :func:`fit_input`'s image itself and ``sy > 1`` zooms in vertically."""
-    base = fit_input(img, input_size)
-    w, h = input_size
-    cx, cy = (w - 1) / 2, (h - 1) / 2
-    out = []
-    for sx, sy in scales:
-        if (sx, sy) == (1.0, 1.0):
-            out.append(base)
-            continue
-        m = np.array([[sx, 0.0, (1 - sx) * cx], [0.0, sy, (1 - sy) * cy]])
-        out.append(cv2.warpAffine(base, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
-    return out
-
-
 @dataclass
 class Prediction:
     """One decoded plate."""
@@ -536,48 +511,6 @@ def ctc_plate_decode(logits: np.ndarray, charset: Charset,
             path = paths[pick[r]][r]
             preds[i] = _collapse(path, probs[r, steps, path], charset)
     return _with_text_confidence(logits, preds, charset)
-
-
-def tta_average(view_logits: np.ndarray) -> np.ndarray:
-    """``V x N x C x T`` logits of ``V`` views of each plate -> ``N x C x T``: the mean over the views of each
-    frame's log-probabilities (decoders take them as logits)."""
-    v = np.asarray(view_logits, dtype=np.float64)
-    if v.ndim != 4:
-        raise ValueError(f"view logits must be V x N x C x T, got {v.shape}")
-    z = v - v.max(axis=2, keepdims=True)
-    return (z - np.log(np.exp(z).sum(axis=2, keepdims=True))).mean(axis=0).astype(np.float32)
-
-
-def tta_rescore(view_logits: np.ndarray, view_preds: Sequence[Sequence[Prediction]], charset: Charset,
-                first_prior: np.ndarray | None = None) -> list[Prediction]:
-    """Combine ``V`` readings of each of ``N`` plates (``view_preds[v][n]``, decoded from ``view_logits[v]``,
-    ``V x N x C x T``): every view proposes its text, and the answer is the proposal with the highest sum over
-    the views of ``log P(text | frames)`` (:func:`ctc_text_log_prob`; plus ``first_prior`` at its first
-    character when given). Ties go to the earlier view. The answer keeps the character confidences of the first
-    view that read it; its plate confidence is the geometric mean over the views of ``P(text)``. A plate whose
-    logits are not finite in every view keeps the first view's reading."""
-    v = _check_logits(np.asarray(view_logits).reshape(-1, *np.shape(view_logits)[2:]), charset).reshape(
-        np.shape(view_logits))
-    n_views, n = v.shape[:2]
-    if len(view_preds) != n_views or any(len(p) != n for p in view_preds):
-        raise ValueError(f"need {n_views} views of {n} predictions each")
-    out = [view_preds[0][i] for i in range(n)]
-    ok = [i for i in range(n) if np.isfinite(v[:, i]).all()]
-    if not ok:
-        return out
-    logp = [_log_softmax_ntc(v[k][ok]) for k in range(n_views)]
-    for j, i in enumerate(ok):
-        texts = list(dict.fromkeys(view_preds[k][i].plate for k in range(n_views)))
-        targets = [[charset.index(c) for c in t] for t in texts]
-        score = sum(ctc_text_log_prob(np.repeat(logp[k][j:j + 1], len(texts), axis=0), targets, charset.blank_index)
-                    for k in range(n_views))
-        mean = score / n_views
-        if first_prior is not None:
-            score = score + np.array([first_prior[t[0]] if t else 0.0 for t in targets])
-        best = int(np.argmax(score))  # the first of equal scores: proposals are in view order
-        src = next(view_preds[k][i] for k in range(n_views) if view_preds[k][i].plate == texts[best])
-        out[i] = Prediction(src.plate, float(np.exp(mean[best])), [dict(c) for c in src.chars])
-    return out
 
 
 def province_log_prior(shares: Mapping[str, float], charset: Charset, provinces: str = PROVINCES) -> np.ndarray:
