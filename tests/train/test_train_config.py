@@ -128,3 +128,27 @@ def test_time_budget_flag_reaches_the_config_and_bad_values_are_named(tmp_path: 
     for bad in ("soon", "0", "-5m", "1h30", "1m30"):  # 1h30: 30 minutes or 30 seconds? The unit is asked for
         res = runner.invoke(app, [*args, "--time-budget", bad])
         assert res.exit_code == 2 and "--time-budget" in res.output, (bad, res.output)
+
+
+def test_resume_with_only_out_continues_with_the_runs_own_settings(tmp_path: Path) -> None:
+    """``--resume --out RUN`` alone continues the run as it was set up (its config.json), not with the defaults
+    (20,000 steps, batch 64, warm-up restarted, "no training data"); options given now change it, with a warning."""
+    app = _train_app_with_a_shard(tmp_path)
+    runner = CliRunner()
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--data", f"synth:{tmp_path / 's'}", "--steps", "3", "--batch-size", "2",
+                              "--warmup-steps", "1", "--workers", "0", "--threads", "1", "--set", "val_synth_n=0",
+                              "--set", "dropout=0.2", "--ckpt-every", "1", "--out", str(run), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train", "--resume", "--out", str(run), "--steps", "5", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["steps"], cfg["batch_size"], cfg["warmup_steps"], cfg["dropout"], cfg["data"]) == (
+        5, 2, 1, 0.2, [f"synth:{tmp_path / 's'}"])
+    log = (run / "train.log").read_text()
+    assert "resuming at step 3" in log
+    assert "warning: resuming with changed settings steps: 3 -> 5;" in log  # that one alone
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    res = runner.invoke(app, ["train", "--resume", "--out", str(tmp_path / "broken")])
+    assert res.exit_code == 2 and "config.json: the run's saved settings cannot be read" in res.output

@@ -263,3 +263,34 @@ def test_mix_sampler_refuses_a_ratio_too_small_to_mix(ratios: list[float]) -> No
     ZeroDivisionError when last. It is refused with the ratios named."""
     with pytest.raises(ValueError, match="below 1/10000"):
         D.MixSampler([10, 3], ratios)
+
+
+def test_a_file_name_that_is_not_utf8_is_named_escaped_in_the_drop_warning(tmp_path: Path) -> None:
+    """Plate sets unzipped from GBK archives have such names: the warning (written to train.log as UTF-8) names the
+    file escaped, so the run goes on instead of stopping at an unencodable message."""
+    import os
+
+    name = os.fsdecode(b"\xff\xfeA12345.jpg")  # surrogate-escaped, as os.listdir gives it
+    cv2.imwrite(str(tmp_path / "ok.png"), np.full((24, 94, 3), 90, np.uint8))
+    (tmp_path / name).write_bytes((tmp_path / "ok.png").read_bytes())
+    samples = [real.Sample(tmp_path / "ok.png", "皖A12345"), real.Sample(tmp_path / name, name[:-4])]
+    with pytest.warns(UserWarning) as got:
+        ds = D.RealDataset(samples, (94, 24), Charset.chinese())
+    (msg,) = [str(w.message) for w in got]
+    assert len(ds) == 1 and "dropped 1 real" in msg and "\\xff\\xfeA12345.jpg" in msg
+    msg.encode("utf-8")  # raised UnicodeEncodeError before
+
+
+def test_build_source_reads_each_plate_once_as_eval_scores_it(tmp_path: Path) -> None:
+    """A manifest that lists a crop twice reads it once; one that labels it two ways keeps the first label and says
+    so, as `lprnet eval` and `check-data` treat them (training used every row, contradicting labels included)."""
+    for n in ("a", "b"):
+        cv2.imwrite(str(tmp_path / f"{n}.jpg"), np.full((24, 94, 3), 120, np.uint8))
+    man = tmp_path / "m.csv"
+    man.write_text("path,plate\na.jpg,皖A12345\nb.jpg,京B22222\na.jpg,皖A12345\na.jpg,皖A12346\n", encoding="utf-8")
+    with pytest.warns(UserWarning) as got:
+        ds = D.build_source(D.parse_source(f"real:{man}"), Charset.chinese(), (94, 24))
+    (msg,) = [str(w.message) for w in got]
+    assert [ds[i][1] for i in range(len(ds))] == ["皖A12345", "京B22222"]
+    assert f"1 entries label a plate listed before differently, e.g. {tmp_path / 'a.jpg'}: labelled '皖A12346' here " \
+           "and '皖A12345' before" in msg and "1 entries repeat a plate listed before with its label" in msg

@@ -1,9 +1,9 @@
 """``lprnet train`` and ``lprnet train-bench``: the command line of :mod:`lprnet.train`.
 
-Settings come from, in increasing priority: the defaults, a ``--config`` file (YAML or JSON with
-the :class:`~lprnet.train.TrainConfig` field names), ``--set key=value`` (any field, also those
-with a flag) and the flags that are given.  Everything is validated by the schema.  Under
-``torchrun`` the same command runs DDP::
+Settings come from, in increasing priority: the defaults, the run's own ``config.json`` when it is
+resumed (``--resume``), a ``--config`` file (YAML or JSON with the :class:`~lprnet.train.TrainConfig`
+field names), ``--set key=value`` (any field, also those with a flag) and the flags that are given.
+Everything is validated by the schema.  Under ``torchrun`` the same command runs DDP::
 
     torchrun --nproc_per_node 2 -m lprnet train --data synth:/data/shards ...
 
@@ -84,7 +84,8 @@ def train_command(
     out: Annotated[OptStr, typer.Option(help="Run folder (default ~/.cache/lprnet/runs/<time>, "
                                         "or $LPRNET_RUNS/<time>)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last "
-                                         "checkpoint")] = False,
+                                         "checkpoint, with the settings it ran with (its config.json); "
+                                         "options given now change them, with a warning")] = False,
     init_weights: Annotated[OptStr, typer.Option(help="Start from these weights (fine-tuning; 'default': the "
                                                    "bundled weights); ignored when resuming")] = None,
     device: Annotated[OptStr, typer.Option(help="cpu, cuda or auto")] = None,
@@ -121,6 +122,7 @@ def train_command(
 ) -> None:
     """Train LPRNet with CTC on synthetic shards and/or real data."""
     from lprnet.train import ConfigError, TrainError, make_config, train
+    from lprnet.train.config import saved_run_config
 
     sets = _parse_sets(set_ or [])
     flags: dict[str, Any] = dict(  # None: not given, so --set or the config file decide
@@ -132,7 +134,8 @@ def train_command(
         distill_temperature=distill_temperature, distill_on=distill_on,
         time_budget_s=parse_duration(time_budget) if time_budget is not None else None)
     try:
-        cfg = make_config(config, sets=sets, **flags)
+        base = saved_run_config(out) if resume and out else None  # a resumed run keeps its settings
+        cfg = make_config(config, sets=sets, base=base, **flags)
         if not cfg.data:
             raise ConfigError("no training data: pass --data synth:DIR (repeatable) or set 'data' in --config")
         train(cfg, command=shlex.join(sys.argv))

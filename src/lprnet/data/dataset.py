@@ -41,7 +41,7 @@ from torch.utils.data import Dataset, Sampler
 
 from lprnet.charset import Charset, ctc_min_steps
 from lprnet.config import ModelConfig
-from lprnet.core.process import preprocess
+from lprnet.core.process import display_path, preprocess
 from lprnet.data import real
 from lprnet.errors import describe_error, first_line
 
@@ -314,7 +314,7 @@ class RealDataset(Dataset[Item]):
             samples, bad = real.split_by_label(samples, charset, ctc_steps(charset, input_size))
             if bad:
                 warnings.warn(f"dropped {len(bad)} real samples whose labels cannot be training labels, e.g. "
-                              f"{bad[0][0].path.name}: {bad[0][1][0]} (`lprnet check-data` lists them all)",
+                              f"{display_path(bad[0][0].path)}: {bad[0][1][0]} (`lprnet check-data` lists them all)",
                               stacklevel=2)
         self.samples = samples
         self.labels = [s.plate for s in samples]
@@ -467,7 +467,27 @@ def build_source(spec: SourceSpec, charset: Charset, input_size: tuple[int, int]
                       f"(see `lprnet check-data {spec.path}`)", stacklevel=2)
     if not samples:
         raise real.DataError(f"{spec.path}: no usable samples (see `lprnet check-data {spec.path}`)")
+    samples, note = first_of_each_plate(samples, str(spec.path))
+    if note:
+        warnings.warn(note, stacklevel=2)
     return RealDataset(samples, input_size, charset, margin, scene_jitter=scene_jitter)
+
+
+def first_of_each_plate(samples: Sequence[real.Sample], where: str) -> tuple[list[real.Sample], str | None]:
+    """One sample per plate (file, and corners for a scene), the first listed, as ``lprnet eval`` scores them, and a
+    note naming what was left out (None when nothing was): a plate listed twice with one label is read once, and
+    one listed with two labels (:func:`~lprnet.data.real.label_conflicts`) keeps its first, since no reading can
+    be right for both."""
+    kept, conflicts, repeats = real.label_conflicts(samples)
+    said = []
+    if conflicts:
+        i, why = conflicts[0]
+        said.append(f"{len(conflicts)} entries label a plate listed before differently, e.g. "
+                    f"{display_path(samples[i].path)}: {why} (the first label kept; `lprnet check-data {where}` lists "
+                    "them)")
+    if repeats:
+        said.append(f"{repeats} entries repeat a plate listed before with its label (read once)")
+    return kept, f"{where}: " + "; ".join(said) if said else None
 
 
 # --------------------------------------------------------------------------- mixing

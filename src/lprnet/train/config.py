@@ -190,13 +190,15 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def make_config(file: str | os.PathLike[str] | None = None, *, sets: Mapping[str, Any] | None = None,
-                **overrides: Any) -> TrainConfig:
-    """Defaults <- ``file`` <- ``sets`` <- ``overrides``, validated.
+                base: Mapping[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults <- ``base`` <- ``file`` <- ``sets`` <- ``overrides``, validated.
 
+    ``base`` is a run's saved settings when it is resumed (:func:`saved_run_config`).
     ``sets`` (``--set KEY=VALUE``) apply as given, ``None`` included (``--set threads=null``);
     ``None`` values of ``overrides`` (flags that were not given) are ignored.
     """
-    d: dict[str, Any] = load_config_file(file) if file else {}
+    d: dict[str, Any] = dict(base or {})
+    d.update(load_config_file(file) if file else {})
     d.update(sets or {})
     d.update({k: v for k, v in overrides.items() if v is not None})
     try:
@@ -204,3 +206,19 @@ def make_config(file: str | os.PathLike[str] | None = None, *, sets: Mapping[str
     except ValidationError as e:
         lines = [f"  {'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors()]
         raise ConfigError("invalid training config:\n" + "\n".join(lines)) from None
+
+
+def saved_run_config(out: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The settings a run in ``out`` last started with (its ``config.json``), or None when it has none: ``--resume``
+    continues with them unless told otherwise, not with the defaults."""
+    p = Path(out) / "config.json"
+    if not p.is_file():
+        return None
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{p}: the run's saved settings cannot be read ({e}); pass the run's options again "
+                          "with --config or flags") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: the run's saved settings are not a JSON object")
+    return d

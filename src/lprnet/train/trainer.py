@@ -506,6 +506,9 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool,
                 f"(see `lprnet check-data {path}`)")
         if not samples:  # an accuracy over no plates would read 0.0 and choose best.safetensors by it
             raise TrainError(f"--val-dir {cfg.val_dir}: no labelled plates found there")
+        samples, note = D.first_of_each_plate(samples, f"--val-dir {cfg.val_dir}")  # scored as `lprnet eval` does
+        if note:
+            log(f"note: {note}")
         ds = D.RealDataset(samples, cfg.input_size, charset, cfg.ccpd_margin, scene_jitter=False)
         ds.preload(max(1, cfg.workers))
         if len(ds) == 0:  # every plate dropped: no plate label for this charset and input size, or no image
@@ -584,7 +587,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
             from tqdm import tqdm
 
             tqdm.write(msg, file=sys.stderr)
-            with open(out / "train.log", "a", encoding="utf-8") as f:
+            with open(out / "train.log", "a", encoding="utf-8", errors="backslashreplace") as f:  # a non-UTF-8 name
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
     ckpt: dict[str, Any] | None = None
