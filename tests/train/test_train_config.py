@@ -152,3 +152,14 @@ def test_resume_with_only_out_continues_with_the_runs_own_settings(tmp_path: Pat
     (tmp_path / "broken" / "config.json").write_text("{not json")
     res = runner.invoke(app, ["train", "--resume", "--out", str(tmp_path / "broken")])
     assert res.exit_code == 2 and "config.json: the run's saved settings cannot be read" in res.output
+
+
+def test_a_run_that_diverges_says_so_once(tmp_path: Path) -> None:
+    """The run writes its stopping error to its console and train.log; the command line does not repeat it."""
+    app = _train_app_with_a_shard(tmp_path)
+    res = CliRunner().invoke(app, ["train", "--data", f"synth:{tmp_path / 's'}", "--steps", "6", "--batch-size", "2",
+                                   "--warmup-steps", "1", "--workers", "0", "--threads", "1", "--lr", "1e30",
+                                   "--set", "val_synth_n=0", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert res.exit_code == 2
+    assert res.output.count("training stopped without saving this state") == 1, res.output
+    assert "training stopped without saving this state" in (tmp_path / "run" / "train.log").read_text()

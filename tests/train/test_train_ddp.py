@@ -137,3 +137,21 @@ def test_a_rank_that_stops_taking_part_fails_the_run_within_the_timeout(tmp_path
     assert time.monotonic() - t0 < 90
     assert "timed out" in (proc.stdout + proc.stderr).lower() or "timeout" in (proc.stdout + proc.stderr).lower()
     assert not (tmp_path / "rank0.pt").exists()
+
+
+def test_a_bad_val_dir_stops_every_rank_with_rank_zeros_message(tmp_path: Path) -> None:
+    """Rank 0 alone reads --val-dir; when it cannot, the other ranks stop with its message (they died in DDP's
+    next collective with a gloo "Connection closed by peer" traceback)."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "empty").mkdir()
+    np.savez_compressed(tmp_path / "synth" / "shard-00000.npz",
+                        images=rng.integers(0, 256, (8, 24, 94, 3), dtype=np.uint8), labels=np.array(PLATES))
+    (tmp_path / "worker.py").write_text(WORKER)
+    cfg = dict(data=[f"synth:{tmp_path / 'synth'}"], val_synth_n=0, val_dir=str(tmp_path / "empty"), steps=2,
+               batch_size=2, warmup_steps=1, workers=0, threads=1, progress=False, out=str(tmp_path / "run"),
+               device="cpu")
+    proc = _torchrun(tmp_path, cfg)
+    assert proc.returncode != 0
+    assert f"TrainError: rank 0: --val-dir {tmp_path / 'empty'}: no labelled plates found there" in proc.stderr
+    assert "Connection closed by peer" not in proc.stderr

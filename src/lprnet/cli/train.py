@@ -13,6 +13,7 @@ Everything is validated by the schema.  Under ``torchrun`` the same command runs
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import sys
@@ -140,7 +141,8 @@ def train_command(
             raise ConfigError("no training data: pass --data synth:DIR (repeatable) or set 'data' in --config")
         train(cfg, command=shlex.join(sys.argv))
     except (ConfigError, TrainError, FileNotFoundError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
+        if not getattr(e, "logged", False) and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 says it
+            typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
 
 

@@ -90,7 +90,12 @@ METRIC_FIELDS = ["step", "samples", "time_s", "lr", "train_loss", "plates_per_s"
 
 
 class TrainError(RuntimeError):
-    """A run that cannot start or continue; the message says why."""
+    """A run that cannot start or continue; the message says why. ``logged``: the run has already written it to
+    its console and train.log (the command line does not say it again)."""
+
+    def __init__(self, message: str, logged: bool = False) -> None:
+        super().__init__(message)
+        self.logged = logged
 
 
 # --------------------------------------------------------------------------- distributed
@@ -712,8 +717,19 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                         drop_last=True, persistent_workers=cfg.workers > 0, worker_init_fn=D.worker_init,
                         prefetch_factor=4 if cfg.workers > 0 else None,
                         generator=torch.Generator().manual_seed(cfg.seed))
-    with _warnings_to(log):
-        vals = build_val_data(cfg, charset, out, env.main, log)
+    failed: BaseException | None = None
+    try:
+        with _warnings_to(log):
+            vals = build_val_data(cfg, charset, out, env.main, log)  # rank 0 reads --val-dir
+    except (TrainError, ValueError, OSError) as e:
+        failed = e
+    if env.ddp:  # a bad --val-dir stops every rank with rank 0's message, not the others in DDP's next collective
+        said = [f"{failed}" if failed is not None else None]
+        dist.broadcast_object_list(said, src=0)
+        if failed is None and said[0] is not None:
+            raise TrainError(f"rank 0: {said[0]}")
+    if failed is not None:
+        raise failed
     val_loaders = {k: DataLoader(v, batch_size=cfg.eval_batch_size, shuffle=False, num_workers=0,
                                  collate_fn=D.Collate(charset, cfg.input_size),
                                  generator=torch.Generator().manual_seed(0))
@@ -802,7 +818,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                 if last_ckpt is not None else "no checkpoint was written yet: start again with a lower --lr")
         msg = f"step {step}: {what}; training stopped without saving this state, {kept}"
         log(f"error: {msg}")
-        return TrainError(msg)
+        return TrainError(msg, logged=env.main)
 
     model.train()
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else nullcontext
