@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,35 @@ def test_a_run_that_diverges_says_so_once(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert res.output.count("training stopped without saving this state") == 1, res.output
     assert "training stopped without saving this state" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_the_defaults_train_help_states_are_the_schemas() -> None:
+    """``lprnet train --help`` says each option's default (the flags default to "not given", so typer cannot):
+    every "(default X)" it states is TrainConfig's default for that field."""
+    import typing
+
+    from lprnet.cli.train import train_command
+    from lprnet.train.config import TrainConfig
+
+    checked = 0
+    for name, hint in typing.get_type_hints(train_command, include_extras=True).items():
+        helps = [getattr(m, "help", None) for m in getattr(hint, "__metadata__", ())]
+        text = " ".join(h for h in helps if h)
+        m = re.search(r"\(default (?!on\b|:)([^)\s]+)\)", text)
+        if not m:
+            continue
+        want = TrainConfig.model_fields[name.rstrip("_")].default
+        got = m.group(1)
+        assert str(want) == got or (isinstance(want, float) and float(got) == want), (name, got, want)
+        checked += 1
+    assert checked >= 12
+
+
+def test_validating_on_a_training_source_is_warned(tmp_path: Path) -> None:
+    app = _train_app_with_a_shard(tmp_path)
+    res = CliRunner().invoke(app, ["train", "--data", f"synth:{tmp_path / 's'}", "--val-synth", str(tmp_path / "s"),
+                                   "--steps", "1", "--batch-size", "2", "--warmup-steps", "0", "--workers", "0",
+                                   "--threads", "1", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert (f"warning: --val-synth {tmp_path / 's'} is also a --data source: the run is validated on plates it "
+            "trains on") in (tmp_path / "run" / "train.log").read_text()

@@ -294,3 +294,13 @@ def test_build_source_reads_each_plate_once_as_eval_scores_it(tmp_path: Path) ->
     assert [ds[i][1] for i in range(len(ds))] == ["皖A12345", "京B22222"]
     assert f"1 entries label a plate listed before differently, e.g. {tmp_path / 'a.jpg'}: labelled '皖A12346' here " \
            "and '皖A12345' before" in msg and "1 entries repeat a plate listed before with its label" in msg
+
+
+def test_a_folder_of_crops_given_as_shards_points_to_real(tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "皖A12345.jpg"), np.full((24, 94, 3), 120, np.uint8))
+    with pytest.raises(FileNotFoundError, match=r"no .npz shards in .*; it holds image files: labelled crops are "
+                                                r"read with real:DIR"):
+        D.find_shards(tmp_path)
+    (tmp_path / "皖A12345.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"no .npz shards in \S+$"):
+        D.find_shards(tmp_path)

@@ -76,12 +76,12 @@ def train_command(
     val_dir: Annotated[OptStr, typer.Option(help="Labelled real validation data (folder, manifest, "
                                             "ccpd:DIR); reported, used for selection only with "
                                             "--select-on val-dir")] = None,
-    steps: Annotated[OptInt, typer.Option(help="Optimizer steps")] = None,
+    steps: Annotated[OptInt, typer.Option(help="Optimizer steps (default 20000)")] = None,
     time_budget: Annotated[OptStr, typer.Option(help="Train for about this long (training time, evaluation not "
                                                 "counted: 600, 90m, 2h, 1h30m): the run plans its steps, the "
                                                 "schedule's end, from its measured step time, at most --steps")] = None,
-    batch_size: Annotated[OptInt, typer.Option(help="Batch size per process")] = None,
-    lr: Annotated[OptFloat, typer.Option(help="Peak learning rate (AdamW)")] = None,
+    batch_size: Annotated[OptInt, typer.Option(help="Batch size per process (default 64)")] = None,
+    lr: Annotated[OptFloat, typer.Option(help="Peak learning rate, AdamW (default 0.001)")] = None,
     out: Annotated[OptStr, typer.Option(help="Run folder (default ~/.cache/lprnet/runs/<time>, "
                                         "or $LPRNET_RUNS/<time>)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last "
@@ -89,16 +89,17 @@ def train_command(
                                          "options given now change them, with a warning")] = False,
     init_weights: Annotated[OptStr, typer.Option(help="Start from these weights (fine-tuning; 'default': the "
                                                    "bundled weights); ignored when resuming")] = None,
-    device: Annotated[OptStr, typer.Option(help="cpu, cuda or auto")] = None,
-    workers: Annotated[OptInt, typer.Option(help="DataLoader worker processes")] = None,
-    threads: Annotated[OptInt, typer.Option(help="torch intra-op threads")] = None,
-    seed: Annotated[OptInt, typer.Option(help="Seed of init, data order, augmentation")] = None,
-    select_on: Annotated[OptStr, typer.Option(help="synth or val-dir: which set picks best.safetensors")] = None,
-    eval_every: Annotated[OptInt, typer.Option(help="Evaluate every N steps")] = None,
-    ckpt_every: Annotated[OptInt, typer.Option(help="Checkpoint every N steps")] = None,
-    log_every: Annotated[OptInt, typer.Option(help="Log a metrics row every N steps")] = None,
-    warmup_steps: Annotated[OptInt, typer.Option(help="Linear warm-up steps")] = None,
-    amp: Annotated[OptStr, typer.Option(help="CUDA mixed precision: auto, bf16, fp16, off")] = None,
+    device: Annotated[OptStr, typer.Option(help="cpu, cuda or auto (default auto)")] = None,
+    workers: Annotated[OptInt, typer.Option(help="DataLoader worker processes (default 2)")] = None,
+    threads: Annotated[OptInt, typer.Option(help="torch intra-op threads (default: torch's)")] = None,
+    seed: Annotated[OptInt, typer.Option(help="Seed of init, data order, augmentation (default 0)")] = None,
+    select_on: Annotated[OptStr, typer.Option(help="synth or val-dir: which set picks best.safetensors "
+                                              "(default synth)")] = None,
+    eval_every: Annotated[OptInt, typer.Option(help="Evaluate every N steps (default 1000)")] = None,
+    ckpt_every: Annotated[OptInt, typer.Option(help="Checkpoint every N steps (default 1000)")] = None,
+    log_every: Annotated[OptInt, typer.Option(help="Log a metrics row every N steps (default 50)")] = None,
+    warmup_steps: Annotated[OptInt, typer.Option(help="Linear warm-up steps, fewer than --steps (default 500)")] = None,
+    amp: Annotated[OptStr, typer.Option(help="CUDA mixed precision: auto, bf16, fp16, off (default auto)")] = None,
     ema_decay: Annotated[OptFloat, typer.Option(help="Evaluate and export an exponential moving average of "
                                                 "the weights with this decay, e.g. 0.999 (0: off)")] = None,
     teacher: Annotated[OptStr, typer.Option(help="Frozen teacher weights ('default': the bundled ones): learning "

@@ -41,7 +41,7 @@ from torch.utils.data import Dataset, Sampler
 
 from lprnet.charset import Charset, ctc_min_steps
 from lprnet.config import ModelConfig
-from lprnet.core.process import display_path, preprocess
+from lprnet.core.process import IMAGE_EXTENSIONS, display_path, preprocess
 from lprnet.data import real
 from lprnet.errors import describe_error, first_line
 
@@ -66,7 +66,10 @@ def find_shards(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]])
         else:
             raise FileNotFoundError(f"{p}: no such shard file or directory")
     if not out:
-        raise FileNotFoundError(f"no .npz shards in {', '.join(map(str, paths))}")
+        images = any(q.suffix.lower() in IMAGE_EXTENSIONS for p in map(Path, paths) if p.is_dir() for q in p.iterdir())
+        raise FileNotFoundError(f"no .npz shards in {', '.join(map(str, paths))}" + (
+            "; it holds image files: labelled crops are read with real:DIR (synth: is for `lprnet synth --format "
+            "shards` output)" if images else ""))
     return out
 
 

@@ -736,6 +736,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
                    for k, v in vals.items()}
     for k, v in vals.items():
         log(f"validation {k}: {len(v)} plates")  # type: ignore[arg-type]
+    _warn_validation_is_training_data(cfg, log)
     select_key = "synth" if cfg.select_on == "synth" else "dir"
     select_set = _selection_set(cfg, select_key, vals)
     if ckpt is not None and best is not None:
@@ -991,6 +992,16 @@ def _selection_set(cfg: TrainConfig, key: str, vals: dict[str, Dataset[D.Item]])
     else:
         where = f"--val-synth {Path(cfg.val_synth).resolve()}" if cfg.val_synth else "generated synthetic plates"
     return f"{where} ({len(vals[key])} plates)"  # type: ignore[arg-type]
+
+
+def _warn_validation_is_training_data(cfg: TrainConfig, log: Callable[[str], None]) -> None:
+    """Say so when a validation set is one of the training sources: its accuracy then says nothing about plates the
+    run has not seen, and best.safetensors chosen by it is the most overfitted checkpoint."""
+    trained = {os.path.realpath(D.parse_source(s).path) for s in cfg.data}
+    for option, path in (("--val-dir", real.split_kind_prefix(cfg.val_dir)[0] if cfg.val_dir else None),
+                         ("--val-synth", cfg.val_synth)):
+        if path and os.path.realpath(path) in trained:
+            log(f"warning: {option} {path} is also a --data source: the run is validated on plates it trains on")
 
 
 def _warn_config_changes(old: dict[str, Any], cfg: TrainConfig, log: Callable[[str], None]) -> None:
