@@ -304,3 +304,24 @@ def test_a_folder_of_crops_given_as_shards_points_to_real(tmp_path: Path) -> Non
     (tmp_path / "皖A12345.jpg").unlink()
     with pytest.raises(FileNotFoundError, match=r"no .npz shards in \S+$"):
         D.find_shards(tmp_path)
+
+
+def test_scene_regions_are_cached_within_a_byte_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plate regions of CCPD scenes (~280 KB each) are cached up to REGION_CACHE_BYTES (50,000 scenes were ~14 GB);
+    a scene past the budget is read again when drawn, and gives the same view."""
+    plate = np.random.default_rng(0).integers(60, 255, (60, 220, 3), dtype=np.uint8)
+    quad = np.float32([[200, 150], [420, 175], [415, 240], [195, 212]])
+    m = cv2.getPerspectiveTransform(np.float32([[0, 0], [220, 0], [220, 60], [0, 60]]), quad)
+    cv2.imwrite(str(tmp_path / "scene.png"), cv2.warpPerspective(plate, m, (600, 400)))
+    q = tuple((float(x), float(y)) for x, y in quad)
+    scenes = [real.Sample(tmp_path / "scene.png", "皖A12345", source="ccpd", quad=q) for _ in range(4)]  # type: ignore[arg-type]
+    one = real.load_plate_region(scenes[0])[0].nbytes
+    monkeypatch.setattr(D, "REGION_CACHE_BYTES", 2 * one + one // 2)
+    ds = D.RealDataset(scenes, (94, 24), Charset.chinese())
+    ds.preload(1)
+    assert len(ds._regions) == 2 and ds._region_bytes == 2 * one
+    missing = next(i for i in range(4) if i not in ds._regions)
+    cached = next(iter(ds._regions))
+    view = ds.augmented(missing, np.random.default_rng(7))[0]
+    assert len(ds._regions) == 2  # still within the budget
+    assert np.array_equal(view, ds.augmented(cached, np.random.default_rng(7))[0])

@@ -25,6 +25,7 @@ import bisect
 import hashlib
 import json
 import os
+import sys
 import warnings
 import zipfile
 import zlib
@@ -48,7 +49,9 @@ from lprnet.errors import describe_error, first_line
 Item = tuple[np.ndarray, str]
 ShardMode = Literal["auto", "memory", "mmap"]
 MEMORY_LIMIT_BYTES = 2 << 30  # "auto" keeps shards in memory below this many image bytes
-SCENE_CACHE_LIMIT = 50_000  # RealDataset keeps the plate regions of at most this many scenes in memory
+#: RealDataset keeps the plate regions of CCPD scenes (for jittered views; ~280 KB each) in memory up to this many
+#: bytes, and reads the rest again when drawn
+REGION_CACHE_BYTES = 2 << 30
 
 
 # --------------------------------------------------------------------------- sources
@@ -326,7 +329,8 @@ class RealDataset(Dataset[Item]):
         self.cache: dict[int, np.ndarray] | None = {} if cache else None
         self.scene_jitter = bool(scene_jitter)
         self._regions: dict[int, tuple[np.ndarray, tuple[real.Point, ...]]] = {}
-        self._cache_regions = cache and len(samples) <= SCENE_CACHE_LIMIT
+        self._cache_regions = cache
+        self._region_bytes = 0  # approximate under preload's threads: a bound, not a ledger
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -335,8 +339,9 @@ class RealDataset(Dataset[Item]):
         got = self._regions.get(i)
         if got is None:
             got = real.load_plate_region(self.samples[i])
-            if self._cache_regions:
+            if self._cache_regions and self._region_bytes + got[0].nbytes <= REGION_CACHE_BYTES:
                 self._regions[i] = got
+                self._region_bytes += got[0].nbytes
         return got
 
     def augmented(self, i: int, rng: np.random.Generator) -> Item:
@@ -366,18 +371,23 @@ class RealDataset(Dataset[Item]):
         except (ValueError, OSError) as e:  # ImageError (unreadable, corners outside the scene), a failed read
             return first_line(e)
 
-    def preload(self, workers: int = 4) -> None:
+    def preload(self, workers: int = 4, progress: bool = False) -> None:
         """Read every crop now (threads), so forked workers share one cache.  Samples whose image cannot be
         read are dropped, the count and the first of them named in one warning.  Without a cache
-        (``cache=False``) nothing is read here, and an unreadable image raises when it is drawn."""
+        (``cache=False``) nothing is read here, and an unreadable image raises when it is drawn.  ``progress``
+        shows a bar on stderr (tens of thousands of CCPD scenes take minutes)."""
         if self.cache is None:
             return
         from concurrent.futures import ThreadPoolExecutor
 
+        from tqdm import tqdm
+
         todo = [i for i in range(len(self)) if i not in self.cache]
         unreadable: list[str] = []
         with ThreadPoolExecutor(max(1, workers)) as ex:
-            for i, img in zip(todo, ex.map(self._try_load, todo), strict=True):
+            loads = tqdm(ex.map(self._try_load, todo), total=len(todo), disable=not progress, unit="image",
+                         desc="reading real samples", file=sys.stderr, leave=False)
+            for i, img in zip(todo, loads, strict=True):
                 if isinstance(img, str):
                     unreadable.append(img)
                 else:
@@ -392,7 +402,13 @@ class RealDataset(Dataset[Item]):
                               f"{unreadable[0]} (`lprnet check-data` lists them all)", stacklevel=2)
             if self.scene_jitter and self._cache_regions:
                 scenes = [i for i, s in enumerate(self.samples) if s.quad is not None and i not in self._regions]
-                list(ex.map(self._region, scenes))
+                list(tqdm(ex.map(self._cache_region, scenes), total=len(scenes), disable=not progress,
+                          unit="scene", desc="caching plate regions", file=sys.stderr, leave=False))
+
+    def _cache_region(self, i: int) -> None:
+        """Read scene ``i``'s plate region into the cache, unless the cache is full (then nothing is read now)."""
+        if self._region_bytes < REGION_CACHE_BYTES:
+            self._region(i)
 
 
 class ArrayDataset(Dataset[Item]):

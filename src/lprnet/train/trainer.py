@@ -447,7 +447,8 @@ class TrainResult:
 # --------------------------------------------------------------------------- data
 
 
-def build_train_data(cfg: TrainConfig, charset: Charset) -> tuple[D.MixedDataset, list[int], list[float], list[str]]:
+def build_train_data(cfg: TrainConfig, charset: Charset, progress: bool = False
+                     ) -> tuple[D.MixedDataset, list[int], list[float], list[str]]:
     specs = cfg.sources()
     if not specs:
         raise TrainError("no training data: pass --data synth:DIR (and/or real:DIR, ccpd:DIR)")
@@ -456,7 +457,7 @@ def build_train_data(cfg: TrainConfig, charset: Charset) -> tuple[D.MixedDataset
     for spec in specs:
         ds = D.build_source(spec, charset, cfg.input_size, cfg.ccpd_margin, cfg.shard_mode, cfg.ccpd_jitter)
         if isinstance(ds, D.RealDataset):
-            ds.preload(max(1, cfg.workers))
+            ds.preload(max(1, cfg.workers), progress=progress)
         if len(ds) == 0:  # type: ignore[arg-type]
             raise TrainError(f"{spec}: no usable samples")
         sources.append(ds)
@@ -515,7 +516,7 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool,
         if note:
             log(f"note: {note}")
         ds = D.RealDataset(samples, cfg.input_size, charset, cfg.ccpd_margin, scene_jitter=False)
-        ds.preload(max(1, cfg.workers))
+        ds.preload(max(1, cfg.workers), progress=bool(cfg.progress))
         if len(ds) == 0:  # every plate dropped: no plate label for this charset and input size, or no image
             raise TrainError(f"--val-dir {cfg.val_dir}: none of its {len(samples)} labelled plates can be read "
                              "with this charset and input size (see `lprnet check-data`)")
@@ -690,7 +691,7 @@ def _train(cfg: TrainConfig, env: Dist, command: str | None,
 
     # ---- data
     with _warnings_to(log):  # samples dropped, entries skipped: in train.log too, not only on stderr
-        mixed, sizes, ratios, descs = build_train_data(cfg, charset)
+        mixed, sizes, ratios, descs = build_train_data(cfg, charset, progress=env.main and cfg.progress)
     for d in descs:
         log(f"data: {d}")
     per_step = cfg.batch_size * env.world_size
