@@ -13,10 +13,9 @@ from PIL import Image
 import lprnet
 from ccpd_scene import write_ccpd_scene
 from lprnet.charset import Charset, fits_format
-from lprnet.core.process import ctc_greedy_decode, ctc_plate_decode, preprocess, province_log_prior
+from lprnet.core.process import ctc_greedy_decode, ctc_plate_decode, preprocess, province_log_prior, resolve_decode
 from lprnet.evaluate import EvalReport, edit_ops, evaluate, paired, sign_test
 from lprnet.model import LPRNet
-from lprnet.recognizer import resolve_decode
 from lprnet.weights import WeightsMeta, save_weights
 
 

@@ -6,8 +6,8 @@ Layers (dependencies point down): faces (``cli``) -> :mod:`lprnet.recognizer` /
 """
 
 from lprnet.charset import Charset
-from lprnet.config import ModelConfig
+from lprnet.config import VERSION, ModelConfig
 from lprnet.recognizer import ProvinceEstimate, Recognizer, Result, load
 
-__version__ = "0.1.0"
+__version__ = VERSION
 __all__ = ["Charset", "ModelConfig", "ProvinceEstimate", "Recognizer", "Result", "__version__", "load"]

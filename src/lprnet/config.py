@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 from lprnet.charset import DEFAULT_CHARSET, Charset
 
+#: The package version (pyproject.toml says the same; a test keeps them equal): exports record it, the export cache
+#: keys on it.
+VERSION = "0.1.0"
 Form = Literal["deploy", "reference"]
 # allowed channel strides of the two channel-subsampling pools: divisors of 128 and 256 up to the reference's
 CHANNEL_STRIDES = ((1, 2), (1, 2, 4))

@@ -16,32 +16,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from lprnet.charset import CN_PLATE_FORMATS, Charset
 from lprnet.config import ModelConfig
 from lprnet.core.backend import Backend, TorchBackend
 from lprnet.core.process import (
     ChannelOrder,
     ImageError,
     Prediction,
-    ctc_greedy_decode,
-    ctc_plate_decode,
+    ctc_decode,
     decode_image_bytes,
     display_path,
     estimate_province_shares,
     fit_input,
-    format_masks,
     format_province_shares,
     parse_province_shares,
     preprocess,
     province_log_prior,
     province_scores,
     read_image,
+    resolve_decode,
     to_bgr,
 )
 from lprnet.weights import WeightsMeta, build_model
 
 ImageInput = Any  # str | os.PathLike | bytes | np.ndarray | PIL.Image.Image
-DECODE_MODES = ("auto", "plate", "greedy")
 
 
 @dataclass
@@ -115,9 +112,7 @@ class Recognizer:
     def decode_logits(self, logits: np.ndarray) -> list[Prediction]:
         """``N x C x T`` logits -> predictions, with this recognizer's decoding (``self.decode``,
         under the province shares ``self.provinces`` when set)."""
-        if self.decode == "plate":
-            return ctc_plate_decode(logits, self.charset, first_prior=self._first_prior)
-        return ctc_greedy_decode(logits, self.charset)
+        return ctc_decode(logits, self.charset, self.decode, self._first_prior)
 
     def estimate_provinces(self, images: ImageInput | Iterable[ImageInput], *,
                            channel_order: ChannelOrder | None = None, batch_size: int = 100,
@@ -224,22 +219,6 @@ def _items(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
         # an image-shaped tensor is one (unsupported, named) input, not one per row; a Series of paths is a list
         return [images]  # type: ignore[list-item]
     return images
-
-
-def resolve_decode(decode: str, charset: Charset) -> str:
-    """``"plate"`` (GA 36 grammar-constrained CTC decoding), ``"greedy"``, or ``"auto"``: plate
-    decoding when the charset can write every Chinese plate layout, greedy otherwise."""
-    if decode not in DECODE_MODES:
-        raise ValueError(f"unknown decode {decode!r}; expected one of {', '.join(DECODE_MODES)}")
-    if decode == "greedy":
-        return decode
-    try:
-        format_masks(charset, CN_PLATE_FORMATS)
-    except ValueError:
-        if decode == "plate":
-            raise
-        return "greedy"
-    return "plate"
 
 
 def resolve_provinces(provinces: Mapping[str, float] | str | None) -> dict[str, float] | None:

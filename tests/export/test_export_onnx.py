@@ -285,11 +285,12 @@ def test_cache_key_covers_lprnet_the_opset_and_onnxruntime(random_weights: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxruntime
 
+    from lprnet import config
     from lprnet.export import onnx as onnx_export
     from lprnet.export.runtimes import cache_path
 
     base = cache_path(random_weights, "onnx")
-    for module, attr, value in ((lprnet, "__version__", "99.0"), (onnx_export, "OPSET", 99),
+    for module, attr, value in ((config, "VERSION", "99.0"), (onnx_export, "OPSET", 99),
                                 (onnxruntime, "__version__", "99.0")):
         with monkeypatch.context() as m:
             m.setattr(module, attr, value)

@@ -207,5 +207,6 @@ def test_serve_refuses_unbounded_limits_at_startup(args: list[str], monkeypatch:
 
     monkeypatch.setattr(uvicorn, "run", no_server)
     monkeypatch.setattr(lprnet, "load", no_load)
+    monkeypatch.setattr(lprnet.recognizer, "load", no_load)
     r = CliRunner().invoke(app, ["serve", *args])
     assert r.exit_code == 2 and args[0] in r.output, r.output

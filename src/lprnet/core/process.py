@@ -513,6 +513,36 @@ def ctc_plate_decode(logits: np.ndarray, charset: Charset,
     return _with_text_confidence(logits, preds, charset)
 
 
+DECODE_MODES = ("auto", "plate", "greedy")
+
+
+def resolve_decode(decode: str, charset: Charset) -> str:
+    """``"plate"`` (GA 36 grammar-constrained CTC decoding), ``"greedy"``, or ``"auto"``: plate
+    decoding when the charset can write every Chinese plate layout, greedy otherwise."""
+    if decode not in DECODE_MODES:
+        raise ValueError(f"unknown decode {decode!r}; expected one of {', '.join(DECODE_MODES)}")
+    if decode == "greedy":
+        return decode
+    try:
+        format_masks(charset, CN_PLATE_FORMATS)
+    except ValueError:
+        if decode == "plate":
+            raise
+        return "greedy"
+    return "plate"
+
+
+def ctc_decode(logits: np.ndarray, charset: Charset, decode: str = "auto",
+               first_prior: np.ndarray | None = None) -> list[Prediction]:
+    """``N x C x T`` logits -> predictions with the decoding ``decode`` names (:func:`resolve_decode`): what the
+    recognizer, the export parity checks and evaluation all decode with. ``first_prior`` needs plate decoding."""
+    if resolve_decode(decode, charset) == "plate":
+        return ctc_plate_decode(logits, charset, first_prior=first_prior)
+    if first_prior is not None:
+        raise ValueError("a province prior needs plate decoding, not greedy")
+    return ctc_greedy_decode(logits, charset)
+
+
 def province_log_prior(shares: Mapping[str, float], charset: Charset, provinces: str = PROVINCES) -> np.ndarray:
     """Log-weights over ``charset`` for :func:`ctc_plate_decode`'s ``first_prior``, from the share of
     traffic each named province has where the camera stands (``{"皖": 0.8}``).

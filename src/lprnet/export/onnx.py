@@ -75,10 +75,12 @@ from lprnet.core.backend import Backend
 from lprnet.core.process import (
     IMAGE_EXTENSIONS,
     ImageError,
+    ctc_decode,
     label_from_filename,
     list_images,
     preprocess,
     read_image,
+    resolve_decode,
 )
 from lprnet.errors import first_line
 from lprnet.weights import chmod_as_created
@@ -424,15 +426,13 @@ def check_parity(backend: Backend, reference: Backend, config: ModelConfig, imag
     """Compare ``backend`` with ``reference`` (PyTorch) on ``images`` (BGR crops).
 
     Both get the same input from :func:`lprnet.core.process.preprocess` and are decoded as a
-    :class:`lprnet.recognizer.Recognizer` with ``decode`` (``"auto"``, as ``lprnet.load``:
-    plate decoding for a charset that can write Chinese plates, else greedy) decodes them.
+    :func:`lprnet.core.process.ctc_decode` with ``decode`` (``"auto"``, as ``lprnet.load``:
+    plate decoding for a charset that can write Chinese plates, else greedy), as the recognizer decodes.
     ``atol=inf`` only reports the logit difference
     (INT8); logits must satisfy ``|b - t| <= atol + rtol * |t|``; ``min_agreement`` is
     the required fraction of identical decoded strings.
     """
-    from lprnet.recognizer import Recognizer
-
-    decoder = Recognizer(reference, config, decode=decode)
+    decode = resolve_decode(decode, config.charset)
     max_diff = max_rel = 0.0
     within = True
     got: list[str] = []
@@ -450,8 +450,8 @@ def check_parity(backend: Backend, reference: Backend, config: ModelConfig, imag
                 np.all(d[finite] <= atol + rtol * np.abs(lr[finite])))
             max_diff = max(max_diff, float(d[finite].max(initial=0.0)))
             max_rel = max(max_rel, float((d[finite] / np.maximum(np.abs(lr[finite]), 1e-6)).max(initial=0.0)))
-        got += [p.plate for p in decoder.decode_logits(lb)]
-        want += [p.plate for p in decoder.decode_logits(lr)]
+        got += [p.plate for p in ctc_decode(lb, config.charset, decode)]
+        want += [p.plate for p in ctc_decode(lr, config.charset, decode)]
     n = len(got)
     agree = sum(a == b for a, b in zip(got, want)) / max(1, n)
     dis = [{"torch": b, backend.name: a, **({"label": labels[i]} if labels else {})}
@@ -461,5 +461,5 @@ def check_parity(backend: Backend, reference: Backend, config: ModelConfig, imag
         acc_t = sum(p == t for p, t in zip(want, labels)) / n
         acc_b = sum(p == t for p, t in zip(got, labels)) / n
     return ParityReport(backend.name, source, n, max_diff, agree, atol, min_agreement, rtol=rtol,
-                        decode=decoder.decode, within_bound=within, max_rel_diff=max_rel, accuracy_torch=acc_t,
+                        decode=decode, within_bound=within, max_rel_diff=max_rel, accuracy_torch=acc_t,
                         accuracy_backend=acc_b, disagreements=dis)

@@ -171,10 +171,10 @@ def _versions() -> str:
     import onnx
     import torch
 
-    import lprnet
+    from lprnet.config import VERSION
     from lprnet.export import onnx as onnx_export
 
-    v = f"lprnet={lprnet.__version__};opset={onnx_export.OPSET};torch={torch.__version__};onnx={onnx.__version__}"
+    v = f"lprnet={VERSION};opset={onnx_export.OPSET};torch={torch.__version__};onnx={onnx.__version__}"
     for name in ("onnxruntime", "openvino"):  # either may be missing when only the other is used
         try:
             v += f";{name}={importlib.import_module(name).__version__}"

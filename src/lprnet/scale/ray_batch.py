@@ -37,9 +37,15 @@ from typing import Any
 
 import pyarrow as pa
 
-from lprnet.core.process import IMAGE_EXTENSIONS, ImageError, decode_image_bytes, display_path, list_images
+from lprnet.core.process import (
+    DECODE_MODES,
+    IMAGE_EXTENSIONS,
+    ImageError,
+    decode_image_bytes,
+    display_path,
+    list_images,
+)
 from lprnet.errors import describe_error, sigterm_raises
-from lprnet.recognizer import DECODE_MODES
 from lprnet.weights import chmod_as_created
 
 SCHEMA = pa.schema([

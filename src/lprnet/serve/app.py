@@ -454,9 +454,9 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rec = recognizer
         if rec is None:
-            import lprnet
+            from lprnet import recognizer as recognizers  # the module, so that tests can stand in for its load
 
-            rec = await asyncio.to_thread(lprnet.load, settings.weights, backend=settings.backend,
+            rec = await asyncio.to_thread(recognizers.load, settings.weights, backend=settings.backend,
                                           device=settings.device, threads=settings.threads,
                                           decode=settings.decode,
                                           provinces=settings.provinces)
