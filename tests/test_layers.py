@@ -71,3 +71,15 @@ def test_the_version_is_the_projects() -> None:
         pytest.skip("lprnet is not imported from a source tree")
     found = re.search(r'^version = "([^"]+)"', pyproject.read_text(encoding="utf-8"), re.M)
     assert found and lprnet.__version__ == found.group(1)
+
+
+def test_importing_the_package_and_its_command_line_does_not_load_torch() -> None:
+    """``import lprnet`` and ``lprnet --help`` take a fraction of a second: PyTorch (about 2 s to import) comes with
+    the first use of the recognizer, not with the package."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lprnet, lprnet.cli; assert 'torch' not in sys.modules, 'torch loaded'; "
+            "assert lprnet.load.__module__ == 'lprnet.recognizer'; assert 'torch' in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
