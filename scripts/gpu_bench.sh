@@ -12,19 +12,34 @@
 # weights. The real crops in ../shared/data/plates-cn-1k are used as inputs when present.
 # It makes its own virtual environment (.venv-gpu, or $VENV) with the CUDA build of torch from
 # PyPI (the repository's .venv has the CPU build); set PY to choose the Python (>= 3.10).
+# On a lent machine with no network (torch already installed, see scripts/gpu_lease_train.sh): VENV=none runs the
+# package from src/ with $PY (wheels carried in $WHEELS, default .whl, go to /tmp/site first), and OUT (set by the
+# device tool) receives the results instead of docs/.
 set -eu
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 VENV=${VENV:-.venv-gpu}
 TORCH=${TORCH:-torch==2.13.0}
+DEST=${OUT:-docs}
 
-if [ ! -x "$VENV/bin/lprnet" ]; then
-    "$PY" -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q "$TORCH"   # PyPI's Linux wheel is the CUDA build
-    "$VENV/bin/python" -m pip install -q -e .
+if [ "$VENV" = none ]; then
+    WHEELS=${WHEELS:-.whl}
+    if ls "$WHEELS"/*.whl > /dev/null 2>&1; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$WHEELS"/*.whl
+        PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+    fi
+    export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+    PYTHON=$(command -v "$PY")
+else
+    if [ ! -x "$VENV/bin/lprnet" ]; then
+        "$PY" -m venv "$VENV"
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q "$TORCH"   # PyPI's Linux wheel is the CUDA build
+        "$VENV/bin/python" -m pip install -q -e .
+    fi
+    PYTHON=$VENV/bin/python
 fi
-"$VENV/bin/python" - <<'EOF'
+"$PYTHON" - <<'EOF'
 import sys
 import torch
 if torch.version.cuda is None:
@@ -43,8 +58,8 @@ if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
 elif [ -f ../shared/reference/lprnet_pytorch_final.pth ]; then
     WEIGHTS=../shared/reference/lprnet_pytorch_final.pth
 fi
-mkdir -p docs
-"$VENV/bin/lprnet" bench --device cuda ${WEIGHTS:+--weights "$WEIGHTS"} --repeats 7 --out docs --json "$@" \
-    > docs/bench-gpu.json.tmp
-mv docs/bench-gpu.json.tmp docs/bench-gpu.json
-echo "wrote docs/bench-gpu.md, docs/bench-gpu.png, docs/bench-gpu.json" >&2
+mkdir -p "$DEST"
+"$PYTHON" -m lprnet bench --device cuda ${WEIGHTS:+--weights "$WEIGHTS"} --repeats 7 --out "$DEST" --json "$@" \
+    > "$DEST/bench-gpu.json.tmp"
+mv "$DEST/bench-gpu.json.tmp" "$DEST/bench-gpu.json"
+echo "wrote $DEST/bench-gpu.md, $DEST/bench-gpu.png, $DEST/bench-gpu.json" >&2

@@ -5,13 +5,18 @@
 # the package is used from src/ through `python -m lprnet`, so neither network nor a recent setuptools is needed.
 # Then scripts/train_default.sh renders the plates on all cores and trains for TIME_BUDGET, and the weights,
 # curves, log and config land in $OUT (default ./gpu-run). Environment, with the defaults for a 15-minute lease:
-#   TIME_BUDGET=6m BATCH=256 LR=2e-3 N_TRAIN=300000 STEPS=100000 (a cap) DEVICE=cuda PY=python3 WHEELS=.whl
+#   TIME_BUDGET=5m30s BATCH=256 LR=2e-3 N_TRAIN=300000 STEPS=100000 (a cap) DEVICE=cuda PY=python3 WHEELS=.whl
+#   DEADLINE=540: seconds from this script's start by which training is stopped (SIGINT, then SIGKILL 15 s later)
+#   whatever it is doing, so that the copy into $OUT happens inside the device tool's timeout_s (about 570): the
+#   budget counts training steps only, not the render (about 2 minutes on 16 cores), evaluations or start-up.
 set -euo pipefail
+START=$SECONDS
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 OUT=${OUT:-$PWD/gpu-run}
 RUN=${RUN:-/tmp/lprnet-run}
-export TIME_BUDGET=${TIME_BUDGET:-6m} BATCH=${BATCH:-256} LR=${LR:-2e-3} N_TRAIN=${N_TRAIN:-300000}
+DEADLINE=${DEADLINE:-540}
+export TIME_BUDGET=${TIME_BUDGET:-5m30s} BATCH=${BATCH:-256} LR=${LR:-2e-3} N_TRAIN=${N_TRAIN:-300000}
 WHEELS=${WHEELS:-.whl}
 if compgen -G "$WHEELS/*.whl" > /dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$WHEELS"/*.whl
@@ -24,11 +29,17 @@ printf '#!/bin/sh\nexec "%s" -m lprnet "$@"\n' "$(command -v "$PY")" > "$BIN/lpr
 chmod +x "$BIN/lprnet"
 export PATH=$BIN:$PATH
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
+LEFT=$(( DEADLINE - (SECONDS - START) ))
 set +e
-scripts/train_default.sh "$RUN" "${STEPS:-100000}" "${DEVICE:-cuda}" "${1:-}" > "$OUT/run.log" 2>&1
+timeout --signal=INT --kill-after=15 "$(( LEFT > 1 ? LEFT : 1 ))" \
+  scripts/train_default.sh "$RUN" "${STEPS:-100000}" "${DEVICE:-cuda}" "${1:-}" > "$OUT/run.log" 2>&1
 rc=$?
 set -e
-tr '\r' '\n' < "$OUT/run.log" | grep -v 'step/s\]\|s/step\]\|it/s\]' | tail -n 40 || true
+if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+  echo "stopped at DEADLINE=${DEADLINE}s: the last best.safetensors and metrics are kept" >&2
+fi
+# the log without its progress bars (tqdm's "12/300 [00:01<00:30, ...]" lines) and the blank lines they leave
+tr '\r' '\n' < "$OUT/run.log" | grep -v -E '[0-9]+/[0-9]+ \[[0-9:]+<|^[[:space:]]*$' | tail -n 40 || true
 for f in best.safetensors final.safetensors metrics.csv curves.png config.json; do
   if [ -f "$RUN/train/$f" ]; then cp "$RUN/train/$f" "$OUT/"; fi
 done

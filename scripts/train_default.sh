@@ -20,6 +20,8 @@
 #   fit a lease (scripts/gpu_lease_train.sh; "A GPU lease" in docs/model-card.md).
 # SET (environment, optional) sets further training-config fields, space-separated KEY=VALUE pairs passed as
 #   `lprnet train --set` (e.g. SET='log_every=10 grad_clip=2').
+# EVAL_EVERY and CKPT_EVERY (environment) space the evaluations and checkpoints: 400 and 50 steps on the CPU (about a
+#   step a second), 2000 and 500 on a GPU (a hundred steps a second would otherwise spend a lease evaluating).
 set -euo pipefail
 RUN=${1:-$HOME/.cache/lprnet/runs/default}
 STEPS=${2:-4000}
@@ -31,6 +33,8 @@ WORKERS=$(nproc)
 N_TRAIN=${N_TRAIN:-$(( STEPS * BATCH / 3 < 200000 ? 200000 : STEPS * BATCH / 3 ))}
 N_VAL=${N_VAL:-3000}
 WARMUP=${WARMUP:-100}
+if [ "$DEVICE" = cpu ]; then EVAL_EVERY=${EVAL_EVERY:-400} CKPT_EVERY=${CKPT_EVERY:-50}
+else EVAL_EVERY=${EVAL_EVERY:-2000} CKPT_EVERY=${CKPT_EVERY:-500}; fi
 mkdir -p "$RUN"
 # shards are written atomically and skipped when present: a rerun resumes an interrupted render
 # green and yellow plates at 20 % each (their synthetic accuracy target is 0.98; real traffic is mostly blue)
@@ -48,6 +52,6 @@ for SRC in ${REAL:-}; do EXTRA+=(--data "$SRC"); done
 for KV in ${SET:-}; do EXTRA+=(--set "$KV"); done
 lprnet train --data "synth:$RUN/synth-train" --val-synth "$RUN/synth-val" \
   --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps "$WARMUP" --out "$RUN/train" \
-  --device "$DEVICE" --workers "$([ "$DEVICE" = cpu ] && echo 0 || echo 8)" --eval-every 400 --ckpt-every 50 \
+  --device "$DEVICE" --workers "$([ "$DEVICE" = cpu ] && echo 0 || echo 8)" --eval-every "$EVAL_EVERY" --ckpt-every "$CKPT_EVERY" \
   "${EXTRA[@]}"
 echo "weights: $RUN/train/best.safetensors"
