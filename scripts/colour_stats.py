@@ -12,6 +12,7 @@ synthetic 5-95 % range. Meant for training sources (the 16 CCPD sample scenes), 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -34,7 +35,8 @@ def crop_stats(img: np.ndarray) -> tuple[float, ...]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--real", default="ccpd:../shared/data/ccpd-samples")
+    ap.add_argument("--real", default=f"ccpd:{Path(__file__).resolve().parents[2] / 'shared/data/ccpd-samples'}",
+                    help="real crops to compare with (default: the CCPD samples beside the repository)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--kind", default="blue")

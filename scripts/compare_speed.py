@@ -15,11 +15,11 @@ from functools import partial
 import torch
 
 from lprnet.bench import paired_speedup, time_rounds
-from lprnet.weights import build_model
+from lprnet.weights import WeightsError, build_model
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("a", help="weights A (the baseline)")
     ap.add_argument("b", help="weights B")
     ap.add_argument("--rounds", type=int, default=11)
@@ -27,7 +27,10 @@ def main() -> None:
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     torch.set_num_threads(1)
-    models = [build_model(path)[0].eval() for path in (args.a, args.b)]
+    try:
+        models = [build_model(path)[0].eval() for path in (args.a, args.b)]
+    except WeightsError as e:
+        ap.error(str(e))
     for batch, calls in ((1, 60), (32, 4)):
         x = torch.rand(batch, 3, 24, 94)
         with torch.inference_mode():

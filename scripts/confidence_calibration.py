@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--png", type=Path, default=None)
     args = ap.parse_args()
+    if args.n_per_kind < 1 or args.threads < 1:
+        ap.error("--n-per-kind and --threads must be at least 1")
     torch.set_num_threads(args.threads)
     rec = lprnet.load(args.weights)
     items = list(generate(3 * args.n_per_kind, seed=args.seed, weights=(1, 1, 1), province_smudge=0.0))

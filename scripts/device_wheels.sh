@@ -5,6 +5,7 @@
 # There:  python3 -m pip install -q --no-index --no-deps --target /tmp/site DIR/*.whl && export PYTHONPATH=/tmp/site
 # The versions are this checkout's .venv's, for CPython 3.12 on x86-64 Linux (PY_VERSION to change it).
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 DIR=${1:-.whl}
 PY_VERSION=${PY_VERSION:-3.12}

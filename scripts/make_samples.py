@@ -35,7 +35,7 @@ def main() -> None:
             text = random_plate_text(kind, rng)
             img = render_plate(text, kind, rng, out_size=(188, 48), province_smudge=0.0)  # a training device only
             cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tofile(str(out / f"{text}.jpg"))
-            print(OUT / f"{text}.jpg")
+            print(out / f"{text}.jpg")
 
 
 if __name__ == "__main__":
