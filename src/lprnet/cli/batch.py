@@ -19,7 +19,8 @@ def batch(
                                                          "or DIR/ (empty) for Parquet part files written by the "
                                                          "workers. Never an input or the manifest.")],
     ray_address: Annotated[str | None, typer.Option(
-        "--ray-address", help="Join this Ray cluster ('auto', 'ray://host:10001'); default: a local Ray.")] = None,
+        "--ray-address", help="Join this Ray cluster ('auto', 'ray://host:10001'); default: the one $RAY_ADDRESS "
+                              "names (as `ray job submit` sets it), else a local Ray.")] = None,
     weights: WeightsOpt = None,
     backend: Annotated[str, typer.Option("--backend", help="torch, onnxruntime or openvino")] = "torch",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per actor call.")] = 64,

@@ -86,7 +86,8 @@ def train_command(
                                         "or $LPRNET_RUNS/<time>)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last "
                                          "checkpoint, with the settings it ran with (its config.json); "
-                                         "options given now change them, with a warning")] = False,
+                                         "options given now change them (a warning names those that make "
+                                         "it differ from an uninterrupted run)")] = False,
     init_weights: Annotated[OptStr, typer.Option(help="Start from these weights (fine-tuning; 'default': the "
                                                    "bundled weights); ignored when resuming")] = None,
     device: Annotated[OptStr, typer.Option(help="cpu, cuda or auto (default auto)")] = None,
