@@ -105,7 +105,7 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
 
         backend = OpenVinoBackend(staged, threads) if fmt == "openvino" else OnnxRuntimeBackend(staged, threads)
         res.parity.append(check_parity(
-            backend, TorchBackend(model), cfg, images, labels, source=source,
+            backend, TorchBackend(model, channels_last=False), cfg, images, labels, source=source,
             atol=float("inf") if int8 else atol, rtol=rtol, min_agreement=int8_min_agreement if int8 else 1.0))
         del backend  # the runtime lets go of the staged files before they move
         if res.ok or keep_failed:
