@@ -111,6 +111,13 @@ def _torch_runner(model: nn.Module) -> Runner:
     return run
 
 
+def _recognizer_runner(model: nn.Module) -> Runner:
+    """The recognizer's PyTorch backend (:class:`lprnet.core.backend.TorchBackend`: channels-last on the CPU)."""
+    from lprnet.core.backend import TorchBackend
+
+    return TorchBackend(model)
+
+
 def source_size(data: str | Path | None) -> int | None:
     """How many crops :func:`lprnet.export.onnx.parity_images` can read from ``data`` (a folder of
     crops, a ``path,plate`` manifest or ``ccpd:DIR``; ``None`` = the real folder it finds by
@@ -209,6 +216,8 @@ def build_candidates(weights: str | Path | None, workdir: Path, *, threads: int 
         slim_flops = int(count_flops(slim, cfg.input_size)["total"])
     if "torch" in backends:
         cands.append(Candidate("deploy (LPRNet, eager)", "torch", "fp32", _torch_runner(deploy)))
+        cands.append(Candidate("deploy, channels-last (the recognizer's torch backend)", "torch", "fp32",
+                               _recognizer_runner(build_model(p, form="deploy")[0])))
         gm, rep = rewrite.apply(src, (ex,), preset)
         notes["rewrite_ok"] = rep.ok
         notes["rewrite_rules"] = rep.applied

@@ -247,6 +247,11 @@ def test_rewritten_row_names_the_rules_applied(weights: Path, tmp_path: Path) ->
     names = [c.name for c in cands if c.name.startswith("rewritten (fx")]
     assert names == [f"rewritten (fx: {' + '.join(rules)})"]
     assert notes["rewrite_ok"]
+    # the recognizer's own backend is a row too (channels-last on the CPU), reading as the eager deploy form
+    (deploy,) = [c for c in cands if c.name == "deploy (LPRNet, eager)"]
+    (ours,) = [c for c in cands if c.name == "deploy, channels-last (the recognizer's torch backend)"]
+    x = np.random.default_rng(0).random((3, 3, 24, 94), dtype=np.float32)
+    assert ours.run.channels_last and np.abs(ours.run(x) - deploy.run(x)).max() < 1e-3
 
 
 @pytest.mark.parametrize("batches, said", [
