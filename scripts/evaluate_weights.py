@@ -44,9 +44,15 @@ from lprnet.evaluate import evaluate, paired, sign_test
 from lprnet.recognizer import Recognizer
 
 
+def _weights(path: Path | None) -> Path | None:
+    """A weights path; ``default`` (as ``lprnet train --init-weights default``) is the bundled weights."""
+    return None if path is None or str(path) == "default" else path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", type=Path, default=None)
+    ap.add_argument("--weights", type=Path, default=None, help="weights file, or 'default' (the bundled ones, "
+                    "also when omitted)")
     ap.add_argument("--real", type=Path, action="append", default=[])
     ap.add_argument("--n-per-kind", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=3)
@@ -60,7 +66,8 @@ def main() -> None:
     ap.add_argument("--grayscale", type=float, default=None,
                     help="share of monochrome-camera synthetic test crops (default: the generator's, 0; 1: all)")
     ap.add_argument("--baseline", type=Path, default=None,
-                    help="weights to compare with, plate by plate, on the same synthetic plates and real folders")
+                    help="weights to compare with, plate by plate, on the same synthetic plates and real folders "
+                    "('default': the bundled ones)")
     ap.add_argument("--provinces", default=None,
                     help="province shares for reading the real folders only (e.g. 皖=0.8; default none)")
     args = ap.parse_args()
@@ -68,8 +75,8 @@ def main() -> None:
         ap.error("--n-per-kind must be >= 0 and --threads >= 1")
     torch.set_num_threads(args.threads)
     try:
-        rec = lprnet.load(args.weights, decode=args.decode)
-        base = lprnet.load(args.baseline, decode=args.decode) if args.baseline else None
+        rec = lprnet.load(_weights(args.weights), decode=args.decode)
+        base = lprnet.load(_weights(args.baseline), decode=args.decode) if args.baseline else None
         rec.with_provinces(args.provinces)  # a bad value fails here, before any plate is read
     except ValueError as e:  # WeightsError, a bad --decode or --provinces
         ap.error(str(e))
