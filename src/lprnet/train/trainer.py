@@ -512,9 +512,9 @@ def build_val_data(cfg: TrainConfig, charset: Charset, out: Path, main: bool,
                 f"(see `lprnet check-data {path}`)")
         if not samples:  # an accuracy over no plates would read 0.0 and choose best.safetensors by it
             raise TrainError(f"--val-dir {cfg.val_dir}: no labelled plates found there")
-        samples, note = D.first_of_each_plate(samples, f"--val-dir {cfg.val_dir}")  # scored as `lprnet eval` does
+        samples, note = D.first_of_each_plate(samples, path)  # scored as `lprnet eval` scores them
         if note:
-            log(f"note: {note}")
+            log(f"note: --val-dir {note}")
         ds = D.RealDataset(samples, cfg.input_size, charset, cfg.ccpd_margin, scene_jitter=False)
         ds.preload(max(1, cfg.workers), progress=bool(cfg.progress))
         if len(ds) == 0:  # every plate dropped: no plate label for this charset and input size, or no image
