@@ -6,6 +6,9 @@
 # Then scripts/train_default.sh renders the plates on all cores and trains for TIME_BUDGET, and the weights,
 # curves, log and config land in $OUT (default ./gpu-run). Environment, with the defaults for a 15-minute lease:
 #   TIME_BUDGET=5m30s BATCH=256 LR=2e-3 N_TRAIN=300000 STEPS=100000 (a cap) DEVICE=cuda PY=python3 WHEELS=.whl
+#   SYNTH_ARGS='--loose-crops 0.45 --grayscale 0.2': the training plates' mix of loose and monochrome-camera crops,
+#   as in the bundled weights' last rounds (the decision sets include both kinds; SYNTH_ARGS= for the generator's
+#   defaults)
 #   DEADLINE=540: seconds from this script's start by which training is stopped (SIGINT, then SIGKILL 15 s later)
 #   whatever it is doing, so that the copy into $OUT happens inside the device tool's timeout_s (about 570): the
 #   budget counts training steps only, not the render (about 2 minutes on 16 cores), evaluations or start-up.
@@ -16,6 +19,7 @@ PY=${PY:-python3}
 OUT=${OUT:-$PWD/gpu-run}
 RUN=${RUN:-/tmp/lprnet-run}
 DEADLINE=${DEADLINE:-540}
+export SYNTH_ARGS=${SYNTH_ARGS---loose-crops 0.45 --grayscale 0.2}
 export TIME_BUDGET=${TIME_BUDGET:-5m30s} BATCH=${BATCH:-256} LR=${LR:-2e-3} N_TRAIN=${N_TRAIN:-300000}
 WHEELS=${WHEELS:-.whl}
 if compgen -G "$WHEELS/*.whl" > /dev/null; then

@@ -20,6 +20,8 @@
 #   fit a lease (scripts/gpu_lease_train.sh; "A GPU lease" in docs/model-card.md).
 # SET (environment, optional) sets further training-config fields, space-separated KEY=VALUE pairs passed as
 #   `lprnet train --set` (e.g. SET='log_every=10 grad_clip=2').
+# SYNTH_ARGS (environment, optional) adds `lprnet synth` options for the training plates, word-split, e.g.
+#   SYNTH_ARGS='--loose-crops 0.45 --grayscale 0.2' (the mix of the bundled weights' last rounds).
 # EVAL_EVERY and CKPT_EVERY (environment) space the evaluations and checkpoints: 400 and 50 steps on the CPU (about a
 #   step a second), 2000 and 500 on a GPU (a hundred steps a second would otherwise spend a lease evaluating).
 set -euo pipefail
@@ -39,8 +41,9 @@ mkdir -p "$RUN"
 # shards are written atomically and skipped when present: a rerun resumes an interrupted render
 # green and yellow plates at 20 % each (their synthetic accuracy target is 0.98; real traffic is mostly blue)
 MIX=0.6,0.2,0.2
+# shellcheck disable=SC2086  # SYNTH_ARGS is a list of options
 lprnet synth --n "$N_TRAIN" --out "$RUN/synth-train" --seed 14 --weights "$MIX" --format shards \
-  --workers "$WORKERS" --no-progress
+  --workers "$WORKERS" --no-progress ${SYNTH_ARGS:-}
 lprnet synth --n "$N_VAL" --out "$RUN/synth-val" --seed 15 --weights "$MIX" --province-smudge 0 --format shards \
   --shard-size "$N_VAL" --no-progress
 EXTRA=()

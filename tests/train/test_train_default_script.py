@@ -5,6 +5,7 @@ that say so."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -72,6 +73,8 @@ def test_gpu_lease_script_runs_from_src_and_keeps_to_its_time_budget(tmp_path: P
     _, meta = read_weights(out / "final.safetensors")
     config = meta.provenance["config"]
     assert config["time_budget_s"] == 6.0 and config["log_every"] == 1 and config["grad_clip"] == 4.5
+    rendered = json.loads((run / "synth-train" / "meta.json").read_text())  # the last rounds' mix of crops
+    assert (rendered["loose_crops"], rendered["grayscale"]) == (0.45, 0.2)
     steps = meta.provenance["steps"]
     assert 30 <= steps < 5000  # planned from the measured step time: first at step 30 (20 measured, 10 more)
     # the budget ended the run: measured at step 20 and re-planned every 10 steps, it goes on past a step only
