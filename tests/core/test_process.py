@@ -570,3 +570,24 @@ def test_format_province_shares_is_a_valid_provinces_value():
     assert format_province_shares({p: 1 / 31 for p in PROVINCES}, min_share=0.05) == ""
     with pytest.raises(ValueError, match="min_share"):
         format_province_shares(shares, min_share=0)
+
+
+def test_ctc_decode_is_the_decoding_its_mode_names() -> None:
+    """One entry for every caller (recognizer, export parity): auto is plate decoding for the Chinese charset and
+    greedy for one that cannot write plates; a province prior needs plate decoding."""
+    from lprnet.core.process import ctc_decode
+
+    rng = np.random.default_rng(11)
+    lg = rng.normal(0.0, 3.0, (20, CS.num_classes, 18)).astype(np.float32)
+    plates = [p.plate for p in ctc_plate_decode(lg, CS)]
+    assert [p.plate for p in ctc_decode(lg, CS)] == plates == [p.plate for p in ctc_decode(lg, CS, "plate")]
+    assert [p.plate for p in ctc_decode(lg, CS, "greedy")] == [p.plate for p in ctc_greedy_decode(lg, CS)]
+    assert plates != [p.plate for p in ctc_greedy_decode(lg, CS)]  # the two differ on these frames
+    digits = Charset.from_string("0123456789")
+    lg_d = rng.normal(0.0, 3.0, (5, digits.num_classes, 18)).astype(np.float32)
+    assert [p.plate for p in ctc_decode(lg_d, digits)] == [p.plate for p in ctc_greedy_decode(lg_d, digits)]
+    prior = province_log_prior({"皖": 0.8}, CS)
+    with pytest.raises(ValueError, match="a province prior needs plate decoding"):
+        ctc_decode(lg, CS, "greedy", prior)
+    with pytest.raises(ValueError, match="unknown decode 'beam'"):
+        ctc_decode(lg, CS, "beam")
