@@ -292,8 +292,14 @@ def test_build_source_reads_each_plate_once_as_eval_scores_it(tmp_path: Path) ->
         ds = D.build_source(D.parse_source(f"real:{man}"), Charset.chinese(), (94, 24))
     (msg,) = [str(w.message) for w in got]
     assert [ds[i][1] for i in range(len(ds))] == ["皖A12345", "京B22222"]
-    assert f"1 entries label a plate listed before differently, e.g. {tmp_path / 'a.jpg'}: labelled '皖A12346' here " \
-           "and '皖A12345' before" in msg and "1 entries repeat a plate listed before with its label" in msg
+    assert f"1 entries label a plate listed before differently, e.g. {man}:5 ({tmp_path / 'a.jpg'}): labelled " \
+           "'皖A12346' here and '皖A12345' before" in msg
+    assert "1 entries repeat a plate listed before with its label" in msg
+    # a label that cannot be a training label is the manifest line's fault: the warning names that line
+    man.write_text("path,plate\na.jpg,皖A1234\nb.jpg,京B22222\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match=rf"dropped 1 real samples .* e\.g\. {man}:2 \({tmp_path / 'a.jpg'}\): "
+                                         "label '皖A1234' has 6 characters"):
+        D.build_source(D.parse_source(f"real:{man}"), Charset.chinese(), (94, 24))
 
 
 def test_a_folder_of_crops_given_as_shards_points_to_real(tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ from torch.utils.data import Dataset, Sampler
 
 from lprnet.charset import Charset, ctc_min_steps
 from lprnet.config import ModelConfig
-from lprnet.core.process import IMAGE_EXTENSIONS, display_path, preprocess
+from lprnet.core.process import IMAGE_EXTENSIONS, preprocess
 from lprnet.data import real
 from lprnet.errors import describe_error, first_line
 
@@ -320,7 +320,7 @@ class RealDataset(Dataset[Item]):
             samples, bad = real.split_by_label(samples, charset, ctc_steps(charset, input_size))
             if bad:
                 warnings.warn(f"dropped {len(bad)} real samples whose labels cannot be training labels, e.g. "
-                              f"{display_path(bad[0][0].path)}: {bad[0][1][0]} (`lprnet check-data` lists them all)",
+                              f"{bad[0][0].where()}: {bad[0][1][0]} (`lprnet check-data` lists them all)",
                               stacklevel=2)
         self.samples = samples
         self.labels = [s.plate for s in samples]
@@ -502,7 +502,7 @@ def first_of_each_plate(samples: Sequence[real.Sample], where: str) -> tuple[lis
     if conflicts:
         i, why = conflicts[0]
         said.append(f"{len(conflicts)} entries label a plate listed before differently, e.g. "
-                    f"{display_path(samples[i].path)}: {why} (the first label kept; `lprnet check-data {where}` lists "
+                    f"{samples[i].where()}: {why} (the first label kept; `lprnet check-data {where}` lists "
                     "them)")
     if repeats:
         said.append(f"{repeats} entries repeat a plate listed before with its label (read once)")

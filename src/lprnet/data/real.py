@@ -76,6 +76,12 @@ class Sample:
     kind: str | None = None
     source: str = "folder"
     quad: tuple[Point, Point, Point, Point] | None = None
+    row: str | None = field(default=None, compare=False)  # "manifest:line" of a manifest's sample
+
+    def where(self) -> str:
+        """The sample for a message: its file, and the manifest line that lists it when there is one (a wrong
+        label is that line's, not the image's)."""
+        return f"{self.row} ({display_path(self.path)})" if self.row else display_path(self.path)
 
 
 @dataclass(frozen=True)
@@ -360,11 +366,6 @@ def _scan_folder(root: Path) -> tuple[list[Sample], list[Problem]]:
     return [Sample(p, label_from_filename(p), source="folder") for p in files], problems
 
 
-def _scan_manifest(path: Path) -> tuple[list[Sample], list[Problem]]:
-    samples, _, problems = _scan_manifest_rows(path)
-    return samples, problems
-
-
 def manifest_table(path: Path) -> tuple[list[str], list[str], list[list[str]], list[int]]:
     """A CSV/TSV manifest as (its header as written, the header's names stripped and lower-cased, the rows after
     it, the line each of those rows starts on).  Tab-separated when the suffix is ``.tsv`` or the header holds a
@@ -397,19 +398,18 @@ def manifest_table(path: Path) -> tuple[list[str], list[str], list[list[str]], l
     return rows[0], [h.strip().lower() for h in rows[0]], rows[1:], starts[1:]
 
 
-def _scan_manifest_rows(path: Path) -> tuple[list[Sample], list[str], list[Problem]]:
-    """:func:`_scan_manifest` plus, per sample, its ``manifest:line`` (for check reports)."""
+def _scan_manifest(path: Path) -> tuple[list[Sample], list[Problem]]:
+    """A manifest's samples, each with its ``manifest:line`` (``Sample.row``), and its malformed rows."""
     try:
         written, header, body, starts = manifest_table(path)
     except DataError as e:
-        return [], [], [Problem(str(path), str(e).removeprefix(f"{path}: "))]
+        return [], [Problem(str(path), str(e).removeprefix(f"{path}: "))]
     if "path" not in header or "plate" not in header:
-        return [], [], [Problem(f"{path}:1", f"header {written!r} must name the columns 'path' and 'plate'")]
+        return [], [Problem(f"{path}:1", f"header {written!r} must name the columns 'path' and 'plate'")]
     ip, il = header.index("path"), header.index("plate")
     ik = header.index("kind") if "kind" in header else None
     base = path.parent
     samples: list[Sample] = []
-    wheres: list[str] = []
     problems: list[Problem] = []
     for n, row in zip(starts, body):
         if not row or all(not c.strip() for c in row):
@@ -423,9 +423,8 @@ def _scan_manifest_rows(path: Path) -> tuple[list[Sample], list[str], list[Probl
             continue
         kind = (row[ik].strip() or None) if ik is not None else None
         p = Path(rel)
-        samples.append(Sample(p if p.is_absolute() else base / p, plate, kind, "manifest"))
-        wheres.append(f"{path}:{n}")
-    return samples, wheres, problems
+        samples.append(Sample(p if p.is_absolute() else base / p, plate, kind, "manifest", row=f"{path}:{n}"))
+    return samples, problems
 
 
 def _scan_ccpd(root: Path) -> tuple[list[Sample], list[Problem]]:
@@ -607,18 +606,12 @@ def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
         paths = [paths]
     lengths = tuple(lengths) if lengths is not None else None
     report = CheckReport()
-    candidates: list[Sample] = []
-    rows: list[str | None] = []  # per candidate: its ``manifest:line``, None for a file that is its own label
+    candidates: list[Sample] = []  # a manifest's carry their ``manifest:line`` (``row``)
     for spec in paths:
-        wheres: Sequence[str | None]
         path, prefixed = split_kind_prefix(spec)  # ``ccpd:DIR`` as everywhere else
         try:
             k = kind or prefixed or detect_kind(path)
-            if k == "manifest":
-                samples, wheres, problems = _scan_manifest_rows(Path(path))
-            else:
-                samples, problems = scan_source(path, k)
-                wheres = [None] * len(samples)
+            samples, problems = scan_source(path, k)
         except DataError as e:
             report.problems.append(Problem(str(path), str(e).removeprefix(f"{path}: ")))
             report.checked += 1
@@ -631,10 +624,9 @@ def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
         report.checked += len(samples) + len(problems)
         report.bad_entries += len(problems)  # each a manifest row, a CCPD name or a whole source
         candidates.extend(samples)
-        rows.extend(wheres)
     bad: dict[int, list[Problem]] = {}
     for i, s in enumerate(candidates):
-        row = rows[i]
+        row = s.row
         # a manifest row's label is wrong in the manifest: name the row (a file may be listed on several rows)
         bad_label = [Problem(str(s.path), m) if row is None else Problem(row, f"{m} (image {s.path})")
                      for m in label_problems(s.plate, charset, lengths, max_steps)]
@@ -642,14 +634,14 @@ def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
             bad[i] = bad_label
     labelled = [i for i in range(len(candidates)) if i not in bad]  # rows whose labels are plates
     for j, why in label_conflicts([candidates[i] for i in labelled])[1]:  # one image, two labels: no reading is
-        i, row = labelled[j], rows[labelled[j]]                           # right for both
+        i, row = labelled[j], candidates[labelled[j]].row                 # right for both
         bad[i] = [Problem(str(candidates[i].path) if row is None else row,
                           why if row is None else f"{why} (image {candidates[i].path})")]
     if check_images and candidates:
         with ThreadPoolExecutor(max(1, workers)) as ex:
             for i, why in enumerate(ex.map(_image_problem, candidates)):
                 if why:  # the file is what is wrong: name it, and the manifest row that lists it
-                    row = rows[i]
+                    row = candidates[i].row
                     bad.setdefault(i, []).append(Problem(str(candidates[i].path),
                                                          why if row is None else f"{why} (row {row})"))
     for i, s in enumerate(candidates):
