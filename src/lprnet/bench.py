@@ -42,6 +42,7 @@ same :mod:`lprnet.core.process` code for all).
 
 from __future__ import annotations
 
+import copy
 import math
 import platform
 import statistics
@@ -217,7 +218,7 @@ def build_candidates(weights: str | Path | None, workdir: Path, *, threads: int 
     if "torch" in backends:
         cands.append(Candidate("deploy (LPRNet, eager)", "torch", "fp32", _torch_runner(deploy)))
         cands.append(Candidate("deploy, channels-last (the recognizer's torch backend)", "torch", "fp32",
-                               _recognizer_runner(build_model(p, form="deploy")[0])))
+                               _recognizer_runner(copy.deepcopy(deploy))))  # it re-lays the weights out
         gm, rep = rewrite.apply(src, (ex,), preset)
         notes["rewrite_ok"] = rep.ok
         notes["rewrite_rules"] = rep.applied

@@ -998,7 +998,7 @@ def _selection_set(cfg: TrainConfig, key: str, vals: dict[str, Dataset[D.Item]])
 def _warn_validation_is_training_data(cfg: TrainConfig, log: Callable[[str], None]) -> None:
     """Say so when a validation set is one of the training sources: its accuracy then says nothing about plates the
     run has not seen, and best.safetensors chosen by it is the most overfitted checkpoint."""
-    trained = {os.path.realpath(D.parse_source(s).path) for s in cfg.data}
+    trained = {os.path.realpath(spec.path) for spec in cfg.sources()}
     for option, path in (("--val-dir", real.split_kind_prefix(cfg.val_dir)[0] if cfg.val_dir else None),
                          ("--val-synth", cfg.val_synth)):
         if path and os.path.realpath(path) in trained:
