@@ -23,12 +23,7 @@ TORCH=${TORCH:-torch==2.13.0}
 DEST=${OUT:-docs}
 
 if [ "$VENV" = none ]; then
-    WHEELS=${WHEELS:-.whl}
-    if ls "$WHEELS"/*.whl > /dev/null 2>&1; then
-        "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$WHEELS"/*.whl
-        PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-    fi
-    export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+    . scripts/lease_site.sh
     PYTHON=$(command -v "$PY")
 else
     if [ ! -x "$VENV/bin/lprnet" ]; then

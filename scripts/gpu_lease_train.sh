@@ -21,12 +21,7 @@ RUN=${RUN:-/tmp/lprnet-run}
 DEADLINE=${DEADLINE:-540}
 export SYNTH_ARGS=${SYNTH_ARGS---loose-crops 0.45 --grayscale 0.2}
 export TIME_BUDGET=${TIME_BUDGET:-5m30s} BATCH=${BATCH:-256} LR=${LR:-2e-3} N_TRAIN=${N_TRAIN:-300000}
-WHEELS=${WHEELS:-.whl}
-if compgen -G "$WHEELS/*.whl" > /dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$WHEELS"/*.whl
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+. scripts/lease_site.sh  # the carried wheels into /tmp/site, PYTHONPATH
 mkdir -p "$OUT"
 BIN=$(mktemp -d)  # an `lprnet` command for train_default.sh: the package from src/, nothing installed
 printf '#!/bin/sh\nexec "%s" -m lprnet "$@"\n' "$(command -v "$PY")" > "$BIN/lprnet"

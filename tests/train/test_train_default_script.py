@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -110,3 +111,26 @@ def test_gpu_lease_script_stops_at_its_deadline_and_keeps_what_it_has(tmp_path: 
     assert not (out / "final.safetensors").exists()  # the run was stopped, not finished
     left = subprocess.run(["pgrep", "-f", str(run / "train")], capture_output=True, text=True)
     assert left.stdout == "", left.stdout  # nothing of the run goes on after the script
+
+
+def test_lease_site_unpacks_the_carried_wheels_and_puts_src_first(tmp_path: Path) -> None:
+    """The lent machine has no network: ``scripts/lease_site.sh`` (sourced by both lease scripts) unpacks the
+    carried wheels with pip offline into SITE and exports PYTHONPATH with SITE and src/ on it."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "leasetoy-0.1-py3-none-any.whl", "w") as whl:
+        whl.writestr("leasetoy.py", "VALUE = 41 + 1\n")
+        whl.writestr("leasetoy-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: leasetoy\nVersion: 0.1\n")
+        whl.writestr("leasetoy-0.1.dist-info/WHEEL",
+                     "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        whl.writestr("leasetoy-0.1.dist-info/RECORD", "")
+    site = tmp_path / "site"
+    env = dict(os.environ, PY=sys.executable, WHEELS=str(wheels), SITE=str(site), PYTHONPATH="")
+    script = ('. scripts/lease_site.sh && "$PY" -c "import leasetoy, lprnet, sys; '
+              'print(leasetoy.VALUE, lprnet.__file__, sys.path.index(\'$SITE\') > sys.path.index(\'$PWD/src\'))"')
+    proc = subprocess.run(["sh", "-c", script], cwd=SCRIPT.parent.parent, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    value, package, src_first = proc.stdout.split()
+    assert value == "42" and (site / "leasetoy.py").is_file() and src_first == "True"
+    assert Path(package).resolve() == (SCRIPT.parent.parent / "src" / "lprnet" / "__init__.py").resolve()
