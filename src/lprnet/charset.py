@@ -33,6 +33,27 @@ def fits_format(text: str, formats: Sequence[Sequence[str]] = CN_PLATE_FORMATS) 
     return any(len(text) == len(f) and all(c in allowed for c, allowed in zip(text, f)) for f in formats)
 
 
+def layout_problem(text: str, formats: Sequence[Sequence[str]] = CN_PLATE_FORMATS) -> str | None:
+    """None when ``text`` fits one of ``formats``; otherwise what is wrong with it, measured against the layout of
+    its length that it follows longest (e.g. ``character 3 'I' cannot stand there``).
+
+    >>> layout_problem("皖AI2345")
+    "character 3 'I' cannot stand there (I and O are not used on plates)"
+    """
+    same = [f for f in formats if len(f) == len(text)]
+    if not same:
+        return f"{len(text)} characters: no layout has that many"
+    best = -1
+    for f in same:
+        bad = next((i for i, (c, allowed) in enumerate(zip(text, f)) if c not in allowed), None)
+        if bad is None:
+            return None
+        best = max(best, bad)
+    c = text[best]
+    why = " (I and O are not used on plates)" if c in "IO" else ""
+    return f"character {best + 1} {c!r} cannot stand there{why}"
+
+
 def ctc_min_steps(text: str) -> int:
     """CTC output steps a label needs at least: one per character, plus a blank between equal neighbours."""
     return len(text) + sum(a == b for a, b in itertools.pairwise(text))

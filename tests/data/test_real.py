@@ -254,9 +254,9 @@ def test_check_dataset_counts_entries_not_files(tmp_path: Path) -> None:
     assert [p.where for p in r.problems] == [f"{man}:7", f"{man}:2", f"{man}:3", zz, f"{man}:5", zz]
     assert all(str(tmp_path / "imgs" / "a.jpg") in p.message for p in r.problems[1:3])
     assert r.problems[4].message == f"labelled '皖A13H26' here and '皖A13H25' before (image {zz})"
-    # without decoding, the missing files are not looked at: only the labels (the two for zz.jpg among them)
+    # without decoding, the missing file is still named: --no-images skips the decoding, not the file check
     r2 = real.check_dataset(man, check_images=False)
-    assert r2.summary() == "6 entries checked, 2 good, 4 with problems (4 problems)"
+    assert r2.summary() == r.summary() and [p.where for p in r2.problems] == [p.where for p in r.problems]
 
 
 def test_check_dataset_ccpd_names(tmp_path: Path) -> None:
@@ -427,3 +427,109 @@ def test_a_killed_jpg_render_is_named_by_check_data(tmp_path: Path) -> None:
     r = real.check_dataset(killed)
     assert [p.where for p in r.problems] == [str(killed)] and "unfinished `lprnet synth` render (3 crops" in str(
         r.problems[0])
+
+
+def test_labels_that_fit_no_ga36_layout_are_problems_for_the_chinese_charset(tmp_path: Path) -> None:
+    """A label of the right characters and length can still be no plate (a digit where the province stands, I or
+    O in the serial, a green plate's new-energy letter out of place): the plate decoding could never read it, so
+    check-data names it, training drops it, and ``--lengths`` (another plate standard) turns the check off."""
+    from lprnet.data.dataset import RealDataset
+    from lprnet.data.real import default_formats
+
+    labels = {"皖A12345": None, "皖AD12345": None, "皖A12345F": None, "1234567": "character 1 '1'",
+              "皖AI2345": "character 3 'I' cannot stand there (I and O are not used on plates)",
+              "皖AD1234X": "character 8 'X'", "皖皖皖皖皖皖皖": "character 2 '皖'"}
+    cs = Charset.chinese()
+    for text, why in labels.items():
+        got = real.label_problems(text, cs, (7, 8), formats=default_formats(cs))
+        assert (got == []) if why is None else (len(got) == 1 and "fits no GA 36 plate layout" in got[0]
+                                                and why in got[0]), (text, got)
+        assert real.label_problems(text, cs, (7, 8)) == []  # no formats: no layout check
+    assert default_formats(Charset.from_string("0123456789ABC")) is None
+    for i in range(len(labels)):
+        _write(tmp_path / "imgs" / f"{i}.jpg")
+    man = tmp_path / "m.csv"
+    man.write_text("path,plate\n" + "".join(f"imgs/{i}.jpg,{t}\n" for i, t in enumerate(labels)), encoding="utf-8")
+    from lprnet.cli import data as cli_data
+
+    app = typer.Typer()
+    cli_data.register(app)
+    app.command("noop")(lambda: None)
+    res = CliRunner().invoke(app, ["check-data", str(man)])
+    assert res.exit_code == 1 and "7 entries checked, 3 good, 4 with problems" in res.output, res.output
+    assert f"{man}:6: label '皖AI2345' fits no GA 36 plate layout" in res.output
+    res = CliRunner().invoke(app, ["check-data", str(man), "--lengths", "7,8"])
+    assert res.exit_code == 0, res.output
+    with pytest.warns(UserWarning, match="dropped 4 real samples"):
+        ds = RealDataset(real.load_manifest(man), charset=cs)
+    assert sorted(ds.labels) == ["皖A12345", "皖A12345F", "皖AD12345"]
+
+
+@pytest.mark.parametrize("order", ["rotated by two", "mirrored", "rotated by one", "upside down"])
+def test_ccpd_vertices_out_of_order_are_named_not_warped_mirrored(tmp_path: Path, order: str) -> None:
+    """CCPD lists BR, BL, TL, TR; a list in another order is still a convex quadrilateral, but it would warp the
+    plate upside down or mirrored: check-data names it and training refuses the scene."""
+    br, bl, tl, tr = "386&473", "177&454", "154&383", "363&402"
+    swapped = {"rotated by two": (tl, tr, br, bl), "mirrored": (bl, br, tr, tl), "rotated by one": (tr, br, bl, tl),
+               "upside down": (tr, tl, bl, br)}[order]
+    name = EXAMPLE.replace("_".join((br, bl, tl, tr)), "_".join(swapped))
+    assert name != EXAMPLE
+    img = np.full((500, 600, 3), 90, np.uint8)
+    _write(tmp_path / "ok" / EXAMPLE, img)
+    _write(tmp_path / "bad" / name, img)
+    assert real.check_dataset(tmp_path / "ok", kind="ccpd").ok
+    r = real.check_dataset(tmp_path / "bad", kind="ccpd")
+    assert not r.samples and "are not in the order top-left, top-right" in r.problems[0].message, r.problems
+    with pytest.raises(real.ImageError, match="mirrored or rotated"):
+        real.load_crop(real.load_ccpd(tmp_path / "bad")[0])
+
+
+def test_check_without_decoding_still_reads_files_and_scene_headers(tmp_path: Path) -> None:
+    """``--no-images`` skips decoding, not the file check: a missing file is named, and a scene's corners are
+    checked against the size in its header (a 400x300 scene cannot hold the example's corner at y=473)."""
+    _write(tmp_path / "scenes" / EXAMPLE, np.full((300, 400, 3), 90, np.uint8))
+    r = real.check_dataset(tmp_path / "scenes", kind="ccpd", check_images=False)
+    assert not r.samples and "lie outside the 400x300 image" in r.problems[0].message
+    (tmp_path / "scenes" / EXAMPLE).write_bytes(b"not an image")
+    r = real.check_dataset(tmp_path / "scenes", kind="ccpd", check_images=False)
+    assert r.problems[0].message == "not an image: its header cannot be read"
+    man = tmp_path / "m.csv"
+    man.write_text("path,plate\nnowhere.jpg,皖A12345\n", encoding="utf-8")
+    r = real.check_dataset(man, check_images=False)
+    assert [(p.where, p.message) for p in r.problems] == [(str(tmp_path / "nowhere.jpg"),
+                                                           f"no such file (row {man}:2)")]
+
+
+def test_numbers_in_names_are_ascii_digits_only() -> None:
+    """``int()`` takes "+0", " 0" and full-width digits; a CCPD name or a copy suffix with them is no such name."""
+    from lprnet.core.process import label_from_filename
+
+    for odd in ("+0", " 0", "０"):
+        with pytest.raises(ValueError, match="not made of integers"):
+            real.parse_ccpd_name(EXAMPLE.replace("-0_0_22", f"-{odd}_0_22"))
+    with pytest.raises(ValueError, match="area field"):
+        real.parse_ccpd_name("０" + EXAMPLE[1:])
+    assert label_from_filename("皖A12345_2.jpg") == "皖A12345"
+    assert label_from_filename("皖A12345_².jpg") == "皖A12345_²"
+
+
+def test_shard_folders_given_as_datasets_get_the_synth_hint(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    np.savez(tmp_path / "s" / "shard-00000.npz", labels=np.array(["皖A12345"]))
+    with pytest.raises(real.DataError, match=r"give it as synth:"):
+        real.detect_kind(tmp_path / "s")
+    with pytest.raises(real.DataError, match=r"is a shard of rendered plates, not a manifest"):
+        real.detect_kind(tmp_path / "s" / "shard-00000.npz")
+    _write(tmp_path / "s" / "grid.png")  # a preview beside the shards: still a shard folder, by its meta.json
+    (tmp_path / "s" / "meta.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(real.DataError, match=r"give it as synth:"):
+        real.detect_kind(tmp_path / "s")
+
+
+def test_a_quoted_manifest_path_keeps_its_own_spaces(tmp_path: Path) -> None:
+    _write(tmp_path / " sp.jpg")
+    _write(tmp_path / "b.jpg")
+    man = tmp_path / "m.csv"
+    man.write_text('path,plate\n" sp.jpg",皖A12345\nb.jpg , 皖B12345\n', encoding="utf-8")
+    assert [(s.path.name, s.plate) for s in real.load_manifest(man)] == [(" sp.jpg", "皖A12345"),
+                                                                         ("b.jpg", "皖B12345")]

@@ -742,3 +742,16 @@ def test_cli_synth_checks_the_preview_place_before_rendering(tmp_path: Path) -> 
                                       "--no-progress"])
     assert res.exit_code == 2 and f"--preview {blocker / 'grid.png'}: {blocker} is a file" in res.output, res.output
     assert not out.exists()
+
+
+def test_cli_synth_refuses_a_jpg_preview_inside_its_own_dataset(tmp_path: Path) -> None:
+    """A preview written among the labelled JPEGs would be read back as a plate labelled 'grid': refused before
+    anything is written; beside shards (no images there) it is fine."""
+    out = tmp_path / "out"
+    res = CliRunner().invoke(_app(), ["synth", "--n", "2", "--format", "jpg", "--out", str(out), "--preview",
+                                      str(out / "sub" / "grid.png"), "--no-progress"])
+    assert res.exit_code == 2 and "lies in --out" in res.output, res.output
+    assert not out.exists()
+    res = CliRunner().invoke(_app(), ["synth", "--n", "2", "--out", str(out), "--preview", str(out / "grid.png"),
+                                      "--no-progress"])
+    assert res.exit_code == 0 and (out / "grid.png").is_file(), res.output

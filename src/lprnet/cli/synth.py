@@ -103,6 +103,9 @@ def synth(
     if preview is not None and preview.is_dir():
         fail(f"--preview {preview} is a directory; give a .png file name")
     if preview is not None:  # before the plates are rendered, not after
+        if format is not SynthFormat.shards and out.resolve() in preview.resolve().parents:
+            fail(f"--preview {preview} lies in --out {out}, whose images are the labelled plates (it would read "
+                 "as one, labelled with its file name): write it elsewhere")
         writable_dir(preview.parent, preview, "--preview")
     size = (width, height)
     # what every writer and the preview share: which plates, how they are drawn

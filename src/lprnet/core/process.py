@@ -138,6 +138,12 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS,
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as 8-bit BGR (any channel count/bit depth); errors name the file."""
+    return to_bgr(_decode_bytes(read_file_bytes(path), display_path(path)), "bgr", name=display_path(path))
+
+
+def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of an image file, undecoded; :class:`ImageError` names the file (missing, a dangling link, a
+    directory, a pipe, unreadable, a name no file can have)."""
     p, name = Path(path), display_path(path)
     try:
         special = p.exists() and not p.is_file() and not p.is_dir()  # reading a pipe would wait for a writer
@@ -146,7 +152,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if special:
         raise ImageError(f"{name}: not a regular file (a pipe, socket or device)")
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except FileNotFoundError:
         if p.is_symlink():
             target = display_path(os.readlink(p))
@@ -158,7 +164,6 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
     except ValueError as e:  # a NUL byte in the name (from a manifest): no file can have it
         raise ImageError(f"{name!r}: not a usable file name ({e})") from None
-    return to_bgr(_decode_bytes(data, name), "bgr", name=name)
 
 
 def decode_image_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS, *,
@@ -743,7 +748,7 @@ def label_from_filename(path: str | os.PathLike[str]) -> str:
     stem = Path(path).stem
     if "_" in stem:
         head, _, tail = stem.rpartition("_")
-        if tail.isdigit() and head:
+        if tail.isascii() and tail.isdigit() and head:
             return head
     return stem
 

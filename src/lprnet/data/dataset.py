@@ -97,7 +97,7 @@ def _warn_if_incomplete(folder: Path, found: int) -> None:
 
 
 def check_shards(path: str | os.PathLike[str], charset: Charset, lengths: Sequence[int] | None,
-                 max_steps: int | None) -> real.CheckReport:
+                 max_steps: int | None, formats: Sequence[Sequence[str]] | None = None) -> real.CheckReport:
     """``lprnet check-data`` for a synthetic shard folder (``synth:DIR``): every shard readable, every label a
     training label (:func:`~lprnet.data.real.label_problems`), as many plates as its ``meta.json`` says.
     Each plate is an entry, named ``SHARD[index]``; an unreadable shard is one."""
@@ -128,7 +128,7 @@ def check_shards(path: str | os.PathLike[str], charset: Charset, lengths: Sequen
         found += len(labels)
         report.checked += len(labels)
         for j, text in enumerate(labels):
-            why = real.label_problems(text, charset, lengths, max_steps)
+            why = real.label_problems(text, charset, lengths, max_steps, formats)
             report.bad_entries += bool(why)
             for m in why:
                 problem(f"{p}[{j}]", m)
@@ -141,7 +141,7 @@ def check_shards(path: str | os.PathLike[str], charset: Charset, lengths: Sequen
 
 def check_sources(paths: Sequence[str], *, kind: str | None = None, charset: Charset = real.DEFAULT_CHARSET,
                   lengths: Sequence[int] | None = (7, 8), check_images: bool = True,
-                  workers: int = 4) -> real.CheckReport:
+                  workers: int = 4, formats: Sequence[Sequence[str]] | None = None) -> real.CheckReport:
     """``lprnet check-data``: paths (folders, manifests, CCPD folders; see :func:`~lprnet.data.real.check_dataset`)
     and ``lprnet train --data`` specs as written there (``real:DIR:0.5``, ``ccpd:DIR``, ``synth:SHARDS``) in one
     report. A spec's ``real`` is detected per path, as training does; ``folder``/``manifest``/``ccpd`` force that
@@ -160,9 +160,9 @@ def check_sources(paths: Sequence[str], *, kind: str | None = None, charset: Cha
         else:
             sources.append(p)
     report = (real.check_dataset(sources, kind=kind, charset=charset, lengths=lengths, check_images=check_images,
-                                 workers=workers) if sources else real.CheckReport())
+                                 workers=workers, formats=formats) if sources else real.CheckReport())
     for d in shards:
-        r = check_shards(d, charset, lengths, real.DEFAULT_STEPS)
+        r = check_shards(d, charset, lengths, real.DEFAULT_STEPS, formats)
         report.problems.extend(r.problems)
         report.checked += r.checked
         report.bad_entries += r.bad_entries
@@ -306,10 +306,10 @@ class RealDataset(Dataset[Item]):
 
     With ``charset``, samples whose labels cannot be training labels (``lprnet check-data``'s
     :func:`~lprnet.data.real.label_problems`: characters outside it, the wrong length, more than the model's
-    CTC steps) are dropped with a warning.  :meth:`preload` reads every image and drops the ones that cannot
-    be read (each named in one warning); reading an image outside it raises
-    :class:`~lprnet.core.process.ImageError` naming the file. Call :meth:`preload` before forking
-    DataLoader workers to fill the cache once and share it.
+    CTC steps, for the Chinese charset no GA 36 layout) are dropped with a warning.  :meth:`preload` reads every
+    image and drops the ones that cannot be read (each named in one warning); reading an image outside it raises
+    :class:`~lprnet.core.process.ImageError` naming the file. Call :meth:`preload` before forking DataLoader
+    workers to fill the cache once and share it.
     """
 
     def __init__(self, samples: Sequence[real.Sample], input_size: tuple[int, int] = (94, 24),

@@ -30,14 +30,16 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from lprnet.charset import DEFAULT_CHARSET, Charset, ctc_min_steps
+from lprnet.charset import CN_PLATE_FORMATS, DEFAULT_CHARSET, Charset, ctc_min_steps, layout_problem
 from lprnet.config import ModelConfig
 from lprnet.core.process import (
     IMAGE_EXTENSIONS,
     ImageError,
     display_path,
+    image_header,
     iter_tree,
     label_from_filename,
+    read_file_bytes,
     read_image,
     walk_tree,
 )
@@ -146,10 +148,9 @@ def _ints(s: str, sep: str, n: int | None, what: str) -> tuple[int, ...]:
     parts = s.split(sep)
     if n is not None and len(parts) != n:
         raise ValueError(f"{what} {s!r} needs {n} numbers separated by {sep!r}")
-    try:
-        return tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"{what} {s!r} is not made of integers") from None
+    if not all(p.isascii() and p.isdigit() for p in parts):  # int() would take "+1", " 1" and full-width digits
+        raise ValueError(f"{what} {s!r} is not made of integers")
+    return tuple(int(p) for p in parts)
 
 
 def decode_ccpd_plate(indices: Sequence[int]) -> str:
@@ -184,7 +185,7 @@ def parse_ccpd_name(name: str | os.PathLike[str]) -> CcpdName:
     if len(fields) != 7:
         raise ValueError(f"CCPD names have 7 '-'-separated fields, this one has {len(fields)}")
     area, tilt, bbox, verts, plate, bright, blur = fields
-    if not area.isdigit():
+    if not (area.isascii() and area.isdigit()):
         raise ValueError(f"area field {area!r} is not digits")
     t = _ints(tilt, "_", 2, "tilt")
     corners = bbox.split("_")
@@ -292,6 +293,13 @@ def _quad_problem(quad: Sequence[Point], shape: tuple[int, ...]) -> str | None:
         cross.append((b[0] - a[0]) * (c[1] - b[1]) - (b[1] - a[1]) * (c[0] - b[0]))
     if not (all(c > 0 for c in cross) or all(c < 0 for c in cross)):
         return f"plate vertices {q.astype(int).tolist()} are not a convex quadrilateral (TL, TR, BR, BL)"
+    # the corners go round clockwise on the screen from the top left: a mirrored or rotated list would warp the
+    # plate mirrored or upside down (a plate tilted by more than 45 degrees cannot be told from a rotated list)
+    dx, dy = (q[1] + q[2] - q[0] - q[3]) / 2  # from the left edge's middle to the right edge's
+    if not all(c > 0 for c in cross) or dx <= abs(dy):
+        return (f"plate vertices {q.astype(int).tolist()} are not in the order top-left, top-right, bottom-right, "
+                "bottom-left (CCPD: bottom-right, bottom-left, top-left, top-right): the crop would be mirrored or "
+                "rotated")
     return None
 
 
@@ -418,6 +426,8 @@ def _scan_manifest(path: Path) -> tuple[list[Sample], list[Problem]]:
             problems.append(Problem(f"{path}:{n}", f"{len(row)} fields, the header has {len(header)}"))
             continue
         rel, plate = row[ip].strip(), row[il].strip()
+        if rel != row[ip] and not os.path.exists(base / rel) and os.path.exists(base / row[ip]):
+            rel = row[ip]  # spaces that belong to the file's name (a quoted field), not to the layout
         if not rel or not plate:
             problems.append(Problem(f"{path}:{n}", "empty path or plate"))
             continue
@@ -464,6 +474,8 @@ def detect_kind(path: str | os.PathLike[str]) -> SourceKind:
     if p.is_file():
         if p.suffix.lower() in IMAGE_EXTENSIONS:
             raise DataError(f"{p}: is an image, not a dataset (give its folder or a manifest)")
+        if p.suffix.lower() == ".npz":
+            raise DataError(f"{p}: is a shard of rendered plates, not a manifest (give its folder as synth:DIR)")
         return "manifest"
     if not p.is_dir():
         raise DataError(f"{p}: no such file or directory")
@@ -480,6 +492,8 @@ def detect_kind(path: str | os.PathLike[str]) -> SourceKind:
             parsed += 1
         except ValueError:
             pass
+    if any(p.glob("*.npz")) and (not names or (p / "meta.json").is_file()):  # `lprnet synth --format shards`'s
+        raise DataError(f"{p}: holds shards of rendered plates (.npz), not labelled images: give it as synth:{p}")
     return "ccpd" if names and parsed * 2 >= len(names) else "folder"
 
 
@@ -516,15 +530,21 @@ def default_lengths(charset: Charset) -> tuple[int, ...] | None:
     return (7, 8) if charset == DEFAULT_CHARSET else None
 
 
+def default_formats(charset: Charset) -> tuple[tuple[str, ...], ...] | None:
+    """Layouts a label must fit by default: GA 36's (:data:`~lprnet.charset.CN_PLATE_FORMATS`, the layouts the
+    plate decoding reads) for the Chinese charset, none for another."""
+    return CN_PLATE_FORMATS if charset == DEFAULT_CHARSET else None
+
+
 def split_by_label(samples: Iterable[Sample], charset: Charset = DEFAULT_CHARSET, max_steps: int | None = DEFAULT_STEPS
                    ) -> tuple[list[Sample], list[tuple[Sample, list[str]]]]:
     """The samples whose label can be a plate label for ``charset`` (:func:`label_problems`, with the lengths
-    of :func:`default_lengths`), and the others with their reasons."""
-    lengths = default_lengths(charset)
+    of :func:`default_lengths` and the layouts of :func:`default_formats`), and the others with their reasons."""
+    lengths, formats = default_lengths(charset), default_formats(charset)
     keep: list[Sample] = []
     bad: list[tuple[Sample, list[str]]] = []
     for s in samples:
-        why = label_problems(s.plate, charset, lengths, max_steps)
+        why = label_problems(s.plate, charset, lengths, max_steps, formats)
         if why:
             bad.append((s, why))
         else:
@@ -533,10 +553,13 @@ def split_by_label(samples: Iterable[Sample], charset: Charset = DEFAULT_CHARSET
 
 
 def label_problems(plate: str, charset: Charset = DEFAULT_CHARSET,
-                   lengths: Iterable[int] | None = (7, 8), max_steps: int | None = DEFAULT_STEPS) -> list[str]:
+                   lengths: Iterable[int] | None = (7, 8), max_steps: int | None = DEFAULT_STEPS,
+                   formats: Sequence[Sequence[str]] | None = None) -> list[str]:
     """Reasons ``plate`` cannot be a training label (empty list when it is fine).  ``max_steps`` is the
     model's CTC output length (18 at 94x24): a longer label can never be read, and CTC's ``zero_infinity``
-    would train on it silently with a loss of 0."""
+    would train on it silently with a loss of 0.  With ``formats`` (:func:`default_formats`), a label of the
+    right characters and length must also fit one of those layouts: ``皖AI2345`` or ``1234567`` is a mislabel
+    (or a swapped column) that the plate decoding could never read."""
     if not plate:
         return ["empty label"]
     out = []
@@ -551,6 +574,8 @@ def label_problems(plate: str, charset: Charset = DEFAULT_CHARSET,
     if lengths and len(plate) not in lengths:
         out.append(f"label {plate!r} has {len(plate)} characters, expected "
                    f"{' or '.join(map(str, lengths))}")
+    if formats and not out and (why := layout_problem(plate, formats)):
+        out.append(f"label {plate!r} fits no GA 36 plate layout: {why}")
     return out
 
 
@@ -564,6 +589,22 @@ def _image_problem(s: Sample) -> str | None:
     if s.quad is not None:
         return _quad_problem(s.quad, img.shape)
     return None
+
+
+def _file_problem(s: Sample) -> str | None:
+    """:func:`_image_problem` without decoding: the file can be read and a scene's corners fit the size in its
+    header."""
+    try:
+        data = read_file_bytes(s.path)
+    except ImageError as e:
+        return str(e).removeprefix(f"{display_path(s.path)}: ")
+    if s.quad is None:
+        return None
+    header = image_header(data)
+    if header is None:
+        return "not an image: its header cannot be read"
+    w, h, _, turn = header
+    return _quad_problem(s.quad, (w, h) if turn in (5, 6, 7, 8) else (h, w))  # EXIF turns 5-8: a quarter turn
 
 
 def label_conflicts(samples: Sequence[Sample]) -> tuple[list[Sample], list[tuple[int, str]], int]:
@@ -591,12 +632,14 @@ def label_conflicts(samples: Sequence[Sample]) -> tuple[list[Sample], list[tuple
 
 def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], kind: str | None = None,
                   charset: Charset = DEFAULT_CHARSET, lengths: Iterable[int] | None = (7, 8),
-                  check_images: bool = True, workers: int = 4, max_steps: int | None = DEFAULT_STEPS) -> CheckReport:
+                  check_images: bool = True, workers: int = 4, max_steps: int | None = DEFAULT_STEPS,
+                  formats: Sequence[Sequence[str]] | None = None) -> CheckReport:
     """Check one or more datasets without stopping at the first problem.
 
     Reports, by file name: malformed manifest rows or CCPD names, labels with characters
-    outside ``charset`` or of a length not in ``lengths``, missing/unreadable/corrupt images
-    (decoded in ``workers`` threads when ``check_images``) and CCPD vertices that cannot be
+    outside ``charset``, of a length not in ``lengths`` or (with ``formats``) fitting none of those layouts,
+    missing/unreadable/corrupt images (decoded in ``workers`` threads when ``check_images``; otherwise only
+    missing or unreadable files, and scenes' sizes from their headers) and CCPD vertices that cannot be
     rectified, and sources without a single entry.  A manifest row's label problems name the row
     (``manifest:line``) and its image.
     ``report.samples`` holds the samples without problems; the summary counts entries (files,
@@ -629,7 +672,7 @@ def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
         row = s.row
         # a manifest row's label is wrong in the manifest: name the row (a file may be listed on several rows)
         bad_label = [Problem(str(s.path), m) if row is None else Problem(row, f"{m} (image {s.path})")
-                     for m in label_problems(s.plate, charset, lengths, max_steps)]
+                     for m in label_problems(s.plate, charset, lengths, max_steps, formats)]
         if bad_label:
             bad[i] = bad_label
     labelled = [i for i in range(len(candidates)) if i not in bad]  # rows whose labels are plates
@@ -637,9 +680,9 @@ def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
         i, row = labelled[j], candidates[labelled[j]].row                 # right for both
         bad[i] = [Problem(str(candidates[i].path) if row is None else row,
                           why if row is None else f"{why} (image {candidates[i].path})")]
-    if check_images and candidates:
+    if candidates:
         with ThreadPoolExecutor(max(1, workers)) as ex:
-            for i, why in enumerate(ex.map(_image_problem, candidates)):
+            for i, why in enumerate(ex.map(_image_problem if check_images else _file_problem, candidates)):
                 if why:  # the file is what is wrong: name it, and the manifest row that lists it
                     row = candidates[i].row
                     bad.setdefault(i, []).append(Problem(str(candidates[i].path),
