@@ -440,3 +440,36 @@ def test_ray_address_auto_whose_recorded_head_has_stopped_is_one_error_line(tmp_
                                             rf"at \S+:{port}"):  # Ray names this host by its address
         _init_ray("auto", actors=1, cpus_per_actor=1.0, object_store_memory=None)
     assert time.monotonic() - t0 < 30
+
+
+def test_sigterm_during_a_job_removes_the_partial_output_and_exits_143(job, tmp_path):
+    """``ray.init`` puts its own SIGTERM handlers in place (Python's ``sys.exit(15)``, its core worker's stack dump
+    and abort, exit 134): the job puts ours back, so that a kill (a container's stop, ``timeout``) still removes the
+    partial output, shuts Ray down and ends with 143 as documented."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    w, _, files, bad, _ = job
+    good = next(f for f in files if f not in bad)
+    manifest = tmp_path / "list.tsv"
+    manifest.write_text("path\n" + f"{good}\n" * 3000, encoding="utf-8")  # long enough to be killed part-way
+    out = tmp_path / "r.csv"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([sys.executable, "-m", "lprnet", "batch", str(manifest), "--out", str(out), "--weights",
+                             str(w), "--actors", "1", "--cpus-per-actor", "1", "--batch-size", "1", "--no-progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(p.name.startswith(".r.csv.") for p in tmp_path.iterdir()):  # the job is writing
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert "SIGTERM received" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["list.tsv"]  # no output, no temporary file

@@ -25,6 +25,7 @@ Ray is imported inside the functions, so importing this module does not need it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -469,12 +470,16 @@ def run_batch(
     import ray
     import ray.data
 
-    with sigterm_raises():  # from before Ray starts: a kill during its start-up still shuts it down (no orphans)
-        started = False
+    with contextlib.ExitStack() as handlers:
+        handlers.enter_context(sigterm_raises())  # from before Ray starts: a kill during its start-up still shuts
+        started = False                           # it down (no orphans)
         try:
             if not ray.is_initialized():
                 started = True
                 _init_ray(ray_address, actors, cpus_per_actor, object_store_memory)
+                # ray.init put its own SIGTERM handlers in place (sys.exit(15), and its core worker's stack dump
+                # and abort): ours again, so that a kill still removes the partial output and ends with 143
+                handlers.enter_context(sigterm_raises())
             ctx = ray.data.DataContext.get_current()
             saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
             ctx.execution_options.preserve_order = True
