@@ -56,9 +56,9 @@ def test_per_image_errors_inside_200(client: httpx.Client, images) -> None:
 
 
 def test_one_large_image_is_within_the_request_pixel_budget(client: httpx.Client, images) -> None:
-    """The per-request pixel budget counts headers within --max-pixels: one 7000x7000 image beside a good one is
+    """The per-request pixel budget counts headers within --max-pixels: one 3500x3500 image beside a good one is
     read (its own error inside a 200), as is an oversized one, which --max-pixels refuses by itself."""
-    files = [("files", ("big.png", png_header(7_000, 7_000))), ("files", ("bomb.png", png_header(50_000, 50_000))),
+    files = [("files", ("big.png", png_header(3_500, 3_500))), ("files", ("bomb.png", png_header(50_000, 50_000))),
              ("files", images[0])]
     r = client.post("/v1/recognize", files=files)
     assert r.status_code == 200, r.text
@@ -105,7 +105,7 @@ MULTIPART_HEAD = (b'--BOUNDARY\r\ncontent-disposition: form-data; name="files"; 
                                   "too-many-files", "too-many-json", "no-files-field",
                                   "empty-images", "no-images-key", "bad-json", "item-without-data",
                                   "huge-integer", "deeply-nested-json", "no-boundary", "bad-multipart",
-                                  "too-many-fields", "too-many-pixels"])
+                                  "too-many-fields", "too-many-pixels", "truncated-multipart", "query-parameter"])
 def test_request_errors(client: httpx.Client, settings: ServeSettings, images, case: str) -> None:
     max_body, max_images = settings.max_body_bytes, settings.max_images
     name, data = images[0]
@@ -145,9 +145,15 @@ def test_request_errors(client: httpx.Client, settings: ServeSettings, images, c
             "headers": {"content-type": "multipart/form-data; boundary=BOUNDARY"}}),
         "too-many-fields": (413, "too many form fields", {"data": {f"f{i}": "x" for i in range(MAX_EXTRA_FIELDS + 1)},
                                                           "files": {"files": (name, data)}}),
-        # two 7000x7000 headers (a few hundred bytes each), each within --max-pixels, 98 M pixels together
-        "too-many-pixels": (413, f"claim 98000000 pixels in all, more than the limit of {settings.max_request_pixels}",
-                            {"files": [("files", (f"{i}.png", png_header(7_000, 7_000))) for i in range(2)]}),
+        # three 3500x3500 headers (a few hundred bytes each), each within --max-pixels, 36.75 M pixels together
+        "too-many-pixels": (413, f"claim 36750000 pixels in all, more than the limit of {settings.max_request_pixels}",
+                            {"files": [("files", (f"{i}.png", png_header(3_500, 3_500))) for i in range(3)]}),
+        # two whole parts, no closing --BOUNDARY--: the parser alone answered 200 with the first file's result only
+        "truncated-multipart": (422, "ends before its closing boundary (--BOUNDARY--)", {
+            "content": MULTIPART_HEAD + data + b"\r\n" + MULTIPART_HEAD.replace(b"big.jpg", b"b.jpg") + data + b"\r\n",
+            "headers": {"content-type": "multipart/form-data; boundary=BOUNDARY"}}),
+        "query-parameter": (422, "unknown query parameter(s) 'decode'", {"files": {"files": (name, data)},
+                                                                        "params": {"decode": "greedy"}}),
     }[case]
     r = client.post("/v1/recognize", **req)
     assert r.status_code == status, r.text

@@ -8,6 +8,7 @@ import typer
 
 from lprnet.cli._common import DecodeOpt, FixedProvincesOpt, ThreadsOpt, WeightsOpt, fail
 from lprnet.core.process import MAX_IMAGE_PIXELS
+from lprnet.serve import SERVE_MAX_PIXELS, SERVE_MAX_REQUEST_PIXELS
 
 #: uvicorn's log levels (uvicorn.config.LOG_LEVELS), checked before the model is loaded
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -33,11 +34,11 @@ def serve(
         min=0, max=10_000, help="How long the first queued image waits for batch-mates.")] = 5.0,
     max_body_mb: Annotated[float, typer.Option(min=0.001, max=65_536, help="Largest request body, in MiB.")] = 10.0,
     max_pixels: Annotated[int, typer.Option(
-        min=1, max=MAX_IMAGE_PIXELS, help="Largest image (width x height, read from its header).")] = MAX_IMAGE_PIXELS,
+        min=1, max=MAX_IMAGE_PIXELS, help="Largest image (width x height, read from its header).")] = SERVE_MAX_PIXELS,
     max_images: Annotated[int, typer.Option(min=1, help="Most images per request.")] = 64,
     max_request_pixels: Annotated[int, typer.Option(
         min=1, help="Most pixels per request, all its images together (read from their headers).")
-    ] = MAX_IMAGE_PIXELS,
+    ] = SERVE_MAX_REQUEST_PIXELS,
     graceful_timeout: Annotated[float, typer.Option(
         min=0, help="Seconds to let in-flight requests finish on shutdown (0: no limit).")] = 30.0,
     log_level: Annotated[str, typer.Option(

@@ -16,7 +16,15 @@ Preprocessing and decoding stay in :mod:`lprnet.core.process`, so a served resul
 
 from __future__ import annotations
 
-__all__ = ["Batcher", "BatcherClosed", "ServeSettings", "create_app"]
+__all__ = ["SERVE_MAX_PIXELS", "SERVE_MAX_REQUEST_PIXELS", "Batcher", "BatcherClosed", "ServeSettings", "create_app"]
+
+#: the service's default largest image, in pixels (read from its header): a 4K camera frame is 8.3 million, a plate
+#: crop a few thousand. A decode holds up to about 11 bytes per pixel (a 16-bit RGBA PNG, then its 8-bit BGR copy)
+#: and at most four images decode at once (``app.DECODE_THREADS``): 4 x 16 Mpx x 11 B, about 0.7 GB, is the most
+#: decoding can hold
+SERVE_MAX_PIXELS = 16_000_000
+#: the default for all of one request's images together
+SERVE_MAX_REQUEST_PIXELS = 32_000_000
 
 
 def __getattr__(name: str) -> object:

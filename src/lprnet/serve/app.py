@@ -58,6 +58,7 @@ from lprnet.core.process import (
     image_header,
 )
 from lprnet.recognizer import Recognizer
+from lprnet.serve import SERVE_MAX_PIXELS, SERVE_MAX_REQUEST_PIXELS
 from lprnet.serve.batcher import Batcher, BatcherClosed
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,9 @@ class ServeSettings:
     max_batch: int = 32
     max_wait_ms: float = 5.0
     max_body_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = MAX_IMAGE_PIXELS
+    max_pixels: int = SERVE_MAX_PIXELS
     max_images: int = 64
-    max_request_pixels: int = MAX_IMAGE_PIXELS  # all of a request's images together, read from their headers
+    max_request_pixels: int = SERVE_MAX_REQUEST_PIXELS  # all of a request's images together, from their headers
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "max_body_bytes", "max_pixels", "max_images", "max_request_pixels"):
@@ -300,7 +301,24 @@ def _multipart_error(detail: str, max_images: int) -> HTTPException:
     return HTTPException(422, f"malformed multipart body: {detail}")
 
 
+def _multipart_boundary(content_type: str) -> bytes | None:
+    from email.message import Message
+
+    m = Message()
+    m["content-type"] = content_type
+    b = m.get_param("boundary")
+    return b.encode("latin-1") if isinstance(b, str) and b else None
+
+
 async def _read_multipart(request: Request, max_images: int) -> list[tuple[str, bytes]]:
+    # the body first (within --max-body-mb: the middleware counts it), then the form parsed from it: the parser
+    # takes a body that stops before its closing boundary (cut off by a client or a proxy) as complete and would
+    # drop its last file without a word, so the closing delimiter is looked for here
+    body = await request.body()
+    boundary = _multipart_boundary(request.headers.get("content-type", ""))
+    if boundary is not None and b"--" + boundary + b"--" not in body:
+        raise HTTPException(422, "malformed multipart body: it ends before its closing boundary "
+                                 f"(--{boundary.decode('latin-1')}--): truncated?")
     try:
         form = await request.form(max_files=max_images, max_fields=MAX_EXTRA_FIELDS)
     except StarletteHTTPException as e:  # Starlette reports every multipart problem as 400
@@ -490,11 +508,17 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
         413: _error("Body over --max-body-mb, more than --max-images images, images claiming more than "
                     "--max-request-pixels pixels in all, or too many form fields."),
         415: _error("Content type other than multipart/form-data or application/json."),
-        422: _error("No images, invalid JSON, an item without a 'data' string, or a malformed multipart body."),
+        422: _error("No images, invalid JSON, an item without a 'data' string, a malformed or truncated multipart "
+                    "body, or a query parameter (the endpoint takes none)."),
         503: _error("The recognizer is not available (starting up or shutting down)."),
     })
     async def recognize(request: Request) -> JSONResponse:
         """Recognize plates in one or many images (multipart ``files`` or JSON base64)."""
+        if request.query_params:  # the decoding and province shares are the server's, not a request's
+            names = ", ".join(sorted({repr(k) for k in request.query_params}))
+            raise HTTPException(422, f"unknown query parameter(s) {names}: this endpoint takes none; decoding and "
+                                     "province shares are set when the server starts (lprnet serve --decode, "
+                                     "--provinces; GET /healthz shows them)")
         st = state(request)
         media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         try:
