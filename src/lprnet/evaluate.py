@@ -134,7 +134,7 @@ def paired(a: EvalReport, b: EvalReport) -> tuple[int, int]:
 
 
 def labelled_samples(paths: Sequence[str | os.PathLike[str]], charset: Charset | None = None,
-                     max_steps: int | None = None) -> tuple[list[Sample], list[Problem], int]:
+                     max_steps: int | None = None, labels: bool = True) -> tuple[list[Sample], list[Problem], int]:
     """The labelled plates under ``paths``, by name what could not become one, and the repeats skipped.
 
     A single image file is labelled by its name; anything else goes through
@@ -142,7 +142,8 @@ def labelled_samples(paths: Sequence[str | os.PathLike[str]], charset: Charset |
     (file, and corners for a scene) reached again is kept once; a repeat that carries another label
     is a problem, since no reading can be right for both.  With ``charset``, a label it cannot write
     (or, for the Chinese charset, not 7 or 8 characters long: a stray ``IMG_0001.jpg``) is a problem too,
-    named rather than scored as a misreading.
+    named rather than scored as a misreading.  ``labels=False`` is for reading the images alone: a plate
+    reached again under another label is then a repeat, not a problem.
     """
     found: list[Sample] = []
     problems: list[Problem] = []
@@ -162,8 +163,9 @@ def labelled_samples(paths: Sequence[str | os.PathLike[str]], charset: Charset |
         found, unlabelled = _scorable(found, charset, max_steps)
         problems.extend(unlabelled)
     samples, conflicts, repeats = label_conflicts(found)
-    problems.extend(Problem(str(found[i].path), f"{why}; scored once, as the first") for i, why in conflicts)
-    return samples, problems, repeats
+    if labels:
+        problems.extend(Problem(found[i].where(), f"{why}; scored once, as the first") for i, why in conflicts)
+    return samples, problems, repeats + (0 if labels else len(conflicts))
 
 
 def unlabelled_images(paths: Sequence[str | os.PathLike[str]],
@@ -172,7 +174,7 @@ def unlabelled_images(paths: Sequence[str | os.PathLike[str]],
     labels: the input for estimating province shares (``--provinces auto``, ``lprnet provinces
     ccpd:DIR``) from the images themselves, as a deployed camera would.  What cannot become an image
     is skipped and, with ``on_error``, named to it as ``"PATH: why"``."""
-    samples, problems, _ = labelled_samples(paths)
+    samples, problems, _ = labelled_samples(paths, labels=False)
     report = on_error or (lambda msg: None)
     for pr in problems:
         report(display_path(f"{pr.where}: {pr.message}"))
@@ -200,7 +202,7 @@ def _scorable(samples: list[Sample], charset: Charset, max_steps: int | None = N
     """Samples whose label the charset can write (and, for the Chinese charset, 7 or 8 characters long);
     the others as problems."""
     keep, bad = split_by_label(samples, charset, max_steps)
-    return keep, [Problem(str(s.path), "; ".join(why) + " (not scored)") for s, why in bad]
+    return keep, [Problem(s.where(), "; ".join(why) + " (not scored)") for s, why in bad]
 
 
 def evaluate(recognizer: Recognizer, paths: Sequence[str | os.PathLike[str]], batch_size: int = 100,

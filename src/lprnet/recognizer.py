@@ -187,15 +187,17 @@ class Recognizer:
         if channel_order not in (None, "bgr", "rgb"):  # a mistake in the call, not in an image: said once
             raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
         pending: list[tuple[int, ImageInput, np.ndarray | None, str | None]] = []
+        n_good = 0  # images in pending (a count: a run of unreadable inputs must not make each step longer)
         for i, item in enumerate(_items(images)):
             try:  # at the input size at once: a batch holds 94x24 crops, not the frames they came from
                 img, err = fit_input(self._to_bgr(item, channel_order, i), self.config.input_size), None
             except ImageError as e:
                 img, err = None, str(e)
             pending.append((i, item, img, err))
-            if sum(p[2] is not None for p in pending) >= batch_size:
+            n_good += img is not None
+            if n_good >= batch_size:
                 yield from self._flush(pending)
-                pending = []
+                pending, n_good = [], 0
         if pending:
             yield from self._flush(pending)
 

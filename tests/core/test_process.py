@@ -591,3 +591,21 @@ def test_ctc_decode_is_the_decoding_its_mode_names() -> None:
         ctc_decode(lg, CS, "greedy", prior)
     with pytest.raises(ValueError, match="unknown decode 'beam'"):
         ctc_decode(lg, CS, "beam")
+
+
+def test_wide_integer_data_keeps_its_contrast():
+    """10- or 12-bit camera samples in a uint16 array, and 8-bit values in a PIL ``I`` image, read at full contrast
+    (a plain >> 8 made them a black plate); full-range 16-bit data is scaled by 8 bits as before; half floats are
+    read like float32."""
+    bgr = _img()
+    for bits in (8, 10, 12, 14, 16):
+        wide = bgr.astype(np.uint16) << (bits - 8)
+        wide[0, 0, 0] = (1 << bits) - 1  # the largest value this depth holds
+        got = to_bgr(wide, "bgr")
+        want = bgr.copy()
+        want[0, 0, 0] = 255
+        assert np.array_equal(got, want), bits
+    gray = bgr[:, :, 1]
+    assert np.array_equal(to_bgr(Image.fromarray(gray).convert("I")), to_bgr(gray))
+    assert np.array_equal(to_bgr((bgr / 255).astype(np.float16), "bgr"), to_bgr((bgr / 255).astype(np.float16)
+                                                                                 .astype(np.float32), "bgr"))

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lprnet.cli._common import BackendOpt, DecodeOpt, ProvincesOpt, ThreadsOpt, WeightsOpt, fail, load_recognizer
+from lprnet.cli._common import (
+    BackendOpt,
+    DecodeOpt,
+    ProvincesOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    fail,
+    load_recognizer,
+    stdout_results,
+)
 
 if TYPE_CHECKING:
     from lprnet.evaluate import EvalReport
@@ -31,6 +40,7 @@ def evaluate_cmd(
 ) -> None:
     """Whole-plate accuracy, per-character accuracy and a confusion summary."""
     from lprnet.cli._common import apply_auto_provinces
+    from lprnet.core.process import display_path
     from lprnet.evaluate import evaluate, unlabelled_images
 
     rec, auto = load_recognizer(weights, provinces, backend=backend, device=device, threads=threads, decode=decode)
@@ -39,12 +49,17 @@ def evaluate_cmd(
     rep = evaluate(rec, paths, batch_size=batch_size, progress=None)  # a bar on stderr when it is a terminal
     if rep.n == 0:  # nothing scored: an accuracy of 0/0 must not pass a CI job
         why = "; ".join(f"{u['path']}: {u['error']}" for u in rep.unreadable[:5])
-        fail(f"no labelled plate could be scored under {', '.join(map(str, paths))}" + (f" ({why}"
+        fail(f"no labelled plate could be scored under {', '.join(map(display_path, paths))}" + (f" ({why}"
              + (f"; and {len(rep.unreadable) - 5} more" if len(rep.unreadable) > 5 else "") + ")" if why else ""))
+    with stdout_results():  # > /dev/full: one error line and exit 2, not a traceback (exit 1 is "not scored")
+        _print_report(rep, rec.decode, rec.provinces, auto, top, as_json)
+    _fail_if_unscored(rep)
+
+
+def _print_report(rep: EvalReport, decode: str, provinces: str | None, auto: bool, top: int, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({**rep.to_json(top), "decode": rec.decode, "provinces": rec.provinces,
+        print(json.dumps({**rep.to_json(top), "decode": decode, "provinces": provinces,
                           "provinces_estimated": auto}, ensure_ascii=False))
-        _fail_if_unscored(rep)
         return
     from rich.console import Console
     from rich.markup import escape
@@ -53,11 +68,11 @@ def evaluate_cmd(
     # piped (and no $COLUMNS): 160 columns, not rich's 80, so that a line is not broken mid-figure
     con = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
     con.print(f"plates: {rep.n}   whole-plate accuracy: [bold]{rep.accuracy:.4f}[/] "
-              f"({rep.correct}/{rep.n})   per-character accuracy: {rep.char_accuracy:.4f}   decoding: {rec.decode}"
-              + (f" (provinces {rec.provinces}{', estimated' if auto else ''})" if rec.provinces else ""))
+              f"({rep.correct}/{rep.n})   per-character accuracy: {rep.char_accuracy:.4f}   decoding: {decode}"
+              + (f" (provinces {provinces}{', estimated' if auto else ''})" if provinces else ""), soft_wrap=True)
     con.print(f"dropped characters: {rep.deletions}   inserted characters: {rep.insertions}   "
               f"not scored (unreadable, or no plate label): {len(rep.unreadable)}"
-              + (f"   repeats skipped: {rep.repeats}" if rep.repeats else ""))
+              + (f"   repeats skipped: {rep.repeats}" if rep.repeats else ""), soft_wrap=True)
     if rep.substitutions:
         t = Table(title="most frequent confusions")
         t.add_column("true")
@@ -66,9 +81,8 @@ def evaluate_cmd(
         for (a, b), c in rep.substitutions.most_common(top):
             t.add_row(a, b, str(c))
         con.print(t)
-    for u in rep.unreadable:
-        con.print(f"[red]not scored[/] {escape(u['path'])}: {escape(u['error'])}")  # a [tag] in a name is text
-    _fail_if_unscored(rep)
+    for u in rep.unreadable:  # one line each, however long (grep), and a [tag] in a name is text
+        con.print(f"[red]not scored[/] {escape(u['path'])}: {escape(u['error'])}", soft_wrap=True)
 
 
 def _fail_if_unscored(rep: EvalReport) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lprnet.cli._common import BackendOpt, ThreadsOpt, WeightsOpt, fail, load_recognizer
+from lprnet.cli._common import BackendOpt, ThreadsOpt, WeightsOpt, fail, load_recognizer, stdout_results
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,21 +60,22 @@ def provinces_cmd(
     est.errors[:0] = bad
     for err in est.errors:
         print(f"unreadable: {err}", file=sys.stderr)
-    if as_json:
-        print(json.dumps(est.to_json(min_share), ensure_ascii=False))
-    else:
-        from rich.console import Console
-        from rich.table import Table
+    with stdout_results():  # > /dev/full: one error line and exit 2, not a traceback (exit 1 is "unreadable")
+        if as_json:
+            print(json.dumps(est.to_json(min_share), ensure_ascii=False))
+        else:
+            from rich.console import Console
+            from rich.table import Table
 
-        con = Console()
-        t = Table(title=f"estimated province shares ({est.n} plates)")
-        t.add_column("province")
-        t.add_column("share", justify="right")
-        for p, v in sorted(est.shares.items(), key=lambda x: -x[1])[:top]:
-            t.add_row(p, f"{v:.3f}")
-        con.print(t)
-        opt = est.option(min_share)
-        con.print(f"--provinces {opt}" if opt else f"no province reaches {min_share:g}: read without --provinces")
+            con = Console()
+            t = Table(title=f"estimated province shares ({est.n} plates)")
+            t.add_column("province")
+            t.add_column("share", justify="right")
+            for p, v in sorted(est.shares.items(), key=lambda x: -x[1])[:top]:
+                t.add_row(p, f"{v:.3f}")
+            con.print(t)
+            opt = est.option(min_share)
+            con.print(f"--provinces {opt}" if opt else f"no province reaches {min_share:g}: read without --provinces")
     if est.errors:
         raise typer.Exit(1)
 

@@ -30,7 +30,8 @@ class Fmt(str, Enum):
 
 
 def recognize(
-    paths: Annotated[list[Path], typer.Argument(help="Image files and/or folders (recursed).")],
+    paths: Annotated[list[Path], typer.Argument(  # readable=False: an unreadable file is one error line, not
+        help="Image files and/or folders (recursed).", readable=False)],  # a usage error that stops them all
     weights: WeightsOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 32,
     fmt: Annotated[Fmt, typer.Option("--format", "-f", help="text, json (lines) or csv")] = Fmt.text,
@@ -66,12 +67,18 @@ def recognize(
             elif writer:
                 writer.writerow([res.path, res.plate, f"{res.confidence:.6f}" if res.ok else "", res.error or ""])
             elif res.ok:
-                print(f"{res.path}\t{res.plate}\t{res.confidence:.4f}")
+                print(f"{_one_field(res.path)}\t{res.plate}\t{res.confidence:.4f}")
             else:
-                print(f"{res.path}\tERROR\t{res.error}")
+                print(f"{_one_field(res.path)}\tERROR\t{_one_field(res.error or '')}")
     if n_err:
         print(f"{n_err} of {len(files)} file(s) could not be read", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _one_field(text: str) -> str:
+    """A path or message as one tab-separated field of one line: tabs and line breaks in a file's name written as
+    ``\\t``, ``\\n``, ``\\r`` (JSON and CSV quote them)."""
+    return text.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lprnet.cli._common import check_out_file, fail, save_or_fail
+from lprnet.cli._common import check_out_file, fail, save_or_fail, stdout_results
 
 if TYPE_CHECKING:
 
@@ -91,7 +91,8 @@ def info(
     d["config"]["charset"] = d["config"]["charset"]["chars"]
     d.update(source_format=meta.source_format, parameters=n, subnormal_parameters=sub,
              output_length=meta.config.output_length, tensors_sha256=tensor_digest(sd))
-    print(json.dumps(d, ensure_ascii=False, indent=2))
+    with stdout_results():
+        print(json.dumps(d, ensure_ascii=False, indent=2))
 
 
 def average_weights_cmd(

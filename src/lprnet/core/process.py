@@ -158,9 +158,14 @@ def read_file_bytes(path: str | os.PathLike[str]) -> bytes:
             target = display_path(os.readlink(p))
             raise ImageError(f"{name}: a symbolic link to {target}, which does not exist") from None
         raise ImageError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{name}: is a directory") from None
     except OSError as e:
+        if p.is_dir():
+            try:
+                os.listdir(p)
+            except OSError as why:  # list_images lists a folder it could not look into
+                raise ImageError(f"{name}: a folder that cannot be listed ({why.strerror or why}): the images in it "
+                                 "were not read") from None
+            raise ImageError(f"{name}: is a directory") from None
         raise ImageError(f"{name}: cannot read ({e.strerror or e})") from None
     except ValueError as e:  # a NUL byte in the name (from a manifest): no file can have it
         raise ImageError(f"{name!r}: not a usable file name ({e})") from None
@@ -181,7 +186,9 @@ def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<ar
     Numpy colour arrays need ``channel_order`` ("bgr" as OpenCV gives, or "rgb");
     grayscale needs none. 4-channel inputs lose alpha; 16-bit and float inputs are
     scaled to 8 bits (floats must lie in [0, 1], small overshoot clipped: 0-255 data in a float array is an
-    error, not a white image).
+    error, not a white image).  16-bit data is scaled by the smallest of 8, 10, 12, 14 and 16 bits that holds its
+    largest value, so that a camera's 10- or 12-bit samples in a uint16 array (or 8-bit values in a PIL ``I``
+    image) keep their contrast rather than reading as a black plate.
     """
     try:
         from PIL import Image
@@ -216,8 +223,11 @@ def to_bgr(img: Any, channel_order: ChannelOrder | None = None, name: str = "<ar
     if a.shape[0] * a.shape[1] > max_pixels:
         raise ImageError(f"{name}: {a.shape[1]}x{a.shape[0]} pixels exceeds the limit")
     if a.dtype == np.uint16:
-        a = (a >> 8).astype(np.uint8)
-    elif a.dtype in (np.float32, np.float64):
+        top = int(a.max())
+        bits = next(b for b in (8, 10, 12, 14, 16) if top < 1 << b)
+        a = (a >> (bits - 8)).astype(np.uint8)
+    elif a.dtype in (np.float16, np.float32, np.float64):
+        a = a.astype(np.float32) if a.dtype == np.float16 else a  # half floats (a GPU pipeline's): as float32
         if not np.isfinite(a).all():
             raise ImageError(f"{name}: float image contains NaN or inf")
         lo, hi = float(a.min()), float(a.max())
@@ -753,15 +763,21 @@ def label_from_filename(path: str | os.PathLike[str]) -> str:
     return stem
 
 
-def iter_tree(root: str | os.PathLike[str]) -> Iterator[Path]:
+def iter_tree(root: str | os.PathLike[str], unlisted: list[Path] | None = None) -> Iterator[Path]:
     """Every name under the folder ``root`` that is not a folder (files, and links that lead nowhere), lazily,
     in no particular order. Folders reached through symbolic links are entered too (a dataset folder is often
     a link to a disk elsewhere; ``Path.rglob`` skips those before Python 3.13), each real folder once, so a
     link back into the tree cannot loop; a link to the root or a folder above it is not followed (it would
-    pull in everything beside the dataset)."""
+    pull in everything beside the dataset).  A folder that cannot be listed (no permission) is appended to
+    ``unlisted`` when it is given, so that its images are reported as not read rather than missing unseen."""
     root_real = os.path.realpath(root)
     seen: set[tuple[int, int]] = set()
-    for top, dirs, files in os.walk(root, followlinks=True):
+
+    def on_error(e: OSError) -> None:
+        if unlisted is not None and e.filename is not None:
+            unlisted.append(Path(os.fsdecode(e.filename)))
+
+    for top, dirs, files in os.walk(root, followlinks=True, onerror=on_error):
         st = os.stat(top)
         if (st.st_dev, st.st_ino) in seen:
             dirs[:] = []
@@ -780,21 +796,23 @@ def iter_tree(root: str | os.PathLike[str]) -> Iterator[Path]:
             yield Path(top, f)
 
 
-def walk_tree(root: str | os.PathLike[str]) -> list[Path]:
+def walk_tree(root: str | os.PathLike[str], unlisted: list[Path] | None = None) -> list[Path]:
     """:func:`iter_tree`, sorted."""
-    return sorted(iter_tree(root))
+    return sorted(iter_tree(root, unlisted))
 
 
 def list_images(paths: Sequence[str | os.PathLike[str]], recursive: bool = True) -> list[Path]:
     """Expand files and directories into a sorted list of image files (directories recursed, through
     symbolic links too: :func:`walk_tree`).  A link inside a folder that leads nowhere (or round in a loop) is
-    listed like a file, so that reading it reports it rather than it going missing; pipes and devices are not."""
+    listed like a file, so that reading it reports it rather than it going missing; pipes and devices are not.
+    A folder that cannot be listed is listed itself, so that reading it reports it (:func:`read_file_bytes`)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            it = walk_tree(p) if recursive else p.glob("*")
-            out.extend(sorted(q for q in it if q.suffix.lower() in IMAGE_EXTENSIONS
-                              and (q.is_file() or (q.is_symlink() and not q.exists()))))
+            unlisted: list[Path] = []
+            it = walk_tree(p, unlisted) if recursive else p.glob("*")
+            out.extend(sorted([q for q in it if q.suffix.lower() in IMAGE_EXTENSIONS
+                               and (q.is_file() or (q.is_symlink() and not q.exists()))] + unlisted))
         else:
             out.append(p)
     return out

@@ -348,16 +348,21 @@ def _finish(samples: list[Sample], problems: list[Problem], strict: bool, what: 
 
 def _images_under(root: Path) -> tuple[list[Path], list[Problem]]:
     """The image files under ``root``, sorted (as :func:`~lprnet.core.process.list_images`), and a problem
-    for each image name that leads nowhere (a broken symbolic link), which would otherwise vanish unseen."""
+    for each image name that leads nowhere (a broken symbolic link) and each folder that cannot be listed, which
+    would otherwise vanish unseen."""
     files: list[Path] = []
     broken: list[Path] = []
-    for q in walk_tree(root):
+    unlisted: list[Path] = []
+    for q in walk_tree(root, unlisted):
         if q.suffix.lower() in IMAGE_EXTENSIONS:
             if q.is_file():
                 files.append(q)
             elif q.is_symlink() and not q.exists():
                 broken.append(q)
-    return sorted(files), [Problem(str(q), "broken symbolic link (its target does not exist)") for q in sorted(broken)]
+    problems = [Problem(str(q), "broken symbolic link (its target does not exist)") for q in sorted(broken)]
+    problems += [Problem(str(q), "a folder that cannot be listed (no permission?): the images in it were not read")
+                 for q in sorted(unlisted)]
+    return sorted(files), problems
 
 
 #: the file a folder of JPEGs from ``lprnet synth`` holds while the render runs (hidden, not an image)
