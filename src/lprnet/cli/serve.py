@@ -46,9 +46,9 @@ def serve(
 ) -> None:
     """Serve POST /v1/recognize, GET /healthz and GET /metrics over HTTP."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (the serve extra: checked here, used by run_server)
 
-        from lprnet.serve.app import ServeSettings, create_app
+        from lprnet.serve.app import ServeSettings, create_app, run_server
     except ImportError as e:
         fail(f"the HTTP service needs the 'serve' extra ({e.name or e} is missing): pip install 'lprnet[serve]'")
     import lprnet
@@ -64,7 +64,7 @@ def serve(
     except (WeightsError, ValueError, RuntimeError, ImportError, OSError) as e:
         fail(str(e))
     app = create_app(settings, recognizer=rec)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_timeout or None)
+    run_server(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_timeout or None)
 
 
 def register(app: typer.Typer) -> None:

@@ -593,6 +593,29 @@ def create_app(settings: ServeSettings | None = None, recognizer: Recognizer | N
     return app
 
 
+def run_server(app: FastAPI, **config: Any) -> None:
+    """``uvicorn.run(app, **config)``, telling the app's batcher when shutdown begins (SIGTERM, Ctrl-C): an image
+    queued then runs at once instead of waiting out ``--max-wait-ms`` for batch-mates that will not come, since
+    uvicorn tells the app only once the requests in flight have finished (or ``--graceful-timeout`` has cut them
+    off)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        loop: asyncio.AbstractEventLoop | None = None
+
+        async def serve(self, sockets: Any = None) -> None:
+            self.loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            st: _State | None = app.state.lprnet
+            if st is not None and self.loop is not None:
+                self.loop.call_soon_threadsafe(st.batcher.hurry)
+
+    Server(uvicorn.Config(app, **config)).run()
+
+
 @functools.cache
 def _demo_html() -> str:
     return (resources.files("lprnet.serve") / "static" / "index.html").read_text(encoding="utf-8")

@@ -93,6 +93,13 @@ class Batcher:
                 raise r
         return list(done)  # type: ignore[arg-type]
 
+    def hurry(self) -> None:
+        """From now on, run what is queued at once rather than wait for batch-mates (the server is shutting down:
+        no more are coming). Call it on the event loop's thread (``loop.call_soon_threadsafe``)."""
+        self.max_wait = 0.0
+        if self._wakeup is not None:
+            self._wakeup.set()
+
     async def close(self) -> None:
         """Stop accepting work, finish everything queued, and stop the worker."""
         self._closing = True
@@ -112,9 +119,9 @@ class Batcher:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            deadline = self._pending[0].queued_at + self.max_wait
+            first = self._pending[0].queued_at
             while len(self._pending) < self.max_batch and not self._closing:
-                remaining = deadline - loop.time()
+                remaining = first + self.max_wait - loop.time()  # max_wait drops to 0 when shutdown begins
                 if remaining <= 0:
                     break
                 self._wakeup.clear()
