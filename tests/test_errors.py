@@ -62,3 +62,15 @@ def test_sigterm_raises_so_cleanup_runs():
             cleaned.append(True)
     assert e.value.code == 143 and cleaned == [True]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_native_error_text_takes_the_cause_not_the_place() -> None:
+    from lprnet.errors import native_error_text
+
+    ov = RuntimeError("Exception from src/inference/src/cpp/core.cpp:84:\nCheck 'm_weights_provider' failed at "
+                      "src/core/xml_util/src/xml_deserialize_util.cpp:887:\nEmpty weights data in bin file or bin "
+                      "file cannot be found!\n\n")
+    assert native_error_text(ov) == ("RuntimeError: Empty weights data in bin file or bin file cannot be found!")
+    assert native_error_text(ValueError("one line")) == "ValueError: one line"
+    assert native_error_text(RuntimeError("Exception from a.cpp:1:\n")) == "RuntimeError: Exception from a.cpp:1:"
+    assert native_error_text(KeyError()) == "KeyError"

@@ -123,7 +123,7 @@ def source_size(data: str | Path | None) -> int | None:
     """How many crops :func:`lprnet.export.onnx.parity_images` can read from ``data`` (a folder of
     crops, a ``path,plate`` manifest or ``ccpd:DIR``; ``None`` = the real folder it finds by
     default), or ``None`` when it would use synthetic crops."""
-    from lprnet.core.process import IMAGE_EXTENSIONS
+    from lprnet.core.process import list_images
     from lprnet.data import real
     from lprnet.export.onnx import ExportError, find_parity_dir
 
@@ -135,7 +135,7 @@ def source_size(data: str | Path | None) -> int | None:
             except real.DataError as e:
                 raise ExportError(f"{data}: {e}") from None
     d = find_parity_dir(data)
-    return None if d is None else sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+    return None if d is None else len(list_images([d]))  # subfolders too, as the parity crops are found
 
 
 def bench_inputs(n: int = 32, data: str | Path | None = None, input_size: tuple[int, int] = (94, 24)

@@ -2,7 +2,8 @@
 
 Our errors name the file or field and say what is wrong in one line; the exceptions they wrap (ONNX, ONNX Runtime,
 OpenVINO, PyTorch's unpickler, Ray) carry tracebacks, colour codes, several lines or no text at all.
-:func:`first_line` and :func:`describe_error` are the one place that turns such an exception into a line.
+:func:`first_line` and :func:`describe_error` are the one place that turns such an exception into a line
+(:func:`native_error_text` for the runtimes whose first line only says where in their C++ it was raised).
 :func:`sigterm_raises` turns a SIGTERM into an exception, so that work interrupted that way cleans up after itself.
 """
 
@@ -31,6 +32,17 @@ def describe_error(e: BaseException) -> str:
     """``Type: first line`` of an exception, or just ``Type`` when its text is empty."""
     line = first_line(e)
     return f"{type(e).__name__}: {line}" if line else type(e).__name__
+
+
+def native_error_text(e: BaseException) -> str:
+    """``Type: cause`` of a native runtime's exception, whose first lines say only where it was raised (OpenVINO:
+    ``Exception from src/inference/src/cpp/core.cpp:84:``, ``Check '...' failed at ...``) and whose last line
+    says what is wrong (``Empty weights data in bin file or bin file cannot be found!``)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    told = [ln for ln in lines if not ln.startswith(("Exception from ", "Check '"))
+            and not re.search(r"\.(c|cc|cpp|h|hpp):\d+:?$", ln)]
+    text = (told or lines or [""])[-1]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 @contextlib.contextmanager

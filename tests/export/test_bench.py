@@ -357,3 +357,19 @@ def test_bench_rewrite_script_interleaves(weights: Path, tmp_path: Path, monkeyp
     lines = [ln for ln in out.splitlines() if ln.startswith("  ") and " ms " in ln]
     assert len(lines) == 5 and lines[0].split() == ["reference", "(eager)", "2000.0", "ms", "x", "1.00"]
     assert all(ln.split()[-4:] == ["1000.0", "ms", "x", "1.00"] for ln in lines[1:]), lines
+
+
+def test_source_size_counts_crops_in_subfolders_as_the_parity_crops_are_found(tmp_path: Path) -> None:
+    """``bench --data`` refused a folder whose crops sit in subfolders (one per camera) that export's parity check
+    reads: both count them the same way."""
+    import cv2
+    import numpy as np
+
+    from lprnet.bench import source_size
+    from lprnet.export.onnx import parity_images
+
+    for cam in ("cam1", "cam2"):
+        (tmp_path / cam).mkdir()
+        for i in range(3):
+            cv2.imwrite(str(tmp_path / cam / f"皖A1234{i}.jpg"), np.full((24, 94, 3), 100 + i, np.uint8))
+    assert source_size(tmp_path) == 6 == len(parity_images(6, tmp_path)[0])

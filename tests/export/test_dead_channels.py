@@ -202,3 +202,8 @@ def test_export_with_dead_channels_flag(tmp_path) -> None:
     step = next(s for s in d["steps"] if s["step"] == "dead-channels")
     assert step["removed"] == sum(planted.values()) and step["flops_after"] < step["flops_before"]
     assert d["ok"] and d["parity"][0]["agreement"] == 1.0
+    from lprnet.export.onnx import read_onnx_meta
+
+    meta, _ = read_onnx_meta(tmp_path / "s.onnx")  # the file says what its graph is: narrowed, BatchNorm folded
+    assert meta is not None and "dead-channels" in meta.rules and "fold-batchnorm" in meta.rules
+    assert meta.config.batchnorm is False

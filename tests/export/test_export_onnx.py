@@ -262,9 +262,13 @@ def test_a_model_whose_classes_do_not_match_its_charset_is_refused(random_weight
     digits_cfg = dataclasses.replace(meta.config, charset=Charset.from_string("0123456789"))
     digits = dataclasses.replace(meta, config=digits_cfg)
     export_onnx(model, tmp_path / "mixed.onnx", meta=digits)
-    with pytest.raises(ExportError, match=r"mixed\.onnx: the network outputs 68 classes but the charset in its "
-                                          r"metadata has 11"):
+    with pytest.raises(ExportError, match=r"mixed\.onnx: classes: the network has 68, its metadata says 11"):
         lprnet.load(tmp_path / "mixed.onnx", backend="onnxruntime")
+    # metadata of another input size: refused at load, not a runtime traceback on the first batch
+    wide = dataclasses.replace(meta, config=dataclasses.replace(meta.config, input_size=(90, 24)))
+    export_onnx(model, tmp_path / "wide.onnx", meta=wide, batch=1)
+    with pytest.raises(ExportError, match=r"wide\.onnx: input width: the network has 94, its metadata says 90"):
+        lprnet.load(tmp_path / "wide.onnx", backend="onnxruntime")
 
 
 def test_runtime_backends_name_a_folder_given_as_weights_and_an_unusable_cache(
@@ -388,3 +392,57 @@ def test_a_killed_export_leaves_no_staging_folder(random_weights: Path, tmp_path
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=120) == 143
     assert not out.exists() and not list(tmp_path.glob(".m.onnx.*"))
+
+
+def test_an_export_says_how_to_feed_it_and_which_opset_it_is(random_weights: Path, tmp_path: Path) -> None:
+    """The preprocessing and decoding travel in the file (metadata and doc_string) for a runtime outside Python,
+    `lprnet info` prints them, and the opset recorded is the one written (the dynamo exporter writes 18)."""
+    from lprnet.export.onnx import PREPROCESS
+    from lprnet.weights import build_model
+
+    model, meta = build_model(random_weights)
+    export_onnx(model, tmp_path / "m.onnx", meta=meta)
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert "(x - 127.5) * 0.0078125" in proto.doc_string and "BGR" in proto.doc_string
+    _, info = read_onnx_meta(tmp_path / "m.onnx")
+    assert info["preprocess"] == PREPROCESS and info["opset"] == 17
+    r = runner.invoke(app, ["info", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["opset"] == {"ai.onnx": 17}
+    assert d["export"]["preprocess"]["normalize"] == "(x - 127.5) * 0.0078125 on 0-255 values"
+    assert d["inputs"] == [{"name": "input", "shape": ["batch", 3, 24, 94], "type": "float"}]
+    assert d["outputs"] == [{"name": "logits", "shape": ["batch", 68, 18], "type": "float"}]
+    assert "MaxPool" in d["ops"] and d["lprnet"]["config"]["charset"].endswith("IO-")
+    try:
+        import onnxscript  # noqa: F401  (the dynamo exporter's dependency)
+    except ImportError:
+        return
+    res = export_onnx(model, tmp_path / "d.onnx", meta=meta, exporter="dynamo")
+    written = {o.domain or "ai.onnx": o.version for o in onnx.load(str(tmp_path / "d.onnx")).opset_import}
+    assert res["opset"] == written["ai.onnx"] == read_onnx_meta(tmp_path / "d.onnx")[1]["opset"] >= 18
+
+
+def test_export_cli_checks_the_name_before_making_folders(random_weights: Path, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "sub" / "x.txt"
+    r = runner.invoke(app, ["export", "--weights", str(random_weights), "--out", str(out)])
+    assert r.exit_code == 2 and "must end in .onnx" in r.output and not (tmp_path / "new").exists(), r.output
+    r = runner.invoke(app, ["export", "--weights", str(random_weights), "--out", str(out), "--int8",
+                            "--int8-activations", "int4"])
+    assert r.exit_code == 2 and "--int8-activations must be uint8 or int8" in r.output
+
+
+def test_int8_activations_int8_writes_signed_quantizers(random_weights: Path, tmp_path: Path) -> None:
+    """``--int8-activations int8``: every activation QuantizeLinear is int8 (TensorRT's explicit quantisation
+    takes nothing else); the default stays uint8."""
+    for act, want in (("int8", TensorProto.INT8), ("uint8", TensorProto.UINT8)):
+        out = tmp_path / f"{act}.onnx"
+        res = export_weights(random_weights, "onnx", out, int8=True, parity_data="synthetic", parity_n=8, threads=1,
+                             keep_failed=True, int8_activations=act)
+        assert out.exists() or res.files, res
+        proto = onnx.load(str(out if out.exists() else res.files[0]))
+        inits = {i.name: i for i in proto.graph.initializer}
+        weights_q = {n.input[0] for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits}
+        zps = [inits[n.input[2]].data_type for n in proto.graph.node
+               if n.op_type == "QuantizeLinear" and n.input[0] not in weights_q and len(n.input) > 2]
+        assert zps and set(zps) == {want}, (act, zps)

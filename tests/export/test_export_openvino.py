@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,33 @@ def test_export_cli_int8_openvino_prints_the_int8_graphs_ops(random_weights: Pat
                                  "--threads", "1", "--keep-failed"])
     ops = next(line for line in r.stdout.splitlines() if line.startswith("ops: "))
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops, r.output
+    # the IR keeps the INT8 record, and `lprnet info` shows it with the graph's inputs and outputs
+    r = CliRunner().invoke(app, ["info", str(tmp_path / "q.xml")])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["source_format"] == "openvino-ir" and d["export"]["int8"]["precision"] == "int8"
+    assert d["lprnet"]["config"]["input_size"] == [94, 24] and "Convolution" in d["ops"]
+    assert [i["name"] for i in d["inputs"]] == ["input"] and d["outputs"][0]["shape"] == "[?,68,18]"
+
+
+def test_an_ir_without_its_bin_and_a_damaged_bin_are_named(random_weights: Path, tmp_path: Path) -> None:
+    """OpenVINO's first lines say only where in its C++ the error was raised: the cause is what is shown."""
+    import shutil
+
+    from lprnet.export.onnx import ExportError, export_onnx
+    from lprnet.export.openvino import onnx_to_openvino
+    from lprnet.weights import build_model
+
+    model, meta = build_model(random_weights)
+    export_onnx(model, tmp_path / "m.onnx", meta=meta)
+    onnx_to_openvino(tmp_path / "m.onnx", tmp_path / "m.xml")
+    shutil.copy(tmp_path / "m.xml", tmp_path / "alone.xml")
+    with pytest.raises(ExportError, match=r"alone\.xml: its weights file alone\.bin is not beside it"):
+        lprnet.load(tmp_path / "alone.xml", backend="openvino")
+    shutil.copy(tmp_path / "m.xml", tmp_path / "cut.xml")
+    (tmp_path / "cut.bin").write_bytes((tmp_path / "m.bin").read_bytes()[:2000])
+    with pytest.raises(ExportError, match=r"cut\.xml: .*\(RuntimeError: Incorrect weights in bin file!\)"):
+        lprnet.load(tmp_path / "cut.xml", backend="openvino")
 
 
 def test_an_ir_whose_classes_do_not_match_its_charset_is_refused(random_weights: Path, tmp_path: Path) -> None:
@@ -118,6 +146,5 @@ def test_an_ir_whose_classes_do_not_match_its_charset_is_refused(random_weights:
     digits = dataclasses.replace(meta, config=digits_cfg)
     export_onnx(model, tmp_path / "mixed.onnx", meta=digits)
     onnx_to_openvino(tmp_path / "mixed.onnx", tmp_path / "mixed.xml")
-    with pytest.raises(ExportError, match=r"mixed\.xml: the network outputs 68 classes but the charset in its "
-                                          r"metadata has 11"):
+    with pytest.raises(ExportError, match=r"mixed\.xml: classes: the network has 68, its metadata says 11"):
         lprnet.load(tmp_path / "mixed.xml", backend="openvino")

@@ -23,6 +23,9 @@ def export_cmd(
     fmt: Annotated[Format, typer.Option("--format", "-f", help="onnx or openvino")] = Format.onnx,
     int8: Annotated[bool, typer.Option("--int8", help="Static INT8 (QDQ, per-channel), calibrated on synthetic crops.")]
     = False,
+    int8_activations: Annotated[str, typer.Option(
+        "--int8-activations", help="With --int8: uint8 (asymmetric, fastest in ONNX Runtime on x86) or int8 "
+        "(symmetric: what TensorRT's explicit quantisation and many NPU toolchains take).")] = "uint8",
     batch: Annotated[str, typer.Option("--batch", help="'dynamic' or a fixed batch size N.")] = "dynamic",
     parity_data: Annotated[Path | None, typer.Option(
         "--parity-data", help="Labelled crops for the parity check (a folder, a manifest or ccpd:DIR; default: "
@@ -44,10 +47,14 @@ def export_cmd(
     from lprnet.export.pipeline import export_weights
     from lprnet.weights import WeightsError
 
+    if int8_activations not in ("uint8", "int8"):
+        fail(f"--int8-activations must be uint8 or int8, got {int8_activations!r}")
     if batch != "dynamic" and not (batch.isdigit() and int(batch) >= 1):
         fail(f"--batch must be 'dynamic' or a positive integer, got {batch!r}")
     if out.is_dir():
         fail(f"--out {out} is a directory; give a file name (.onnx, or .xml for OpenVINO)")
+    if fmt.value == "onnx" and out.suffix.lower() != ".onnx":  # before writable_dir makes --out's folder
+        fail(f"--out {out}: an ONNX output path must end in .onnx")
     writable_dir(out.parent, out)  # before the model and the parity crops are loaded
     if threads is not None:
         torch.set_num_threads(threads)
@@ -55,7 +62,7 @@ def export_cmd(
         with sigterm_raises():  # a kill (exit 143) still removes the hidden staging folder beside --out
             res = export_weights(weights, fmt.value, out, int8=int8, batch=None if batch == "dynamic" else int(batch),
                                  parity_data=parity_data, parity_n=parity_n, threads=threads, keep_failed=keep_failed,
-                                 dead_channels=dead_channels)
+                                 dead_channels=dead_channels, int8_activations=int8_activations)
     except (WeightsError, ExportError, ValueError, ImportError) as e:
         fail(str(e))
     except OSError as e:  # e.g. an output folder that cannot be written

@@ -65,7 +65,8 @@ def info(
         help="Charset string in class order (blank '-' last), for files without lprnet metadata "
              "(default for .pth: the 68-class Chinese set).")] = None,
 ) -> None:
-    """Print a weights file's metadata, parameter statistics and tensor digest (metadata-free) as JSON.
+    """Print a weights file's metadata, parameter statistics and tensor digest (metadata-free) as JSON; for an
+    exported .onnx or .xml, its metadata, preprocessing, inputs, outputs, opset and op types.
 
     The tensors are loaded into the model the metadata describes first, so a file whose tensors do not fit it is
     refused here as every other command refuses it. ``parameters`` counts every float tensor, BatchNorm running
@@ -75,6 +76,17 @@ def info(
     from lprnet.model import LPRNet
     from lprnet.weights import WeightsError, load_state, read_weights, tensor_digest
 
+    if weights.suffix.lower() in (".onnx", ".xml") and weights.is_file():  # an export: what it says of itself
+        from lprnet.export.onnx import ExportError
+        from lprnet.export.runtimes import describe_model
+
+        try:
+            described = describe_model(weights)
+        except (ExportError, ImportError) as e:
+            fail(str(e))
+        with stdout_results():
+            print(json.dumps(described, ensure_ascii=False, indent=2))
+        return
     cs = _charset(charset)
     try:
         sd, meta = read_weights(weights, cs)

@@ -103,7 +103,8 @@ ALLOWED_OPS: frozenset[str] = frozenset({
     "Slice", "Concat", "ReduceMean", "Div", "Mul", "Pow", "Add", "Sub", "Reshape", "Transpose",
     "Flatten", "Squeeze", "Unsqueeze", "Identity", "Constant", "Gemm", "MatMul",
 })
-#: extra operators of an INT8 QDQ graph (TensorRT, OpenVINO and ORT consume QDQ directly)
+#: extra operators of an INT8 QDQ graph (OpenVINO and ORT consume QDQ directly; TensorRT's explicit quantisation
+#: needs int8 activations: ``lprnet export --int8 --int8-activations int8``)
 QDQ_OPS: frozenset[str] = frozenset({"QuantizeLinear", "DequantizeLinear"})
 #: ops whose spatial rank must be 2 (``kernel_shape`` of length 2)
 SPATIAL_OPS: frozenset[str] = frozenset({"Conv", "MaxPool", "AveragePool", "ConvTranspose"})
@@ -236,6 +237,19 @@ def _torch_export(model: nn.Module, x: torch.Tensor, path: Path, opset: int, dyn
             raise ValueError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")
 
 
+#: how another runtime feeds and reads the exported network (``lprnet.core.process`` does it in Python), written
+#: into every export's info so that a C++, Java or NPU pipeline finds it in the file
+PREPROCESS = {"input": "float32 N x 3 x H x W (NCHW), H x W = input_size[1] x input_size[0]",
+              "channels": "BGR (as OpenCV reads an image)",
+              "resize": "the whole crop to W x H, bilinear (OpenCV INTER_LINEAR), no letterbox",
+              "normalize": "(x - 127.5) * 0.0078125 on 0-255 values",
+              "output": "logits N x C x T; CTC: per step the best class, repeats merged, blanks dropped; "
+                        "C = the charset in the lprnet metadata, blank its last class"}
+MODEL_DOC = ("LPRNet licence-plate recognizer (lprnet). Input 'input': float32 N x 3 x {h} x {w}, BGR, resized "
+             "bilinearly to {w} x {h}, (x - 127.5) * 0.0078125. Output 'logits': N x C x T, CTC with the blank as "
+             "the last class; charset and settings in the metadata_props 'lprnet.meta' and 'lprnet.export'.")
+
+
 def export_onnx(model: nn.Module, out: str | os.PathLike[str], *, input_size: tuple[int, int] = (94, 24),
                 batch: int | None = None, opset: int = OPSET, meta: WeightsMeta | None = None,
                 exporter: str = "torchscript", flush_subnormals: bool = True,
@@ -276,13 +290,16 @@ def export_onnx(model: nn.Module, out: str | os.PathLike[str], *, input_size: tu
                                   f"{type(e).__name__}: {e}; dynamo: {type(e2).__name__}: {e2}") from e2
         proto = onnx.load(str(tmp))
         flushed = _flush_subnormals(proto) if flush_subnormals else 0
-        info = {"opset": opset, "exporter": used, "torch": torch.__version__,
+        written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+        info = {"opset": written, "exporter": used, "torch": torch.__version__,  # the dynamo exporter writes >= 18
                 "batch": batch if batch is not None else "dynamic", "flushed_subnormals": flushed,
-                "input": INPUT_NAME, "output": OUTPUT_NAME, "input_size": list(input_size)}
+                "input": INPUT_NAME, "output": OUTPUT_NAME, "input_size": list(input_size),
+                "preprocess": PREPROCESS}
         if meta is not None:
             _set_meta(proto, META_KEY, meta.to_json())
         _set_meta(proto, EXPORT_META_KEY, info)
         proto.producer_name = "lprnet"
+        proto.doc_string = MODEL_DOC.format(w=input_size[0], h=input_size[1])
         ops = check_ops(proto, allowed)
         onnx.save(proto, str(tmp))
         os.replace(tmp, out)

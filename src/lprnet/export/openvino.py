@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lprnet.errors import first_line
+from lprnet.errors import native_error_text
 from lprnet.export.onnx import ExportError, read_onnx_meta
 
 
@@ -24,22 +24,30 @@ def ir_files(xml: str | os.PathLike[str]) -> list[Path]:
     return [p, p.with_suffix(".bin")]
 
 
+def _int8_info(onnx_path: str | os.PathLike[str]) -> dict[str, Any]:
+    """An INT8 QDQ file's quantisation record (``lprnet.int8``), as ``{"int8": {...}}``, or ``{}``."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    return {"int8": json.loads(props["lprnet.int8"])} if "lprnet.int8" in props else {}
+
+
 def onnx_to_openvino(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:
     """Convert an exported ONNX file to an OpenVINO IR at ``out`` (``.xml``); returns a summary."""
     import openvino as ov
 
     out = Path(out)
-    if out.suffix != ".xml":
+    if out.suffix.lower() != ".xml":
         raise ExportError(f"{out}: an OpenVINO IR path must end in .xml")
     out.parent.mkdir(parents=True, exist_ok=True)
     meta, info = read_onnx_meta(onnx_path)
     try:
         model = ov.convert_model(str(onnx_path))
     except Exception as e:
-        raise ExportError(f"openvino.convert_model failed on {onnx_path}: {first_line(e)}") from None
+        raise ExportError(f"openvino.convert_model failed on {onnx_path} ({native_error_text(e)})") from None
     if meta is not None:
         model.set_rt_info(json.dumps(meta.to_json(), ensure_ascii=False), ["lprnet", "meta"])
-    info = {**info, "openvino": ov.__version__, "source": Path(onnx_path).name}
+    info = {**info, **_int8_info(onnx_path), "openvino": ov.__version__, "source": Path(onnx_path).name}
     model.set_rt_info(json.dumps(info, ensure_ascii=False), ["lprnet", "export"])
     ov.save_model(model, str(out), compress_to_fp16=False)
     ops = sorted({op.get_type_name() for op in model.get_ops()})

@@ -48,7 +48,8 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
                    int8: bool = False, batch: int | None = None, parity_data: str | os.PathLike[str] | None = None,
                    parity_n: int = 256, threads: int | None = None, atol: float = 1e-4, rtol: float = 1e-5,
                    int8_min_agreement: float = 0.95, keep_failed: bool = False,
-                   exporter: str = "torchscript", dead_channels: bool = False) -> ExportResult:
+                   exporter: str = "torchscript", dead_channels: bool = False,
+                   int8_activations: str = "uint8") -> ExportResult:
     """Export ``weights`` (``None``: bundled) to ``out`` and check parity (see module doc).
 
     ``dead_channels`` first applies the ``dead-channels`` rewrite rule (verified by the
@@ -60,12 +61,14 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if int8_activations not in ("uint8", "int8"):
+        raise ValueError(f"int8_activations must be 'uint8' or 'int8', got {int8_activations!r}")
     out = Path(out)
     if out.is_dir():
         raise ExportError(f"{out} is a directory; give a file name (.onnx, or .xml for OpenVINO)")
-    if fmt == "openvino" and out.suffix != ".xml":
+    if fmt == "openvino" and out.suffix.lower() != ".xml":
         out = out.with_suffix(".xml")
-    if fmt == "onnx" and out.suffix != ".onnx":
+    if fmt == "onnx" and out.suffix.lower() != ".onnx":
         raise ExportError(f"{out}: an ONNX output path must end in .onnx")
     model, meta = build_model(Path(weights) if weights is not None else None, form="deploy")
     cfg = meta.config
@@ -77,8 +80,11 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
     images, labels, source = parity_images(parity_n, parity_data, input_size=cfg.input_size)
     export_model: Any = model
     if dead_channels:
-        export_model = _slim(model, images, res)
+        export_model, applied = _slim(model, images, res)
         rtol = max(rtol, 1e-4)
+        dmeta = dataclasses.replace(  # the file says what its graph is: narrowed, BatchNorm folded
+            dmeta, config=dataclasses.replace(cfg, batchnorm=cfg.batchnorm and "fold-batchnorm" not in applied),
+            rules=dmeta.rules + [r for r in applied if r not in dmeta.rules])
     out.parent.mkdir(parents=True, exist_ok=True)
     # everything is written to a hidden folder beside ``out`` and moved into place only once
     # parity has passed: an interrupted or failed export never leaves an unchecked ``out``
@@ -93,7 +99,7 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
             from lprnet.export.int8 import quantize_int8
 
             final_onnx = staged if fmt == "onnx" else stage / "model.int8.onnx"
-            res.steps.append({"step": "int8", **quantize_int8(fp32, final_onnx)})
+            res.steps.append({"step": "int8", **quantize_int8(fp32, final_onnx, activation_type=int8_activations)})
         if fmt == "openvino":
             from lprnet.export.openvino import ir_files, onnx_to_openvino
 
@@ -126,11 +132,12 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
     return res
 
 
-def _slim(model: Any, images: list[Any], res: ExportResult) -> Any:
+def _slim(model: Any, images: list[Any], res: ExportResult) -> tuple[Any, list[str]]:
     """The deploy model with the ``safe`` preset and then ``dead-channels`` applied and verified.
 
     Folding BatchNorm and flushing subnormals first exposes every constant channel (a BN scale
-    that is subnormal becomes an exact zero), the same chain ``lprnet bench`` times.
+    that is subnormal becomes an exact zero), the same chain ``lprnet bench`` times.  Returns the graph and the
+    rules applied.
     """
     import torch
 
@@ -146,4 +153,4 @@ def _slim(model: Any, images: list[Any], res: ExportResult) -> Any:
     res.steps.append({"step": "dead-channels", "removed": sum(s.detail["dead"] for s in rr.sites),
                       "sites": len(rr.sites), "flops_before": count_flops(model, model.input_size)["total"],
                       "flops_after": count_flops(gm, model.input_size)["total"]})
-    return gm
+    return gm, rep.applied

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from lprnet.errors import describe_error, first_line
+from lprnet.errors import first_line, native_error_text
 from lprnet.export.onnx import ExportError, read_onnx_meta
 from lprnet.weights import WeightsMeta, file_sha256
 
@@ -97,7 +97,8 @@ class OnnxRuntimeBackend:
         out = self.session.get_outputs()[0]
         self.output_name = out.name
         self.batch = _static_batch(inp.shape[0])
-        self.num_classes = _static_dim(out.shape, 1)  # logits N x C x T
+        self.input_hw = (_static_dim(inp.shape, 2), _static_dim(inp.shape, 3))  # input N x 3 x H x W
+        self.num_classes, self.steps = _static_dim(out.shape, 1), _static_dim(out.shape, 2)  # logits N x C x T
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: x})[0]
@@ -119,7 +120,7 @@ class OpenVinoBackend:
         try:
             model = core.read_model(str(path))
         except Exception as e:
-            raise ExportError(f"{path}: OpenVINO cannot read the model: {first_line(e)}") from None
+            raise ExportError(f"{path}: OpenVINO cannot read the model ({native_error_text(e)})") from None
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -129,7 +130,12 @@ class OpenVinoBackend:
         shape = model.inputs[0].get_partial_shape()
         self.batch = shape[0].get_length() if shape[0].is_static else None
         out = model.outputs[0].get_partial_shape()  # logits N x C x T
-        self.num_classes = out[1].get_length() if out.rank.is_static and len(out) > 1 and out[1].is_static else None
+
+        def dim(ps: Any, i: int) -> int | None:
+            return ps[i].get_length() if ps.rank.is_static and len(ps) > i and ps[i].is_static else None
+
+        self.input_hw = (dim(shape, 2), dim(shape, 3))  # input N x 3 x H x W
+        self.num_classes, self.steps = dim(out, 1), dim(out, 2)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         with self._lock:  # unlocked, two threads' results could swap (or the request fail) silently
@@ -153,6 +159,54 @@ def read_ir_meta(path: str | os.PathLike[str]) -> tuple[WeightsMeta | None, dict
 
     meta = get(OV_META_PATH)
     return (WeightsMeta.from_json(meta) if meta else None), (get(OV_INFO_PATH) or {})
+
+
+def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What ``lprnet info`` prints for an exported ``.onnx`` or ``.xml``: our metadata and export info (opset,
+    preprocessing, INT8 record, ...), the graph's inputs and outputs with their shapes, and its op types."""
+    p = Path(path)
+    if p.suffix.lower() == ".xml":
+        import openvino as ov
+
+        if not p.with_suffix(".bin").is_file():
+            raise ExportError(f"{p}: its weights file {p.with_suffix('.bin').name} is not beside it")
+        try:
+            model = ov.Core().read_model(str(p))
+        except Exception as e:
+            raise ExportError(f"{p}: OpenVINO cannot read the model ({native_error_text(e)})") from None
+        meta, info = read_ir_meta(p)
+        io = {"inputs": [{"name": t.get_any_name(), "shape": str(t.get_partial_shape()),
+                          "type": str(t.get_element_type())} for t in model.inputs],
+              "outputs": [{"name": t.get_any_name(), "shape": str(t.get_partial_shape()),
+                           "type": str(t.get_element_type())} for t in model.outputs],
+              "ops": sorted({op.get_type_name() for op in model.get_ops()})}
+        fmt = "openvino-ir"
+    else:
+        import onnx
+
+        try:
+            proto = onnx.load(str(p), load_external_data=False)
+            meta, info = read_onnx_meta(p)
+        except Exception as e:
+            raise ExportError(f"{p}: not a readable ONNX model ({native_error_text(e)})") from None
+        elem = {v: k for k, v in onnx.TensorProto.DataType.items()}
+
+        def tensor(v: Any) -> dict[str, Any]:
+            t = v.type.tensor_type
+            return {"name": v.name, "shape": [d.dim_param or d.dim_value for d in t.shape.dim],
+                    "type": elem.get(t.elem_type, str(t.elem_type)).lower()}
+
+        inits = {i.name for i in proto.graph.initializer}
+        io = {"opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
+              "inputs": [tensor(v) for v in proto.graph.input if v.name not in inits],
+              "outputs": [tensor(v) for v in proto.graph.output],
+              "ops": sorted({n.op_type for n in proto.graph.node})}
+        fmt = "onnx"
+    d: dict[str, Any] = {"source_format": fmt}
+    if meta is not None:
+        d["lprnet"] = meta.to_json()
+        d["lprnet"]["config"]["charset"] = d["lprnet"]["config"]["charset"]["chars"]
+    return {**d, "export": info, **io}
 
 
 # ---------------------------------------------------------------------------- cache
@@ -204,7 +258,7 @@ def _model_meta(path: Path) -> WeightsMeta:
         raise
     except Exception as e:  # protobuf / OpenVINO parse errors
         kind = "OpenVINO IR" if path.suffix.lower() == ".xml" else "ONNX"
-        raise ExportError(f"{path}: not a readable {kind} model ({describe_error(e)})") from None
+        raise ExportError(f"{path}: not a readable {kind} model ({native_error_text(e)})") from None
 
 
 def load_backend(weights: str | os.PathLike[str] | None, backend: str, threads: int | None = None
@@ -225,15 +279,23 @@ def load_backend(weights: str | os.PathLike[str] | None, backend: str, threads: 
     elif suffix == ".xml":
         if backend != "openvino":
             raise ValueError(f"{p}: an OpenVINO IR needs backend='openvino'")
+        if not p.with_suffix(".bin").is_file():  # the commonest IR mistake: the .xml copied without its .bin
+            raise ExportError(f"{p}: its weights file {p.with_suffix('.bin').name} is not beside it (an OpenVINO IR "
+                              "is the .xml and the .bin of the same name: copy both)")
         model_path = p
     else:
         model_path = _cached_export(p, "openvino" if backend == "openvino" else "onnx")
     meta = _model_meta(model_path)
     be = OpenVinoBackend(model_path, threads) if backend == "openvino" else OnnxRuntimeBackend(model_path, threads)
-    want = meta.config.charset.num_classes
-    if be.num_classes is not None and be.num_classes != want:
-        raise ExportError(f"{p}: the network outputs {be.num_classes} classes but the charset in its "
-                          f"metadata has {want}; the metadata does not belong to this network")
+    cfg = meta.config
+    w, h = cfg.input_size
+    for what, got, want in (("classes", be.num_classes, cfg.charset.num_classes),
+                            ("input height", be.input_hw[0], h), ("input width", be.input_hw[1], w),
+                            ("output steps", be.steps, cfg.output_length)):
+        if got is not None and got != want:  # checked here: a mismatch would fail on the first batch, deep inside
+            raise ExportError(f"{p}: {what}: the network has {got}, its metadata says {want} (input "
+                              f"{w}x{h}, {cfg.charset.num_classes} classes, {cfg.output_length} steps); the "
+                              "metadata does not belong to this network")
     return be, meta
 
 

@@ -312,8 +312,12 @@ def read_weights(path: str | os.PathLike[str], charset: Charset | None = None
         raise WeightsError(f"{p}: is a directory, not a weights file")
     kind, suffix = _sniff(p), p.suffix.lower()
     if suffix in _EXPORTED and (suffix != ".bin" or kind is None):
-        raise WeightsError(f"{p}: an exported {_EXPORTED[suffix]} model, not a weights file (.safetensors, "
-                           "or a reference .pth); `lprnet recognize`, `bench` and `profile` run it with --backend")
+        how = ("give the .xml beside it to `lprnet recognize --backend openvino`" if suffix == ".bin" else
+               "`lprnet recognize`, `eval` and `serve` run it with --backend "
+               + ("openvino" if suffix == ".xml" else "onnxruntime or openvino") + ", `lprnet info` describes it")
+        raise WeightsError(f"{p}: an exported {_EXPORTED[suffix]} model, not a weights file (.safetensors, or a "
+                           f"reference .pth): {how}; `bench`, `profile` and `export` take the weights it was "
+                           "exported from")
     if kind == "torch" or (kind is None and suffix in (".pth", ".pt")):
         sd = _read_pth(p)
         meta = WeightsMeta(config=ModelConfig(charset=charset or DEFAULT_CHARSET, channel_strides=_strides_of(sd)),
