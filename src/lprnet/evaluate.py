@@ -141,7 +141,8 @@ def labelled_samples(paths: Sequence[str | os.PathLike[str]], charset: Charset |
     :func:`lprnet.data.real.scan_source` (layout detected unless prefixed ``KIND:``).  A plate
     (file, and corners for a scene) reached again is kept once; a repeat that carries another label
     is a problem, since no reading can be right for both.  With ``charset``, a label it cannot write
-    (or, for the Chinese charset, not 7 or 8 characters long: a stray ``IMG_0001.jpg``) is a problem too,
+    (or, for the Chinese charset, not 7 or 8 characters long, a stray ``IMG_0001.jpg``, or fitting no GA 36
+    layout) is a problem too,
     named rather than scored as a misreading.  ``labels=False`` is for reading the images alone: a plate
     reached again under another label is then a repeat, not a problem.
     """
@@ -199,8 +200,8 @@ def _inputs(samples: Sequence[Sample], on_error: Callable[[Sample, ImageError], 
 
 def _scorable(samples: list[Sample], charset: Charset, max_steps: int | None = None
               ) -> tuple[list[Sample], list[Problem]]:
-    """Samples whose label the charset can write (and, for the Chinese charset, 7 or 8 characters long);
-    the others as problems."""
+    """Samples whose label the charset can write (and, for the Chinese charset, 7 or 8 characters long in a GA 36
+    layout); the others as problems."""
     keep, bad = split_by_label(samples, charset, max_steps)
     return keep, [Problem(s.where(), "; ".join(why) + " (not scored)") for s, why in bad]
 

@@ -430,6 +430,9 @@ def test_export_cli_checks_the_name_before_making_folders(random_weights: Path, 
     r = runner.invoke(app, ["export", "--weights", str(random_weights), "--out", str(out), "--int8",
                             "--int8-activations", "int4"])
     assert r.exit_code == 2 and "--int8-activations must be uint8 or int8" in r.output
+    r = runner.invoke(app, ["export", "--weights", str(random_weights), "--out", str(out), "--int8-activations",
+                            "int8"])
+    assert r.exit_code == 2 and "add --int8" in r.output, r.output
 
 
 def test_int8_activations_int8_writes_signed_quantizers(random_weights: Path, tmp_path: Path) -> None:
@@ -446,3 +449,5 @@ def test_int8_activations_int8_writes_signed_quantizers(random_weights: Path, tm
         zps = [inits[n.input[2]].data_type for n in proto.graph.node
                if n.op_type == "QuantizeLinear" and n.input[0] not in weights_q and len(n.input) > 2]
         assert zps and set(zps) == {want}, (act, zps)
+        r = runner.invoke(app, ["info", str(out if out.exists() else res.files[0])])  # the record is shown
+        assert r.exit_code == 0 and json.loads(r.stdout)["export"]["int8"]["activations"] == act, r.output

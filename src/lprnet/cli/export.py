@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -23,9 +23,9 @@ def export_cmd(
     fmt: Annotated[Format, typer.Option("--format", "-f", help="onnx or openvino")] = Format.onnx,
     int8: Annotated[bool, typer.Option("--int8", help="Static INT8 (QDQ, per-channel), calibrated on synthetic crops.")]
     = False,
-    int8_activations: Annotated[str, typer.Option(
-        "--int8-activations", help="With --int8: uint8 (asymmetric, fastest in ONNX Runtime on x86) or int8 "
-        "(symmetric: what TensorRT's explicit quantisation and many NPU toolchains take).")] = "uint8",
+    int8_activations: Annotated[Optional[str], typer.Option(
+        "--int8-activations", help="With --int8: uint8 (the default; asymmetric, fastest in ONNX Runtime on x86) "
+        "or int8 (symmetric: what TensorRT's explicit quantisation and many NPU toolchains take).")] = None,
     batch: Annotated[str, typer.Option("--batch", help="'dynamic' or a fixed batch size N.")] = "dynamic",
     parity_data: Annotated[Path | None, typer.Option(
         "--parity-data", help="Labelled crops for the parity check (a folder, a manifest or ccpd:DIR; default: "
@@ -47,7 +47,9 @@ def export_cmd(
     from lprnet.export.pipeline import export_weights
     from lprnet.weights import WeightsError
 
-    if int8_activations not in ("uint8", "int8"):
+    if int8_activations is not None and not int8:
+        fail("--int8-activations applies to an INT8 export: add --int8")
+    if int8_activations not in (None, "uint8", "int8"):
         fail(f"--int8-activations must be uint8 or int8, got {int8_activations!r}")
     if batch != "dynamic" and not (batch.isdigit() and int(batch) >= 1):
         fail(f"--batch must be 'dynamic' or a positive integer, got {batch!r}")
@@ -62,7 +64,8 @@ def export_cmd(
         with sigterm_raises():  # a kill (exit 143) still removes the hidden staging folder beside --out
             res = export_weights(weights, fmt.value, out, int8=int8, batch=None if batch == "dynamic" else int(batch),
                                  parity_data=parity_data, parity_n=parity_n, threads=threads, keep_failed=keep_failed,
-                                 dead_channels=dead_channels, int8_activations=int8_activations)
+                                 dead_channels=dead_channels,
+                                 int8_activations=int8_activations or "uint8")
     except (WeightsError, ExportError, ValueError, ImportError) as e:
         fail(str(e))
     except OSError as e:  # e.g. an output folder that cannot be written

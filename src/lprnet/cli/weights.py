@@ -60,7 +60,7 @@ def import_weights(
 
 
 def info(
-    weights: Annotated[Path, typer.Argument(help="Weights file.")],
+    weights: Annotated[Path, typer.Argument(help="Weights file (.safetensors, .pth), or an exported .onnx / .xml.")],
     charset: Annotated[str | None, typer.Option(
         help="Charset string in class order (blank '-' last), for files without lprnet metadata "
              "(default for .pth: the 68-class Chinese set).")] = None,

@@ -247,7 +247,8 @@ PREPROCESS = {"input": "float32 N x 3 x H x W (NCHW), H x W = input_size[1] x in
                         "C = the charset in the lprnet metadata, blank its last class"}
 MODEL_DOC = ("LPRNet licence-plate recognizer (lprnet). Input 'input': float32 N x 3 x {h} x {w}, BGR, resized "
              "bilinearly to {w} x {h}, (x - 127.5) * 0.0078125. Output 'logits': N x C x T, CTC with the blank as "
-             "the last class; charset and settings in the metadata_props 'lprnet.meta' and 'lprnet.export'.")
+             "the last class; charset and settings in the metadata_props 'lprnet' and 'lprnet.export' (INT8: "
+             "'lprnet.int8').")
 
 
 def export_onnx(model: nn.Module, out: str | os.PathLike[str], *, input_size: tuple[int, int] = (94, 24),

@@ -176,9 +176,9 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise ExportError(f"{p}: OpenVINO cannot read the model ({native_error_text(e)})") from None
         meta, info = read_ir_meta(p)
         io = {"inputs": [{"name": t.get_any_name(), "shape": str(t.get_partial_shape()),
-                          "type": str(t.get_element_type())} for t in model.inputs],
+                          "type": t.get_element_type().get_type_name()} for t in model.inputs],
               "outputs": [{"name": t.get_any_name(), "shape": str(t.get_partial_shape()),
-                           "type": str(t.get_element_type())} for t in model.outputs],
+                           "type": t.get_element_type().get_type_name()} for t in model.outputs],
               "ops": sorted({op.get_type_name() for op in model.get_ops()})}
         fmt = "openvino-ir"
     else:
@@ -196,6 +196,9 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
             return {"name": v.name, "shape": [d.dim_param or d.dim_value for d in t.shape.dim],
                     "type": elem.get(t.elem_type, str(t.elem_type)).lower()}
 
+        props = {pr.key: pr.value for pr in proto.metadata_props}
+        if "lprnet.int8" in props:  # an INT8 QDQ file's quantisation record (the IR keeps it in its export info)
+            info = {**info, "int8": json.loads(props["lprnet.int8"])}
         inits = {i.name for i in proto.graph.initializer}
         io = {"opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
               "inputs": [tensor(v) for v in proto.graph.input if v.name not in inits],
