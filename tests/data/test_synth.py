@@ -475,7 +475,8 @@ def test_cli_synth_jpg_and_preview(tmp_path: Path) -> None:
     jpgs = sorted(out.glob("*.jpg"))
     assert len(jpgs) == 5 and (out / "labels.csv").exists()
     assert all(len(p.stem.rsplit("_", 1)[0]) == 8 for p in jpgs)  # green plates only
-    assert prev.exists()
+    grid = cv2.imread(str(prev))
+    assert grid is not None and grid.shape[0] > 24 and grid.shape[1] > 94  # a picture of the plates
 
 
 def test_cli_synth_shards_and_errors(tmp_path: Path) -> None:

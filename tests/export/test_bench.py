@@ -63,7 +63,7 @@ def test_bench_json_schema_tiny_run(weights: Path) -> None:
 
 def test_bench_rejects_bad_batches(weights: Path) -> None:
     r = runner.invoke(app, ["bench", "--weights", str(weights), "--batches", "0,x", "--no-docs"])
-    assert r.exit_code != 0
+    assert r.exit_code == 2 and "--batches must be comma-separated integers, got '0,x'" in r.output, r.output
 
 
 @pytest.mark.parametrize("extra", [["--backends", "torch", "--no-int8"], ["--device", "cpu"]])

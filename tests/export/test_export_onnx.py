@@ -222,8 +222,10 @@ def test_export_cli_onnx(random_weights: Path, tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as any file the user writes, not mkstemp's 0600
-    r = runner.invoke(app, ["export", "--weights", str(random_weights), "--out", str(out), "--batch", "zero"])
-    assert r.exit_code != 0
+    for bad in ("zero", "0", "-2"):
+        r = runner.invoke(app, ["export", "--weights", str(random_weights), "--out", str(out), "--batch", bad])
+        assert r.exit_code == 2 and f"--batch must be 'dynamic' or a positive integer, got '{bad}'" in r.output, \
+            r.output
 
 
 def test_an_interrupted_parity_check_leaves_no_cache_entry(random_weights: Path, tmp_path: Path,
@@ -414,10 +416,13 @@ def test_an_export_says_how_to_feed_it_and_which_opset_it_is(random_weights: Pat
     assert d["inputs"] == [{"name": "input", "shape": ["batch", 3, 24, 94], "type": "float"}]
     assert d["outputs"] == [{"name": "logits", "shape": ["batch", 68, 18], "type": "float"}]
     assert "MaxPool" in d["ops"] and d["lprnet"]["config"]["charset"].endswith("IO-")
-    try:
-        import onnxscript  # noqa: F401  (the dynamo exporter's dependency)
-    except ImportError:
-        return
+
+
+def test_the_dynamo_exporter_records_the_opset_it_writes(random_weights: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxscript")  # the dynamo exporter's dependency
+    from lprnet.weights import build_model
+
+    model, meta = build_model(random_weights)
     res = export_onnx(model, tmp_path / "d.onnx", meta=meta, exporter="dynamo")
     written = {o.domain or "ai.onnx": o.version for o in onnx.load(str(tmp_path / "d.onnx")).opset_import}
     assert res["opset"] == written["ai.onnx"] == read_onnx_meta(tmp_path / "d.onnx")[1]["opset"] >= 18

@@ -133,14 +133,15 @@ def test_int8_dead_channels_export_loads_and_agrees(tmp_path: Path) -> None:
     got = [r.plate for r in lprnet.load(out, backend="onnxruntime", threads=1).recognize(imgs, channel_order="bgr")]
     agree = np.mean([a == b for a, b in zip(got, want)])
     assert agree >= 0.85, agree  # candidate 44 (wide): 0.896; stage 19 weights: 0.979 (stage 17: 1.0; 14: 0.917)
-    if importlib.util.find_spec("openvino") is not None:
-        from lprnet.export.openvino import onnx_to_openvino
-        from lprnet.export.runtimes import OpenVinoBackend
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("OpenVINO is not installed: the ONNX Runtime half passed, the OpenVINO half was not run")
+    from lprnet.export.openvino import onnx_to_openvino
+    from lprnet.export.runtimes import OpenVinoBackend
 
-        onnx_to_openvino(out, tmp_path / "slim.int8.xml")
-        ov = OpenVinoBackend(tmp_path / "slim.int8.xml", 1)(preprocess(imgs))
-        agree_ov = np.mean([a == b for a, b in zip(greedy_strings(ov, meta.config.charset), want)])
-        assert agree_ov >= 0.9, agree_ov  # stage 19 weights: 0.979 (stage 17: 1.0)
+    onnx_to_openvino(out, tmp_path / "slim.int8.xml")
+    ov = OpenVinoBackend(tmp_path / "slim.int8.xml", 1)(preprocess(imgs))
+    agree_ov = np.mean([a == b for a, b in zip(greedy_strings(ov, meta.config.charset), want)])
+    assert agree_ov >= 0.9, agree_ov  # stage 19 weights: 0.979 (stage 17: 1.0)
 
 
 def test_int8_calibration_is_the_same_for_every_fixed_batch(tmp_path: Path) -> None:

@@ -14,10 +14,15 @@ from typer.testing import CliRunner
 from lprnet.train import ConfigError, TrainConfig, make_config
 
 
-def test_defaults_and_derived() -> None:
+def test_defaults_and_derived(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cfg = TrainConfig(data=["synth:/x"])
     assert cfg.batch_size == 64 and cfg.get_charset().num_classes == 68 and cfg.model_cfg().output_length == 18
-    assert ".cache/lprnet/runs" in str(cfg.out_dir()) or cfg.out_dir().is_absolute()
+    # a run's folder is never inside the repository: $LPRNET_RUNS, else the user's cache
+    monkeypatch.setenv("LPRNET_RUNS", str(tmp_path / "runs"))
+    assert cfg.out_dir().parent == tmp_path / "runs"
+    monkeypatch.delenv("LPRNET_RUNS")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cfg.out_dir().parent == tmp_path / "home" / ".cache" / "lprnet" / "runs"
     custom = TrainConfig(data=["synth:/x"], charset="AB12")
     assert custom.get_charset().num_classes == 5 and custom.get_charset().blank_index == 4
 

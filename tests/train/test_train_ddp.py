@@ -134,7 +134,7 @@ def test_a_rank_that_stops_taking_part_fails_the_run_within_the_timeout(tmp_path
     t0 = time.monotonic()
     proc = _torchrun(tmp_path, cfg, timeout=90, HANG_AT_STEP="2")
     assert proc.returncode != 0
-    assert time.monotonic() - t0 < 90
+    assert time.monotonic() - t0 < 75  # the 5 s timeout, with torchrun's start and stop on a loaded machine
     assert "timed out" in (proc.stdout + proc.stderr).lower() or "timeout" in (proc.stdout + proc.stderr).lower()
     assert not (tmp_path / "rank0.pt").exists()
 

@@ -74,6 +74,8 @@ def test_loss_decreases_on_a_tiny_fixed_batch(data: Path) -> None:
     # outputs: final + best weights (with provenance), curves, config, checkpoint
     for name in ("final.safetensors", "best.safetensors", "curves.png", "config.json", "checkpoints/last.pt"):
         assert (res.out / name).exists(), name
+    assert (res.out / "curves.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert json.loads((res.out / "config.json").read_text())["steps"] == cfg.steps
     _, meta = read_weights(res.out / "final.safetensors")
     prov = meta.provenance
     assert prov["steps"] == 14 and prov["samples"] == 14 * 8 and prov["trainer"] == "lprnet.train"
