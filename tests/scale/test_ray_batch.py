@@ -405,14 +405,14 @@ def test_a_cluster_address_where_nothing_answers_is_one_error_line():
     import socket
     import time
 
-    from lprnet.scale.ray_batch import _init_ray
+    from lprnet.scale.ray_batch import init_ray
 
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t0 = time.monotonic()  # (called directly: in this test process another test's Ray may be running already)
     with pytest.raises(BatchJobError, match=f"--ray-address 127.0.0.1:{port}: nothing answers at 127.0.0.1:{port}"):
-        _init_ray(f"127.0.0.1:{port}", actors=1, cpus_per_actor=1.0, object_store_memory=None)
+        init_ray(f"127.0.0.1:{port}", actors=1, cpus_per_actor=1.0, object_store_memory=None)
     assert time.monotonic() - t0 < 30
 
 
@@ -425,7 +425,7 @@ def test_ray_address_auto_whose_recorded_head_has_stopped_is_one_error_line(tmp_
 
     import ray._private.services as services
 
-    from lprnet.scale.ray_batch import _init_ray
+    from lprnet.scale.ray_batch import init_ray
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -438,7 +438,7 @@ def test_ray_address_auto_whose_recorded_head_has_stopped_is_one_error_line(tmp_
     t0 = time.monotonic()
     with pytest.raises(BatchJobError, match=rf"--ray-address auto \(resolved to \S+:{port}\): nothing answers "
                                             rf"at \S+:{port}"):  # Ray names this host by its address
-        _init_ray("auto", actors=1, cpus_per_actor=1.0, object_store_memory=None)
+        init_ray("auto", actors=1, cpus_per_actor=1.0, object_store_memory=None)
     assert time.monotonic() - t0 < 30
 
 

@@ -34,7 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -48,6 +48,9 @@ from lprnet.core.process import (
 )
 from lprnet.errors import describe_error, sigterm_raises
 from lprnet.weights import chmod_as_created
+
+if TYPE_CHECKING:
+    from lprnet.recognizer import Recognizer
 
 SCHEMA = pa.schema([
     pa.field("path", pa.string(), nullable=False),
@@ -164,21 +167,12 @@ class RecognizerActor:
 
     def __init__(self, files: dict[str, bytes] | tuple[Any] | None, backend: str = "torch",
                  threads: int | None = 1, decode: str = "auto", provinces: str | None = None) -> None:
-        from lprnet.recognizer import load
-
         if isinstance(files, tuple):
             import ray
 
             files = ray.get(files[0])
-
-        weights: Path | None = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if files:
-            self._tmp = tempfile.TemporaryDirectory(prefix="lprnet-weights-")
-            for name, blob in files.items():
-                (Path(self._tmp.name) / name).write_bytes(blob)
-            weights = Path(self._tmp.name) / next(iter(files))
-        self.recognizer = load(weights, backend=backend, threads=threads, decode=decode, provinces=provinces)
+        self.recognizer, self._tmp = load_shipped(files, backend=backend, threads=threads, decode=decode,
+                                                  provinces=provinces)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         paths = batch.column("path").to_pylist()
@@ -267,7 +261,23 @@ def _check_not_an_input(out: Path, inputs: list[str], manifest: str | os.PathLik
             raise BatchJobError(f"{out}: is one of the input files; write the results to another file")
 
 
-def _weights_files(weights: str | os.PathLike[str] | None, backend: str) -> dict[str, bytes]:
+def load_shipped(files: dict[str, bytes] | None, **load_kw: Any
+                 ) -> tuple[Recognizer, tempfile.TemporaryDirectory[str] | None]:
+    """A recognizer from weights shipped as bytes (:func:`weights_files`) to a worker that may not see the driver's
+    disk: they are written to a private temporary folder, kept while the returned folder object lives, and the
+    first entry is loaded with ``load_kw`` (:func:`~lprnet.recognizer.load`'s options); ``None``: the bundled
+    default weights of the worker's installation."""
+    from lprnet.recognizer import load
+
+    if not files:
+        return load(None, **load_kw), None
+    tmp = tempfile.TemporaryDirectory(prefix="lprnet-weights-")
+    for name, blob in files.items():
+        (Path(tmp.name) / name).write_bytes(blob)
+    return load(Path(tmp.name) / next(iter(files)), **load_kw), tmp
+
+
+def weights_files(weights: str | os.PathLike[str] | None, backend: str) -> dict[str, bytes]:
     """The weights file (the bundled default when None) and its companions, as bytes.
 
     The file is also opened once here with ``backend`` (weights exported to the checked cache
@@ -364,7 +374,7 @@ def _auto_address() -> str:
         return "auto"
 
 
-def _init_ray(ray_address: str | None, actors: int, cpus_per_actor: float, object_store_memory: int | None) -> None:
+def init_ray(ray_address: str | None, actors: int, cpus_per_actor: float, object_store_memory: int | None) -> None:
     """Join ``ray_address`` (or ``$RAY_ADDRESS``), or start a local Ray sized for the job; one-line errors."""
     import ray
 
@@ -458,7 +468,7 @@ def run_batch(
         if os.path.lexists(out) and not overwrite:  # a link that leads nowhere too: the job would end refused
             raise BatchJobError(f"{out}: the output file exists; pass --overwrite to replace it")
     _check_writable(out if kind == "parquet-dir" else out.parent, out)
-    files = _weights_files(weights, backend)
+    files = weights_files(weights, backend)
     if decode == "plate" or provinces:  # fail here, not in every actor (a charset that cannot write
         from lprnet.recognizer import load  # plates, bad province shares)
 
@@ -476,7 +486,7 @@ def run_batch(
         try:
             if not ray.is_initialized():
                 started = True
-                _init_ray(ray_address, actors, cpus_per_actor, object_store_memory)
+                init_ray(ray_address, actors, cpus_per_actor, object_store_memory)
                 # ray.init put its own SIGTERM handlers in place (sys.exit(15), and its core worker's stack dump
                 # and abort): ours again, so that a kill still removes the partial output and ends with 143
                 handlers.enter_context(sigterm_raises())

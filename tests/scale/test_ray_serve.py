@@ -1,0 +1,93 @@
+"""``lprnet serve --ray``: the HTTP service as a Ray Serve application on a local Ray, talked to over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray.serve", reason="needs ray[serve] (the 'scale' extra)")
+httpx = pytest.importorskip("httpx")
+
+import lprnet  # noqa: E402
+
+SAMPLES = sorted(Path(lprnet.__file__).with_name("samples").glob("*.jpg"))
+
+
+def _serve(*extra: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.Popen([sys.executable, "-m", "lprnet", "serve", "--ray", "--port", "0", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def test_the_service_on_ray_serve_answers_as_the_recognizer_and_stops_cleanly() -> None:
+    """One replica behind Ray Serve's proxy: readings equal ``lprnet.load().recognize`` (alone and under concurrent
+    requests, which its batcher groups), bad input is the same 4xx as ``lprnet serve``'s, and SIGTERM shuts Ray
+    Serve and the local Ray down."""
+    proc = _serve("--cpus-per-replica", "0.5", "--max-wait-ms", "50", "--threads", "1")
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        base = None
+        deadline = time.monotonic() + 240
+        while base is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"replica\(s\) on Ray Serve, running on (http://127\.0\.0\.1:\d+)", line)
+            base = m.group(1) if m else None
+        assert base, "".join(lines)
+        threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()  # keep the pipe drained
+        want = {r.path.rsplit("/", 1)[-1]: r for r in lprnet.load(threads=1).recognize([str(p) for p in SAMPLES])}
+        files = [("files", (p.name, p.read_bytes())) for p in SAMPLES]
+        r = httpx.post(f"{base}/v1/recognize", files=files, timeout=120)
+        assert r.status_code == 200, r.text
+        got = r.json()["results"]
+        assert [g["path"] for g in got] == [p.name for p in SAMPLES]
+        for g in got:
+            assert g["plate"] == want[g["path"]].plate
+            assert g["confidence"] == pytest.approx(want[g["path"]].confidence, rel=1e-3, abs=2e-6)
+        answers: dict[int, dict] = {}
+
+        def one(i: int) -> None:
+            p = SAMPLES[i % len(SAMPLES)]
+            answers[i] = httpx.post(f"{base}/v1/recognize", files={"files": (p.name, p.read_bytes())},
+                                    timeout=120).json()["results"][0]
+
+        workers = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join(120)
+        assert sorted(answers) == list(range(8))
+        assert all(a["plate"] == want[a["path"]].plate for a in answers.values())
+        bad = httpx.post(f"{base}/v1/recognize", content=b"x", headers={"content-type": "text/plain"}, timeout=60)
+        assert bad.status_code == 415 and "unsupported content type" in bad.json()["detail"]
+        health = httpx.get(f"{base}/healthz", timeout=60).json()
+        assert health["status"] == "ok" and health["max_wait_ms"] == 50
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 0, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_ray_options_without_ray_and_bad_weights_are_one_line_before_ray_starts(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "lprnet", "serve", "--replicas", "2"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "apply to a service on Ray Serve: add --ray" in r.stderr, r.stderr
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"not weights")
+    r = subprocess.run([sys.executable, "-m", "lprnet", "serve", "--ray", "--weights", str(bad)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and str(bad) in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "Started a local Ray" not in r.stderr + r.stdout
