@@ -69,7 +69,9 @@ def run_service(weights: str | os.PathLike[str] | None, settings: ServeSettings 
                 ray_address: str | None = None, on_ready: Callable[[str], None] | None = None,
                 stop: threading.Event | None = None) -> None:
     """Start (or join, with ``ray_address``) Ray, run the application on ``host:port`` and serve until SIGINT or
-    SIGTERM (or ``stop`` is set); then shut Ray Serve down, and the local Ray if this call started it."""
+    SIGTERM (or ``stop`` is set).  Then a local Ray this call started is shut down with Ray Serve; on a cluster it
+    joined, only this application is deleted (other applications on its Ray Serve go on; a Ray Serve already
+    running there keeps its own proxy address)."""
     import ray
     from ray import serve
 
@@ -88,6 +90,8 @@ def run_service(weights: str | os.PathLike[str] | None, settings: ServeSettings 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        serve.shutdown()
         if started:
+            serve.shutdown()
             ray.shutdown()
+        else:
+            serve.delete("lprnet")
