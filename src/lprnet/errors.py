@@ -34,6 +34,13 @@ def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {line}" if line else type(e).__name__
 
 
+def describe_cause(e: BaseException) -> str:
+    """:func:`describe_error` of the exception a wrapper carries as ``cause`` (a Ray task error, whose own text
+    starts with the worker's process title in colour codes), or of ``e`` itself."""
+    cause = getattr(e, "cause", None)
+    return describe_error(cause if isinstance(cause, BaseException) else e)
+
+
 def native_error_text(e: BaseException) -> str:
     """``Type: cause`` of a native runtime's exception, whose first lines say only where it was raised (OpenVINO:
     ``Exception from src/inference/src/cpp/core.cpp:84:``, ``Check '...' failed at ...``) and whose last line

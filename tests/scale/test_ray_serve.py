@@ -91,3 +91,21 @@ def test_ray_options_without_ray_and_bad_weights_are_one_line_before_ray_starts(
                        text=True, timeout=120)
     assert r.returncode == 2 and str(bad) in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert "Started a local Ray" not in r.stderr + r.stdout
+
+
+def test_a_port_in_use_is_one_line_and_exit_3_and_ray_is_shut_down() -> None:
+    """As ``lprnet serve`` exits 3 for a port in use: Ray Serve's proxy cannot bind, the command says so in one
+    line (not Ray's traceback) and the local Ray it started is gone."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        r = subprocess.run([sys.executable, "-m", "lprnet", "serve", "--ray", "--port", str(port), "--cpus-per-replica",
+                            "0.5"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert r.stderr.strip().splitlines()[-1] == f"error: Ray Serve: RuntimeError: Failed to bind to address " \
+                                                 f"'127.0.0.1:{port}'."
+    assert "Traceback" not in r.stderr

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from lprnet.cli._common import DecodeOpt, FixedProvincesOpt, WeightsOpt, fail
-from lprnet.errors import describe_error
+from lprnet.errors import describe_cause
 
 
 def batch(
@@ -60,19 +60,12 @@ def batch(
     except typer.Exit:
         raise
     except Exception as e:  # the job itself broke (Ray, Arrow, a worker): one line and exit 2, not the
-        fail(f"the batch job failed: {_one_line(e)}")  # exit 1 that means "some files failed"
+        fail(f"the batch job failed: {describe_cause(e)}")  # exit 1 that means "some files failed"
     print(summary.to_text())
     if summary.failures:
         print(f"{summary.failures} of {summary.n} file(s) could not be recognized (see the 'error' column)",
               file=sys.stderr)
         raise typer.Exit(1)
-
-
-def _one_line(e: BaseException) -> str:
-    """``Type: first line`` of an exception; for a Ray task error, of the exception inside it (Ray's own text
-    starts with the worker's process title in colour codes)."""
-    cause = getattr(e, "cause", None)
-    return describe_error(cause if isinstance(cause, BaseException) else e)
 
 
 def register(app: typer.Typer) -> None:

@@ -106,6 +106,11 @@ def _serve_on_ray(settings: ServeSettings, host: str, port: int, replicas: int, 
                                                "(Ctrl-C or SIGTERM to stop)", flush=True))
     except BatchJobError as e:
         fail(str(e))
+    except Exception as e:  # Ray or Ray Serve could not start (a port in use, a cluster that went away): one line
+        from lprnet.errors import describe_cause
+
+        why = describe_cause(e)
+        fail(f"Ray Serve: {why}", 3 if "Failed to bind" in why else 2)  # 3: as uvicorn exits for a port in use
 
 
 def register(app: typer.Typer) -> None:
