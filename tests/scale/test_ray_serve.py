@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ pytest.importorskip("ray.serve", reason="needs ray[serve] (the 'scale' extra)")
 httpx = pytest.importorskip("httpx")
 
 import lprnet  # noqa: E402
+from server_output import wait_for_address  # noqa: E402
 
 SAMPLES = sorted(Path(lprnet.__file__).with_name("samples").glob("*.jpg"))
 
@@ -34,18 +33,8 @@ def test_the_service_on_ray_serve_answers_as_the_recognizer_and_stops_cleanly() 
     proc = _serve("--cpus-per-replica", "0.5", "--max-wait-ms", "50", "--threads", "1")
     lines: list[str] = []
     try:
-        assert proc.stdout is not None
-        base = None
-        deadline = time.monotonic() + 240
-        while base is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"replica\(s\) on Ray Serve, running on (http://127\.0\.0\.1:\d+)", line)
-            base = m.group(1) if m else None
-        assert base, "".join(lines)
-        threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()  # keep the pipe drained
+        base, _ = wait_for_address(proc, r"replica\(s\) on Ray Serve, running on (http://127\.0\.0\.1:\d+)", lines,
+                                   240)
         want = {r.path.rsplit("/", 1)[-1]: r for r in lprnet.load(threads=1).recognize([str(p) for p in SAMPLES])}
         files = [("files", (p.name, p.read_bytes())) for p in SAMPLES]
         r = httpx.post(f"{base}/v1/recognize", files=files, timeout=120)

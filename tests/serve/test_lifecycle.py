@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from lprnet.core.process import decode_image_bytes
 from lprnet.recognizer import Recognizer
 from lprnet.serve.app import ServeSettings, create_app
 from lprnet.serve.batcher import Batcher, BatcherClosed
+from server_output import wait_for_address
 
 from .conftest import running_app
 
@@ -74,20 +74,8 @@ def test_cli_serve_graceful_shutdown(weights: Path, recognizer: Recognizer, imag
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines: list[str] = []
-    try:
-        base = None
-        deadline = time.monotonic() + 120  # startup imports torch: slow on a loaded machine
-        assert proc.stdout is not None
-        while base is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
-            base = m.group(1) if m else None
-        assert base, "".join(lines)
-        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # keep the pipe drained
-        reader.start()
+    try:  # startup imports torch: slow on a loaded machine
+        base, reader = wait_for_address(proc, r"running on (http://127\.0\.0\.1:\d+)", lines, 120)
         assert httpx.get(f"{base}/healthz").json()["model_loaded"] is True
 
         name, data = images[0]
