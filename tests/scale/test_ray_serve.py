@@ -98,3 +98,25 @@ def test_a_port_in_use_is_one_line_and_exit_3_and_ray_is_shut_down() -> None:
     assert r.stderr.strip().splitlines()[-1] == f"error: Ray Serve: RuntimeError: Failed to bind to address " \
                                                  f"'127.0.0.1:{port}'."
     assert "Traceback" not in r.stderr
+
+
+def test_replicas_reserve_what_they_run_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each replica reserves --cpus-per-replica CPUs and, for a CUDA device, one GPU: Ray hides the GPUs from an
+    actor that reserved none, so a CUDA replica without the reservation could not start."""
+    from ray import serve
+
+    from lprnet.scale.ray_serve import build_application
+    from lprnet.serve.app import ServeSettings
+
+    seen: list[dict] = []
+    real = serve.deployment
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serve, "deployment", recording)
+    build_application(None, ServeSettings(), replicas=3, cpus_per_replica=0.5)
+    build_application(None, ServeSettings(device="cuda"), replicas=1)
+    assert [(k["num_replicas"], k["ray_actor_options"]) for k in seen] == [
+        (3, {"num_cpus": 0.5}), (1, {"num_cpus": 1.0, "num_gpus": 1})]

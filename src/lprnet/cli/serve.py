@@ -74,8 +74,8 @@ def serve(
     if not ray and (replicas != 1 or ray_address is not None or cpus_per_replica != 1.0):
         fail("--replicas, --cpus-per-replica and --ray-address apply to a service on Ray Serve: add --ray")
     try:  # load here, so that a bad --weights/--backend is a clear error rather than a failed startup
-        rec = lprnet.load(weights, backend=backend, device=device, threads=threads, decode=decode,
-                          provinces=provinces)
+        rec = lprnet.load(weights, backend=backend, device="cpu" if ray else device,  # with --ray, the replicas'
+                          threads=threads, decode=decode, provinces=provinces)              # devices, not this one's
     except (WeightsError, ValueError, RuntimeError, ImportError, OSError) as e:
         fail(str(e))
     if ray:  # the replicas load their own copies: this one only checked the settings

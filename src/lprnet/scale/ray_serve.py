@@ -48,7 +48,8 @@ def _replica_app() -> Any:
 def build_application(weights: str | os.PathLike[str] | None, settings: ServeSettings | None = None, *,
                       replicas: int = 1, cpus_per_replica: float = 1.0) -> Any:
     """The Ray Serve application (``serve.run`` it): ``replicas`` copies of the service, each reserving
-    ``cpus_per_replica`` CPUs, over ``weights`` (None: the bundled ones).  Raises :class:`BatchJobError` for a bad
+    ``cpus_per_replica`` CPUs (and one GPU when ``settings.device`` is CUDA), over ``weights`` (None: the bundled
+    ones).  Raises :class:`BatchJobError` for a bad
     weights file or setting, before anything reaches Ray."""
     from ray import serve
 
@@ -59,8 +60,11 @@ def build_application(weights: str | os.PathLike[str] | None, settings: ServeSet
         raise BatchJobError(f"cpus_per_replica must be > 0, got {cpus_per_replica}")
     files = weights_files(weights, settings.backend)
     shipped = dataclasses.asdict(dataclasses.replace(settings, weights=None))  # the weights travel as bytes
+    options: dict[str, Any] = {"num_cpus": cpus_per_replica}
+    if settings.device.startswith("cuda"):  # Ray hides the GPUs from an actor that reserved none
+        options["num_gpus"] = 1
     deployment = serve.deployment(serve.ingress(_replica_app)(_Replica), name="lprnet", num_replicas=replicas,
-                                  ray_actor_options={"num_cpus": cpus_per_replica})
+                                  ray_actor_options=options)
     return deployment.bind(files, shipped)
 
 
