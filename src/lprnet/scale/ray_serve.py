@@ -49,8 +49,7 @@ def build_application(weights: str | os.PathLike[str] | None, settings: ServeSet
                       replicas: int = 1, cpus_per_replica: float = 1.0) -> Any:
     """The Ray Serve application (``serve.run`` it): ``replicas`` copies of the service, each reserving
     ``cpus_per_replica`` CPUs (and one GPU when ``settings.device`` is CUDA), over ``weights`` (None: the bundled
-    ones).  Raises :class:`BatchJobError` for a bad
-    weights file or setting, before anything reaches Ray."""
+    ones).  Raises :class:`BatchJobError` for a bad weights file or setting, before anything reaches Ray."""
     from ray import serve
 
     settings = settings or ServeSettings()
@@ -81,8 +80,9 @@ def run_service(weights: str | os.PathLike[str] | None, settings: ServeSettings 
 
     app = build_application(weights, settings, replicas=replicas, cpus_per_replica=cpus_per_replica)
     stop = stop or threading.Event()
-    started = not ray.is_initialized()
-    if started:
+    connected = not ray.is_initialized()  # this call connects (a driver that was connected stays so)
+    local = connected and not (ray_address or os.environ.get("RAY_ADDRESS"))  # ... to a Ray of its own
+    if connected:
         init_ray(ray_address, replicas, cpus_per_replica, None)
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -94,8 +94,9 @@ def run_service(weights: str | os.PathLike[str] | None, settings: ServeSettings 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if started:
+        if local:
             serve.shutdown()
-            ray.shutdown()
-        else:
+        else:  # a cluster's Ray Serve may run other applications
             serve.delete("lprnet")
+        if connected:
+            ray.shutdown()  # a local Ray stops; from a cluster, this driver disconnects
