@@ -57,7 +57,7 @@ import numpy as np
 
 from lprnet.core.process import preprocess
 from lprnet.errors import describe_error
-from lprnet.export.onnx import ALLOWED_OPS, EXPORT_META_KEY, QDQ_OPS, ExportError, check_ops
+from lprnet.export.onnx import ALLOWED_OPS, EXPORT_META_KEY, INT8_META_KEY, QDQ_OPS, ExportError, check_ops
 
 CALIB_SEED = 20240601
 CALIB_N = 256
@@ -200,7 +200,7 @@ def quantize_int8(fp32_onnx: str | os.PathLike[str], out: str | os.PathLike[str]
             "activations": activation_type, "op_types": list(op_types) if op_types else "all",
             "fp32_nodes": exclude}
     e = q.metadata_props.add()
-    e.key, e.value = "lprnet.int8", json.dumps(info)
+    e.key, e.value = INT8_META_KEY, json.dumps(info)
     ops = check_ops(q, ALLOWED_OPS | QDQ_OPS)
     onnx.save(q, str(out))
     return {"path": str(out), "ops": ops, **info}

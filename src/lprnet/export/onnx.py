@@ -95,6 +95,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 META_KEY = "lprnet"
 EXPORT_META_KEY = "lprnet.export"
+INT8_META_KEY = "lprnet.int8"  # an INT8 QDQ file's quantisation record (lprnet.export.int8)
 
 #: operators accepted by TensorRT, OpenVINO, RKNN, Ascend ATC and the other toolchains
 #: named in the module docstring (2-D use, fp32)
@@ -247,8 +248,8 @@ PREPROCESS = {"input": "float32 N x 3 x H x W (NCHW), H x W = input_size[1] x in
                         "C = the charset in the lprnet metadata, blank its last class"}
 MODEL_DOC = ("LPRNet licence-plate recognizer (lprnet). Input 'input': float32 N x 3 x {h} x {w}, BGR, resized "
              "bilinearly to {w} x {h}, (x - 127.5) * 0.0078125. Output 'logits': N x C x T, CTC with the blank as "
-             "the last class; charset and settings in the metadata_props 'lprnet' and 'lprnet.export' (INT8: "
-             "'lprnet.int8').")
+             "the last class; charset and settings in the metadata_props '" + META_KEY + "' and '" + EXPORT_META_KEY
+             + "' (INT8: '" + INT8_META_KEY + "').")
 
 
 def export_onnx(model: nn.Module, out: str | os.PathLike[str], *, input_size: tuple[int, int] = (94, 24),
@@ -312,15 +313,22 @@ def export_onnx(model: nn.Module, out: str | os.PathLike[str], *, input_size: tu
 
 def read_onnx_meta(path: str | os.PathLike[str]) -> tuple[WeightsMeta | None, dict[str, Any]]:
     """(weights metadata, export info) embedded by :func:`export_onnx` (``None``/``{}``
-    when absent)."""
+    when absent); see :func:`proto_meta`."""
     import onnx
 
+    return proto_meta(onnx.load(str(path), load_external_data=False))
+
+
+def proto_meta(proto: Any) -> tuple[WeightsMeta | None, dict[str, Any]]:
+    """(weights metadata, export info) of a loaded ONNX model; an INT8 file's quantisation record is in the info
+    as ``"int8"``."""
     from lprnet.weights import WeightsMeta
 
-    m = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in m.metadata_props}
+    props = {p.key: p.value for p in proto.metadata_props}
     meta = WeightsMeta.from_json(json.loads(props[META_KEY])) if META_KEY in props else None
     info = json.loads(props[EXPORT_META_KEY]) if EXPORT_META_KEY in props else {}
+    if INT8_META_KEY in props:
+        info["int8"] = json.loads(props[INT8_META_KEY])
     return meta, info
 
 

@@ -24,14 +24,6 @@ def ir_files(xml: str | os.PathLike[str]) -> list[Path]:
     return [p, p.with_suffix(".bin")]
 
 
-def _int8_info(onnx_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """An INT8 QDQ file's quantisation record (``lprnet.int8``), as ``{"int8": {...}}``, or ``{}``."""
-    import onnx
-
-    props = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
-    return {"int8": json.loads(props["lprnet.int8"])} if "lprnet.int8" in props else {}
-
-
 def onnx_to_openvino(onnx_path: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:
     """Convert an exported ONNX file to an OpenVINO IR at ``out`` (``.xml``); returns a summary."""
     import openvino as ov
@@ -47,7 +39,7 @@ def onnx_to_openvino(onnx_path: str | os.PathLike[str], out: str | os.PathLike[s
         raise ExportError(f"openvino.convert_model failed on {onnx_path} ({native_error_text(e)})") from None
     if meta is not None:
         model.set_rt_info(json.dumps(meta.to_json(), ensure_ascii=False), ["lprnet", "meta"])
-    info = {**info, **_int8_info(onnx_path), "openvino": ov.__version__, "source": Path(onnx_path).name}
+    info = {**info, "openvino": ov.__version__, "source": Path(onnx_path).name}
     model.set_rt_info(json.dumps(info, ensure_ascii=False), ["lprnet", "export"])
     ov.save_model(model, str(out), compress_to_fp16=False)
     ops = sorted({op.get_type_name() for op in model.get_ops()})

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from lprnet.errors import first_line, native_error_text
-from lprnet.export.onnx import ExportError, read_onnx_meta
+from lprnet.export.onnx import ExportError, proto_meta, read_onnx_meta
 from lprnet.weights import WeightsMeta, file_sha256
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
@@ -147,10 +147,14 @@ class OpenVinoBackend:
 
 
 def read_ir_meta(path: str | os.PathLike[str]) -> tuple[WeightsMeta | None, dict[str, Any]]:
-    """(weights metadata, export info) stored in an OpenVINO IR's ``rt_info``."""
+    """(weights metadata, export info) stored in an OpenVINO IR's ``rt_info``; see :func:`ir_model_meta`."""
     import openvino as ov
 
-    model = ov.Core().read_model(str(path))
+    return ir_model_meta(ov.Core().read_model(str(path)))
+
+
+def ir_model_meta(model: Any) -> tuple[WeightsMeta | None, dict[str, Any]]:
+    """(weights metadata, export info) of a read OpenVINO model."""
 
     def get(key: list[str]) -> dict[str, Any] | None:
         if not model.has_rt_info(key):
@@ -161,6 +165,13 @@ def read_ir_meta(path: str | os.PathLike[str]) -> tuple[WeightsMeta | None, dict
     return (WeightsMeta.from_json(meta) if meta else None), (get(OV_INFO_PATH) or {})
 
 
+def _check_ir_bin(xml: Path) -> None:
+    """The commonest IR mistake, named: the .xml copied without its .bin."""
+    if not xml.with_suffix(".bin").is_file():
+        raise ExportError(f"{xml}: its weights file {xml.with_suffix('.bin').name} is not beside it (an OpenVINO IR "
+                          "is the .xml and the .bin of the same name: copy both)")
+
+
 def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What ``lprnet info`` prints for an exported ``.onnx`` or ``.xml``: our metadata and export info (opset,
     preprocessing, INT8 record, ...), the graph's inputs and outputs with their shapes, and its op types."""
@@ -168,13 +179,12 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
     if p.suffix.lower() == ".xml":
         import openvino as ov
 
-        if not p.with_suffix(".bin").is_file():
-            raise ExportError(f"{p}: its weights file {p.with_suffix('.bin').name} is not beside it")
+        _check_ir_bin(p)
         try:
             model = ov.Core().read_model(str(p))
         except Exception as e:
             raise ExportError(f"{p}: OpenVINO cannot read the model ({native_error_text(e)})") from None
-        meta, info = read_ir_meta(p)
+        meta, info = ir_model_meta(model)
         io = {"inputs": [{"name": t.get_any_name(), "shape": str(t.get_partial_shape()),
                           "type": t.get_element_type().get_type_name()} for t in model.inputs],
               "outputs": [{"name": t.get_any_name(), "shape": str(t.get_partial_shape()),
@@ -186,7 +196,7 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
 
         try:
             proto = onnx.load(str(p), load_external_data=False)
-            meta, info = read_onnx_meta(p)
+            meta, info = proto_meta(proto)
         except Exception as e:
             raise ExportError(f"{p}: not a readable ONNX model ({native_error_text(e)})") from None
         elem = {v: k for k, v in onnx.TensorProto.DataType.items()}
@@ -196,9 +206,6 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
             return {"name": v.name, "shape": [d.dim_param or d.dim_value for d in t.shape.dim],
                     "type": elem.get(t.elem_type, str(t.elem_type)).lower()}
 
-        props = {pr.key: pr.value for pr in proto.metadata_props}
-        if "lprnet.int8" in props:  # an INT8 QDQ file's quantisation record (the IR keeps it in its export info)
-            info = {**info, "int8": json.loads(props["lprnet.int8"])}
         inits = {i.name for i in proto.graph.initializer}
         io = {"opset": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
               "inputs": [tensor(v) for v in proto.graph.input if v.name not in inits],
@@ -282,9 +289,7 @@ def load_backend(weights: str | os.PathLike[str] | None, backend: str, threads: 
     elif suffix == ".xml":
         if backend != "openvino":
             raise ValueError(f"{p}: an OpenVINO IR needs backend='openvino'")
-        if not p.with_suffix(".bin").is_file():  # the commonest IR mistake: the .xml copied without its .bin
-            raise ExportError(f"{p}: its weights file {p.with_suffix('.bin').name} is not beside it (an OpenVINO IR "
-                              "is the .xml and the .bin of the same name: copy both)")
+        _check_ir_bin(p)
         model_path = p
     else:
         model_path = _cached_export(p, "openvino" if backend == "openvino" else "onnx")
