@@ -138,7 +138,8 @@ def _decode_bytes(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS,
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as 8-bit BGR (any channel count/bit depth); errors name the file."""
-    return to_bgr(_decode_bytes(read_file_bytes(path), display_path(path)), "bgr", name=display_path(path))
+    name = display_path(path)
+    return to_bgr(_decode_bytes(read_file_bytes(path), name), "bgr", name=name)
 
 
 def read_file_bytes(path: str | os.PathLike[str]) -> bytes:

@@ -18,6 +18,7 @@ reports each bad label, unreadable file or malformed entry by name.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 import re
@@ -35,6 +36,7 @@ from lprnet.config import ModelConfig
 from lprnet.core.process import (
     IMAGE_EXTENSIONS,
     ImageError,
+    decode_image_bytes,
     display_path,
     image_header,
     iter_tree,
@@ -584,27 +586,19 @@ def label_problems(plate: str, charset: Charset = DEFAULT_CHARSET,
     return out
 
 
-def _image_problem(s: Sample) -> str | None:
-    try:
-        img = read_image(s.path)
-    except ImageError as e:
-        msg = str(e)
-        prefix = f"{s.path}: "
-        return msg[len(prefix):] if msg.startswith(prefix) else msg
-    if s.quad is not None:
-        return _quad_problem(s.quad, img.shape)
-    return None
-
-
-def _file_problem(s: Sample) -> str | None:
-    """:func:`_image_problem` without decoding: the file can be read and a scene's corners fit the size in its
-    header."""
+def _file_problem(s: Sample, decode: bool = True) -> str | None:
+    """Why a sample's file is unusable (without its name), or None: it cannot be read, or decoded (``decode``), or
+    a scene's corners do not fit the image (without decoding: the size in its header)."""
+    name = display_path(s.path)
     try:
         data = read_file_bytes(s.path)
+        img = decode_image_bytes(data, name) if decode else None
     except ImageError as e:
-        return str(e).removeprefix(f"{display_path(s.path)}: ")
+        return str(e).removeprefix(f"{name}: ")
     if s.quad is None:
         return None
+    if img is not None:
+        return _quad_problem(s.quad, img.shape)
     header = image_header(data)
     if header is None:
         return "not an image: its header cannot be read"
@@ -687,7 +681,7 @@ def check_dataset(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str
                           why if row is None else f"{why} (image {candidates[i].path})")]
     if candidates:
         with ThreadPoolExecutor(max(1, workers)) as ex:
-            for i, why in enumerate(ex.map(_image_problem if check_images else _file_problem, candidates)):
+            for i, why in enumerate(ex.map(functools.partial(_file_problem, decode=check_images), candidates)):
                 if why:  # the file is what is wrong: name it, and the manifest row that lists it
                     row = candidates[i].row
                     bad.setdefault(i, []).append(Problem(str(candidates[i].path),
