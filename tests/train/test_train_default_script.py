@@ -97,14 +97,16 @@ def test_python_dash_m_lprnet_is_the_cli() -> None:
 def test_gpu_lease_script_stops_at_its_deadline_and_keeps_what_it_has(tmp_path: Path) -> None:
     """The time budget counts training steps only; DEADLINE bounds the whole script, so that the results reach OUT
     inside the device tool's timeout: a run still training then is stopped, and its best weights and metrics are
-    copied (exit 124)."""
+    copied (exit 124; 137 when Python swallowed the SIGINT -- a KeyboardInterrupt raised inside a weakref callback
+    is only printed, seen once in a fresh-clone run -- and the SIGKILL 15 s later ended the run: the same kept
+    results)."""
     out, run = tmp_path / "out", tmp_path / "run"
     env = dict(os.environ, OUT=str(out), RUN=str(run), PY=sys.executable, DEVICE="cpu", STEPS="100000",
                TIME_BUDGET="30m", BATCH="8", N_TRAIN="100", N_VAL="16", WARMUP="2", WHEELS=str(tmp_path / "none"),
                EVAL_EVERY="5", CKPT_EVERY="5", DEADLINE="30", OMP_NUM_THREADS="1", PATH="/usr/bin:/bin")
     t0 = time.monotonic()
     proc = subprocess.run(["bash", str(LEASE)], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 124, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode in (124, 137), proc.stdout[-3000:] + proc.stderr[-3000:]
     assert time.monotonic() - t0 < 30 + 15 + 20  # the deadline, the grace before SIGKILL, the copy
     assert "stopped at DEADLINE=30s" in proc.stderr
     assert (out / "best.safetensors").is_file() and (out / "metrics.csv").is_file()
