@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -456,3 +457,57 @@ def test_int8_activations_int8_writes_signed_quantizers(random_weights: Path, tm
         assert zps and set(zps) == {want}, (act, zps)
         r = runner.invoke(app, ["info", str(out if out.exists() else res.files[0])])  # the record is shown
         assert r.exit_code == 0 and json.loads(r.stdout)["export"]["int8"]["activations"] == act, r.output
+
+
+@pytest.mark.parametrize("opset", [11, 13, 20])
+def test_an_opset_asked_for_is_the_opset_written(random_weights: Path, tmp_path: Path, opset: int) -> None:
+    """``--opset`` (older NPU toolchains take 11-13): the file is at that opset, in the allowlist, and passes parity;
+    from 18 ReduceMean takes its axes as an input, before as an attribute (what an opset-11 parser reads)."""
+    out = tmp_path / f"o{opset}.onnx"
+    r = runner.invoke(app, ["export", "--weights", str(random_weights), "--out", str(out), "--opset", str(opset),
+                            "--parity-data", "synthetic", "--parity-n", "16", "--threads", "1"])
+    assert r.exit_code == 0 and f"opset {opset}," in r.stdout, r.output
+    proto = onnx.load(str(out))
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", opset)]
+    assert read_onnx_meta(out)[1]["opset"] == opset
+    onnx.checker.check_model(proto)
+    assert {n.op_type for n in proto.graph.node} <= ALLOWED_OPS
+    means = [n for n in proto.graph.node if n.op_type == "ReduceMean"]
+    assert means and all((len(n.input) == 2) == (opset >= 18) for n in means)
+    assert all(any(a.name == "axes" for a in n.attribute) == (opset < 18) for n in means)
+
+
+def test_an_int8_export_at_opset_13_keeps_it(random_weights: Path, tmp_path: Path) -> None:
+    res = export_weights(random_weights, "onnx", tmp_path / "q13.onnx", int8=True, opset=13, parity_data="synthetic",
+                         parity_n=8, threads=1, keep_failed=True)
+    proto = onnx.load(str(res.files[0]))
+    assert [(o.domain, o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [("", 13)]
+    assert any(n.op_type == "DequantizeLinear" for n in proto.graph.node)
+
+
+def test_opsets_that_cannot_be_written_are_refused(random_weights: Path, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "m.onnx"
+    for args, want in ((["--opset", "10"], "greater than or equal to 11"),
+                       (["--opset", "21"], "less than or equal to 20"),
+                       (["--opset", "12", "--int8"], "needs opset 13 or newer"),
+                       (["--opset", "13", "--format", "openvino"], "--opset applies to an ONNX export")):
+        o = out.with_suffix(".xml") if "openvino" in args else out
+        r = runner.invoke(app, ["export", "--weights", str(random_weights), "--out", str(o), *args])
+        assert r.exit_code == 2 and want in " ".join(re.sub("[│╭╮╰╯─]", " ", r.output).split()), (args, r.output)
+        assert not (tmp_path / "new").exists()
+    model, meta = lprnet.weights.build_model(random_weights)
+    with pytest.raises(ValueError, match="between 11 and 20, got 9"):
+        export_onnx(model, tmp_path / "m.onnx", meta=meta, opset=9)
+    with pytest.raises(ValueError, match="INT8 export needs opset 13"):
+        export_weights(random_weights, "onnx", tmp_path / "m.onnx", int8=True, opset=11)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_opset_the_exporter_does_not_write_fails_the_export(random_weights: Path, tmp_path: Path) -> None:
+    """The torch.export-based exporter writes 18 or newer: asked for 13 it fails rather than write another opset
+    (the default, 17, may come out as 18 from it: it is a fallback)."""
+    pytest.importorskip("onnxscript")
+    model, meta = lprnet.weights.build_model(random_weights)
+    with pytest.raises(ExportError, match="opset 13 was asked for, but the dynamo exporter wrote opset 18"):
+        export_onnx(model, tmp_path / "d.onnx", meta=meta, exporter="dynamo", opset=13)
+    assert not (tmp_path / "d.onnx").exists()

@@ -27,6 +27,9 @@ def export_cmd(
         "--int8-activations", help="With --int8: uint8 (the default; asymmetric, fastest in ONNX Runtime on x86) "
         "or int8 (symmetric: what TensorRT's explicit quantisation and many NPU toolchains take).")] = None,
     batch: Annotated[str, typer.Option("--batch", help="'dynamic' or a fixed batch size N.")] = "dynamic",
+    opset: Annotated[Optional[int], typer.Option(
+        "--opset", min=11, max=20, help="ONNX opset of the file, 11-20 (default 17); older NPU toolchains take "
+        "11-13. INT8 needs 13 or newer. ONNX only.")] = None,
     parity_data: Annotated[Path | None, typer.Option(
         "--parity-data", help="Labelled crops for the parity check (a folder, a manifest or ccpd:DIR; default: "
         "$LPRNET_PARITY_DATA, else ../shared/data/plates-cn-1k if present, else synthetic; 'synthetic' forces "
@@ -43,7 +46,7 @@ def export_cmd(
     import torch
 
     from lprnet.errors import sigterm_raises
-    from lprnet.export.onnx import ExportError
+    from lprnet.export.onnx import INT8_OPSET_MIN, ExportError
     from lprnet.export.pipeline import export_weights
     from lprnet.weights import WeightsError
 
@@ -51,6 +54,10 @@ def export_cmd(
         fail("--int8-activations applies to an INT8 export: add --int8")
     if int8_activations not in (None, "uint8", "int8"):
         fail(f"--int8-activations must be uint8 or int8, got {int8_activations!r}")
+    if opset is not None and fmt.value != "onnx":
+        fail("--opset applies to an ONNX export (--format onnx); OpenVINO IR has no opset")
+    if opset is not None and int8 and opset < INT8_OPSET_MIN:  # before writable_dir makes --out's folder
+        fail(f"--opset {opset}: an INT8 export needs opset {INT8_OPSET_MIN} or newer (per-channel QDQ)")
     if batch != "dynamic" and not (batch.isdigit() and int(batch) >= 1):
         fail(f"--batch must be 'dynamic' or a positive integer, got {batch!r}")
     if out.is_dir():
@@ -65,7 +72,7 @@ def export_cmd(
             res = export_weights(weights, fmt.value, out, int8=int8, batch=None if batch == "dynamic" else int(batch),
                                  parity_data=parity_data, parity_n=parity_n, threads=threads, keep_failed=keep_failed,
                                  dead_channels=dead_channels,
-                                 int8_activations=int8_activations or "uint8")
+                                 int8_activations=int8_activations or "uint8", opset=opset)
     except (WeightsError, ExportError, ValueError, ImportError) as e:
         fail(str(e))
     except OSError as e:  # e.g. an output folder that cannot be written

@@ -2,7 +2,7 @@
 
 This package owns everything between a trained model and a non-PyTorch runtime:
 
-* :mod:`lprnet.export.onnx` — ONNX export of the deploy form (opset >= 17, dynamic or
+* :mod:`lprnet.export.onnx` — ONNX export of the deploy form (opset 17, or 11-20 on request; dynamic or
   fixed batch, no 3-D pooling), the **operator allowlist** (ops accepted by TensorRT,
   OpenVINO and common NPU toolchains) checked on every exported graph, metadata
   embedding, and the **parity check** against PyTorch (max abs logit difference and

@@ -2,8 +2,10 @@
 
 Export
     :func:`export_onnx` writes any LPRNet-shaped ``nn.Module`` (normally the deploy form
-    :class:`lprnet.model.LPRNet`) with ``torch.onnx.export`` at opset :data:`OPSET` (17),
-    input ``input`` (``N x 3 x H x W`` float32, normalised BGR) and output ``logits``
+    :class:`lprnet.model.LPRNet`) with ``torch.onnx.export`` at opset :data:`OPSET` (17) or
+    one asked for between :data:`OPSET_MIN` and :data:`OPSET_MAX` (11-20: older NPU toolchains
+    take 11-13; the graph's operators are the same from 11 to 17, and from 18 ``ReduceMean``
+    takes its axes as an input), input ``input`` (``N x 3 x H x W`` float32, normalised BGR) and output ``logits``
     (``N x C x T``).  The batch axis is dynamic (``batch=None``) or fixed.  By default the
     TorchScript exporter (``dynamo=False``) is used: it is 4-5x faster here and gives the
     same graph as the ``torch.export``-based one (``exporter="dynamo"``), which is the
@@ -91,6 +93,9 @@ if TYPE_CHECKING:
     from lprnet.weights import WeightsMeta
 
 OPSET = 17
+OPSET_MIN = 11  # below 11 the exporter writes the pools' padding as a separate Pad, outside the allowlist
+OPSET_MAX = 20  # the TorchScript exporter's newest
+INT8_OPSET_MIN = 13  # a per-channel QDQ graph needs DequantizeLinear's axis attribute (opset 13)
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 META_KEY = "lprnet"
@@ -253,19 +258,21 @@ MODEL_DOC = ("LPRNet licence-plate recognizer (lprnet). Input 'input': float32 N
 
 
 def export_onnx(model: nn.Module, out: str | os.PathLike[str], *, input_size: tuple[int, int] = (94, 24),
-                batch: int | None = None, opset: int = OPSET, meta: WeightsMeta | None = None,
+                batch: int | None = None, opset: int | None = None, meta: WeightsMeta | None = None,
                 exporter: str = "torchscript", flush_subnormals: bool = True,
                 allowed: Iterable[str] = ALLOWED_OPS) -> dict[str, Any]:
     """Export ``model`` (eval mode) to ``out`` and check the graph against the allowlist.
 
     ``batch=None`` gives a dynamic batch axis, an int a fixed one.  Returns a summary
     (path, op counts, flushed subnormals, exporter, opset).  ``out`` is written atomically
-    and only when every check passed.
+    and only when every check passed.  ``opset=None`` is :data:`OPSET`, which the fallback
+    exporter may write as 18; an opset asked for is written exactly, or the export fails.
     """
     import onnx
 
-    if opset < 17:
-        raise ValueError(f"opset must be >= 17, got {opset}")
+    if opset is not None and not OPSET_MIN <= opset <= OPSET_MAX:
+        raise ValueError(f"opset must be between {OPSET_MIN} and {OPSET_MAX}, got {opset}")
+    asked, opset = opset, OPSET if opset is None else opset
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be >= 1 or None (dynamic), got {batch}")
     out = Path(out)
@@ -293,6 +300,9 @@ def export_onnx(model: nn.Module, out: str | os.PathLike[str], *, input_size: tu
         proto = onnx.load(str(tmp))
         flushed = _flush_subnormals(proto) if flush_subnormals else 0
         written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+        if asked is not None and written != asked:
+            raise ExportError(f"opset {asked} was asked for, but the {used} exporter wrote opset {written} (the "
+                              f"TorchScript exporter failed; the torch.export-based one writes 18 or newer)")
         info = {"opset": written, "exporter": used, "torch": torch.__version__,  # the dynamo exporter writes >= 18
                 "batch": batch if batch is not None else "dynamic", "flushed_subnormals": flushed,
                 "input": INPUT_NAME, "output": OUTPUT_NAME, "input_size": list(input_size),

@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lprnet.export.onnx import ExportError, ParityReport, check_parity, export_onnx, parity_images
+from lprnet.export.onnx import (
+    INT8_OPSET_MIN,
+    OPSET_MAX,
+    OPSET_MIN,
+    ExportError,
+    ParityReport,
+    check_parity,
+    export_onnx,
+    parity_images,
+)
 
 FORMATS = ("onnx", "openvino")
 
@@ -49,12 +58,13 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
                    parity_n: int = 256, threads: int | None = None, atol: float = 1e-4, rtol: float = 1e-5,
                    int8_min_agreement: float = 0.95, keep_failed: bool = False,
                    exporter: str = "torchscript", dead_channels: bool = False,
-                   int8_activations: str = "uint8") -> ExportResult:
+                   int8_activations: str = "uint8", opset: int | None = None) -> ExportResult:
     """Export ``weights`` (``None``: bundled) to ``out`` and check parity (see module doc).
 
     ``dead_channels`` first applies the ``dead-channels`` rewrite rule (verified by the
     rewrite verifier; constant channels removed, fewer FLOPs); parity is then held to the
-    rule's bound (``atol=rtol=1e-4``) and identical strings.
+    rule's bound (``atol=rtol=1e-4``) and identical strings.  ``opset`` is the ONNX opset
+    (:func:`lprnet.export.onnx.export_onnx`; INT8 needs 13 or newer).
     """
     from lprnet.core.backend import TorchBackend
     from lprnet.weights import build_model
@@ -63,6 +73,10 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if int8_activations not in ("uint8", "int8"):
         raise ValueError(f"int8_activations must be 'uint8' or 'int8', got {int8_activations!r}")
+    if opset is not None and not OPSET_MIN <= opset <= OPSET_MAX:  # before the model and the crops are loaded
+        raise ValueError(f"opset must be between {OPSET_MIN} and {OPSET_MAX}, got {opset}")
+    if int8 and opset is not None and opset < INT8_OPSET_MIN:
+        raise ValueError(f"an INT8 export needs opset {INT8_OPSET_MIN} or newer (per-channel QDQ), got {opset}")
     out = Path(out)
     if out.is_dir():
         raise ExportError(f"{out} is a directory; give a file name (.onnx, or .xml for OpenVINO)")
@@ -93,7 +107,8 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
         staged = stage / out.name
         fp32 = staged if (fmt == "onnx" and not int8) else stage / "model.onnx"
         res.steps.append({"step": "onnx", **export_onnx(export_model, fp32, input_size=cfg.input_size,
-                                                        batch=batch, meta=dmeta, exporter=exporter)})
+                                                        batch=batch, meta=dmeta, exporter=exporter,
+                                                        opset=opset)})
         final_onnx = fp32
         if int8:
             from lprnet.export.int8 import quantize_int8
