@@ -1,4 +1,5 @@
-"""``lprnet export``: weights -> ONNX or OpenVINO IR (optionally INT8), allowlist- and parity-checked."""
+"""``lprnet export``: weights -> ONNX, OpenVINO IR or Rockchip RKNN (optionally INT8), allowlist- and
+parity-checked."""
 
 from __future__ import annotations
 
@@ -15,13 +16,21 @@ from lprnet.cli._common import ThreadsOpt, WeightsOpt, fail, writable_dir
 class Format(str, Enum):
     onnx = "onnx"
     openvino = "openvino"
+    rknn = "rknn"
 
 
 def export_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output .onnx (onnx) or .xml (openvino; .bin beside it).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output .onnx (onnx), .xml (openvino; .bin beside it) "
+                                      "or .rknn (rknn).")],
     weights: WeightsOpt = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="onnx or openvino")] = Format.onnx,
-    int8: Annotated[bool, typer.Option("--int8", help="Static INT8 (QDQ, per-channel), calibrated on synthetic crops.")]
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="onnx, openvino, or rknn (Rockchip NPUs: needs "
+                                        "RKNN-Toolkit2's own environment, `sh scripts/rknn_venv.sh`; checked on "
+                                        "its simulator)")] = Format.onnx,
+    rknn_target: Annotated[Optional[str], typer.Option(
+        "--rknn-target", help="With --format rknn: the SoC, e.g. rk3588 (the default), rk3576, rk3568, rk3566, "
+        "rk3562, rv1106, rv1103.")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Static INT8 (QDQ, per-channel), calibrated on synthetic crops; "
+                                       "for rknn the toolkit's own w8a8 calibration on the same crops.")]
     = False,
     int8_activations: Annotated[Optional[str], typer.Option(
         "--int8-activations", help="With --int8: uint8 (the default; asymmetric, fastest in ONNX Runtime on x86) "
@@ -29,7 +38,7 @@ def export_cmd(
     batch: Annotated[str, typer.Option("--batch", help="'dynamic' or a fixed batch size N.")] = "dynamic",
     opset: Annotated[Optional[int], typer.Option(
         "--opset", min=11, max=20, help="ONNX opset of the file, 11-20 (default 17); older NPU toolchains take "
-        "11-13. INT8 needs 13 or newer. ONNX only.")] = None,
+        "11-13. INT8 needs 13 or newer. Not for openvino.")] = None,
     parity_data: Annotated[Path | None, typer.Option(
         "--parity-data", help="Labelled crops for the parity check (a folder, a manifest or ccpd:DIR; default: "
         "$LPRNET_PARITY_DATA, else ../shared/data/plates-cn-1k if present, else synthetic; 'synthetic' forces "
@@ -54,8 +63,14 @@ def export_cmd(
         fail("--int8-activations applies to an INT8 export: add --int8")
     if int8_activations not in (None, "uint8", "int8"):
         fail(f"--int8-activations must be uint8 or int8, got {int8_activations!r}")
-    if opset is not None and fmt.value != "onnx":
-        fail("--opset applies to an ONNX export (--format onnx); OpenVINO IR has no opset")
+    if opset is not None and fmt.value == "openvino":
+        fail("--opset applies to an ONNX (or RKNN) export; OpenVINO IR has no opset")
+    if rknn_target is not None and fmt.value != "rknn":
+        fail("--rknn-target applies to an RKNN export: add --format rknn")
+    if fmt.value == "rknn" and int8_activations is not None:
+        fail("--int8-activations applies to ONNX and OpenVINO INT8; RKNN-Toolkit2 quantises as w8a8")
+    if fmt.value == "rknn" and batch not in ("dynamic", "1"):
+        fail(f"--batch {batch}: an RKNN model takes one crop per call (batch 1)")
     if opset is not None and int8 and opset < INT8_OPSET_MIN:  # before writable_dir makes --out's folder
         fail(f"--opset {opset}: an INT8 export needs opset {INT8_OPSET_MIN} or newer (per-channel QDQ)")
     if batch != "dynamic" and not (batch.isdigit() and int(batch) >= 1):
@@ -64,6 +79,8 @@ def export_cmd(
         fail(f"--out {out} is a directory; give a file name (.onnx, or .xml for OpenVINO)")
     if fmt.value == "onnx" and out.suffix.lower() != ".onnx":  # before writable_dir makes --out's folder
         fail(f"--out {out}: an ONNX output path must end in .onnx")
+    if fmt.value == "rknn" and out.suffix.lower() != ".rknn":
+        fail(f"--out {out}: an RKNN output path must end in .rknn")
     writable_dir(out.parent, out)  # before the model and the parity crops are loaded
     if threads is not None:
         torch.set_num_threads(threads)
@@ -72,7 +89,8 @@ def export_cmd(
             res = export_weights(weights, fmt.value, out, int8=int8, batch=None if batch == "dynamic" else int(batch),
                                  parity_data=parity_data, parity_n=parity_n, threads=threads, keep_failed=keep_failed,
                                  dead_channels=dead_channels,
-                                 int8_activations=int8_activations or "uint8", opset=opset)
+                                 int8_activations=int8_activations or "uint8", opset=opset,
+                                 **({"rknn_target": rknn_target} if rknn_target else {}))
     except (WeightsError, ExportError, ValueError, ImportError) as e:
         fail(str(e))
     except OSError as e:  # e.g. an output folder that cannot be written

@@ -87,6 +87,10 @@ def info(
         with stdout_results():
             print(json.dumps(described, ensure_ascii=False, indent=2))
         return
+    if weights.suffix.lower() == ".rknn":
+        fail(f"{weights}: an RKNN model; `lprnet info` reads weights (.safetensors, .pth) and exports (.onnx, .xml). "
+             "An .rknn file from `lprnet export --format rknn` holds our metadata in its custom string "
+             "(RKNN_QUERY_CUSTOM_STRING on the board); its ONNX source is `lprnet export --format onnx --batch 1`")
     cs = _charset(charset)
     try:
         sd, meta = read_weights(weights, cs)

@@ -11,8 +11,10 @@ This package owns everything between a trained model and a non-PyTorch runtime:
 * :mod:`lprnet.export.openvino` — OpenVINO IR (``.xml`` + ``.bin``, fp32) from the ONNX file;
 * :mod:`lprnet.export.int8` — static post-training INT8 quantisation (ONNX QDQ,
   per-channel) calibrated on *synthetic* crops only;
+* :mod:`lprnet.export.rknn` — Rockchip ``.rknn`` models built by RKNN-Toolkit2 (in its own environment, through
+  :mod:`lprnet.export.rknn_sim`) and checked on the toolkit's simulator;
 * :mod:`lprnet.export.pipeline` — :func:`export_weights`: weights -> export (+ INT8,
-  + IR) -> parity, the one path ``lprnet export`` and the runtime cache share;
+  + IR or RKNN) -> parity, the one path ``lprnet export`` and the runtime cache share;
 * :mod:`lprnet.export.runtimes` — :class:`OnnxRuntimeBackend` and :class:`OpenVinoBackend`
   implementing :class:`lprnet.core.backend.Backend`, and :func:`load_backend` (used by
   :func:`lprnet.load` for ``backend="onnxruntime"`` / ``"openvino"``), with the export cache.

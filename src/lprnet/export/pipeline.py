@@ -2,10 +2,12 @@
 cache of :func:`lprnet.export.runtimes.load_backend` both use :func:`export_weights`).
 
 Steps: build the deploy form from the weights, export ONNX (allowlist enforced), optionally
-quantise to INT8 (synthetic calibration) and/or convert to OpenVINO IR, load the result in
+quantise to INT8 (synthetic calibration) and/or convert to OpenVINO IR or to Rockchip's RKNN (fp16, or INT8 by
+the toolkit's own calibration on the same synthetic crops; :mod:`lprnet.export.rknn`), load the result in
 its runtime and check parity against PyTorch on real crops when available (else
 synthetic): fp32 needs ``|logit diff| <= atol + rtol * |logit|`` (1e-4, 1e-5) and identical decoded strings;
-INT8 needs decoded agreement >= ``int8_min_agreement`` (0.95).  The files are written to a
+RKNN fp16 (the toolkit's simulator) 0.25 + 1e-2 * |logit| and 0.99 of the strings; INT8 needs decoded
+agreement >= ``int8_min_agreement`` (0.95).  The files are written to a
 hidden folder beside the output and moved into place only when parity passes (or with
 ``keep_failed``): an export that fails or is interrupted leaves no unchecked file behind.
 """
@@ -20,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lprnet.export.onnx import (
     INT8_OPSET_MIN,
     OPSET_MAX,
@@ -31,7 +35,7 @@ from lprnet.export.onnx import (
     parity_images,
 )
 
-FORMATS = ("onnx", "openvino")
+FORMATS = ("onnx", "openvino", "rknn")
 
 
 @dataclass
@@ -58,13 +62,15 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
                    parity_n: int = 256, threads: int | None = None, atol: float = 1e-4, rtol: float = 1e-5,
                    int8_min_agreement: float = 0.95, keep_failed: bool = False,
                    exporter: str = "torchscript", dead_channels: bool = False,
-                   int8_activations: str = "uint8", opset: int | None = None) -> ExportResult:
+                   int8_activations: str = "uint8", opset: int | None = None,
+                   rknn_target: str = "rk3588") -> ExportResult:
     """Export ``weights`` (``None``: bundled) to ``out`` and check parity (see module doc).
 
     ``dead_channels`` first applies the ``dead-channels`` rewrite rule (verified by the
     rewrite verifier; constant channels removed, fewer FLOPs); parity is then held to the
     rule's bound (``atol=rtol=1e-4``) and identical strings.  ``opset`` is the ONNX opset
-    (:func:`lprnet.export.onnx.export_onnx`; INT8 needs 13 or newer).
+    (:func:`lprnet.export.onnx.export_onnx`; INT8 needs 13 or newer).  ``fmt="rknn"`` takes one crop per call
+    (``batch`` 1) and builds for the SoC ``rknn_target``.
     """
     from lprnet.core.backend import TorchBackend
     from lprnet.weights import build_model
@@ -84,13 +90,21 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
         out = out.with_suffix(".xml")
     if fmt == "onnx" and out.suffix.lower() != ".onnx":
         raise ExportError(f"{out}: an ONNX output path must end in .onnx")
+    if fmt == "rknn":
+        if out.suffix.lower() != ".rknn":
+            raise ExportError(f"{out}: an RKNN output path must end in .rknn")
+        if batch not in (None, 1):
+            raise ValueError(f"an RKNN model takes one crop per call (batch 1), got batch {batch}")
+        from lprnet.export.rknn import rknn_python
+
+        batch, rknn_py = 1, rknn_python()  # before anything is loaded: the toolkit's environment must exist
     model, meta = build_model(Path(weights) if weights is not None else None, form="deploy")
     cfg = meta.config
     dmeta = dataclasses.replace(
         meta, form="deploy", context_norm=getattr(model, "context_norm", "sample"),
         provenance={**meta.provenance,
                     "exported_from": Path(weights).name if weights is not None else "bundled"})
-    res = ExportResult(fmt, out, "int8" if int8 else "fp32", [])
+    res = ExportResult(fmt, out, "int8" if int8 else "fp16" if fmt == "rknn" else "fp32", [])
     images, labels, source = parity_images(parity_n, parity_data, input_size=cfg.input_size)
     export_model: Any = model
     if dead_channels:
@@ -106,11 +120,33 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
     try:
         staged = stage / out.name
         fp32 = staged if (fmt == "onnx" and not int8) else stage / "model.onnx"
+        parity_kw: dict[str, Any] = {}
         res.steps.append({"step": "onnx", **export_onnx(export_model, fp32, input_size=cfg.input_size,
                                                         batch=batch, meta=dmeta, exporter=exporter,
                                                         opset=opset)})
         final_onnx = fp32
-        if int8:
+        if fmt == "rknn":
+            from lprnet.export.int8 import CALIB_N, CALIB_SEED, synthetic_batches
+            from lprnet.export.rknn import (
+                FP16_ATOL,
+                FP16_MIN_AGREEMENT,
+                FP16_RTOL,
+                RknnSimulatorBackend,
+                custom_string,
+                to_uint8_nhwc,
+            )
+
+            calib = (to_uint8_nhwc(np.concatenate(synthetic_batches(CALIB_N, CALIB_SEED, input_size=cfg.input_size)))
+                     if int8 else None)
+            rknn_backend = RknnSimulatorBackend(fp32, rknn_target, int8=int8, calib=calib, rknn_out=staged,
+                                                python=rknn_py, meta=custom_string(_rknn_meta(dmeta)))
+            res.files = [out]
+            # the simulator builds the model in the session it runs it: one call on every crop builds, writes the
+            # .rknn file, and gives the logits the parity check compares
+            parity_kw = {"batch_size": max(1, len(images))}
+            if not int8:
+                atol, rtol, int8_min_agreement = FP16_ATOL, max(rtol, FP16_RTOL), FP16_MIN_AGREEMENT
+        elif int8:
             from lprnet.export.int8 import quantize_int8
 
             final_onnx = staged if fmt == "onnx" else stage / "model.int8.onnx"
@@ -120,14 +156,18 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
 
             res.steps.append({"step": "openvino", **onnx_to_openvino(final_onnx, staged)})
             res.files = ir_files(out)
-        else:
+        elif fmt == "onnx":
             res.files = [out]
         from lprnet.export.runtimes import OnnxRuntimeBackend, OpenVinoBackend
 
-        backend = OpenVinoBackend(staged, threads) if fmt == "openvino" else OnnxRuntimeBackend(staged, threads)
+        backend: Any = (rknn_backend if fmt == "rknn" else OpenVinoBackend(staged, threads) if fmt == "openvino"
+                        else OnnxRuntimeBackend(staged, threads))
         res.parity.append(check_parity(
             backend, TorchBackend(model, channels_last=False), cfg, images, labels, source=source,
-            atol=float("inf") if int8 else atol, rtol=rtol, min_agreement=int8_min_agreement if int8 else 1.0))
+            atol=float("inf") if int8 else atol, rtol=rtol,
+            min_agreement=int8_min_agreement if (int8 or fmt == "rknn") else 1.0, **parity_kw))
+        if fmt == "rknn":
+            res.steps.append({"step": "rknn", "path": str(staged), **backend.info})
         del backend  # the runtime lets go of the staged files before they move
         if res.ok or keep_failed:
             for f in reversed(res.files):  # an IR's .bin before its .xml
@@ -145,6 +185,17 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
         if "files" in st:
             st["files"] = [str(f) for f in res.files]
     return res
+
+
+def _rknn_meta(meta: Any) -> dict[str, Any]:
+    """What the ``.rknn`` file says of itself (its custom string): enough to feed it and decode its output."""
+    from lprnet.config import VERSION
+
+    cfg = meta.config
+    return {"lprnet": VERSION, "charset": "".join(cfg.charset.chars), "blank": cfg.charset.blank_index,
+            "input": f"uint8 BGR 1x{cfg.input_size[1]}x{cfg.input_size[0]}x3 (NHWC), normalisation built in",
+            "output": f"logits 1 x {cfg.charset.num_classes} x T; CTC: per step the best class, repeats merged, "
+                      "blanks dropped"}
 
 
 def _slim(model: Any, images: list[Any], res: ExportResult) -> tuple[Any, list[str]]:
