@@ -24,9 +24,11 @@ __all__ = ["Charset", "ModelConfig", "ProvinceEstimate", "Recognizer", "Result",
 _FROM_RECOGNIZER = ("ProvinceEstimate", "Recognizer", "Result", "load")
 
 
-def __getattr__(name: str) -> Any:
-    if name in _FROM_RECOGNIZER:
-        from lprnet import recognizer
+if not TYPE_CHECKING:  # a type checker sees the imports above, and flags ``lprnet.lod`` as the typo it is
 
-        return getattr(recognizer, name)
-    raise AttributeError(f"module 'lprnet' has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        if name in _FROM_RECOGNIZER:
+            from lprnet import recognizer
+
+            return getattr(recognizer, name)
+        raise AttributeError(f"module 'lprnet' has no attribute {name!r}")

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import torch
@@ -38,7 +38,12 @@ from lprnet.core.process import (
 )
 from lprnet.weights import WeightsMeta, build_model
 
-ImageInput = Any  # str | os.PathLike | bytes | np.ndarray | PIL.Image.Image
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+#: what :meth:`Recognizer.recognize` reads: a file path, encoded image bytes, a decoded array (uint8/uint16/float,
+#: gray, BGR(A) or RGB(A)) or a PIL image
+ImageInput: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | np.ndarray | PILImage"
 
 
 @dataclass
@@ -246,7 +251,7 @@ def resolve_provinces(provinces: Mapping[str, float] | str | None) -> dict[str, 
 
 
 def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch",
-         device: str = "cpu", threads: int | None = None, decode: str = "auto",
+         device: str | torch.device = "cpu", threads: int | None = None, decode: str = "auto",
          provinces: Mapping[str, float] | str | None = None) -> Recognizer:
     """Load a recognizer; ``weights=None`` uses the bundled default weights.
 

@@ -121,6 +121,8 @@ def test_province_shares_option(setup):
     assert any(not p.startswith("皖") for p in free)  # without the option, this model reads other provinces
     r = runner.invoke(app, ["eval", str(imgs), "-w", str(w), "--json", "--provinces", "皖=0.8,苏=0.1"])
     assert r.exit_code == 1 and json.loads(r.stdout)["provinces"] == {"皖": 0.8, "苏": 0.1}  # the broken file
+    r = runner.invoke(app, ["eval", str(imgs), "-w", str(w), "--provinces", "皖=0.8,苏=0.1"])
+    assert r.exit_code == 1 and "decoding: plate (provinces 皖=0.8,苏=0.1)" in r.stdout, r.output  # as it was given
     for bad, msg in [("X=0.5", "not a province"), ("皖=1.5", "(0, 1]")]:
         r = runner.invoke(app, ["recognize", str(imgs), "-w", str(w), "--provinces", bad])
         assert r.exit_code == 2 and msg in r.stderr, r.output

@@ -207,3 +207,29 @@ def test_export_with_dead_channels_flag(tmp_path) -> None:
     meta, _ = read_onnx_meta(tmp_path / "s.onnx")  # the file says what its graph is: narrowed, BatchNorm folded
     assert meta is not None and "dead-channels" in meta.rules and "fold-batchnorm" in meta.rules
     assert meta.config.batchnorm is False
+
+
+class _ChannelNorm(nn.Module):
+    """A per-pixel normalisation over channels (``dim`` an int or None): not the global-context reduction the
+    rule knows (``dim=(1, 2, 3)``), so a dead channel feeding it is skipped, not rewritten, and nothing raises."""
+
+    def __init__(self, dim: int | None) -> None:
+        super().__init__()
+        self.dim = dim
+        self.conv, self.bn, self.head = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1)
+        with torch.no_grad():
+            self.bn.weight[0] = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.bn(self.conv(x))
+        return self.head(torch.cat([f / torch.mean(f ** 2, dim=self.dim, keepdim=True)], 1))
+
+
+@pytest.mark.parametrize("dim", [1, None])
+def test_a_mean_over_other_dims_is_not_taken_for_the_context_branch(dim: int | None) -> None:
+    m = _ChannelNorm(dim).eval()
+    x = torch.randn(2, 3, 8, 8)
+    gm, rep = rewrite.apply(m, (x,), ["dead-channels"])
+    rr = next(r for r in rep.rules if r.name == "dead-channels")
+    assert rr.sites == [] and rr.skipped, rr
+    assert rep.ok and torch.equal(gm(x), m(x))

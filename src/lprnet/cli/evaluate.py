@@ -21,6 +21,8 @@ from lprnet.cli._common import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from lprnet.evaluate import EvalReport
 
 
@@ -56,7 +58,8 @@ def evaluate_cmd(
     _fail_if_unscored(rep)
 
 
-def _print_report(rep: EvalReport, decode: str, provinces: str | None, auto: bool, top: int, as_json: bool) -> None:
+def _print_report(rep: EvalReport, decode: str, provinces: Mapping[str, float] | None, auto: bool, top: int,
+                  as_json: bool) -> None:
     if as_json:
         print(json.dumps({**rep.to_json(top), "decode": decode, "provinces": provinces,
                           "provinces_estimated": auto}, ensure_ascii=False))
@@ -69,7 +72,8 @@ def _print_report(rep: EvalReport, decode: str, provinces: str | None, auto: boo
     con = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
     con.print(f"plates: {rep.n}   whole-plate accuracy: [bold]{rep.accuracy:.4f}[/] "
               f"({rep.correct}/{rep.n})   per-character accuracy: {rep.char_accuracy:.4f}   decoding: {decode}"
-              + (f" (provinces {provinces}{', estimated' if auto else ''})" if provinces else ""), soft_wrap=True)
+              + (f" (provinces {','.join(f'{k}={v:g}' for k, v in provinces.items())}{', estimated' if auto else ''})"
+                 if provinces else ""), soft_wrap=True)
     con.print(f"dropped characters: {rep.deletions}   inserted characters: {rep.insertions}   "
               f"not scored (unreadable, or no plate label): {len(rep.unreadable)}"
               + (f"   repeats skipped: {rep.repeats}" if rep.repeats else ""), soft_wrap=True)

@@ -142,7 +142,8 @@ def _context_terminal(gm: fx.GraphModule, p: Node) -> bool:
     mean = next(iter(pw.users))
     if not (mean.op == "call_function" and mean.target is torch.mean and mean.args[0] is pw):
         return False
-    if tuple(mean.kwargs.get("dim", ())) != (1, 2, 3) or not mean.kwargs.get("keepdim", False):
+    dims = mean.kwargs.get("dim", ())  # an int or None (``torch.mean(x, dim=1)``) is another reduction: not ours
+    if not isinstance(dims, (tuple, list)) or tuple(dims) != (1, 2, 3) or not mean.kwargs.get("keepdim", False):
         return False
     if dv.args[0] is not p or dv.args[1] is not mean or len(dv.users) != 1:
         return False
