@@ -348,7 +348,8 @@ class BenchReport:
         lines = [
             "# Inference benchmark", "",
             f"`{command}`" if command else "", "",
-            f"CPU: {env.get('cpu', '?')}; {self.threads} thread(s); torch {env.get('torch')}, onnxruntime "
+            f"CPU: {env.get('cpu', '?')}" + (f" ({env['cpu_isa']})" if env.get("cpu_isa") else "")
+            + f"; {self.threads} thread(s); torch {env.get('torch')}, onnxruntime "
             f"{env.get('onnxruntime', '-')}, openvino {env.get('openvino', '-')}; inputs: {self.inputs}; "
             f"{self.repeats} interleaved rounds (median ms/plate; speed-up = median of per-round ratios "
             "reference/candidate at the same batch).", "",
@@ -399,17 +400,35 @@ class BenchReport:
         return "\n".join(lines) + "\n"
 
 
+#: the x86 instruction sets that decide fp32 and INT8 speed, as /proc/cpuinfo names them; INT8 runs faster than fp32
+#: in ONNX Runtime and OpenVINO only with an int8 dot product (VNNI or AMX)
+ISA_FLAGS = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"),
+             ("amx_int8", "AMX-INT8"))
+
+
+def cpu_isa(flags: set[str]) -> str:
+    """The instruction sets of :data:`ISA_FLAGS` a CPU has, and whether it has an int8 dot product."""
+    have = [name for flag, name in ISA_FLAGS if flag in flags]
+    dot = any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    return (", ".join(have) or "none of AVX2/AVX-512") + ("" if dot else "; no int8 dot product (VNNI/AMX): INT8 "
+                                                          "is not expected to run faster than fp32")
+
+
 def _environment(threads: int) -> dict[str, str]:
     env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine()}
     cpu = platform.processor()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == platform.processor():
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     env["cpu"] = cpu or "?"
+    if flags:
+        env["cpu_isa"] = cpu_isa(flags)
     for mod in ("onnxruntime", "openvino"):
         try:
             env[mod] = __import__(mod).__version__

@@ -373,3 +373,15 @@ def test_source_size_counts_crops_in_subfolders_as_the_parity_crops_are_found(tm
         for i in range(3):
             cv2.imwrite(str(tmp_path / cam / f"皖A1234{i}.jpg"), np.full((24, 94, 3), 100 + i, np.uint8))
     assert source_size(tmp_path) == 6 == len(parity_images(6, tmp_path)[0])
+
+
+def test_the_cpu_line_says_whether_int8_can_be_faster() -> None:
+    """INT8 gains need an int8 dot product (VNNI/AMX): a report from an AVX2-only CPU says so, one from a VNNI CPU
+    does not."""
+    from lprnet.bench import cpu_isa
+
+    assert cpu_isa({"avx2", "fma"}) == ("AVX2; no int8 dot product (VNNI/AMX): INT8 is not expected to run faster "
+                                        "than fp32")
+    assert cpu_isa({"avx2", "avx512f", "avx512_vnni"}) == "AVX2, AVX-512, AVX-512 VNNI"
+    assert cpu_isa({"avx2", "avx_vnni"}) == "AVX2, AVX-VNNI"
+    assert cpu_isa(set()).startswith("none of AVX2/AVX-512; no int8 dot product")
