@@ -131,7 +131,9 @@ def test_load_arguments_are_checked_and_runtimes_leave_torch_threads_alone(weigh
         lprnet.load(weights_file, backend="onnxruntime", device="cuda")
     onnx_file = tmp_path / "m.onnx"
     onnx_file.write_bytes(b"whatever")
-    with pytest.raises(ValueError, match="backend='onnxruntime' or 'openvino'"):
+    with pytest.raises(ValueError, match="the torch backend cannot run; leave the backend out"):
+        lprnet.load(onnx_file, backend="torch")
+    with pytest.raises(RuntimeError, match="m.onnx: not a readable ONNX model"):  # onnxruntime, picked by the suffix
         lprnet.load(onnx_file)
     assert torch.get_num_threads() == before  # nothing above touched the process-wide setting
 

@@ -250,17 +250,32 @@ def resolve_provinces(provinces: Mapping[str, float] | str | None) -> dict[str, 
     return out or None
 
 
-def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch",
+BACKENDS = ("torch", "onnxruntime", "openvino")
+
+
+def resolve_backend(weights: str | os.PathLike[str] | None, backend: str | None) -> str:
+    """``backend``, or when it is ``None`` the one ``weights`` needs: ``onnxruntime`` for an ``.onnx`` file,
+    ``openvino`` for an ``.xml`` IR, ``torch`` for weights (ours, a reference ``.pth``, or the bundled default)."""
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+        return backend
+    suffix = Path(weights).suffix.lower() if weights is not None else ""
+    return {".onnx": "onnxruntime", ".xml": "openvino"}.get(suffix, "torch")
+
+
+def load(weights: str | os.PathLike[str] | None = None, *, backend: str | None = None,
          device: str | torch.device = "cpu", threads: int | None = None, decode: str = "auto",
          provinces: Mapping[str, float] | str | None = None) -> Recognizer:
     """Load a recognizer; ``weights=None`` uses the bundled default weights.
 
     ``weights`` may be one of our ``.safetensors`` files or a reference-style ``.pth``
-    state dict (imported into the deploy form).  ``backend`` is ``"torch"``,
-    ``"onnxruntime"`` or ``"openvino"``; the latter two also take an exported ``.onnx`` /
-    ``.xml`` file and otherwise export the weights once to a checked cache file
-    (:func:`lprnet.export.runtimes.load_backend`).  ``decode`` is ``"auto"``, ``"plate"`` or
-    ``"greedy"`` (:func:`resolve_decode`).  ``provinces`` gives the share of plates from named
+    state dict (imported into the deploy form), or an exported ``.onnx`` / ``.xml`` file.  ``backend`` is
+    ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (``None``: the one ``weights`` needs,
+    :func:`resolve_backend`); the latter two also take an exported ``.onnx`` / ``.xml`` file and otherwise
+    export the weights once to a checked cache file (:func:`lprnet.export.runtimes.load_backend`;
+    ``$LPRNET_CACHE``, else ``$XDG_CACHE_HOME/lprnet`` or ``~/.cache/lprnet``).  ``decode`` is ``"auto"``,
+    ``"plate"`` or ``"greedy"`` (:func:`resolve_decode`).  ``provinces`` gives the share of plates from named
     provinces where the camera stands (``{"皖": 0.8}`` or ``"皖=0.8"``; a bare ``"皖"`` reads only
     皖): plate decoding then weighs the province reading by it
     (:func:`lprnet.core.process.province_log_prior`).
@@ -270,8 +285,7 @@ def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch
     too), the runtimes keep theirs per model.  ``device`` is for the torch backend (``cpu``, ``cuda``,
     ``cuda:N``); the ONNX Runtime and OpenVINO backends run on the CPU.
     """
-    if backend not in ("torch", "onnxruntime", "openvino"):
-        raise ValueError(f"unknown backend {backend!r}; available: torch, onnxruntime, openvino")
+    backend = resolve_backend(weights, backend)
     if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
         raise ValueError(f"threads must be >= 1 (or None for the runtime's default), got {threads!r}")
     if backend != "torch":
@@ -283,7 +297,8 @@ def load(weights: str | os.PathLike[str] | None = None, *, backend: str = "torch
         runtime, meta = load_backend(weights, backend, threads)
         return Recognizer(runtime, meta.config, meta, decode=decode, provinces=provinces)
     if weights is not None and Path(weights).suffix.lower() in (".onnx", ".xml"):
-        raise ValueError(f"{weights}: an exported model; load it with backend='onnxruntime' or 'openvino'")
+        raise ValueError(f"{weights}: an exported model, which the torch backend cannot run; leave the backend out "
+                         "(.onnx runs on onnxruntime, .xml on openvino) or name one of those")
     model, meta = build_model(Path(weights) if weights is not None else None, form="deploy")
     backend_ = TorchBackend(model, device)  # a bad device fails before the process-wide setting changes
     if threads is not None:

@@ -213,6 +213,21 @@ def test_recognize_cli_backend_onnxruntime_matches_torch(random_weights: Path) -
         assert abs(d1["confidence"] - d2["confidence"]) < 1e-4
 
 
+def test_an_exported_file_picks_its_runtime(random_weights: Path, tmp_path: Path) -> None:
+    """--weights m.onnx without --backend runs on ONNX Runtime (not an error telling the user to add it), in
+    recognize and in the Python API; the torch backend named with it is still an error."""
+    out = tmp_path / "m.onnx"
+    assert export_weights(random_weights, "onnx", out, parity_data="synthetic", parity_n=8, threads=1).ok
+    assert type(lprnet.load(out).backend) is OnnxRuntimeBackend
+    base = ["recognize", str(SAMPLES), "--format", "json", "--threads", "1"]
+    ro = runner.invoke(app, [*base, "--weights", str(out)])
+    rt = runner.invoke(app, [*base, "--weights", str(random_weights)])
+    assert ro.exit_code == 0 and rt.exit_code == 0, (ro.output, rt.output)
+    assert [d["plate"] for d in _json_plates(ro.stdout)] == [d["plate"] for d in _json_plates(rt.stdout)]
+    r = runner.invoke(app, [*base, "--weights", str(out), "--backend", "torch"])
+    assert r.exit_code == 2 and "the torch backend cannot run" in r.stderr, r.output
+
+
 def test_export_cli_onnx(random_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli.onnx"
     r = runner.invoke(app, ["export", "--weights", str(random_weights), "--format", "onnx", "--out", str(out),

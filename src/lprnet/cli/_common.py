@@ -41,9 +41,10 @@ FixedProvincesOpt = Annotated[str | None, typer.Option(
     "'皖=0.6,苏=0.2' (the rest split equally among the others; a bare '皖' reads only 皖). Weighs the "
     "province reading with plate decoding; `lprnet provinces DIR` estimates the shares.")]
 
-BackendOpt = Annotated[str, typer.Option(
-    "--backend", help="torch, onnxruntime or openvino (weights exported once to a checked cache; "
-    ".onnx/.xml files used as is)")]
+BackendOpt = Annotated[str | None, typer.Option(
+    "--backend", help="torch, onnxruntime or openvino (default: onnxruntime for an .onnx --weights, openvino for "
+    ".xml, else torch). Weights are exported once to a checked cache ($LPRNET_CACHE, else ~/.cache/lprnet); "
+    ".onnx/.xml files are used as they are.")]
 
 AUTO_MIN_SHARE = 0.02  # --provinces auto names the provinces estimated at this share or more
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import DecodeOpt, FixedProvincesOpt, WeightsOpt, fail
+from lprnet.cli._common import BackendOpt, DecodeOpt, FixedProvincesOpt, WeightsOpt, fail
 from lprnet.errors import describe_cause
 
 
@@ -22,7 +22,7 @@ def batch(
         "--ray-address", help="Join this Ray cluster ('auto', 'ray://host:10001'); default: the one $RAY_ADDRESS "
                               "names (as `ray job submit` sets it), else a local Ray.")] = None,
     weights: WeightsOpt = None,
-    backend: Annotated[str, typer.Option("--backend", help="torch, onnxruntime or openvino")] = "torch",
+    backend: BackendOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per actor call.")] = 64,
     actors: Annotated[int, typer.Option("--actors", min=1, help="Recognizer actors (model replicas).")] = 2,
     cpus_per_actor: Annotated[float, typer.Option("--cpus-per-actor", min=0.01,
@@ -43,6 +43,12 @@ def batch(
         from lprnet.scale.ray_batch import BatchJobError, collect_inputs, run_batch
     except ImportError as e:
         fail(f"{e}; install the extra: pip install 'lprnet[scale]'")
+    from lprnet.recognizer import resolve_backend
+
+    try:
+        backend = resolve_backend(weights, backend)
+    except ValueError as e:
+        fail(str(e))
     try:
         paths, warnings = collect_inputs(source)
         for w in warnings:

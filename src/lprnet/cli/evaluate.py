@@ -38,7 +38,7 @@ def evaluate_cmd(
     decode: DecodeOpt = "auto",
     provinces: ProvincesOpt = None,
     device: str = "cpu",
-    backend: BackendOpt = "torch",
+    backend: BackendOpt = None,
 ) -> None:
     """Whole-plate accuracy, per-character accuracy and a confusion summary."""
     from lprnet.cli._common import apply_auto_provinces

@@ -29,7 +29,7 @@ def provinces_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     threads: ThreadsOpt = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
-    backend: BackendOpt = "torch",
+    backend: BackendOpt = None,
 ) -> None:
     """Estimate which provinces' plates a camera sees (EM over the model's province probabilities, no labels)
     and print the --provinces value that weighs readings by it."""

@@ -39,7 +39,7 @@ def recognize(
     decode: DecodeOpt = "auto",
     provinces: ProvincesOpt = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
-    backend: BackendOpt = "torch",
+    backend: BackendOpt = None,
 ) -> None:
     """Recognize plates; unreadable files get an error line and the rest complete."""
     from lprnet.cli._common import apply_auto_provinces

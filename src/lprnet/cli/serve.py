@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from lprnet.cli._common import DecodeOpt, FixedProvincesOpt, ThreadsOpt, WeightsOpt, fail
+from lprnet.cli._common import BackendOpt, DecodeOpt, FixedProvincesOpt, ThreadsOpt, WeightsOpt, fail
 from lprnet.core.process import MAX_IMAGE_PIXELS
 from lprnet.serve import SERVE_MAX_PIXELS, SERVE_MAX_REQUEST_PIXELS
 
@@ -27,7 +27,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0 for all interfaces).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port, printed at start).")] = 8000,
     weights: WeightsOpt = None,
-    backend: Annotated[str, typer.Option(help="torch, onnxruntime or openvino.")] = "torch",
+    backend: BackendOpt = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda")] = "cpu",
     threads: ThreadsOpt = None,
     decode: DecodeOpt = "auto",
@@ -65,8 +65,13 @@ def serve(
     except ImportError as e:
         fail(f"the HTTP service needs the 'serve' extra ({e.name or e} is missing): pip install 'lprnet[serve]'")
     import lprnet
+    from lprnet.recognizer import resolve_backend
     from lprnet.weights import WeightsError
 
+    try:
+        backend = resolve_backend(weights, backend)  # the settings (and the replicas) get the one in use
+    except ValueError as e:
+        fail(str(e))
     settings = ServeSettings(weights=weights, backend=backend, device=device, threads=threads, decode=decode,
                              provinces=provinces, max_batch=max_batch, max_wait_ms=max_wait_ms, max_pixels=max_pixels,
                              max_body_bytes=int(max_body_mb * 1024 * 1024), max_images=max_images,
