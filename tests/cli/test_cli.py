@@ -257,6 +257,11 @@ def test_rewrite_reference_checkpoint_writes_a_loadable_deploy_model(tmp_path):
     assert rules["maxpool3d-to-2d"]["verification"]["bitwise"] is True
     assert len(rules["fold-batchnorm"]["sites"]) == 6 and rules["fold-batchnorm"]["tier"] == "tolerance"
     assert rules["per-sample-context"]["tier"] == "semantic"
+    assert 0 < rules["fold-batchnorm"]["verification"]["bound_used"] <= 1  # tolerance: some of the bound, not more
+    text = runner.invoke(app, ["rewrite", "-w", str(REF_PTH), "--out", str(tmp_path / "t.safetensors"),
+                               "--verify-dir", str(vd)])
+    assert text.exit_code == 0 and "of bound)" in text.stdout, text.output
+    assert "per-sample-context: skipped torch.mean: mean over explicit dims" in text.stdout  # the reason, not a count
     rec = lprnet.load(out)
     assert rec.meta.rules and not rec.meta.config.batchnorm and rec.meta.context_norm == "sample"
     ref = lprnet.load(REF_PTH)

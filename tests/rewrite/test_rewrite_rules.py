@@ -78,6 +78,20 @@ def test_tolerance_comparator() -> None:
     assert not compare(a, d, "tolerance", Bound(1.0)).passed  # NaN position differs
 
 
+def test_the_share_of_the_bound_used_is_measured_per_entry() -> None:
+    """A max abs error above atol still passes where rtol*|ref| allows it; the report says how much of the bound the
+    worst entry used (what a reader checks the PASS against), and more than all of it on a failure."""
+    ref = torch.tensor([100.0, 0.5, 0.0])
+    got = torch.tensor([100.005, 0.5, 0.0])  # |d| 0.005 > atol, within atol + rtol * 100 = 0.011
+    c = compare(ref, got, "tolerance", Bound(1e-3, 1e-4))
+    assert c.passed and c.max_abs_err > 1e-3
+    assert abs(c.bound_used - 0.005 / 0.011) < 1e-3
+    assert compare(ref, ref.clone(), "tolerance", Bound(0.0)).bound_used == 0.0  # exact: none used, even of 0
+    bad = compare(ref, torch.tensor([100.0, 0.6, 0.0]), "tolerance", Bound(1e-3, 1e-4))
+    assert not bad.passed and abs(bad.bound_used - 0.1 / (1e-3 + 0.5e-4)) < 1e-2
+    assert str(Bound(1e-4, 1e-5)) == "|d| <= 0.0001 + 1e-05*|ref|"
+
+
 # ---------------------------------------------------------------------------- toy modules
 class ToyNet(nn.Module):
     """conv-bn-relu, MaxPool3d on a 4-D tensor, an AvgPool2d built in forward, dropout,

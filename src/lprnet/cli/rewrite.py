@@ -98,9 +98,12 @@ def rewrite(
             print(json.dumps(result, ensure_ascii=False, default=str))
         else:
             from rich.console import Console
+            from rich.markup import escape
 
             con = Console(width=None if sys.stdout.isatty() else 160)
             con.print(report.to_table())
+            for line in report.skipped_lines():  # the table counts them; the reasons are here
+                con.print(escape(line), soft_wrap=True)
             if result["reload_check"] is not None:
                 con.print(f"reload check (the written file read back vs the rewritten graph, bitwise): "
                           f"{result['reload_check']}")

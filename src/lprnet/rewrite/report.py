@@ -50,7 +50,7 @@ class Bound:
         return {"atol": self.atol, "rtol": self.rtol}
 
     def __str__(self) -> str:
-        return f"atol={self.atol:g}, rtol={self.rtol:g}"
+        return f"|d| <= {self.atol:g} + {self.rtol:g}*|ref|"
 
 
 @dataclass
@@ -98,11 +98,14 @@ class Check:
     nonfinite_match: bool = True
     counts: bool = True
     note: str = ""
+    #: the largest ``|d| / (atol + rtol * |ref|)`` (1 = at the bound; 0 without a bound)
+    bound_used: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "passed": self.passed, "bitwise": self.bitwise,
                 "mismatches": self.mismatches, "numel": self.numel,
                 "max_abs_err": _num(self.max_abs_err), "max_rel_err": _num(self.max_rel_err),
+                "bound_used": _num(self.bound_used),
                 "nonfinite_match": self.nonfinite_match, "counts": self.counts, "note": self.note}
 
 
@@ -173,6 +176,11 @@ class Verification:
     def max_rel_err(self) -> float:
         return max((c.max_rel_err for c in self.measured), default=0.0)
 
+    @property
+    def bound_used(self) -> float:
+        """The largest share of the bound any counted check used (``|d| / (atol + rtol * |ref|)``; 1 = at it)."""
+        return max((c.bound_used for c in self.counted), default=0.0)
+
     def failures(self) -> list[Check]:
         return [c for c in self.counted if not c.passed]
 
@@ -189,6 +197,7 @@ class Verification:
             "bitwise_mismatches": self.bitwise_mismatches,
             "max_abs_err": _num(self.max_abs_err),
             "max_rel_err": _num(self.max_rel_err),
+            "bound_used": _num(self.bound_used) if self.bound is not None else None,
             "decoded_agreement": self.decoded_agreement,
             "decoded_agreement_batched": self.decoded_agreement_batched,
             "accuracy_before": self.accuracy_before,
@@ -299,6 +308,8 @@ class RewriteReport:
                 if v.mode != "batch":
                     verdict += f" [{v.mode}]"
                 err = f"{v.max_abs_err:.2g} / {v.max_rel_err:.2g}"
+                if v.bound is not None and not v.bitwise:  # the errors are per entry; so is the bound
+                    err += f" ({v.bound_used:.0%} of bound)"
                 bits = "yes" if v.bitwise else f"no ({v.bitwise_mismatches})"
                 agree = "" if v.decoded_agreement is None else f"{v.decoded_agreement:.1%}"
                 if v.decoded_agreement_batched is not None:
@@ -336,10 +347,12 @@ class RewriteReport:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
             if j == 0:
                 lines.append("  ".join("-" * w for w in widths))
-        for r in self.rules:
-            for s in r.skipped:
-                lines.append(f"  {r.name}: skipped {s.target or s.node}: {s.reason}")
+        lines += [f"  {line}" for line in self.skipped_lines()]
         return "\n".join(lines)
+
+    def skipped_lines(self) -> list[str]:
+        """One line per site a rule left alone, with the guard's reason."""
+        return [f"{r.name}: skipped {s.target or s.node}: {s.reason}" for r in self.rules for s in r.skipped]
 
     def __str__(self) -> str:
         return self.to_text()

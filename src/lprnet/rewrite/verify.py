@@ -182,16 +182,17 @@ def bitwise_equal(a: Tensor, b: Tensor) -> bool:
     return bitwise_mismatches(a, b) == 0
 
 
-def _tensor_stats(a: Tensor, b: Tensor, bound: Bound | None) -> tuple[float, float, bool, bool]:
-    """(max abs err, max rel err, non-finite positions coincide, within bound) with ``a``
-    as the reference; errors only over entries finite in both."""
+def _tensor_stats(a: Tensor, b: Tensor, bound: Bound | None) -> tuple[float, float, bool, bool, float]:
+    """(max abs err, max rel err, non-finite positions coincide, within bound, share of the bound used) with
+    ``a`` as the reference; errors only over entries finite in both.  The share is the largest
+    ``|a - b| / (atol + rtol * |a|)``: at most 1 within the bound (0 without a bound)."""
     if a.dtype.is_complex:
         a, b = torch.view_as_real(a.resolve_conj()), torch.view_as_real(b.resolve_conj())
     if not a.dtype.is_floating_point:
         same = bool(torch.equal(a, b))
         d = (a.double() - b.double()).abs() if a.numel() else torch.zeros(1)
         m = float(d.max()) if d.numel() else 0.0
-        return m, 0.0, True, same
+        return m, 0.0, True, same, 0.0 if same else math.inf
     a64, b64 = a.detach().cpu().double(), b.detach().cpu().double()
     fa, fb = torch.isfinite(a64), torch.isfinite(b64)
     nan_same = bool(torch.equal(torch.isnan(a64), torch.isnan(b64)))
@@ -200,16 +201,19 @@ def _tensor_stats(a: Tensor, b: Tensor, bound: Bound | None) -> tuple[float, flo
     nonfinite_match = nan_same and inf_same and bool(torch.equal(fa, fb))
     both = fa & fb
     if not bool(both.any()):
-        return 0.0, 0.0, nonfinite_match, nonfinite_match
+        return 0.0, 0.0, nonfinite_match, nonfinite_match, 0.0
     x, y = a64[both], b64[both]
     diff = (x - y).abs()
     max_abs = float(diff.max())
     nz = x != 0
     max_rel = float((diff[nz] / x[nz].abs()).max()) if bool(nz.any()) else 0.0
-    within = True
+    within, used = True, 0.0
     if bound is not None:
-        within = bool((diff <= bound.atol + bound.rtol * x.abs()).all())
-    return max_abs, max_rel, nonfinite_match, within
+        allowed = bound.atol + bound.rtol * x.abs()
+        within = bool((diff <= allowed).all())
+        over = diff > 0  # an exact entry uses none of the bound, even where the bound is 0
+        used = float((diff[over] / allowed[over]).max()) if bool(over.any()) else 0.0
+    return max_abs, max_rel, nonfinite_match, within, used
 
 
 def _same_scalar(x: Any, y: Any) -> bool:
@@ -233,9 +237,9 @@ def compare(before: Any, after: Any, tier: str = "bitwise", bound: Bound | None 
     lb, sb = tree_flatten(after)
     if sa != sb or len(la) != len(lb):
         return Check(name, False, False, 1, 1, math.inf, math.inf, False, counts,
-                     note="output structure differs")
+                     note="output structure differs", bound_used=math.inf)
     mism = numel = 0
-    max_abs = max_rel = 0.0
+    max_abs = max_rel = used = 0.0
     nonfinite_ok = within = True
     notes = []
     for x, y in zip(la, lb, strict=True):
@@ -250,18 +254,18 @@ def compare(before: Any, after: Any, tier: str = "bitwise", bound: Bound | None 
         if x.shape != y.shape or x.dtype != y.dtype:
             mism += max(x.numel(), y.numel(), 1)
             within = nonfinite_ok = False
-            max_abs = max_rel = math.inf
+            max_abs = max_rel = used = math.inf
             notes.append(f"{tuple(x.shape)}/{x.dtype} vs {tuple(y.shape)}/{y.dtype}")
             continue
         mism += bitwise_mismatches(x, y)
-        a_err, r_err, nf, w = _tensor_stats(x, y, bound)
-        max_abs, max_rel = max(max_abs, a_err), max(max_rel, r_err)
+        a_err, r_err, nf, w, u = _tensor_stats(x, y, bound)
+        max_abs, max_rel, used = max(max_abs, a_err), max(max_rel, r_err), max(used, u)
         nonfinite_ok &= nf
         within &= w
     bitwise = mism == 0
     passed = bitwise if tier == "bitwise" else (nonfinite_ok and within)
     return Check(name, passed, bitwise, mism, numel, max_abs, max_rel, nonfinite_ok, counts,
-                 note="; ".join(notes))
+                 note="; ".join(notes), bound_used=used)
 
 
 def merge_checks(name: str, checks: Sequence[Check], counts: bool = True) -> Check:
@@ -272,7 +276,7 @@ def merge_checks(name: str, checks: Sequence[Check], counts: bool = True) -> Che
                  sum(c.mismatches for c in checks), sum(c.numel for c in checks),
                  max(c.max_abs_err for c in checks), max(c.max_rel_err for c in checks),
                  all(c.nonfinite_match for c in checks), counts,
-                 "; ".join(sorted({c.note for c in checks if c.note})))
+                 "; ".join(sorted({c.note for c in checks if c.note})), max(c.bound_used for c in checks))
 
 
 # ---------------------------------------------------------------------------- running
