@@ -257,3 +257,17 @@ def test_ort_profile_counts_each_timed_pass_once(tmp_path: Path) -> None:
     assert prof.iters == 2 and prof.find("Conv")
     (conv,) = [o for o in prof.ops if o.name == "Conv"]
     assert conv.calls == nodes["Conv"]
+
+
+@pytest.mark.parametrize("ms2, said", [(2.75, "the same work here"), (1.0, "2.70x faster here"),
+                                       (5.4, "2.00x slower here")])
+def test_the_pool_summary_compares_the_pooling_times(ms2: float, said: str) -> None:
+    """The summary does not imply a speed-up: it puts the deploy form's 2-D pooling time beside the reference's 3-D
+    one and says which way it went on this machine (on a CPU, typically the same work)."""
+    ref = FormProfile("reference", "torch", 1, 2, 10.0, 11.0, [OpStat("aten::max_pool3d_with_indices", 3, 2.7, 0.27)])
+    dep = FormProfile("deploy", "torch", 1, 2, 10.0, 11.0, [OpStat("aten::max_pool2d_with_indices", 3, ms2, ms2 / 10)])
+    md = to_markdown([ref, dep])
+    line = next(ln for ln in md.splitlines() if ln.startswith("MaxPool3d in the reference form"))
+    assert "2.700 ms per pass (27.0% of its time)" in line and "has 0 such ops" in line
+    assert f"its MaxPool2d on channel slices takes {ms2:.3f} ms" in line and said in line
+    assert "gain is portability" in line
