@@ -158,6 +158,20 @@ def test_resume_with_only_out_continues_with_the_runs_own_settings(tmp_path: Pat
     (tmp_path / "broken" / "config.json").write_text("{not json")
     res = runner.invoke(app, ["train", "--resume", "--out", str(tmp_path / "broken")])
     assert res.exit_code == 2 and "config.json: the run's saved settings cannot be read" in res.output
+    res = runner.invoke(app, ["train", "--resume", "--out", str(tmp_path / "empty")])  # not "no training data"
+    assert res.exit_code == 2 and "empty holds no run to continue (no config.json)" in res.output, res.output
+
+
+def test_a_short_run_without_a_warm_up_set_warms_up_for_a_tenth() -> None:
+    """``--steps 20`` alone trains (warm-up 2), rather than failing on the 500-step default warm-up; longer runs and a
+    warm-up that is set are as before, and a warm-up set too long names both flags."""
+    base = {"data": ["synth:/x"]}
+    assert make_config(**base, steps=20).warmup_steps == 2
+    assert make_config(**base, steps=500).warmup_steps == 50
+    assert make_config(**base, steps=501).warmup_steps == 500
+    assert make_config(**base, steps=20, warmup_steps=5).warmup_steps == 5
+    with pytest.raises(ConfigError, match=r"warmup_steps \(50, --warmup-steps\) must be below steps \(10, --steps\)"):
+        make_config(**base, steps=10, warmup_steps=50)
 
 
 def test_a_run_that_diverges_says_so_once(tmp_path: Path) -> None:

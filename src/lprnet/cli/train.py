@@ -140,6 +140,9 @@ def train_command(
         base = saved_run_config(out) if resume and out else None  # a resumed run keeps its settings
         cfg = make_config(config, sets=sets, base=base, **flags)
         if not cfg.data:
+            if resume and base is None:
+                raise ConfigError(f"--resume: {out} holds no run to continue (no config.json); start one there "
+                                  "without --resume, with --data")
             raise ConfigError("no training data: pass --data synth:DIR (repeatable) or set 'data' in --config")
         train(cfg, command=shlex.join(sys.argv))
     except (ConfigError, TrainError, FileNotFoundError, ValueError) as e:

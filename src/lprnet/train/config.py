@@ -131,7 +131,8 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _check_all(self) -> TrainConfig:
         if self.warmup_steps >= self.steps and self.steps > 1:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
+            raise ValueError(f"warmup_steps ({self.warmup_steps}, --warmup-steps) must be below steps ({self.steps}, "
+                             "--steps)")
         if self.select_on == "val-dir" and not self.val_dir:
             raise ValueError("select_on 'val-dir' needs val_dir")
         if not 0 < self.betas[0] < 1 or not 0 < self.betas[1] < 1:
@@ -195,12 +196,16 @@ def make_config(file: str | os.PathLike[str] | None = None, *, sets: Mapping[str
 
     ``base`` is a run's saved settings when it is resumed (:func:`saved_run_config`).
     ``sets`` (``--set KEY=VALUE``) apply as given, ``None`` included (``--set threads=null``);
-    ``None`` values of ``overrides`` (flags that were not given) are ignored.
+    ``None`` values of ``overrides`` (flags that were not given) are ignored.  A run of at most the default
+    warm-up's steps, with no warm-up set, warms up for a tenth of its steps.
     """
     d: dict[str, Any] = dict(base or {})
     d.update(load_config_file(file) if file else {})
     d.update(sets or {})
     d.update({k: v for k, v in overrides.items() if v is not None})
+    default_warmup = TrainConfig.model_fields["warmup_steps"].default
+    if "warmup_steps" not in d and isinstance(d.get("steps"), int) and 1 < d["steps"] <= default_warmup:
+        d["warmup_steps"] = d["steps"] // 10  # a short run nobody set a warm-up for: a tenth of it, not an error
     try:
         return TrainConfig.model_validate(d)
     except ValidationError as e:
