@@ -411,3 +411,24 @@ def test_batch_checks_runtime_models_and_the_ray_address_before_any_job(setup, t
     assert r.exit_code == 2, (r.output, r.exception)
     assert "--ray-address ray://127.0.0.1:1: cannot connect to Ray" in r.stderr
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_default_names_the_bundled_weights_unless_a_file_has_that_name(setup, tmp_path, monkeypatch):
+    """``--weights default`` / ``info default`` / ``rewrite -w default`` are the bundled weights (as ``train
+    --init-weights default``); a file called ``default`` in the working folder is that file."""
+    from lprnet.weights import default_weights_path
+
+    w, _ = setup
+    samples = str(Path(lprnet.__file__).with_name("samples"))
+    monkeypatch.chdir(tmp_path)
+    digest = json.loads(runner.invoke(app, ["info", str(default_weights_path())]).stdout)["tensors_sha256"]
+    r = runner.invoke(app, ["info", "default"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["tensors_sha256"] == digest, r.output
+    plain = runner.invoke(app, ["recognize", samples, "-f", "csv"])
+    named = runner.invoke(app, ["recognize", samples, "-f", "csv", "-w", "default"])
+    assert plain.exit_code == named.exit_code == 0 and plain.stdout == named.stdout
+    (tmp_path / "default").write_bytes(w.read_bytes())  # a file of that name wins
+    r = runner.invoke(app, ["info", "default"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["tensors_sha256"] != digest
+    r = runner.invoke(app, ["recognize", samples, "-f", "csv", "-w", "default"])
+    assert r.exit_code == 0 and r.stdout != plain.stdout  # the random weights read other plates

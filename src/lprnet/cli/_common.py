@@ -19,9 +19,29 @@ if TYPE_CHECKING:
     from lprnet.recognizer import ImageInput, Recognizer
     from lprnet.weights import WeightsMeta
 
+def _names_bundled(value: Path | None) -> bool:
+    """``default`` as a weights path is the bundled weights (as ``train --init-weights default``), unless a file of
+    that name is here."""
+    return value is not None and str(value) == "default" and not value.exists()
+
+
+def _bundled_if_default(value: Path | None) -> Path | None:
+    return None if _names_bundled(value) else value
+
+
+def bundled_path_if_default(value: Path) -> Path:
+    """For a weights argument that must be a file (``rewrite``, ``info``): ``default`` is the bundled file."""
+    if _names_bundled(value):
+        from lprnet.weights import default_weights_path
+
+        return default_weights_path()
+    return value
+
+
 WeightsOpt = Annotated[
     Path | None,
-    typer.Option("--weights", "-w", help="Weights (.safetensors of ours or reference .pth); default: bundled."),
+    typer.Option("--weights", "-w", callback=_bundled_if_default,
+                 help="Weights (.safetensors of ours or reference .pth); default (or 'default'): bundled."),
 ]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Intra-op threads for PyTorch.")]
 DecodeOpt = Annotated[str, typer.Option(

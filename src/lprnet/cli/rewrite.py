@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from lprnet.cli._common import ThreadsOpt, check_out_file, fail, save_or_fail
+from lprnet.cli._common import ThreadsOpt, bundled_path_if_default, check_out_file, fail, save_or_fail
 
 
 def _load_dir(d: Path | None, input_size: tuple[int, int], limit: int):  # -> (tensor|None, labels|None)
@@ -35,7 +35,9 @@ def _load_dir(d: Path | None, input_size: tuple[int, int], limit: int):  # -> (t
 
 
 def rewrite(
-    weights: Annotated[Path, typer.Option("--weights", "-w", help="Weights to rewrite (.pth or .safetensors).")],
+    weights: Annotated[Path, typer.Option("--weights", "-w", callback=bundled_path_if_default,
+                                          help="Weights to rewrite (.pth or .safetensors; 'default': the bundled "
+                                               "weights).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output .safetensors (the deploy model).")],
     rules: Annotated[str, typer.Option(help="Comma-separated rule and preset names "
                                        "(presets: safe, deploy, calibrated).")] = "deploy",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lprnet.cli._common import check_out_file, fail, save_or_fail, stdout_results
+from lprnet.cli._common import bundled_path_if_default, check_out_file, fail, save_or_fail, stdout_results
 
 if TYPE_CHECKING:
 
@@ -60,7 +60,8 @@ def import_weights(
 
 
 def info(
-    weights: Annotated[Path, typer.Argument(help="Weights file (.safetensors, .pth), or an exported .onnx / .xml.")],
+    weights: Annotated[Path, typer.Argument(help="Weights file (.safetensors, .pth; 'default': the bundled weights), "
+                                            "or an exported .onnx / .xml.")],
     charset: Annotated[str | None, typer.Option(
         help="Charset string in class order (blank '-' last), for files without lprnet metadata "
              "(default for .pth: the 68-class Chinese set).")] = None,
@@ -87,6 +88,7 @@ def info(
         with stdout_results():
             print(json.dumps(described, ensure_ascii=False, indent=2))
         return
+    weights = bundled_path_if_default(weights)
     if weights.suffix.lower() == ".rknn":
         fail(f"{weights}: an RKNN model; `lprnet info` reads weights (.safetensors, .pth) and exports (.onnx, .xml). "
              "An .rknn file from `lprnet export --format rknn` holds our metadata in its custom string "
