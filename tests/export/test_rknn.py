@@ -97,6 +97,8 @@ def test_rknn_options_are_checked_before_anything_is_made(tmp_path: Path, monkey
         assert r.exit_code == 2 and want in _plain(r.output), (args, r.output)
     r = runner.invoke(app, ["export", "--format", "rknn", "--out", str(tmp_path / "new" / "m.onnx")])
     assert r.exit_code == 2 and "an RKNN output path must end in .rknn" in _plain(r.output)
+    r = runner.invoke(app, ["export", "--format", "openvino", "--out", str(tmp_path / "new" / "m.onnx")])
+    assert r.exit_code == 2 and "an OpenVINO IR path must end in .xml" in _plain(r.output)
     assert not (tmp_path / "new").exists()
     monkeypatch.setenv("LPRNET_RKNN_PYTHON", str(tmp_path / "no-such-python"))
     r = runner.invoke(app, ["export", "--format", "rknn", "--out", str(out)])

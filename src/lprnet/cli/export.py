@@ -79,6 +79,8 @@ def export_cmd(
         fail(f"--out {out} is a directory; give a file name (.onnx, or .xml for OpenVINO)")
     if fmt.value == "onnx" and out.suffix.lower() != ".onnx":  # before writable_dir makes --out's folder
         fail(f"--out {out}: an ONNX output path must end in .onnx")
+    if fmt.value == "openvino" and out.suffix and out.suffix.lower() != ".xml":
+        fail(f"--out {out}: an OpenVINO IR path must end in .xml (its .bin goes beside it)")
     if fmt.value == "rknn" and out.suffix.lower() != ".rknn":
         fail(f"--out {out}: an RKNN output path must end in .rknn")
     writable_dir(out.parent, out)  # before the model and the parity crops are loaded

@@ -87,6 +87,8 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
     if out.is_dir():
         raise ExportError(f"{out} is a directory; give a file name (.onnx, or .xml for OpenVINO)")
     if fmt == "openvino" and out.suffix.lower() != ".xml":
+        if out.suffix:  # y.onnx would quietly become y.xml + y.bin
+            raise ExportError(f"{out}: an OpenVINO IR path must end in .xml (its .bin goes beside it)")
         out = out.with_suffix(".xml")
     if fmt == "onnx" and out.suffix.lower() != ".onnx":
         raise ExportError(f"{out}: an ONNX output path must end in .onnx")
