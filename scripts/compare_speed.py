@@ -1,5 +1,5 @@
 """Forward time of two weights files (deploy form, as loaded), one intra-op thread, interleaved rounds: medians and
-the median of per-round paired ratios B/A, at batch 1 and 32. Run from the repo root:
+the median of per-round paired ratios B/A, at batch 1 and 32, run from the repo root.
 
     python scripts/compare_speed.py A.safetensors B.safetensors [--rounds 11] [--layout-a nchw] [--layout-b nhwc]
 
