@@ -455,6 +455,8 @@ def run_device_bench(weights: str | Path | None = None, *, device: str = "cuda",
                                            "plates_per_s": None, "ms_per_batch": None, "ms_per_plate": None,
                                            "speedup": None}
                     rows[key] = row
+                    say(f"batch {b}: {form}, {v.name}" + (" (torch.compile: its warm-up may compile for minutes)"
+                                                          if v.mode == "compile" else ""))
                     try:
                         xin = _prepare(x, v)
                         fn = zoo.fn(form, v)
