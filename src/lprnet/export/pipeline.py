@@ -122,32 +122,21 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
     try:
         staged = stage / out.name
         fp32 = staged if (fmt == "onnx" and not int8) else stage / "model.onnx"
-        parity_kw: dict[str, Any] = {}
+        min_agreement, parity_kw = (int8_min_agreement if int8 else 1.0), {}
         res.steps.append({"step": "onnx", **export_onnx(export_model, fp32, input_size=cfg.input_size,
                                                         batch=batch, meta=dmeta, exporter=exporter,
                                                         opset=opset)})
         final_onnx = fp32
         if fmt == "rknn":
-            from lprnet.export.int8 import CALIB_N, CALIB_SEED, synthetic_batches
-            from lprnet.export.rknn import (
-                FP16_ATOL,
-                FP16_MIN_AGREEMENT,
-                FP16_RTOL,
-                RknnSimulatorBackend,
-                custom_string,
-                to_uint8_nhwc,
-            )
+            from lprnet.export.rknn import FP16_ATOL, FP16_MIN_AGREEMENT, FP16_RTOL
 
-            calib = (to_uint8_nhwc(np.concatenate(synthetic_batches(CALIB_N, CALIB_SEED, input_size=cfg.input_size)))
-                     if int8 else None)
-            rknn_backend = RknnSimulatorBackend(fp32, rknn_target, int8=int8, calib=calib, rknn_out=staged,
-                                                python=rknn_py, meta=custom_string(_rknn_meta(dmeta)))
+            rknn_backend = _rknn_backend(fp32, staged, rknn_target, int8, rknn_py, dmeta)
             res.files = [out]
             # the simulator builds the model in the session it runs it: one call on every crop builds, writes the
             # .rknn file, and gives the logits the parity check compares
             parity_kw = {"batch_size": max(1, len(images))}
             if not int8:
-                atol, rtol, int8_min_agreement = FP16_ATOL, max(rtol, FP16_RTOL), FP16_MIN_AGREEMENT
+                atol, rtol, min_agreement = FP16_ATOL, max(rtol, FP16_RTOL), FP16_MIN_AGREEMENT
         elif int8:
             from lprnet.export.int8 import quantize_int8
 
@@ -166,8 +155,7 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
                         else OnnxRuntimeBackend(staged, threads))
         res.parity.append(check_parity(
             backend, TorchBackend(model, channels_last=False), cfg, images, labels, source=source,
-            atol=float("inf") if int8 else atol, rtol=rtol,
-            min_agreement=int8_min_agreement if (int8 or fmt == "rknn") else 1.0, **parity_kw))
+            atol=float("inf") if int8 else atol, rtol=rtol, min_agreement=min_agreement, **parity_kw))
         if fmt == "rknn":
             res.steps.append({"step": "rknn", "path": str(staged), **backend.info})
         del backend  # the runtime lets go of the staged files before they move
@@ -187,6 +175,18 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
         if "files" in st:
             st["files"] = [str(f) for f in res.files]
     return res
+
+
+def _rknn_backend(onnx_path: Path, rknn_out: Path, target: str, int8: bool, python: Path, meta: Any) -> Any:
+    """The toolkit's simulator on ``onnx_path``, writing ``rknn_out`` on its first call; INT8 calibrates on the
+    crops our ONNX INT8 export calibrates on (:mod:`lprnet.export.int8`)."""
+    from lprnet.export.int8 import CALIB_N, CALIB_SEED, synthetic_batches
+    from lprnet.export.rknn import RknnSimulatorBackend, custom_string, to_uint8_nhwc
+
+    w, h = meta.config.input_size
+    calib = to_uint8_nhwc(np.concatenate(synthetic_batches(CALIB_N, CALIB_SEED, input_size=(w, h)))) if int8 else None
+    return RknnSimulatorBackend(onnx_path, target, int8=int8, calib=calib, rknn_out=rknn_out, python=python,
+                                meta=custom_string(_rknn_meta(meta)))
 
 
 def _rknn_meta(meta: Any) -> dict[str, Any]:
