@@ -386,9 +386,10 @@ def test_export_checks_its_out_before_loading_anything(random_weights: Path, tmp
     naming --out, before the model and the parity crops are loaded; no hidden staging folder is left."""
     out = tmp_path if where == "dir" else Path(where)
     for fmt in ("onnx", "openvino"):
-        r = runner.invoke(app, ["export", "-w", str(random_weights), "--format", fmt, "--out", str(out),
+        o = out.with_suffix(".xml") if fmt == "openvino" and where != "dir" else out
+        r = runner.invoke(app, ["export", "-w", str(random_weights), "--format", fmt, "--out", str(o),
                                 "--parity-data", "synthetic", "--parity-n", "4"])
-        assert r.exit_code == 2 and said in r.stderr and f"--out {out}" in r.stderr, r.output
+        assert r.exit_code == 2 and said in r.stderr and f"--out {o}" in r.stderr, r.output
     assert not list(tmp_path.glob(".*")) and not (tmp_path.parent / f"{tmp_path.name}.xml").exists()
 
 
