@@ -167,8 +167,11 @@ def test_provinces_command_estimates_shares_and_prints_the_option(setup, tmp_pat
     (good / "a.jpg").write_bytes((imgs / "皖A12345.jpg").read_bytes())
     r = runner.invoke(app, ["provinces", str(good), "-w", str(w)])
     assert r.exit_code == 0, r.output
-    opt = lprnet.load(w).estimate_provinces([good / "a.jpg"]).option()
+    est = lprnet.load(w).estimate_provinces([good / "a.jpg"])
+    opt = est.option()
     assert (f"--provinces {opt}" if opt else "read without --provinces") in r.stdout
+    top_v = max(est.shares.values())
+    assert f"{top_v:.4f}" in r.stdout  # one digit past the option's (rounded down) three, so the two agree
     r = runner.invoke(app, ["provinces", str(tmp_path / "missing"), "-w", str(w)])
     assert r.exit_code == 2 and "no readable plate" in r.stderr and "missing" in r.stderr
     r = runner.invoke(app, ["provinces", str(good), "-w", str(w), "--min-share", "0"])

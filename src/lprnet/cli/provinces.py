@@ -72,7 +72,7 @@ def provinces_cmd(
             t.add_column("province")
             t.add_column("share", justify="right")
             for p, v in sorted(est.shares.items(), key=lambda x: -x[1])[:top]:
-                t.add_row(p, f"{v:.3f}")
+                t.add_row(p, f"{v:.4f}")  # one digit past the option, which rounds down: 0.0605 -> 浙=0.060
             con.print(t)
             opt = est.option(min_share)
             con.print(f"--provinces {opt}" if opt else f"no province reaches {min_share:g}: read without --provinces")
