@@ -68,6 +68,7 @@ def test_int8_agreement_and_accuracy_real_crops(tmp_path: Path, dead_channels: b
                          threads=1, dead_channels=dead_channels)
     p = res.parity[0]
     assert p.source.startswith("real") and p.n == 250
+    assert "not bounded: quantised logits move, the check is on the readings" in p.to_text()  # no alarming PASS
     # measured 0.972 (full) and 0.980 (dead-channels) here; 0.975 / 0.980 on all 1,000
     assert p.agreement >= 0.96, p.to_text()
     assert p.accuracy_torch is not None and p.accuracy_backend is not None

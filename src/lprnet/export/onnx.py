@@ -447,7 +447,7 @@ class ParityReport:
         acc = ""
         if self.accuracy_torch is not None and self.accuracy_backend is not None:
             acc = f"; accuracy torch {self.accuracy_torch:.4f} vs {self.backend} {self.accuracy_backend:.4f}"
-        bound = ("report only" if self.atol == float("inf") else
+        bound = ("not bounded: quantised logits move, the check is on the readings" if self.atol == float("inf") else
                  f"bound {self.atol:g} + {self.rtol:g}*|t|: {'ok' if self.within_bound else 'EXCEEDED'}")
         return (f"parity {self.backend} vs torch on {self.n} crops ({self.source}): max |logit diff| "
                 f"{self.max_abs_diff:.3g} (max rel {self.max_rel_diff:.2g}; {bound}); "
