@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from lprnet.config import ModelConfig
 from lprnet.core.backend import Backend, TorchBackend
 from lprnet.core.process import (
     ChannelOrder,
+    Decode,
     ImageError,
     Prediction,
     ctc_decode,
@@ -93,7 +94,7 @@ class Recognizer:
     """
 
     def __init__(self, backend: Backend, config: ModelConfig, meta: WeightsMeta | None = None,
-                 decode: str = "auto", provinces: Mapping[str, float] | str | None = None) -> None:
+                 decode: Decode = "auto", provinces: Mapping[str, float] | str | None = None) -> None:
         self.backend = backend
         self.config = config
         self.charset = config.charset
@@ -251,6 +252,7 @@ def resolve_provinces(provinces: Mapping[str, float] | str | None) -> dict[str, 
 
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
+BackendName = Literal["torch", "onnxruntime", "openvino"]
 
 
 def resolve_backend(weights: str | os.PathLike[str] | None, backend: str | None) -> str:
@@ -264,8 +266,8 @@ def resolve_backend(weights: str | os.PathLike[str] | None, backend: str | None)
     return {".onnx": "onnxruntime", ".xml": "openvino"}.get(suffix, "torch")
 
 
-def load(weights: str | os.PathLike[str] | None = None, *, backend: str | None = None,
-         device: str | torch.device = "cpu", threads: int | None = None, decode: str = "auto",
+def load(weights: str | os.PathLike[str] | None = None, *, backend: BackendName | None = None,
+         device: str | torch.device = "cpu", threads: int | None = None, decode: Decode = "auto",
          provinces: Mapping[str, float] | str | None = None) -> Recognizer:
     """Load a recognizer; ``weights=None`` uses the bundled default weights.
 

@@ -30,6 +30,8 @@ import numpy as np
 from lprnet.charset import CN_PLATE_FORMATS, PROVINCES, Charset, fits_format
 
 ChannelOrder = Literal["bgr", "rgb"]
+#: how logits become text (:func:`ctc_decode`): ``auto`` is plate decoding where the charset can write every plate
+Decode = Literal["auto", "plate", "greedy"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MAX_IMAGE_PIXELS = 64_000_000  # refuse decompression bombs
 
