@@ -271,3 +271,12 @@ def test_the_pool_summary_compares_the_pooling_times(ms2: float, said: str) -> N
     assert "2.700 ms per pass (27.0% of its time)" in line and "has 0 such ops" in line
     assert f"its MaxPool2d on channel slices takes {ms2:.3f} ms" in line and said in line
     assert "gain is portability" in line
+
+
+def test_the_pool_summary_reads_onnx_runtimes_op_names() -> None:
+    """ONNX Runtime calls the 2-D pool ``MaxPool``: its time is compared too, not left out under a sentence that
+    implies it was."""
+    ref = FormProfile("reference", "torch", 1, 2, 10.0, 11.0, [OpStat("aten::max_pool3d_with_indices", 3, 3.6, 0.36)])
+    dep = FormProfile("deploy", "onnxruntime", 1, 2, 2.0, 2.2, [OpStat("MaxPool", 3, 0.08, 0.04)])
+    line = next(ln for ln in to_markdown([ref, dep]).splitlines() if ln.startswith("MaxPool3d in the reference"))
+    assert "takes 0.080 ms (4.0%): 45.00x faster here" in line

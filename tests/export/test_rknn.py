@@ -79,7 +79,7 @@ def test_the_toolkit_refuses_the_reference_forms_3d_pooling(tmp_path: Path) -> N
     torch.onnx.export(ReferenceLPRNet().eval(), (torch.zeros(1, 3, 24, 94),), str(onnx_path), opset_version=17,
                       dynamo=False, input_names=["input"], output_names=["logits"])
     be = RknnSimulatorBackend(onnx_path, python=py, rknn_out=tmp_path / "ref.rknn")
-    with pytest.raises(ExportError, match=r"ref\.onnx: RKNN-Toolkit2 \(rk3588\) failed, exit 3: (load_onnx|build) "
+    with pytest.raises(ExportError, match=r"ref\.rknn: RKNN-Toolkit2 \(rk3588\) failed, exit 3: (load_onnx|build) "
                                           r"failed: .*MaxPool"):
         be(preprocess([np.zeros((24, 94, 3), np.uint8)]))
     assert not (tmp_path / "ref.rknn").exists()
@@ -104,3 +104,41 @@ def test_rknn_options_are_checked_before_anything_is_made(tmp_path: Path, monkey
     r = runner.invoke(app, ["export", "--format", "rknn", "--out", str(out)])
     assert r.exit_code == 2 and "RKNN-Toolkit2 is not set up ($LPRNET_RKNN_PYTHON=" in _plain(r.output), r.output
     assert "sh scripts/rknn_venv.sh" in _plain(r.output) and not out.exists()
+
+
+def test_the_custom_string_is_held_to_the_boards_bytes() -> None:
+    """The board reads the custom string into 1,024 bytes: a Chinese character takes three, so a long charset is
+    refused by its UTF-8 length, not its character count; the bundled charset fits."""
+    from lprnet.export.rknn import custom_string
+
+    assert len(custom_string({"charset": "京沪" * 150}).encode()) < 1024  # 300 characters, 900+ bytes
+    with pytest.raises(ExportError, match=r"would be 1\d{3} bytes"):
+        custom_string({"charset": "京" * 340})  # 340 characters, over 1,020 bytes
+
+
+def test_the_toolkits_environment_is_found_beside_the_checkout_or_here(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import lprnet.export.rknn as rk
+
+    monkeypatch.delenv("LPRNET_RKNN_PYTHON", raising=False)
+    monkeypatch.setattr(rk, "_VENV", tmp_path / "checkout" / ".venv-rknn")  # e.g. an install in site-packages
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ExportError, match=r"not set up \(no .*checkout/\.venv-rknn or .*\.venv-rknn\).*LPRNET_RKNN"):
+        rk.rknn_python()
+    (tmp_path / ".venv-rknn" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv-rknn" / "bin" / "python").write_text("")
+    assert rk.rknn_python() == tmp_path / ".venv-rknn" / "bin" / "python"
+
+
+def test_the_toolkits_own_reason_is_named_and_its_int8_takes_older_opsets(tmp_path: Path) -> None:
+    """A target the toolkit refuses says why (rv1106 builds INT8 only), naming --out, not a staging file; RKNN INT8
+    quantises the fp32 graph itself, so opsets below 13 (for ONNX's QDQ INT8) are accepted."""
+    _toolkit()
+    out = tmp_path / "m.rknn"
+    r = runner.invoke(app, ["export", "--format", "rknn", "--rknn-target", "rv1106", "--out", str(out),
+                            "--parity-data", "synthetic", "--parity-n", "4"])
+    assert r.exit_code == 2, r.output
+    assert f"{out}: RKNN-Toolkit2 (rv1106) failed" in _plain(r.output) and "do_quantization" in r.output
+    r = runner.invoke(app, ["export", "--format", "rknn", "--int8", "--opset", "12", "--out", str(out),
+                            "--parity-data", "synthetic", "--parity-n", "16", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["steps"][0]["opset"] == 12, r.output

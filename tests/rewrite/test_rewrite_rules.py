@@ -90,6 +90,8 @@ def test_the_share_of_the_bound_used_is_measured_per_entry() -> None:
     bad = compare(ref, torch.tensor([100.0, 0.6, 0.0]), "tolerance", Bound(1e-3, 1e-4))
     assert not bad.passed and abs(bad.bound_used - 0.1 / (1e-3 + 0.5e-4)) < 1e-2
     assert str(Bound(1e-4, 1e-5)) == "|d| <= 0.0001 + 1e-05*|ref|"
+    nan = compare(ref, torch.tensor([100.0, float("nan"), 0.0]), "tolerance", Bound(1e-3, 1e-4))
+    assert not nan.passed and nan.bound_used == float("inf")  # a new NaN is past the bound, not "0% of it"
 
 
 # ---------------------------------------------------------------------------- toy modules

@@ -473,3 +473,28 @@ def test_sigterm_during_a_job_removes_the_partial_output_and_exits_143(job, tmp_
     assert proc.returncode == 143, err[-3000:]
     assert "SIGTERM received" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["list.tsv"]  # no output, no temporary file
+
+
+@pytest.mark.parametrize("name, want", [("m.onnx", "onnxruntime"), ("m.XML", "openvino"), ("w.safetensors", "torch")])
+def test_a_job_and_a_service_without_a_backend_take_the_one_their_weights_need(
+        name: str, want: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_batch and the Ray Serve application, as the CLI and lprnet.load: an .onnx or .xml file picks its runtime
+    (before, the Python API passed "torch" and refused the export); the weights are checked with that backend."""
+    import lprnet.scale.ray_batch as rb
+    import lprnet.scale.ray_serve as rs
+
+    seen: list[str] = []
+
+    def stop(weights: object, backend: str) -> dict[str, bytes]:
+        seen.append(backend)
+        raise BatchJobError("stop here")
+
+    monkeypatch.setattr(rb, "weights_files", stop)
+    monkeypatch.setattr(rs, "weights_files", stop)
+    for call in (lambda: rb.run_batch(["a.jpg"], tmp_path / "o.csv", weights=tmp_path / name),
+                 lambda: rs.build_application(tmp_path / name)):
+        with pytest.raises(BatchJobError, match="stop here"):
+            call()
+    assert seen == [want, want]
+    with pytest.raises(BatchJobError, match="unknown backend 'tensorrt'"):
+        rb.run_batch(["a.jpg"], tmp_path / "o.csv", weights=tmp_path / name, backend="tensorrt")

@@ -170,6 +170,7 @@ def test_a_short_run_without_a_warm_up_set_warms_up_for_a_tenth() -> None:
     assert make_config(**base, steps=500).warmup_steps == 50
     assert make_config(**base, steps=501).warmup_steps == 500
     assert make_config(**base, steps=20, warmup_steps=5).warmup_steps == 5
+    assert make_config(**base, steps=100.0).warmup_steps == make_config(**base, steps="100").warmup_steps == 10
     with pytest.raises(ConfigError, match=r"warmup_steps \(50, --warmup-steps\) must be below steps \(10, --steps\)"):
         make_config(**base, steps=10, warmup_steps=50)
 

@@ -63,8 +63,8 @@ FixedProvincesOpt = Annotated[str | None, typer.Option(
 
 BackendOpt = Annotated[str | None, typer.Option(
     "--backend", help="torch, onnxruntime or openvino (default: onnxruntime for an .onnx --weights, openvino for "
-    ".xml, else torch). Weights are exported once to a checked cache ($LPRNET_CACHE, else ~/.cache/lprnet); "
-    ".onnx/.xml files are used as they are.")]
+    ".xml, else torch). Weights are exported once to a checked cache ($LPRNET_CACHE, else $XDG_CACHE_HOME/lprnet or "
+    "~/.cache/lprnet); .onnx/.xml files are used as they are.")]
 
 AUTO_MIN_SHARE = 0.02  # --provinces auto names the provinces estimated at this share or more
 

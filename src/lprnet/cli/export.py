@@ -28,7 +28,7 @@ def export_cmd(
                                         "its simulator)")] = Format.onnx,
     rknn_target: Annotated[Optional[str], typer.Option(
         "--rknn-target", help="With --format rknn: the SoC, e.g. rk3588 (the default), rk3576, rk3568, rk3566, "
-        "rk3562, rv1106, rv1103.")] = None,
+        "rk3562; rv1106 and rv1103 with --int8 only.")] = None,
     int8: Annotated[bool, typer.Option("--int8", help="Static INT8 (QDQ, per-channel), calibrated on synthetic crops; "
                                        "for rknn the toolkit's own w8a8 calibration on the same crops.")]
     = False,
@@ -38,7 +38,7 @@ def export_cmd(
     batch: Annotated[str, typer.Option("--batch", help="'dynamic' or a fixed batch size N.")] = "dynamic",
     opset: Annotated[Optional[int], typer.Option(
         "--opset", min=11, max=20, help="ONNX opset of the file, 11-20 (default 17); older NPU toolchains take "
-        "11-13. INT8 needs 13 or newer. Not for openvino.")] = None,
+        "11-13. ONNX INT8 (QDQ) needs 13 or newer. Not for openvino.")] = None,
     parity_data: Annotated[Path | None, typer.Option(
         "--parity-data", help="Labelled crops for the parity check (a folder, a manifest or ccpd:DIR; default: "
         "$LPRNET_PARITY_DATA, else ../shared/data/plates-cn-1k if present, else synthetic; 'synthetic' forces "
@@ -71,7 +71,7 @@ def export_cmd(
         fail("--int8-activations applies to ONNX and OpenVINO INT8; RKNN-Toolkit2 quantises as w8a8")
     if fmt.value == "rknn" and batch not in ("dynamic", "1"):
         fail(f"--batch {batch}: an RKNN model takes one crop per call (batch 1)")
-    if opset is not None and int8 and opset < INT8_OPSET_MIN:  # before writable_dir makes --out's folder
+    if opset is not None and int8 and fmt.value != "rknn" and opset < INT8_OPSET_MIN:  # before writable_dir
         fail(f"--opset {opset}: an INT8 export needs opset {INT8_OPSET_MIN} or newer (per-channel QDQ)")
     if batch != "dynamic" and not (batch.isdigit() and int(batch) >= 1):
         fail(f"--batch must be 'dynamic' or a positive integer, got {batch!r}")

@@ -81,7 +81,7 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
         raise ValueError(f"int8_activations must be 'uint8' or 'int8', got {int8_activations!r}")
     if opset is not None and not OPSET_MIN <= opset <= OPSET_MAX:  # before the model and the crops are loaded
         raise ValueError(f"opset must be between {OPSET_MIN} and {OPSET_MAX}, got {opset}")
-    if int8 and opset is not None and opset < INT8_OPSET_MIN:
+    if int8 and fmt != "rknn" and opset is not None and opset < INT8_OPSET_MIN:  # RKNN quantises fp32 ONNX itself
         raise ValueError(f"an INT8 export needs opset {INT8_OPSET_MIN} or newer (per-channel QDQ), got {opset}")
     out = Path(out)
     if out.is_dir():
@@ -130,7 +130,7 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
         if fmt == "rknn":
             from lprnet.export.rknn import FP16_ATOL, FP16_MIN_AGREEMENT, FP16_RTOL
 
-            rknn_backend = _rknn_backend(fp32, staged, rknn_target, int8, rknn_py, dmeta)
+            rknn_backend = _rknn_backend(fp32, staged, rknn_target, int8, rknn_py, dmeta, label=str(out))
             res.files = [out]
             # the simulator builds the model in the session it runs it: one call on every crop builds, writes the
             # .rknn file, and gives the logits the parity check compares
@@ -177,7 +177,8 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
     return res
 
 
-def _rknn_backend(onnx_path: Path, rknn_out: Path, target: str, int8: bool, python: Path, meta: Any) -> Any:
+def _rknn_backend(onnx_path: Path, rknn_out: Path, target: str, int8: bool, python: Path, meta: Any,
+                  label: str) -> Any:
     """The toolkit's simulator on ``onnx_path``, writing ``rknn_out`` on its first call; INT8 calibrates on the
     crops our ONNX INT8 export calibrates on (:mod:`lprnet.export.int8`)."""
     from lprnet.export.int8 import CALIB_N, CALIB_SEED, synthetic_batches
@@ -186,7 +187,7 @@ def _rknn_backend(onnx_path: Path, rknn_out: Path, target: str, int8: bool, pyth
     w, h = meta.config.input_size
     calib = to_uint8_nhwc(np.concatenate(synthetic_batches(CALIB_N, CALIB_SEED, input_size=(w, h)))) if int8 else None
     return RknnSimulatorBackend(onnx_path, target, int8=int8, calib=calib, rknn_out=rknn_out, python=python,
-                                meta=custom_string(_rknn_meta(meta)))
+                                meta=custom_string(_rknn_meta(meta)), label=label)
 
 
 def _rknn_meta(meta: Any) -> dict[str, Any]:

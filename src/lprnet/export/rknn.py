@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -33,21 +34,27 @@ DEFAULT_TARGET = "rk3588"
 #: crops with the default weights: max |diff| 0.080, every reading the same
 FP16_ATOL, FP16_RTOL = 0.25, 1e-2
 FP16_MIN_AGREEMENT = 0.99
-CUSTOM_STRING_MAX = 1024  # the toolkit's limit
+CUSTOM_STRING_MAX = 1024  # bytes: the board reads it into char[1024], its terminating NUL included
 _RUNNER = Path(__file__).with_name("rknn_sim.py")
-_VENV = Path(__file__).resolve().parents[3] / ".venv-rknn"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_VENV = Path(__file__).resolve().parents[3] / ".venv-rknn"  # beside a source checkout (an editable install)
 
 
 def rknn_python() -> Path:
     """The Python of the environment that has RKNN-Toolkit2: ``$LPRNET_RKNN_PYTHON``, else ``.venv-rknn``'s."""
     env = os.environ.get(RKNN_PYTHON_ENV)
-    p = Path(env) if env else _VENV / "bin" / "python"
-    if not p.exists():
-        where = f"${RKNN_PYTHON_ENV}={env}: no such file" if env else f"{_VENV} does not exist"
-        raise ExportError(f"RKNN-Toolkit2 is not set up ({where}). It pins torch<=2.4 and numpy<=1.26, so it lives in "
-                          f"an environment of its own: run `sh scripts/rknn_venv.sh`, or point ${RKNN_PYTHON_ENV} at "
-                          "a Python that has rknn-toolkit2")
-    return p
+    tried = [_VENV, Path.cwd() / ".venv-rknn"]  # the checkout's, then the working folder's (scripts/rknn_venv.sh)
+    if env and Path(env).exists():
+        return Path(env)
+    if not env:
+        for venv in tried:
+            if (venv / "bin" / "python").exists():
+                return venv / "bin" / "python"
+    where = (f"${RKNN_PYTHON_ENV}={env}: no such file" if env else
+             f"no {' or '.join(str(v) for v in dict.fromkeys(tried))}")
+    raise ExportError(f"RKNN-Toolkit2 is not set up ({where}). It pins torch<=2.4 and numpy<=1.26, so it lives in an "
+                      f"environment of its own: point ${RKNN_PYTHON_ENV} at a Python that has rknn-toolkit2, or make "
+                      "one with `sh scripts/rknn_venv.sh` (from a checkout of lprnet; it makes ./.venv-rknn)")
 
 
 def to_uint8_nhwc(batch: np.ndarray) -> np.ndarray:
@@ -61,11 +68,13 @@ def to_uint8_nhwc(batch: np.ndarray) -> np.ndarray:
 
 
 def custom_string(meta: dict[str, Any]) -> str:
-    """The metadata stored in the ``.rknn`` file, within the toolkit's 1,024 characters."""
+    """The metadata stored in the ``.rknn`` file, within the board's 1,024 bytes (UTF-8: a Chinese character takes
+    three)."""
     s = json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
-    if len(s) > CUSTOM_STRING_MAX:
-        raise ExportError(f"the RKNN custom string would be {len(s)} characters (the toolkit keeps "
-                          f"{CUSTOM_STRING_MAX}); a charset this long does not fit")
+    n = len(s.encode("utf-8"))
+    if n >= CUSTOM_STRING_MAX:
+        raise ExportError(f"the RKNN custom string would be {n} bytes (the board reads {CUSTOM_STRING_MAX - 1} and a "
+                          "terminating NUL); a charset this long does not fit")
     return s
 
 
@@ -73,18 +82,20 @@ class RknnSimulatorBackend:
     """Builds the RKNN model from ``onnx_path`` and runs batches on the toolkit's simulator (float32 NCHW from
     :func:`lprnet.core.process.preprocess` in, logits out).  The simulator runs only a model built in the same
     session, so every call builds again (a few seconds): give it all crops at once.  The first call writes the
-    ``.rknn`` file to ``rknn_out`` when given; :attr:`info` is the toolkit's summary."""
+    ``.rknn`` file to ``rknn_out`` when given; :attr:`info` is the toolkit's summary.  Errors name ``label`` (default:
+    ``rknn_out``, else ``onnx_path``)."""
 
     name = "rknn-simulator"
 
     def __init__(self, onnx_path: str | os.PathLike[str], target: str = DEFAULT_TARGET, *, int8: bool = False,
                  calib: np.ndarray | None = None, rknn_out: str | os.PathLike[str] | None = None, meta: str = "",
-                 python: str | os.PathLike[str] | None = None, timeout: float = 1800) -> None:
+                 python: str | os.PathLike[str] | None = None, timeout: float = 1800, label: str | None = None) -> None:
         if int8 and calib is None:
             raise ValueError("an INT8 RKNN model needs calibration crops (calib)")
         self.onnx_path, self.target, self.int8, self.calib = Path(onnx_path), target, int8, calib
         self.rknn_out = Path(rknn_out) if rknn_out is not None else None
         self.meta, self.timeout = meta, timeout
+        self.label = label or str(self.rknn_out or self.onnx_path)  # what an error names
         self.python = Path(python) if python is not None else rknn_python()
         self.info: dict[str, Any] = {}
 
@@ -104,13 +115,16 @@ class RknnSimulatorBackend:
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
             except subprocess.TimeoutExpired:
-                raise ExportError(f"{self.onnx_path}: RKNN-Toolkit2 ({self.target}) took over {self.timeout:g} s"
+                raise ExportError(f"{self.label}: RKNN-Toolkit2 ({self.target}) took over {self.timeout:g} s"
                                   ) from None
             if r.returncode != 0:
-                lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+                lines = [_ANSI.sub("", ln).strip() for ln in r.stderr.splitlines() if ln.strip()]
                 said = next((ln for ln in reversed(lines) if ln.startswith("rknn: ")), lines[-1] if lines else "")
-                raise ExportError(f"{self.onnx_path}: RKNN-Toolkit2 ({self.target}) failed, exit {r.returncode}: "
-                                  f"{said.removeprefix('rknn: ') or 'no message'}")
+                why = next((ln[2:] for ln in reversed(lines)  # the toolkit's own error, not its version line
+                            if ln.startswith("E ") and "toolkit2 version" not in ln), "")
+                raise ExportError(f"{self.label}: RKNN-Toolkit2 ({self.target}) failed, exit "
+                                  f"{r.returncode}: {said.removeprefix('rknn: ') or 'no message'}"
+                                  + (f" ({why})" if why and why not in said else ""))
             summary = next((ln for ln in reversed(r.stdout.splitlines()) if ln.startswith('{"toolkit"')), "{}")
             self.info = {**json.loads(summary), "onnx": self.onnx_path.name}
             return np.load(out)["logits"]

@@ -40,7 +40,6 @@ from lprnet.errors import first_line, native_error_text
 from lprnet.export.onnx import ExportError, proto_meta, read_onnx_meta
 from lprnet.weights import WeightsMeta, file_sha256
 
-BACKENDS = ("torch", "onnxruntime", "openvino")
 CACHE_ENV = "LPRNET_CACHE"
 OV_META_PATH = ["lprnet", "meta"]
 OV_INFO_PATH = ["lprnet", "export"]

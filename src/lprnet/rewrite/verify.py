@@ -201,7 +201,7 @@ def _tensor_stats(a: Tensor, b: Tensor, bound: Bound | None) -> tuple[float, flo
     nonfinite_match = nan_same and inf_same and bool(torch.equal(fa, fb))
     both = fa & fb
     if not bool(both.any()):
-        return 0.0, 0.0, nonfinite_match, nonfinite_match, 0.0
+        return 0.0, 0.0, nonfinite_match, nonfinite_match, 0.0 if nonfinite_match else math.inf
     x, y = a64[both], b64[both]
     diff = (x - y).abs()
     max_abs = float(diff.max())
@@ -213,6 +213,8 @@ def _tensor_stats(a: Tensor, b: Tensor, bound: Bound | None) -> tuple[float, flo
         within = bool((diff <= allowed).all())
         over = diff > 0  # an exact entry uses none of the bound, even where the bound is 0
         used = float((diff[over] / allowed[over]).max()) if bool(over.any()) else 0.0
+        if not nonfinite_match:  # a NaN or inf where the reference has none (or the reverse) is past any bound
+            used = math.inf
     return max_abs, max_rel, nonfinite_match, within, used
 
 

@@ -59,7 +59,6 @@ SCHEMA = pa.schema([
     pa.field("error", pa.string()),
 ])
 OUT_SUFFIXES = (".parquet", ".csv")
-BACKENDS = ("torch", "onnxruntime", "openvino")
 
 
 class BatchJobError(ValueError):
@@ -165,7 +164,7 @@ class RecognizerActor:
     ``"皖=0.8"``) are passed to :func:`~lprnet.recognizer.load`.
     """
 
-    def __init__(self, files: dict[str, bytes] | tuple[Any] | None, backend: str = "torch",
+    def __init__(self, files: dict[str, bytes] | tuple[Any] | None, backend: str | None = None,
                  threads: int | None = 1, decode: str = "auto", provinces: str | None = None) -> None:
         if isinstance(files, tuple):
             import ray
@@ -429,7 +428,7 @@ def run_batch(
     out: str | os.PathLike[str],
     *,
     weights: str | os.PathLike[str] | None = None,
-    backend: str = "torch",
+    backend: str | None = None,
     batch_size: int = 64,
     actors: int = 2,
     cpus_per_actor: float = 1.0,
@@ -451,8 +450,12 @@ def run_batch(
     refused unless ``overwrite``; one that is an input or the ``manifest`` listing them,
     always.
     """
-    if backend not in BACKENDS:
-        raise BatchJobError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    from lprnet.recognizer import resolve_backend
+
+    try:
+        backend = resolve_backend(weights, backend)  # None: the one the weights need (.onnx, .xml, else torch)
+    except ValueError as e:
+        raise BatchJobError(str(e)) from None
     if batch_size < 1 or actors < 1 or cpus_per_actor <= 0 or threads_per_actor < 1:
         raise BatchJobError("batch size, actors, CPUs and threads per actor must be positive")
     if decode not in DECODE_MODES:

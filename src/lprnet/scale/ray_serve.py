@@ -57,6 +57,12 @@ def build_application(weights: str | os.PathLike[str] | None, settings: ServeSet
         raise BatchJobError(f"replicas must be >= 1, got {replicas}")
     if not cpus_per_replica > 0:
         raise BatchJobError(f"cpus_per_replica must be > 0, got {cpus_per_replica}")
+    from lprnet.recognizer import resolve_backend
+
+    try:  # None: the one the weights need; the replicas get the name, not a guess of their own
+        settings = dataclasses.replace(settings, backend=resolve_backend(weights, settings.backend))
+    except ValueError as e:
+        raise BatchJobError(str(e)) from None
     files = weights_files(weights, settings.backend)
     shipped = dataclasses.asdict(dataclasses.replace(settings, weights=None))  # the weights travel as bytes
     options: dict[str, Any] = {"num_cpus": cpus_per_replica}

@@ -79,7 +79,7 @@ class ServeSettings:
     """Service configuration (the ``lprnet serve`` options)."""
 
     weights: str | Path | None = None
-    backend: str = "torch"
+    backend: str | None = None  # None: the one the weights need (lprnet.recognizer.resolve_backend)
     device: str = "cpu"
     threads: int | None = None
     decode: str = "auto"

@@ -204,13 +204,23 @@ def make_config(file: str | os.PathLike[str] | None = None, *, sets: Mapping[str
     d.update(sets or {})
     d.update({k: v for k, v in overrides.items() if v is not None})
     default_warmup = TrainConfig.model_fields["warmup_steps"].default
-    if "warmup_steps" not in d and isinstance(d.get("steps"), int) and 1 < d["steps"] <= default_warmup:
-        d["warmup_steps"] = d["steps"] // 10  # a short run nobody set a warm-up for: a tenth of it, not an error
+    steps = _whole(d.get("steps"))  # JSON may give 100.0 and YAML "100", which the schema accepts as 100
+    if "warmup_steps" not in d and steps is not None and 1 < steps <= default_warmup:
+        d["warmup_steps"] = steps // 10  # a short run nobody set a warm-up for: a tenth of it, not an error
     try:
         return TrainConfig.model_validate(d)
     except ValidationError as e:
         lines = [f"  {'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors()]
         raise ConfigError("invalid training config:\n" + "\n".join(lines)) from None
+
+
+def _whole(v: Any) -> int | None:
+    """``v`` as the whole number it spells (``100``, ``100.0``, ``"100"``), else None."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if f.is_integer() and not isinstance(v, bool) else None
 
 
 def saved_run_config(out: str | os.PathLike[str]) -> dict[str, Any] | None:
