@@ -24,7 +24,7 @@ test: setup
 	$(BIN)/ruff check src tests scripts
 	sh scripts/ci_system_deps.sh
 	PY=$(PY) TORCH_INDEX=$(TORCH_INDEX) sh scripts/rknn_venv.sh
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 lint: setup
 	$(BIN)/ruff check src tests scripts

@@ -26,7 +26,8 @@ from lprnet.model import LPRNet  # noqa: E402
 from lprnet.scale.ray_batch import BatchJobError, collect_inputs, output_kind  # noqa: E402
 from lprnet.weights import WeightsMeta, save_weights  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own, from DataContext
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),  # Ray's own, from DataContext
+              pytest.mark.xdist_group("ray")]  # one worker starts Ray at a time: its start-up times out under load
 runner = CliRunner()
 COMMON = ["--actors", "1", "--cpus-per-actor", "1", "--batch-size", "64", "--no-progress"]
 

@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("ray.serve", reason="needs ray[serve] (the 'scale' extra)")
 httpx = pytest.importorskip("httpx")
+pytestmark = pytest.mark.xdist_group("ray")  # beside test_ray_batch on one worker: one Ray start-up at a time
 
 import lprnet  # noqa: E402
 from server_output import wait_for_address  # noqa: E402
