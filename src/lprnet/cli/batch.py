@@ -43,12 +43,6 @@ def batch(
         from lprnet.scale.ray_batch import BatchJobError, collect_inputs, run_batch
     except ImportError as e:
         fail(f"{e}; install the extra: pip install 'lprnet[scale]'")
-    from lprnet.recognizer import resolve_backend
-
-    try:
-        backend = resolve_backend(weights, backend)
-    except ValueError as e:
-        fail(str(e))
     try:
         paths, warnings = collect_inputs(source)
         for w in warnings:

@@ -55,8 +55,8 @@ def export_cmd(
     import torch
 
     from lprnet.errors import sigterm_raises
-    from lprnet.export.onnx import INT8_OPSET_MIN, ExportError
-    from lprnet.export.pipeline import export_weights
+    from lprnet.export.onnx import ExportError
+    from lprnet.export.pipeline import export_weights, option_problem, out_problem
     from lprnet.weights import WeightsError
 
     if int8_activations is not None and not int8:
@@ -69,26 +69,23 @@ def export_cmd(
         fail("--rknn-target applies to an RKNN export: add --format rknn")
     if fmt.value == "rknn" and int8_activations is not None:
         fail("--int8-activations applies to ONNX and OpenVINO INT8; RKNN-Toolkit2 quantises as w8a8")
-    if fmt.value == "rknn" and batch not in ("dynamic", "1"):
-        fail(f"--batch {batch}: an RKNN model takes one crop per call (batch 1)")
-    if opset is not None and int8 and fmt.value != "rknn" and opset < INT8_OPSET_MIN:  # before writable_dir
-        fail(f"--opset {opset}: an INT8 export needs opset {INT8_OPSET_MIN} or newer (per-channel QDQ)")
     if batch != "dynamic" and not (batch.isdigit() and int(batch) >= 1):
         fail(f"--batch must be 'dynamic' or a positive integer, got {batch!r}")
+    batch_n = None if batch == "dynamic" else int(batch)
+    why = option_problem(fmt.value, int8=int8, opset=opset, batch=batch_n)  # all before writable_dir makes a folder
+    if why:
+        fail(why)
     if out.is_dir():
         fail(f"--out {out} is a directory; give a file name (.onnx, or .xml for OpenVINO)")
-    if fmt.value == "onnx" and out.suffix.lower() != ".onnx":  # before writable_dir makes --out's folder
-        fail(f"--out {out}: an ONNX output path must end in .onnx")
-    if fmt.value == "openvino" and out.suffix and out.suffix.lower() != ".xml":
-        fail(f"--out {out}: an OpenVINO IR path must end in .xml (its .bin goes beside it)")
-    if fmt.value == "rknn" and out.suffix.lower() != ".rknn":
-        fail(f"--out {out}: an RKNN output path must end in .rknn")
+    why = out_problem(fmt.value, out)
+    if why:
+        fail(f"--out {out}: {why}")
     writable_dir(out.parent, out)  # before the model and the parity crops are loaded
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         with sigterm_raises():  # a kill (exit 143) still removes the hidden staging folder beside --out
-            res = export_weights(weights, fmt.value, out, int8=int8, batch=None if batch == "dynamic" else int(batch),
+            res = export_weights(weights, fmt.value, out, int8=int8, batch=batch_n,
                                  parity_data=parity_data, parity_n=parity_n, threads=threads, keep_failed=keep_failed,
                                  dead_channels=dead_channels,
                                  int8_activations=int8_activations or "uint8", opset=opset,

@@ -65,13 +65,8 @@ def serve(
     except ImportError as e:
         fail(f"the HTTP service needs the 'serve' extra ({e.name or e} is missing): pip install 'lprnet[serve]'")
     import lprnet
-    from lprnet.recognizer import resolve_backend
     from lprnet.weights import WeightsError
 
-    try:
-        backend = resolve_backend(weights, backend)  # the settings (and the replicas) get the one in use
-    except ValueError as e:
-        fail(str(e))
     settings = ServeSettings(weights=weights, backend=backend, device=device, threads=threads, decode=decode,
                              provinces=provinces, max_batch=max_batch, max_wait_ms=max_wait_ms, max_pixels=max_pixels,
                              max_body_bytes=int(max_body_mb * 1024 * 1024), max_images=max_images,

@@ -60,7 +60,8 @@ def import_weights(
 
 
 def info(
-    weights: Annotated[Path, typer.Argument(help="Weights file (.safetensors, .pth; 'default': the bundled weights), "
+    weights: Annotated[Path, typer.Argument(callback=bundled_path_if_default,
+                                            help="Weights file (.safetensors, .pth; 'default': the bundled weights), "
                                             "or an exported .onnx / .xml.")],
     charset: Annotated[str | None, typer.Option(
         help="Charset string in class order (blank '-' last), for files without lprnet metadata "
@@ -88,7 +89,6 @@ def info(
         with stdout_results():
             print(json.dumps(described, ensure_ascii=False, indent=2))
         return
-    weights = bundled_path_if_default(weights)
     if weights.suffix.lower() == ".rknn":
         fail(f"{weights}: an RKNN model; `lprnet info` reads weights (.safetensors, .pth) and exports (.onnx, .xml). "
              "An .rknn file from `lprnet export --format rknn` holds our metadata in its custom string "

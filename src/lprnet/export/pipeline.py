@@ -79,24 +79,18 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if int8_activations not in ("uint8", "int8"):
         raise ValueError(f"int8_activations must be 'uint8' or 'int8', got {int8_activations!r}")
-    if opset is not None and not OPSET_MIN <= opset <= OPSET_MAX:  # before the model and the crops are loaded
-        raise ValueError(f"opset must be between {OPSET_MIN} and {OPSET_MAX}, got {opset}")
-    if int8 and fmt != "rknn" and opset is not None and opset < INT8_OPSET_MIN:  # RKNN quantises fp32 ONNX itself
-        raise ValueError(f"an INT8 export needs opset {INT8_OPSET_MIN} or newer (per-channel QDQ), got {opset}")
+    why = option_problem(fmt, int8=int8, opset=opset, batch=batch)  # before the model and the crops are loaded
+    if why:
+        raise ValueError(why)
     out = Path(out)
     if out.is_dir():
         raise ExportError(f"{out} is a directory; give a file name (.onnx, or .xml for OpenVINO)")
-    if fmt == "openvino" and out.suffix.lower() != ".xml":
-        if out.suffix:  # y.onnx would quietly become y.xml + y.bin
-            raise ExportError(f"{out}: an OpenVINO IR path must end in .xml (its .bin goes beside it)")
+    why = out_problem(fmt, out)
+    if why:
+        raise ExportError(f"{out}: {why}")
+    if fmt == "openvino" and not out.suffix:
         out = out.with_suffix(".xml")
-    if fmt == "onnx" and out.suffix.lower() != ".onnx":
-        raise ExportError(f"{out}: an ONNX output path must end in .onnx")
     if fmt == "rknn":
-        if out.suffix.lower() != ".rknn":
-            raise ExportError(f"{out}: an RKNN output path must end in .rknn")
-        if batch not in (None, 1):
-            raise ValueError(f"an RKNN model takes one crop per call (batch 1), got batch {batch}")
         from lprnet.export.rknn import rknn_python
 
         batch, rknn_py = 1, rknn_python()  # before anything is loaded: the toolkit's environment must exist
@@ -175,6 +169,31 @@ def export_weights(weights: str | os.PathLike[str] | None, fmt: str, out: str | 
         if "files" in st:
             st["files"] = [str(f) for f in res.files]
     return res
+
+
+def option_problem(fmt: str, *, int8: bool = False, opset: int | None = None, batch: int | None = None) -> str | None:
+    """What is wrong with these export settings together (``None``: nothing), checked before anything is loaded;
+    ``lprnet export`` asks before it makes ``--out``'s folder."""
+    if opset is not None and not OPSET_MIN <= opset <= OPSET_MAX:
+        return f"opset must be between {OPSET_MIN} and {OPSET_MAX}, got {opset}"
+    if int8 and fmt != "rknn" and opset is not None and opset < INT8_OPSET_MIN:  # RKNN quantises fp32 ONNX itself
+        return f"an INT8 export needs opset {INT8_OPSET_MIN} or newer (per-channel QDQ), got {opset}"
+    if fmt == "rknn" and batch not in (None, 1):
+        return f"an RKNN model takes one crop per call (batch 1), got batch {batch}"
+    return None
+
+
+def out_problem(fmt: str, out: Path) -> str | None:
+    """What is wrong with ``out``'s name for ``fmt`` (``None``: nothing); an OpenVINO path without a suffix gets
+    ``.xml``, one with another suffix (``y.onnx``) would quietly become ``y.xml`` + ``y.bin`` and is refused."""
+    suffix = out.suffix.lower()
+    if fmt == "onnx" and suffix != ".onnx":
+        return "an ONNX output path must end in .onnx"
+    if fmt == "openvino" and suffix not in ("", ".xml"):
+        return "an OpenVINO IR path must end in .xml (its .bin goes beside it)"
+    if fmt == "rknn" and suffix != ".rknn":
+        return "an RKNN output path must end in .rknn"
+    return None
 
 
 def _rknn_backend(onnx_path: Path, rknn_out: Path, target: str, int8: bool, python: Path, meta: Any,
